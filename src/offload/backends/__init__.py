@@ -1,0 +1,36 @@
+"""Backends: where jobs live. ``open_backend(url)`` picks one from its URL."""
+
+from __future__ import annotations
+
+from offload.backends._common import parse_url
+from offload.backends.base import Backend
+from offload.core.clock import Clock
+from offload.errors import ConfigurationError
+
+__all__ = ["Backend", "open_backend"]
+
+
+def open_backend(url: str, *, clock: Clock | None = None) -> Backend:
+    """Build (not yet connect) the backend a URL names.
+
+    - ``sqlite:///relative.db``, ``sqlite:////abs/path.db``; option ``?synchronous=normal``
+    - ``redis://host:6379/0`` (needs ``pip install 'offload[redis]'``)
+    - ``memory://`` (a new, private in-process store)
+    """
+    parsed = parse_url(url)
+    if parsed.scheme == "sqlite":
+        from offload.backends.sqlite import SQLiteBackend
+
+        return SQLiteBackend.from_url(url, clock=clock)
+    if parsed.scheme == "memory":
+        from offload.backends.memory import MemoryBackend
+
+        return MemoryBackend(clock=clock)
+    if parsed.scheme in ("redis", "rediss"):
+        raise ConfigurationError(
+            "the Redis backend is not available in this version; use sqlite:///path.db"
+        )
+    raise ConfigurationError(
+        f"unsupported backend URL scheme {parsed.scheme!r} in {url!r}; "
+        "use sqlite:///path.db, redis://host:6379/0 or memory://"
+    )

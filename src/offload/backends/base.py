@@ -1,0 +1,119 @@
+"""The backend seam: the one narrow protocol every store of jobs implements.
+
+All methods are coroutines. Times are taken from the backend's own clock, so that leases and
+due times do not depend on the caller's clock. Every state change is checked against
+:data:`offload.core.states.TRANSITIONS` and recorded as a :class:`Transition`.
+Operations on a running job are conditional on its lease (id, fencing token, state running):
+a caller whose lease is gone gets :class:`offload.errors.LeaseLost` and nothing is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from offload.core.job import (
+    JobFilter,
+    JobRecord,
+    Lease,
+    NewJob,
+    Page,
+    QueueStats,
+    RenewResult,
+    Transition,
+)
+from offload.core.states import Reason
+
+#: A job whose lease expired this many times (its worker died each time) fails as worker_lost.
+DEFAULT_MAX_LOSSES = 3
+#: Idempotency keys name the same job for this long.
+IDEMPOTENCY_WINDOW = 24 * 3600.0
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Where jobs live. Implementations: memory, sqlite (and redis)."""
+
+    url: str
+
+    async def open(self) -> None:
+        """Connect and prepare storage. Idempotent."""
+
+    async def close(self) -> None:
+        """Release connections and threads. Idempotent."""
+
+    async def ping(self) -> None:
+        """Return if the backend answers; raise BackendUnavailable if it does not."""
+
+    async def now(self) -> float:
+        """The backend's clock (epoch seconds)."""
+
+    async def submit(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
+        """Durably store new jobs (all or none) and return them as stored.
+
+        A job whose idempotency key names a live job submitted within the window returns that
+        job instead; with a different fingerprint it raises IdempotencyConflict.
+        """
+
+    async def claim(
+        self, worker_id: str, queues: Mapping[str, int], limit: int, lease_seconds: float
+    ) -> list[JobRecord]:
+        """Atomically move up to ``limit`` due jobs to running under new leases.
+
+        ``queues`` maps each queue to the most jobs to take from it. Due scheduled jobs are
+        promoted first. Order: higher priority first, then earlier due time, then id.
+        """
+
+    async def renew(
+        self, worker_id: str, leases: Sequence[Lease], lease_seconds: float | None
+    ) -> RenewResult:
+        """Extend the given leases (or only inspect them when ``lease_seconds`` is None)."""
+
+    async def progress(self, lease: Lease, fraction: float | None, message: str | None) -> None:
+        """Record progress of a running job."""
+
+    async def complete(self, lease: Lease, result: Any) -> JobRecord:
+        """running -> succeeded with a JSON result."""
+
+    async def fail(
+        self,
+        lease: Lease,
+        error: dict[str, Any],
+        *,
+        retry_in: float | None = None,
+        reason: Reason = Reason.FAILED,
+    ) -> JobRecord:
+        """running -> failed; or with ``retry_in`` -> queued (0) or scheduled (> 0)."""
+
+    async def mark_cancelled(self, lease: Lease, error: dict[str, Any] | None = None) -> JobRecord:
+        """running -> cancelled, once the worker has stopped the job."""
+
+    async def release(self, lease: Lease) -> JobRecord:
+        """running -> queued at once, refunding the attempt (graceful shutdown)."""
+
+    async def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a job: pending jobs become cancelled; a running job gets cancel_requested.
+
+        Raises JobNotFound, or InvalidTransition for a job already terminal.
+        """
+
+    async def reap(self, limit: int = 100) -> int:
+        """Return jobs whose lease expired to the queue (or fail them as worker_lost)."""
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        """One job, or None."""
+
+    async def list_jobs(self, flt: JobFilter) -> Page:
+        """Jobs matching the filter, newest first, one page at a time."""
+
+    async def history(self, job_id: str) -> list[Transition]:
+        """The recorded transitions of a job, oldest first."""
+
+    async def stats(self) -> list[QueueStats]:
+        """Job counts per queue and state."""
+
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        """Return early when new work may be claimable; otherwise after ``timeout`` seconds.
+
+        A hint only: callers always claim to find out.
+        """

@@ -1,0 +1,123 @@
+"""Task specs: what a registered function is and how its jobs run. Pure data plus validation."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Literal, get_type_hints
+
+from pydantic import TypeAdapter, ValidationError
+
+from offload.core.codec import to_json_value
+from offload.core.job import DEFAULT_QUEUE
+from offload.core.retry import RetryPolicy
+from offload.errors import InvalidArguments, SerializationError
+
+ExecutorKind = Literal["async", "thread", "process"]
+EXECUTOR_KINDS: tuple[ExecutorKind, ...] = ("async", "thread", "process")
+
+
+def infer_executor(func: Callable[..., Any]) -> ExecutorKind:
+    """``async def`` runs on the event loop; everything else in the thread pool."""
+    return "async" if inspect.iscoroutinefunction(func) else "thread"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A registered task: the function, its name and how its jobs run."""
+
+    func: Callable[..., Any]
+    name: str
+    queue: str = DEFAULT_QUEUE
+    executor: ExecutorKind = "thread"
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout: float | None = None
+    priority: int = 0
+    result_ttl: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name or any(c.isspace() for c in self.name):
+            raise ValueError(f"task name {self.name!r} must be non-empty with no whitespace")
+        if self.executor not in EXECUTOR_KINDS:
+            raise ValueError(f"executor must be one of {EXECUTOR_KINDS}, not {self.executor!r}")
+        if self.executor == "async" and not inspect.iscoroutinefunction(self.func):
+            raise ValueError(f"task {self.name!r}: executor='async' needs an async def function")
+        if self.executor != "async" and inspect.iscoroutinefunction(self.func):
+            raise ValueError(f"task {self.name!r}: an async def task runs with executor='async'")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError(f"task {self.name!r}: timeout must be > 0 seconds")
+
+    @cached_property
+    def signature(self) -> inspect.Signature:
+        return inspect.signature(self.func)
+
+    @cached_property
+    def _adapters(self) -> dict[str, TypeAdapter[Any]]:
+        hints = get_type_hints(self.func)
+        adapters: dict[str, TypeAdapter[Any]] = {}
+        for name, param in self.signature.parameters.items():
+            hint = hints.get(name, Any)
+            if param.kind is inspect.Parameter.VAR_POSITIONAL:
+                hint = list[hint]  # type: ignore[valid-type]
+            elif param.kind is inspect.Parameter.VAR_KEYWORD:
+                hint = dict[str, hint]  # type: ignore[valid-type]
+            adapters[name] = TypeAdapter(hint)
+        return adapters
+
+    def bind(
+        self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]
+    ) -> inspect.BoundArguments:
+        try:
+            return self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidArguments(self.name, str(exc)) from None
+
+    def encode_arguments(
+        self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """Check arguments against the signature and annotations; return them as JSON data."""
+        bound = self.bind(args, kwargs)
+        for name, value in bound.arguments.items():
+            adapter = self._adapters[name]
+            try:
+                adapter.validate_python(value)
+                bound.arguments[name] = to_json_value(adapter.dump_python(value, mode="json"))
+            except ValidationError as exc:
+                raise InvalidArguments(self.name, _describe(name, exc), argument=name) from None
+            except SerializationError as exc:
+                raise InvalidArguments(self.name, f"{name}: {exc}", argument=name) from None
+        return list(bound.args), dict(bound.kwargs)
+
+    def decode_arguments(
+        self, args: list[Any], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Turn stored JSON arguments back into the annotated types (datetimes, models...)."""
+        bound = self.bind(args, kwargs)
+        for name, value in bound.arguments.items():
+            try:
+                bound.arguments[name] = self._adapters[name].validate_python(value)
+            except ValidationError as exc:
+                raise InvalidArguments(self.name, _describe(name, exc), argument=name) from None
+        return bound.args, bound.kwargs
+
+    def arguments_schema(self) -> dict[str, Any]:
+        """A JSON schema object describing the task's parameters (for APIs and docs)."""
+        props: dict[str, Any] = {}
+        required: list[str] = []
+        for name, param in self.signature.parameters.items():
+            props[name] = self._adapters[name].json_schema()
+            if param.default is inspect.Parameter.empty and param.kind not in (
+                inspect.Parameter.VAR_POSITIONAL,
+                inspect.Parameter.VAR_KEYWORD,
+            ):
+                required.append(name)
+        return {"type": "object", "properties": props, "required": required}
+
+
+def _describe(name: str, exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    location = f"{name}.{where}" if where else name
+    return f"argument {location!r}: {first['msg']} (got {first.get('input')!r})"

@@ -1,0 +1,104 @@
+"""The job context: what code inside a running job can ask of offload (``offload.current()``)."""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from offload.errors import Cancelled, OffloadError
+
+ProgressSink = Callable[[float | None, str | None], None]
+
+
+@dataclass(eq=False)
+class JobContext:
+    """The running job, as seen from inside it.
+
+    ``progress`` may be called from any thread; updates are coalesced and written in the
+    background. ``cancelled`` turns true when the job was cancelled, timed out, lost its lease or
+    the worker is shutting down; thread tasks should poll it (or call ``check_cancelled()``)
+    because a thread cannot be interrupted.
+    """
+
+    id: str
+    task: str
+    attempt: int
+    queue: str
+    _sink: ProgressSink = field(repr=False)
+    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    _process_groups: set[int] = field(default_factory=set, repr=False)
+    _groups_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def progress(self, fraction: float | None = None, message: str | None = None) -> None:
+        """Report progress: ``fraction`` in [0, 1] and/or a short message."""
+        if fraction is not None and not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"progress fraction must be between 0 and 1, not {fraction}")
+        self._sink(fraction, message)
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the job should stop now."""
+        return self._cancel.is_set()
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`offload.Cancelled` if the job should stop."""
+        if self._cancel.is_set():
+            raise Cancelled(f"job {self.id} was cancelled")
+
+    def wait_cancelled(self, timeout: float | None = None) -> bool:
+        """Block up to ``timeout`` seconds for a cancel; True if one came (a cancellable sleep)."""
+        return self._cancel.wait(timeout)
+
+    # -- used by the worker and run_process ----------------------------------------------------
+    def request_cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancel_event(self) -> threading.Event:
+        return self._cancel
+
+    def add_process_group(self, pgid: int) -> None:
+        with self._groups_lock:
+            self._process_groups.add(pgid)
+
+    def discard_process_group(self, pgid: int) -> None:
+        with self._groups_lock:
+            self._process_groups.discard(pgid)
+
+    def process_groups(self) -> list[int]:
+        with self._groups_lock:
+            return list(self._process_groups)
+
+
+_current: contextvars.ContextVar[JobContext] = contextvars.ContextVar("offload_job")
+
+
+def current() -> JobContext:
+    """The context of the job running in this task (thread, coroutine or child process).
+
+    Raises OffloadError when called outside a job (for example when a task function is called
+    directly in a unit test).
+    """
+    try:
+        return _current.get()
+    except LookupError:
+        raise OffloadError(
+            "offload.current() was called outside a running job; it works only inside a task "
+            "executed by a worker"
+        ) from None
+
+
+def current_or_none() -> JobContext | None:
+    """The running job's context, or None outside a job."""
+    return _current.get(None)
+
+
+def bind(ctx: JobContext) -> contextvars.Token[JobContext]:
+    """Make ``ctx`` the current job for this context (the worker calls this)."""
+    return _current.set(ctx)
+
+
+def unbind(token: contextvars.Token[JobContext]) -> None:
+    _current.reset(token)
