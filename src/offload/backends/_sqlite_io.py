@@ -1,0 +1,186 @@
+"""Threads that own SQLite connections: one writer with group commit, one reader.
+
+sqlite3 calls block, so they never run on the event loop. Callers hand a function of the
+connection to a thread and await its result. The writer drains every operation that queued up
+while the previous transaction committed and runs them all in one ``BEGIN IMMEDIATE`` ...
+``COMMIT`` (each inside its own SAVEPOINT, so one failing operation does not undo the others):
+with ``synchronous=FULL`` many concurrent submits share one fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from offload.errors import BackendError, BackendUnavailable, OffloadError
+
+T = TypeVar("T")
+Op = Callable[[sqlite3.Connection], Any]
+_Item = tuple[Op, asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+
+MAX_BATCH = 512
+LOCK_RETRY_DEADLINE = 30.0
+
+
+def is_busy(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+def translate(exc: BaseException) -> BaseException:
+    """sqlite3 errors become offload errors; offload's own errors pass through unchanged."""
+    if isinstance(exc, OffloadError) or not isinstance(exc, sqlite3.Error):
+        return exc
+    if is_busy(exc):
+        return BackendUnavailable(f"SQLite database stayed locked: {exc}")
+    return BackendError(f"SQLite error: {exc}")
+
+
+class SQLiteThread:
+    """A thread that owns one connection and runs submitted functions on it, in order."""
+
+    def __init__(
+        self,
+        name: str,
+        connect: Callable[[], sqlite3.Connection],
+        *,
+        transactional: bool,
+    ) -> None:
+        self._connect = connect
+        self._transactional = transactional
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait()
+        if self._startup_error is not None:
+            raise self._startup_error
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    async def run(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        if not self._thread.is_alive():
+            raise BackendError("the SQLite backend is closed; open it before use")
+        self._queue.put((op, loop, fut))
+        return await fut
+
+    # -- thread side ---------------------------------------------------------------------------
+    def _main(self) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as exc:
+            self._startup_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                batch = [item]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        self._queue.put(None)
+                        break
+                    batch.append(nxt)
+                if self._transactional:
+                    self._run_batch(conn, batch)
+                else:
+                    for one in batch:
+                        self._run_one(conn, one)
+        finally:
+            conn.close()
+
+    def _run_one(self, conn: sqlite3.Connection, item: _Item) -> None:
+        op, loop, fut = item
+        deadline = time.monotonic() + LOCK_RETRY_DEADLINE
+        while True:
+            try:
+                _settle(loop, fut, True, op(conn))
+                return
+            except BaseException as exc:
+                if is_busy(exc) and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                    continue
+                _settle(loop, fut, False, translate(exc))
+                return
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
+        deadline = time.monotonic() + LOCK_RETRY_DEADLINE
+        pause = 0.001
+        while True:
+            try:
+                outcomes = self._transaction(conn, batch)
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if is_busy(exc) and time.monotonic() < deadline:
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.05)
+                    continue
+                error = translate(exc)
+                for _, loop, fut in batch:
+                    _settle(loop, fut, False, error)
+                return
+            for (_, loop, fut), (ok, value) in zip(batch, outcomes, strict=True):
+                _settle(loop, fut, ok, value)
+            return
+
+    @staticmethod
+    def _transaction(conn: sqlite3.Connection, batch: list[_Item]) -> list[tuple[bool, Any]]:
+        conn.execute("BEGIN IMMEDIATE")
+        outcomes: list[tuple[bool, Any]] = []
+        single = len(batch) == 1
+        for op, _, _ in batch:
+            if not single:
+                conn.execute("SAVEPOINT op")
+            try:
+                outcomes.append((True, op(conn)))
+            except Exception as exc:
+                if is_busy(exc):
+                    raise
+                if single:
+                    conn.execute("ROLLBACK")
+                    conn.execute("BEGIN IMMEDIATE")
+                else:
+                    conn.execute("ROLLBACK TO op")
+                outcomes.append((False, translate(exc)))
+            if not single:
+                conn.execute("RELEASE op")
+        conn.execute("COMMIT")
+        return outcomes
+
+
+def _settle(
+    loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any], ok: bool, value: Any
+) -> None:
+    def deliver() -> None:
+        if fut.done():
+            return
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+    try:
+        loop.call_soon_threadsafe(deliver)
+    except RuntimeError:
+        pass  # the caller's loop is closed; nobody is waiting any more

@@ -1,0 +1,161 @@
+"""SQLite schema and row mapping for the sqlite backend."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import orjson
+
+from offload.core.job import JobRecord, Transition
+from offload.core.states import Reason, State
+
+SCHEMA_VERSION = 1
+
+DDL = """
+CREATE TABLE IF NOT EXISTS offload_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    task TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    status TEXT NOT NULL,
+    args BLOB NOT NULL,
+    kwargs BLOB NOT NULL,
+    priority INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    losses INTEGER NOT NULL DEFAULT 0,
+    run_at REAL NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    token INTEGER NOT NULL DEFAULT 0,
+    worker_id TEXT,
+    lease_until REAL,
+    progress REAL,
+    progress_message TEXT,
+    result BLOB,
+    error BLOB,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    idempotency_key TEXT,
+    concurrency_key TEXT,
+    tenant TEXT NOT NULL,
+    meta BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, priority DESC, run_at, id)
+    WHERE status = 'queued';
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (run_at) WHERE status = 'scheduled';
+CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (lease_until) WHERE status = 'running';
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at, id);
+CREATE TABLE IF NOT EXISTS history (
+    seq INTEGER PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    from_status TEXT,
+    to_status TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    token INTEGER NOT NULL,
+    worker_id TEXT,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS history_job ON history (job_id, seq);
+CREATE TABLE IF NOT EXISTS idempotency (
+    tenant TEXT NOT NULL,
+    key TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    fingerprint TEXT,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (tenant, key)
+) WITHOUT ROWID;
+"""
+
+JOB_COLUMNS = (
+    "id, task, queue, status, args, kwargs, priority, attempts, losses, run_at, created_at, "
+    "updated_at, started_at, finished_at, token, worker_id, lease_until, progress, "
+    "progress_message, result, error, cancel_requested, idempotency_key, concurrency_key, "
+    "tenant, meta"
+)
+
+HISTORY_INSERT = (
+    "INSERT INTO history (job_id, at, from_status, to_status, reason, attempt, token, "
+    "worker_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create the tables if missing (one transaction; safe when processes race to do it)."""
+    conn.executescript("BEGIN IMMEDIATE;" + DDL + "COMMIT;")
+    row = conn.execute("SELECT value FROM offload_meta WHERE key = 'schema'").fetchone()
+    if row is None:
+        conn.execute("INSERT INTO offload_meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+    elif int(row[0]) > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"database schema version {row[0]} is newer than this offload ({SCHEMA_VERSION}); "
+            "upgrade offload"
+        )
+
+
+def _json(blob: bytes | None) -> Any:
+    return None if blob is None else orjson.loads(blob)
+
+
+def row_to_job(row: tuple[Any, ...]) -> JobRecord:
+    return JobRecord(
+        id=row[0],
+        task=row[1],
+        queue=row[2],
+        status=State(row[3]),
+        args=orjson.loads(row[4]),
+        kwargs=orjson.loads(row[5]),
+        priority=row[6],
+        attempts=row[7],
+        losses=row[8],
+        run_at=row[9],
+        created_at=row[10],
+        updated_at=row[11],
+        started_at=row[12],
+        finished_at=row[13],
+        token=row[14],
+        worker_id=row[15],
+        lease_until=row[16],
+        progress=row[17],
+        progress_message=row[18],
+        result=_json(row[19]),
+        error=_json(row[20]),
+        cancel_requested=bool(row[21]),
+        idempotency_key=row[22],
+        concurrency_key=row[23],
+        tenant=row[24],
+        meta=orjson.loads(row[25]),
+    )
+
+
+def row_to_transition(row: tuple[Any, ...]) -> Transition:
+    return Transition(
+        job_id=row[0],
+        at=row[1],
+        from_status=State(row[2]) if row[2] is not None else None,
+        to_status=State(row[3]),
+        reason=Reason(row[4]),
+        attempt=row[5],
+        token=row[6],
+        worker_id=row[7],
+        detail=row[8],
+    )
+
+
+def history_row(
+    job: JobRecord, before: State | None, reason: Reason, at: float, detail: str | None = None
+) -> tuple[Any, ...]:
+    return (
+        job.id,
+        at,
+        before.value if before is not None else None,
+        job.status.value,
+        reason.value,
+        job.attempts,
+        job.token,
+        job.worker_id,
+        detail,
+    )
