@@ -1,0 +1,311 @@
+"""What web code imports: the App, its tasks, and handles on jobs. Sync and async faces.
+
+Every operation is written once, as a coroutine; the synchronous methods run that coroutine on
+a private background loop (see ``_portal``), so Flask views, scripts and the CLI get the same
+behaviour as ``async def`` endpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import weakref
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+import orjson
+
+from offload._portal import Portal
+from offload.backends import Backend, open_backend
+from offload.core.ids import new_job_id
+from offload.core.job import JobFilter, JobRecord, NewJob
+from offload.core.registry import TaskRegistry
+from offload.core.retry import RetryPolicy
+from offload.core.states import State
+from offload.core.task import ExecutorKind, TaskSpec, infer_executor
+from offload.errors import InvalidTransition, JobNotFound
+from offload.jobs import Job
+from offload.settings import Settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+class App:
+    """The registry of tasks plus the backend they are submitted to.
+
+    ``backend`` is a URL (``sqlite:///offload.db``, ``redis://...``, ``memory://``) or a Backend
+    object; by default ``$OFFLOAD_BACKEND``, else ``sqlite:///offload.db``.
+    """
+
+    def __init__(self, backend: str | Backend | None = None, *, settings: Settings | None = None):
+        base = settings or Settings.from_env()
+        if isinstance(backend, str):
+            base = base.with_(backend=backend)
+        self.settings = base
+        self.registry = TaskRegistry()
+        self._shared: Backend | None = None if isinstance(backend, str | None) else backend
+        self._backends: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[Backend]]
+        self._backends = weakref.WeakKeyDictionary()
+        self._portal: Portal | None = None
+
+    # -- declaring tasks -----------------------------------------------------------------------
+    @overload
+    def task(self, func: Callable[P, R], /) -> Task[P, R]: ...
+    @overload
+    def task(
+        self,
+        func: None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        executor: ExecutorKind | None = None,
+        retries: int = 0,
+        retry_backoff: float = 1.0,
+        retry_backoff_max: float = 300.0,
+        timeout: float | None = None,
+        priority: int = 0,
+        result_ttl: float | None = None,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+    def task(
+        self,
+        func: Callable[P, R] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        executor: ExecutorKind | None = None,
+        retries: int = 0,
+        retry_backoff: float = 1.0,
+        retry_backoff_max: float = 300.0,
+        timeout: float | None = None,
+        priority: int = 0,
+        result_ttl: float | None = None,
+    ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+        """Register a function as a task; use bare (``@app.task``) or with options.
+
+        ``executor`` defaults to "async" for ``async def`` and "thread" otherwise; use
+        "process" for CPU-bound work. ``retries`` counts re-runs after a failure, spaced by
+        exponential backoff starting at ``retry_backoff`` seconds (with jitter).
+        """
+
+        def register(fn: Callable[P, R]) -> Task[P, R]:
+            spec = TaskSpec(
+                func=fn,
+                name=name or fn.__qualname__,
+                queue=queue or "default",
+                executor=executor or infer_executor(fn),
+                retry=RetryPolicy(
+                    retries=retries, base_delay=retry_backoff, max_delay=retry_backoff_max
+                ),
+                timeout=timeout,
+                priority=priority,
+                result_ttl=result_ttl,
+            )
+            self.registry.add(spec)
+            return Task(self, spec)
+
+        return register(func) if func is not None else register
+
+    # -- backend access ------------------------------------------------------------------------
+    def new_backend(self) -> Backend:
+        """A fresh, unopened backend for this app (the shared object if one was given)."""
+        return self._shared if self._shared is not None else open_backend(self.settings.backend)
+
+    async def backend(self) -> Backend:
+        """The opened backend bound to the running event loop."""
+        loop = asyncio.get_running_loop()
+        opening = self._backends.get(loop)
+        if opening is None:
+            opening = loop.create_task(self._open_backend())
+            self._backends[loop] = opening
+        try:
+            return await asyncio.shield(opening)
+        except Exception:
+            if self._backends.get(loop) is opening:
+                del self._backends[loop]  # let the next call try again
+            raise
+
+    async def _open_backend(self) -> Backend:
+        backend = self.new_backend()
+        await backend.open()
+        return backend
+
+    def run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run one of this app's coroutines from synchronous code."""
+        if self._portal is None:
+            self._portal = Portal()
+        return self._portal.call(coro)
+
+    async def aclose(self) -> None:
+        """Close the backend of the running loop (call at the end of your app's lifespan)."""
+        opening = self._backends.pop(asyncio.get_running_loop(), None)
+        if opening is not None and self._shared is None:
+            await (await opening).close()
+
+    def close(self) -> None:
+        """Close the backend used by the synchronous methods."""
+        if self._portal is not None:
+            self._portal.call(self.aclose())
+            self._portal.close()
+            self._portal = None
+
+    # -- submitting ----------------------------------------------------------------------------
+    def prepare(
+        self, spec: TaskSpec, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any],
+        options: SubmitOptions,
+    ) -> NewJob:  # fmt: skip
+        """Validate and encode a submission (raises before anything is stored)."""
+        json_args, json_kwargs = spec.encode_arguments(args, kwargs)
+        queue = options.queue or spec.queue
+        fingerprint = None
+        if options.idempotency_key is not None:
+            body = orjson.dumps(
+                [spec.name, json_args, json_kwargs, queue], option=orjson.OPT_SORT_KEYS
+            )
+            fingerprint = hashlib.sha256(body).hexdigest()
+        run_at = (
+            options.run_at.timestamp() if isinstance(options.run_at, datetime) else options.run_at
+        )
+        return NewJob(
+            id=new_job_id(),
+            task=spec.name,
+            args=json_args,
+            kwargs=json_kwargs,
+            queue=queue,
+            priority=spec.priority if options.priority is None else options.priority,
+            delay=max(0.0, options.delay or 0.0),
+            run_at=run_at,
+            idempotency_key=options.idempotency_key,
+            fingerprint=fingerprint,
+            concurrency_key=options.concurrency_key,
+            tenant=options.tenant or "default",
+            meta=dict(options.meta or {}),
+        )
+
+    async def asubmit_name(
+        self, task: str, args: list[Any] | None = None, kwargs: dict[str, Any] | None = None,
+        options: SubmitOptions | None = None,
+    ) -> Job:  # fmt: skip
+        """Submit a registered task by name (what the CLI and HTTP API do)."""
+        spec = self.registry.get(task)
+        new = self.prepare(spec, args or [], kwargs or {}, options or SubmitOptions())
+        [record] = await (await self.backend()).submit([new])
+        return Job(self, record)
+
+    async def asubmit_many(self, jobs: list[NewJob]) -> list[Job]:
+        """Store many prepared jobs in one backend operation (all or none)."""
+        records = await (await self.backend()).submit(jobs)
+        return [Job(self, r) for r in records]
+
+    # -- reading and acting on jobs ------------------------------------------------------------
+    async def aget_record(self, job_id: str) -> JobRecord:
+        record = await (await self.backend()).get(job_id)
+        if record is None:
+            raise JobNotFound(job_id)
+        return record
+
+    async def aget_job(self, job_id: str) -> Job:
+        return Job(self, await self.aget_record(job_id))
+
+    def get_job(self, job_id: str) -> Job:
+        return self.run_sync(self.aget_job(job_id))
+
+    async def ajobs(
+        self, *, status: State | str | None = None, task: str | None = None,
+        queue: str | None = None, limit: int = 50,
+    ) -> list[Job]:  # fmt: skip
+        flt = JobFilter(
+            status=State(status) if status else None, task=task, queue=queue, limit=limit
+        )
+        page = await (await self.backend()).list_jobs(flt)
+        return [Job(self, r) for r in page.jobs]
+
+    def jobs(
+        self, *, status: State | str | None = None, task: str | None = None,
+        queue: str | None = None, limit: int = 50,
+    ) -> list[Job]:  # fmt: skip
+        return self.run_sync(self.ajobs(status=status, task=task, queue=queue, limit=limit))
+
+    async def acancel(self, job_id: str) -> Job:
+        return Job(self, await (await self.backend()).cancel(job_id))
+
+    def cancel(self, job_id: str) -> Job:
+        return self.run_sync(self.acancel(job_id))
+
+    async def aretry(self, job_id: str) -> Job:
+        """Run a failed or cancelled job again, as a new job that points back to it."""
+        old = await self.aget_record(job_id)
+        if old.status not in (State.FAILED, State.CANCELLED):
+            raise InvalidTransition(job_id, old.status.value, "retried (only failed or cancelled)")
+        options = SubmitOptions(queue=old.queue, priority=old.priority, tenant=old.tenant,
+                                concurrency_key=old.concurrency_key,
+                                meta={**old.meta, "retry_of": old.id})  # fmt: skip
+        return await self.asubmit_name(old.task, old.args, old.kwargs, options)
+
+    def retry(self, job_id: str) -> Job:
+        return self.run_sync(self.aretry(job_id))
+
+
+class SubmitOptions:
+    """Per-submission options (``task.options(...)``)."""
+
+    __slots__ = ("concurrency_key", "delay", "idempotency_key", "meta", "priority", "queue",
+                 "run_at", "tenant")  # fmt: skip
+
+    def __init__(
+        self, *, priority: int | None = None, delay: float | None = None,
+        run_at: datetime | float | None = None, idempotency_key: str | None = None,
+        concurrency_key: str | None = None, queue: str | None = None, tenant: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        if delay is not None and delay < 0:
+            raise ValueError("delay must be >= 0 seconds")
+        self.priority = priority
+        self.delay = delay
+        self.run_at = run_at
+        self.idempotency_key = idempotency_key
+        self.concurrency_key = concurrency_key
+        self.queue = queue
+        self.tenant = tenant
+        self.meta = meta
+
+
+class Task(Generic[P, R]):
+    """A registered task. Call it to run inline; ``submit`` it to run on a worker."""
+
+    def __init__(self, app: App, spec: TaskSpec, options: SubmitOptions | None = None) -> None:
+        self.app = app
+        self.spec = spec
+        self._options = options or SubmitOptions()
+        self.__doc__ = spec.func.__doc__
+        self.__wrapped__ = spec.func
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.spec.func(*args, **kwargs)  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"<Task {self.spec.name} queue={self.spec.queue} executor={self.spec.executor}>"
+
+    def options(self, **options: Any) -> Task[P, R]:
+        """The same task with submit options: priority, delay, run_at, idempotency_key,
+        concurrency_key, queue, tenant, meta."""
+        return Task(self.app, self.spec, SubmitOptions(**options))
+
+    async def asubmit(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """Store a job for this task and return its handle once it is durably committed."""
+        new = self.app.prepare(self.spec, args, kwargs, self._options)
+        [record] = await (await self.app.backend()).submit([new])
+        return Job(self.app, record)
+
+    def submit(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """Synchronous ``asubmit``. Arguments are validated before anything is stored."""
+        new = self.app.prepare(self.spec, args, kwargs, self._options)
+        return self.app.run_sync(self.app.asubmit_many([new]))[0]

@@ -1,0 +1,86 @@
+"""Settings: one value object, read from the environment only at the edges (CLI, App())."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from offload.errors import ConfigurationError
+
+DEFAULT_BACKEND = "sqlite:///offload.db"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every tunable, with its one default. Env var: ``OFFLOAD_`` + the field name upper-cased."""
+
+    backend: str = DEFAULT_BACKEND
+    #: seconds a claim is valid without renewal; a dead worker's job is retried after this
+    lease_seconds: float = 30.0
+    #: seconds between lease renewals (must be well under lease_seconds)
+    renew_interval: float = 10.0
+    #: seconds between sweeps for expired leases, done by every worker
+    reap_interval: float = 10.0
+    #: seconds between checks for cancel requests of running jobs
+    cancel_poll: float = 0.5
+    #: seconds running jobs get to finish after SIGTERM before they are released
+    shutdown_grace: float = 25.0
+    #: job slots per worker process
+    concurrency: int = 10
+    #: longest pause between claim attempts of an idle worker (a fallback; wake-ups come sooner)
+    idle_wait: float = 1.0
+    #: jobs claimed per backend round trip at most
+    claim_batch: int = 32
+    log_format: str = "text"
+    log_level: str = "INFO"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    tokens: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.lease_seconds <= 0 or self.renew_interval <= 0:
+            raise ConfigurationError("lease_seconds and renew_interval must be > 0")
+        if self.renew_interval >= self.lease_seconds:
+            raise ConfigurationError(
+                f"renew_interval ({self.renew_interval:g}s) must be shorter than lease_seconds "
+                f"({self.lease_seconds:g}s); a third of it is a good choice"
+            )
+        if self.concurrency < 1:
+            raise ConfigurationError("concurrency must be at least 1")
+        if self.log_format not in ("text", "json"):
+            raise ConfigurationError("log_format must be 'text' or 'json'")
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, prefix: str = "OFFLOAD_"
+    ) -> Settings:
+        """Defaults overridden by ``OFFLOAD_*`` environment variables."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(prefix + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _convert(prefix + f.name.upper(), raw, f.default)
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (None values are ignored)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _convert(name: str, raw: str, default: object) -> object:
+    try:
+        if isinstance(default, bool):
+            return raw.lower() in ("1", "true", "yes", "on")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError:
+        kind = type(default).__name__
+        raise ConfigurationError(
+            f"environment variable {name}={raw!r} is not a valid {kind}"
+        ) from None
+    return raw

@@ -1,0 +1,157 @@
+"""The lease keeper: renews a worker's leases from its own thread, loop and connection.
+
+Job code cannot starve it: a coroutine that blocks the worker's event loop, or a thread that
+holds the GIL in pure Python, does not stop renewal. It also polls for cancel requests and reaps
+expired leases of other (dead) workers. When renewal keeps failing (the backend is unreachable),
+it fences itself: a job whose lease must be presumed expired is reported lost, so the worker
+stops it before another worker can have claimed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from offload.backends import Backend
+from offload.core.job import Lease
+from offload.settings import Settings
+
+log = logging.getLogger("offload.worker")
+
+#: Fence this long before the presumed expiry, to leave room for clock drift and latency.
+SAFETY_MARGIN = 0.1
+
+
+@dataclass
+class _Held:
+    lease: Lease
+    valid_until: float  # time.monotonic() by which the lease surely expired without renewal
+
+
+class LeaseKeeper:
+    """Background thread that keeps the worker's leases alive and reports what it learns.
+
+    ``on_lost(job_id)`` and ``on_cancel(job_id)`` are called from the keeper thread; the worker
+    hands them to its own loop.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        worker_id: str,
+        settings: Settings,
+        *,
+        on_lost: Callable[[str], None],
+        on_cancel: Callable[[str], None],
+    ) -> None:
+        self._backend = backend
+        self._worker_id = worker_id
+        self._settings = settings
+        self._on_lost = on_lost
+        self._on_cancel = on_cancel
+        self._held: dict[str, _Held] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._loop_ref: asyncio.AbstractEventLoop | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._main, name="offload-leases", daemon=True)
+        self.reaped = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        loop, wakeup = self._loop_ref, self._wakeup
+        if loop is not None and wakeup is not None:
+            try:
+                loop.call_soon_threadsafe(wakeup.set)
+            except RuntimeError:
+                pass  # its loop already finished
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def track(self, lease: Lease, claimed_at: float) -> None:
+        """Keep ``lease`` alive; ``claimed_at`` is time.monotonic() before the claim was sent."""
+        with self._lock:
+            self._held[lease.job_id] = _Held(lease, claimed_at + self._settings.lease_seconds)
+
+    def untrack(self, job_id: str) -> None:
+        with self._lock:
+            self._held.pop(job_id, None)
+
+    def _snapshot(self) -> list[_Held]:
+        with self._lock:
+            return list(self._held.values())
+
+    # -- thread side ---------------------------------------------------------------------------
+    def _main(self) -> None:
+        asyncio.run(self._loop())
+
+    async def _loop(self) -> None:
+        s = self._settings
+        self._wakeup = asyncio.Event()
+        self._loop_ref = asyncio.get_running_loop()
+        await self._backend.open()
+        try:
+            next_renew = next_reap = time.monotonic()
+            tick = min(s.cancel_poll, s.renew_interval, s.reap_interval)
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if now >= next_renew:
+                    next_renew = now + s.renew_interval
+                    await self._renew(s.lease_seconds)
+                else:
+                    await self._renew(None)
+                if now >= next_reap:
+                    next_reap = now + s.reap_interval
+                    await self._reap()
+                self._fence()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), tick)
+                except TimeoutError:
+                    pass
+        finally:
+            await self._backend.close()
+
+    async def _renew(self, lease_seconds: float | None) -> None:
+        held = self._snapshot()
+        if not held:
+            return
+        started = time.monotonic()
+        try:
+            outcome = await self._backend.renew(
+                self._worker_id, [h.lease for h in held], lease_seconds
+            )
+        except Exception as exc:
+            log.warning("lease renewal failed: %s", exc)
+            return
+        with self._lock:
+            for h in held:
+                if lease_seconds is not None and h.lease.job_id not in outcome.lost:
+                    h.valid_until = started + lease_seconds
+        for job_id in outcome.lost:
+            self.untrack(job_id)
+            self._on_lost(job_id)
+        for job_id in outcome.cancel_requested:
+            self._on_cancel(job_id)
+
+    async def _reap(self) -> None:
+        try:
+            self.reaped += await self._backend.reap()
+        except Exception as exc:
+            log.warning("reaping expired leases failed: %s", exc)
+
+    def _fence(self) -> None:
+        now = time.monotonic()
+        for h in self._snapshot():
+            if now >= h.valid_until - SAFETY_MARGIN:
+                log.warning(
+                    "lease on job %s could not be renewed in time; stopping it", h.lease.job_id
+                )
+                self.untrack(h.lease.job_id)
+                self._on_lost(h.lease.job_id)

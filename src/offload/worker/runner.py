@@ -1,0 +1,162 @@
+"""Running one job, as named steps: execute (in its executor), then record the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from offload.backends import Backend
+from offload.core.codec import to_json_value
+from offload.core.job import JobRecord, Lease
+from offload.core.registry import TaskRegistry
+from offload.core.states import Reason
+from offload.errors import (
+    BackendError,
+    Cancelled,
+    InvalidArguments,
+    JobTimeout,
+    LeaseLost,
+    Retry,
+    SerializationError,
+    TaskNotFound,
+)
+from offload.worker.context import JobContext
+from offload.worker.executors.base import Executor
+from offload.worker.failure import error_info
+
+log = logging.getLogger("offload.worker")
+
+StopReason = Literal["cancel", "lost", "shutdown"]
+Kind = Literal["succeeded", "failed", "retry", "cancelled", "released", "lost"]
+
+
+@dataclass(eq=False)
+class Running:
+    """A job this worker holds, with what it needs to stop or report on it."""
+
+    record: JobRecord
+    lease: Lease
+    ctx: JobContext
+    task: asyncio.Task[None] | None = None
+    executing: bool = True
+    stop_reason: StopReason | None = None
+    pending_progress: tuple[float | None, str | None] | None = None
+    progress_writer: asyncio.Task[None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    kind: Kind
+    result: Any = None
+    error: dict[str, Any] | None = field(default=None)
+    retry_in: float | None = None
+    reason: Reason = Reason.FAILED
+
+
+class JobRunner:
+    """Executes jobs and writes their outcomes; shared by all of a worker's jobs."""
+
+    def __init__(
+        self, registry: TaskRegistry, backend: Backend, executors: dict[str, Executor]
+    ) -> None:
+        self.registry = registry
+        self.backend = backend
+        self.executors = executors
+        self.rng = random.Random()
+
+    async def run(self, job: Running) -> Outcome:
+        outcome = await self.execute(job)
+        job.executing = False
+        await self.record(job, outcome)
+        return outcome
+
+    async def execute(self, job: Running) -> Outcome:
+        rec = job.record
+        try:
+            spec = self.registry.get(rec.task)
+            executor = self.executors[spec.executor]
+            value = await executor.run(spec, job.ctx, rec.args, rec.kwargs, spec.timeout)
+            return Outcome("succeeded", result=to_json_value(value))
+        except asyncio.CancelledError:
+            _uncancel()
+            return self._stopped(job, None)
+        except Cancelled as exc:
+            return self._stopped(job, exc)
+        except (TaskNotFound, InvalidArguments) as exc:
+            return Outcome("failed", error=error_info(exc))  # retrying cannot help
+        except SerializationError as exc:
+            message = f"task {rec.task} returned a value that is not JSON: {exc}"
+            return Outcome("failed", error=error_info(SerializationError(message)))
+        except Exception as exc:
+            if job.stop_reason is not None:
+                return self._stopped(job, exc)
+            return self._failure(job, exc)
+
+    def _stopped(self, job: Running, exc: BaseException | None) -> Outcome:
+        reason = job.stop_reason
+        if reason == "lost":
+            return Outcome("lost")
+        if reason == "shutdown":
+            return Outcome("released")
+        info = error_info(exc) if exc is not None else {"type": "Cancelled", "message": ""}
+        info["message"] = f"job {job.record.id} was cancelled"
+        return Outcome("cancelled", error=info)
+
+    def _failure(self, job: Running, exc: Exception) -> Outcome:
+        attempt = job.record.attempts
+        policy = self.registry.get(job.record.task).retry
+        reason = Reason.TIMEOUT if isinstance(exc, JobTimeout) else Reason.FAILED
+        info = error_info(exc)
+        if not policy.allows_retry(attempt):
+            if isinstance(exc, Retry):
+                info["message"] = (
+                    f"the task asked for a retry after attempt {attempt}, but it allows "
+                    f"{policy.retries} retries; raise its limit with @app.task(retries=N)"
+                )
+            return Outcome("failed", error=info, reason=reason)
+        delay = exc.delay if isinstance(exc, Retry) else policy.delay(attempt, self.rng)
+        return Outcome("retry", error=info, retry_in=delay, reason=reason)
+
+    async def record(self, job: Running, outcome: Outcome) -> None:
+        """Write the outcome, conditional on the lease; retry while the backend is away."""
+        pause = 0.05
+        while True:
+            try:
+                await self._write(job.lease, outcome)
+                return
+            except LeaseLost:
+                log.warning(
+                    "job %s: lease lost before its outcome (%s) was written; discarded",
+                    job.record.id, outcome.kind,
+                )  # fmt: skip
+                return
+            except BackendError as exc:
+                if job.stop_reason == "lost":
+                    return
+                log.warning("job %s: cannot record outcome yet (%s); retrying", job.record.id, exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
+
+    async def _write(self, lease: Lease, outcome: Outcome) -> None:
+        match outcome.kind:
+            case "succeeded":
+                await self.backend.complete(lease, outcome.result)
+            case "failed":
+                await self.backend.fail(lease, outcome.error or {}, reason=outcome.reason)
+            case "retry":
+                await self.backend.fail(lease, outcome.error or {}, retry_in=outcome.retry_in)
+            case "cancelled":
+                await self.backend.mark_cancelled(lease, outcome.error)
+            case "released":
+                await self.backend.release(lease)
+            case "lost":
+                return
+
+
+def _uncancel() -> None:
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()

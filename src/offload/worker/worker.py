@@ -1,0 +1,267 @@
+"""The worker: claim due jobs into free slots, run them, keep their leases, shut down cleanly.
+
+One worker is one process with ``concurrency`` slots shared by its executors. It serves a set
+of queues, each optionally capped (``{"pdf": 2}``: at most two pdf jobs here at once).
+On ``stop()`` it claims nothing more, gives running jobs ``shutdown_grace`` seconds, then stops
+the rest and releases them to the queue at once (their attempt is not charged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Mapping
+from typing import Any
+
+from offload.client import App
+from offload.core.ids import new_worker_id
+from offload.core.job import JobRecord, Lease
+from offload.errors import BackendError, ConfigurationError, LeaseLost
+from offload.settings import Settings
+from offload.worker.context import JobContext
+from offload.worker.executors.asyncio_ import AsyncExecutor
+from offload.worker.executors.base import Executor
+from offload.worker.executors.thread import ThreadExecutor
+from offload.worker.lease import LeaseKeeper
+from offload.worker.runner import JobRunner, Running, StopReason
+
+log = logging.getLogger("offload.worker")
+
+
+class Worker:
+    """Runs the jobs of ``app`` found in ``queues``.
+
+    ``queues`` maps queue names to a cap on this worker's running jobs from that queue (None:
+    no cap beyond ``concurrency``); by default every queue a registered task uses. ``app_path``
+    (``module:attribute``) is needed only by tasks with ``executor="process"``.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        queues: Mapping[str, int | None] | None = None,
+        concurrency: int | None = None,
+        name: str | None = None,
+        app_path: str | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.app = app
+        self.settings = settings or app.settings
+        self.concurrency = concurrency or self.settings.concurrency
+        self.queues: dict[str, int | None] = dict(queues or self._default_queues())
+        self.id = new_worker_id(name or socket.gethostname())
+        self.app_path = app_path
+        self.backend = app.new_backend()
+        self._threads = ThreadExecutor(self.concurrency)
+        self._executors: dict[str, Executor] = {"async": AsyncExecutor(), "thread": self._threads}
+        self._runner = JobRunner(app.registry, self.backend, self._executors)
+        self._keeper = LeaseKeeper(
+            app.new_backend(), self.id, self.settings,
+            on_lost=lambda job_id: self._from_thread(job_id, "lost"),
+            on_cancel=lambda job_id: self._from_thread(job_id, "cancel"),
+        )  # fmt: skip
+        self._running: dict[str, Running] = {}
+        self._per_queue: dict[str, int] = dict.fromkeys(self.queues, 0)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._grace: float = self.settings.shutdown_grace
+        self.processed = 0
+
+    def _default_queues(self) -> dict[str, int | None]:
+        names = {spec.queue for spec in self.app.registry} or {"default"}
+        return dict.fromkeys(sorted(names))
+
+    # -- control -------------------------------------------------------------------------------
+    def stop(self, *, graceful: bool = True) -> None:
+        """Stop claiming; running jobs get ``shutdown_grace`` seconds (none if not graceful)."""
+        if not graceful:
+            self._grace = 0.0
+        self._stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT stop gracefully; a second one stops at once."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        graceful = not self._stopping.is_set()
+        log.info("received %s: %s", sig.name, "draining" if graceful else "stopping now")
+        self.stop(graceful=graceful)
+
+    async def run(self) -> None:
+        """Serve until ``stop()``; then drain, release and close everything."""
+        await self._start()
+        try:
+            await self._claim_loop()
+        finally:
+            await self._shutdown()
+
+    async def _start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self.backend.open()
+        if any(spec.executor == "process" for spec in self.app.registry):
+            self._executors["process"] = self._process_executor()
+        for executor in self._executors.values():
+            await executor.start()
+        self._keeper.start()
+        log.info("worker %s serving %s with %d slots", self.id, _describe(self.queues),
+                 self.concurrency)  # fmt: skip
+
+    def _process_executor(self) -> Executor:
+        from offload.worker.executors.process import ProcessExecutor
+
+        if self.app_path is None:
+            raise ConfigurationError(
+                "tasks with executor='process' need the app's import path: run the worker as "
+                "'offload worker module:app' or pass Worker(app, app_path='module:app')"
+            )
+        size = min(self.concurrency, os.cpu_count() or 1)
+        return ProcessExecutor(self.app_path, size)
+
+    # -- claiming ------------------------------------------------------------------------------
+    def _room(self) -> dict[str, int]:
+        free = self.concurrency - len(self._running) - self._threads.detached
+        room: dict[str, int] = {}
+        for queue, cap in self.queues.items():
+            limit = free if cap is None else min(free, cap - self._per_queue[queue])
+            if limit > 0:
+                room[queue] = limit
+        return room
+
+    async def _claim_loop(self) -> None:
+        pause = 0.05
+        while not self._stopping.is_set():
+            room = self._room()
+            if not room:
+                self._slot_freed.clear()
+                await self._until(self._slot_freed.wait(), timeout=1.0)
+                continue
+            started = time.monotonic()
+            try:
+                jobs = await self.backend.claim(
+                    self.id, room, min(max(room.values()), self.settings.claim_batch),
+                    self.settings.lease_seconds,
+                )  # fmt: skip
+            except BackendError as exc:
+                log.warning("claim failed: %s; retrying in %.2fs", exc, pause)
+                await self._until(asyncio.sleep(pause))
+                pause = min(pause * 2, 5.0)
+                continue
+            pause = 0.05
+            for record in jobs:
+                self._launch(record, started)
+            if not jobs:
+                wait = self.backend.wait_for_work(list(room), self.settings.idle_wait)
+                await self._until(wait)
+
+    async def _until(self, aw: Awaitable[Any], timeout: float | None = None) -> None:
+        """Await ``aw`` but return as soon as the worker is asked to stop."""
+        work = asyncio.ensure_future(aw)
+        stop = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({work, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for fut in (work, stop):
+            if not fut.done():
+                fut.cancel()
+        await asyncio.gather(work, stop, return_exceptions=True)
+
+    def _launch(self, record: JobRecord, claimed_at: float) -> None:
+        lease = Lease(record.id, record.token)
+        job = Running(record, lease, JobContext(
+            id=record.id, task=record.task, attempt=record.attempts, queue=record.queue,
+            _sink=lambda f, m: self._progress(record.id, f, m),
+        ))  # fmt: skip
+        self._running[record.id] = job
+        self._per_queue[record.queue] = self._per_queue.get(record.queue, 0) + 1
+        self._keeper.track(lease, claimed_at)
+        job.task = asyncio.create_task(self._run(job), name=f"offload-job-{record.id}")
+
+    async def _run(self, job: Running) -> None:
+        rec = job.record
+        log.debug("job %s (%s) started, attempt %d", rec.id, rec.task, rec.attempts)
+        try:
+            outcome = await self._runner.run(job)
+            log.info("job %s (%s) %s", rec.id, rec.task, outcome.kind)
+        except Exception:
+            log.exception("job %s: internal error in the worker", rec.id)
+        finally:
+            self._keeper.untrack(rec.id)
+            self._running.pop(rec.id, None)
+            self._per_queue[rec.queue] -= 1
+            self.processed += 1
+            self._slot_freed.set()
+
+    # -- signals from the lease keeper and from job code ---------------------------------------
+    def _from_thread(self, job_id: str, reason: StopReason) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop_job, job_id, reason)
+
+    def _stop_job(self, job_id: str, reason: StopReason) -> None:
+        job = self._running.get(job_id)
+        if job is None or job.stop_reason is not None or not job.executing:
+            return
+        log.info("job %s: stopping (%s)", job_id, reason)
+        job.stop_reason = reason
+        job.ctx.request_cancel()
+        if job.task is not None:
+            job.task.cancel()
+
+    def _progress(self, job_id: str, fraction: float | None, message: str | None) -> None:
+        if self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._queue_progress, job_id, (fraction, message))
+
+    def _queue_progress(self, job_id: str, value: tuple[float | None, str | None]) -> None:
+        job = self._running.get(job_id)
+        if job is None:
+            return
+        job.pending_progress = value
+        if job.progress_writer is None or job.progress_writer.done():
+            job.progress_writer = asyncio.create_task(self._write_progress(job))
+
+    async def _write_progress(self, job: Running) -> None:
+        while job.pending_progress is not None and job.executing:
+            fraction, message = job.pending_progress
+            job.pending_progress = None
+            try:
+                await self.backend.progress(job.lease, fraction, message)
+            except (LeaseLost, BackendError) as exc:
+                log.debug("job %s: progress not recorded: %s", job.record.id, exc)
+                return
+
+    # -- shutdown ------------------------------------------------------------------------------
+    async def _shutdown(self) -> None:
+        tasks = [j.task for j in self._running.values() if j.task is not None]
+        if tasks and self._grace > 0:
+            log.info("waiting up to %gs for %d running job(s)", self._grace, len(tasks))
+            await asyncio.wait(tasks, timeout=self._grace)
+        leftover = list(self._running.values())
+        for job in leftover:
+            self._stop_job(job.record.id, "shutdown")
+        await asyncio.gather(*(j.task for j in leftover if j.task), return_exceptions=True)
+        for job in leftover:
+            _kill_groups(job.ctx)
+        await asyncio.to_thread(self._keeper.stop)
+        for executor in self._executors.values():
+            await executor.close(grace=1.0)
+        await self.backend.close()
+        log.info("worker %s stopped after %d job(s); released %d", self.id, self.processed,
+                 len(leftover))  # fmt: skip
+
+
+def _kill_groups(ctx: JobContext) -> None:
+    for pgid in ctx.process_groups():
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _describe(queues: Mapping[str, int | None]) -> str:
+    return ", ".join(q if cap is None else f"{q} (max {cap})" for q, cap in queues.items())
