@@ -70,6 +70,8 @@ class JobRunner:
     async def run(self, job: Running) -> Outcome:
         outcome = await self.execute(job)
         job.executing = False
+        if job.progress_writer is not None and outcome.kind != "lost":
+            await asyncio.gather(job.progress_writer, return_exceptions=True)
         await self.record(job, outcome)
         return outcome
 

@@ -226,7 +226,7 @@ class Worker:
             job.progress_writer = asyncio.create_task(self._write_progress(job))
 
     async def _write_progress(self, job: Running) -> None:
-        while job.pending_progress is not None and job.executing:
+        while job.pending_progress is not None:
             fraction, message = job.pending_progress
             job.pending_progress = None
             try:

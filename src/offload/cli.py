@@ -1,0 +1,179 @@
+"""``offload ...``: parse the command line, wire the pieces, call one layer. Nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from offload import console
+from offload.client import App, SubmitOptions
+from offload.core.states import State
+from offload.errors import JobError, OffloadError, WaitTimeout
+from offload.loader import load_app
+from offload.logs import configure_logging
+from offload.settings import Settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    ns = parser.parse_args(argv)
+    try:
+        return int(ns.func(ns))
+    except JobError as exc:
+        print(f"offload: job did not succeed: {exc}", file=sys.stderr)
+        return 1
+    except (OffloadError, ValueError) as exc:
+        print(f"offload: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="offload", description="Background jobs for web apps.")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    p = sub.add_parser("worker", help="run a worker for APP (module:attribute)")
+    p.add_argument("app", metavar="APP")
+    p.add_argument("--queues", help="comma-separated queues, each optionally capped: pdf:2,default")
+    p.add_argument("--concurrency", type=int, help="job slots per process (default 10)")
+    p.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--name", help="worker name, shown in job history (default: host name)")
+    p.add_argument("--lease", type=float, help="lease seconds (default 30)")
+    p.add_argument("--shutdown-grace", type=float, help="seconds to drain on SIGTERM (default 25)")
+    p.set_defaults(func=_worker)
+
+    p = sub.add_parser("submit", help="submit a job and print its id")
+    p.add_argument("task", metavar="TASK")
+    p.add_argument("args", nargs="*", metavar="ARG", help="JSON values (plain words are strings)")
+    p.add_argument("--app", required=True, metavar="APP", help="module:attribute of the App")
+    p.add_argument("--kw", action="append", default=[], metavar="NAME=VALUE", help="keyword arg")
+    p.add_argument("--queue")
+    p.add_argument("--priority", type=int)
+    p.add_argument("--delay", type=float, help="seconds before the job may run")
+    p.add_argument("--idempotency-key")
+    p.add_argument("--wait", action="store_true", help="wait for the job and print its result")
+    p.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_submit)
+
+    for name, func, helptext in (
+        ("status", _status, "show one job"),
+        ("cancel", _cancel, "cancel a job"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("id", metavar="ID")
+        _backend_options(p)
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("jobs", help="list jobs, newest first")
+    p.add_argument("--status", choices=[s.value for s in State])
+    p.add_argument("--task")
+    p.add_argument("--queue")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _backend_options(p)
+    p.set_defaults(func=_jobs)
+    return parser
+
+
+def _backend_options(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--backend", help="backend URL (default: $OFFLOAD_BACKEND or sqlite)")
+    group.add_argument("--app", metavar="APP", help="use the backend of this App")
+
+
+def _app_for(ns: argparse.Namespace) -> App:
+    if getattr(ns, "app", None):
+        return load_app(ns.app)
+    return App(ns.backend) if ns.backend else App()
+
+
+def _worker(ns: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    configure_logging(settings.log_format, settings.log_level)
+    if ns.processes > 1:
+        from offload.worker.supervisor import Supervisor
+
+        child = [sys.executable, "-m", "offload", *_child_args(ns)]
+        return Supervisor(child, ns.processes).run()
+    from offload.worker.worker import Worker
+
+    app = load_app(ns.app)
+    overrides: dict[str, Any] = {"lease_seconds": ns.lease, "shutdown_grace": ns.shutdown_grace}
+    if ns.lease is not None:
+        overrides["renew_interval"] = ns.lease / 3
+        overrides["reap_interval"] = ns.lease / 3
+    worker = Worker(
+        app, queues=console.parse_queues(ns.queues) if ns.queues else None,
+        concurrency=ns.concurrency, name=ns.name, app_path=ns.app,
+        settings=app.settings.with_(**overrides),
+    )  # fmt: skip
+
+    async def serve() -> None:
+        worker.install_signal_handlers()
+        await worker.run()
+
+    asyncio.run(serve())
+    return 0
+
+
+def _child_args(ns: argparse.Namespace) -> list[str]:
+    args = ["worker", ns.app, "--processes", "1"]
+    for flag, value in (
+        ("--queues", ns.queues), ("--concurrency", ns.concurrency), ("--name", ns.name),
+        ("--lease", ns.lease), ("--shutdown-grace", ns.shutdown_grace),
+    ):  # fmt: skip
+        if value is not None:
+            args += [flag, str(value)]
+    return args
+
+
+def _submit(ns: argparse.Namespace) -> int:
+    app = load_app(ns.app)
+    kwargs = dict(console.parse_keyword(item) for item in ns.kw)
+    options = SubmitOptions(
+        queue=ns.queue, priority=ns.priority, delay=ns.delay, idempotency_key=ns.idempotency_key
+    )
+    args = [console.parse_value(a) for a in ns.args]
+    job = app.run_sync(app.asubmit_name(ns.task, args, kwargs, options))
+    if not ns.wait:
+        console.show_job(job.record, as_json=ns.json, brief=True)
+        return 0
+    try:
+        app.run_sync(console.follow(job, ns.timeout))
+    except WaitTimeout as exc:
+        print(f"offload: {exc}", file=sys.stderr)
+        return 3
+    console.show_job(job.record, as_json=ns.json)
+    return 0 if job.status is State.SUCCEEDED else 1
+
+
+def _status(ns: argparse.Namespace) -> int:
+    app = _app_for(ns)
+    job = app.get_job(ns.id)
+    history = app.run_sync(job.ahistory())
+    console.show_job(job.record, as_json=ns.json, history=history)
+    return 0
+
+
+def _cancel(ns: argparse.Namespace) -> int:
+    app = _app_for(ns)
+    job = app.cancel(ns.id)
+    console.show_job(job.record, as_json=ns.json, brief=True)
+    return 0
+
+
+def _jobs(ns: argparse.Namespace) -> int:
+    app = _app_for(ns)
+    jobs = app.jobs(status=ns.status, task=ns.task, queue=ns.queue, limit=ns.limit)
+    console.show_table([j.record for j in jobs], as_json=ns.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
