@@ -84,12 +84,13 @@ HISTORY_INSERT = (
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
-    """Create the tables if missing (one transaction; safe when processes race to do it)."""
-    conn.executescript("BEGIN IMMEDIATE;" + DDL + "COMMIT;")
+    """Create the tables if missing, in one transaction: safe when processes race to do it."""
+    conn.executescript(
+        "BEGIN IMMEDIATE;" + DDL + "INSERT OR IGNORE INTO offload_meta VALUES "
+        f"('schema', '{SCHEMA_VERSION}'); COMMIT;"
+    )
     row = conn.execute("SELECT value FROM offload_meta WHERE key = 'schema'").fetchone()
-    if row is None:
-        conn.execute("INSERT INTO offload_meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-    elif int(row[0]) > SCHEMA_VERSION:
+    if int(row[0]) > SCHEMA_VERSION:
         raise RuntimeError(
             f"database schema version {row[0]} is newer than this offload ({SCHEMA_VERSION}); "
             "upgrade offload"

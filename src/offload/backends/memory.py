@@ -16,6 +16,7 @@ from typing import Any
 from offload.backends._common import check_transition, decode_cursor, encode_cursor
 from offload.backends.base import DEFAULT_MAX_LOSSES, IDEMPOTENCY_WINDOW
 from offload.core.clock import Clock, SystemClock
+from offload.core.codec import dumps, loads
 from offload.core.job import (
     JobFilter,
     JobRecord,
@@ -75,8 +76,8 @@ class MemoryBackend:
                     task=new.task,
                     queue=new.queue,
                     status=status,
-                    args=list(new.args),
-                    kwargs=dict(new.kwargs),
+                    args=_copy(new.args),
+                    kwargs=_copy(new.kwargs),
                     priority=new.priority,
                     attempts=0,
                     losses=0,
@@ -86,7 +87,7 @@ class MemoryBackend:
                     idempotency_key=new.idempotency_key,
                     concurrency_key=new.concurrency_key,
                     tenant=new.tenant,
-                    meta=dict(new.meta),
+                    meta=_copy(new.meta),
                 )
                 if record.id in self._jobs or record.id in fresh:
                     raise ValueError(f"job id {record.id} already exists")
@@ -226,7 +227,7 @@ class MemoryBackend:
                 job,
                 status=target,
                 run_at=now + retry_in,
-                error=error,
+                error=_copy(error),
                 worker_id=None,
                 lease_until=None,
                 updated_at=now,
@@ -253,8 +254,8 @@ class MemoryBackend:
             record = replace(
                 job,
                 status=target,
-                result=result,
-                error=error,
+                result=_copy(result),
+                error=_copy(error),
                 lease_until=None,
                 finished_at=now,
                 updated_at=now,
@@ -406,7 +407,10 @@ class MemoryBackend:
     ) -> None:
         check_transition(before.id, before.status, after.status)
         self._jobs[after.id] = after
-        self._record(after, before.status, reason, now, detail=detail)
+        # A move out of running is recorded with the run that ended: its attempt (before a
+        # release refunds it), token and worker.
+        run = before if before.status is State.RUNNING else after
+        self._record(after, before.status, reason, now, detail=detail, run=run)
 
     def _record(
         self,
@@ -416,7 +420,9 @@ class MemoryBackend:
         now: float,
         *,
         detail: str | None = None,
+        run: JobRecord | None = None,
     ) -> None:
+        run = run or job
         if before is None:
             check_transition(job.id, None, job.status)
         self._history.setdefault(job.id, []).append(
@@ -426,9 +432,9 @@ class MemoryBackend:
                 before,
                 job.status,
                 reason,
-                job.attempts,
-                job.token,
-                job.worker_id,
+                run.attempts,
+                run.token,
+                run.worker_id,
                 detail,
             )
         )
@@ -438,6 +444,11 @@ class MemoryBackend:
             waiters, self._waiters = self._waiters, []
         for loop, fut in waiters:
             loop.call_soon_threadsafe(_resolve, fut)
+
+
+def _copy(value: Any) -> Any:
+    """A private JSON copy: stored values never alias the caller's, and must be JSON."""
+    return loads(dumps(value))
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:

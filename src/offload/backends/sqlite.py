@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import orjson
 
 from offload.backends import _sqlite_schema as schema
 from offload.backends._common import check_transition, decode_cursor, encode_cursor, parse_url
-from offload.backends._sqlite_io import SQLiteThread
+from offload.backends._sqlite_io import SQLiteThread, is_busy
 from offload.backends.base import DEFAULT_MAX_LOSSES, IDEMPOTENCY_WINDOW
 from offload.core.clock import Clock, SystemClock
 from offload.core.job import (
@@ -107,15 +108,24 @@ class SQLiteBackend:
             raise ConfigurationError(
                 f"cannot open SQLite database {self.path!r}: folder {str(folder)!r} does not exist"
             )
-        try:
-            conn = sqlite3.connect(
-                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
-        except sqlite3.Error as exc:
-            raise ConfigurationError(f"cannot open SQLite database {self.path!r}: {exc}") from None
-        return conn
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                conn = sqlite3.connect(
+                    self.path, timeout=self.busy_timeout, isolation_level=None,
+                    check_same_thread=False,
+                )  # fmt: skip
+                # Switching to WAL needs a moment alone with the file: wait out a racing opener.
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+                return conn
+            except sqlite3.Error as exc:
+                if is_busy(exc) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                    continue
+                raise ConfigurationError(
+                    f"cannot open SQLite database {self.path!r}: {exc}"
+                ) from None
 
     def _create_schema(self) -> None:
         conn = self._connect()

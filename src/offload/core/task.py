@@ -9,6 +9,7 @@ from functools import cached_property
 from typing import Any, Literal, get_type_hints
 
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from offload.core.codec import to_json_value
 from offload.core.job import DEFAULT_QUEUE
@@ -82,12 +83,14 @@ class TaskSpec:
         for name, value in bound.arguments.items():
             adapter = self._adapters[name]
             try:
-                adapter.validate_python(value)
-                bound.arguments[name] = to_json_value(adapter.dump_python(value, mode="json"))
+                validated = adapter.validate_python(value)
+                bound.arguments[name] = to_json_value(adapter.dump_python(validated, mode="json"))
             except ValidationError as exc:
                 raise InvalidArguments(self.name, _describe(name, exc), argument=name) from None
-            except SerializationError as exc:
-                raise InvalidArguments(self.name, f"{name}: {exc}", argument=name) from None
+            except (SerializationError, PydanticSerializationError) as exc:
+                raise InvalidArguments(
+                    self.name, f"argument {name!r} is not a JSON value: {exc}", argument=name
+                ) from None
         return list(bound.args), dict(bound.kwargs)
 
     def decode_arguments(

@@ -213,9 +213,17 @@ class Worker:
             job.task.cancel()
 
     def _progress(self, job_id: str, fraction: float | None, message: str | None) -> None:
-        if self._loop is None:
+        loop = self._loop
+        if loop is None:
             return
-        self._loop.call_soon_threadsafe(self._queue_progress, job_id, (fraction, message))
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:  # an async task: queue it now, before the job can finish
+            self._queue_progress(job_id, (fraction, message))
+        else:
+            loop.call_soon_threadsafe(self._queue_progress, job_id, (fraction, message))
 
     def _queue_progress(self, job_id: str, value: tuple[float | None, str | None]) -> None:
         job = self._running.get(job_id)

@@ -1,0 +1,97 @@
+"""Task specs: argument validation and encoding against the function's signature."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import BaseModel
+
+from offload.core.registry import TaskRegistry
+from offload.core.task import TaskSpec, infer_executor
+from offload.errors import InvalidArguments, TaskNotFound
+
+
+class Address(BaseModel):
+    street: str
+    number: int
+
+
+def ship(to: Address, when: datetime, *, express: bool = False) -> str:
+    return f"{to.street} {when.isoformat()} {express}"
+
+
+async def agen(x: int) -> int:
+    return x
+
+
+def test_arguments_are_validated_encoded_and_decoded_back() -> None:
+    spec = TaskSpec(func=ship, name="ship")
+    when = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    args, kwargs = spec.encode_arguments(
+        (Address(street="Main", number=3), when), {"express": True}
+    )
+    assert args == [{"street": "Main", "number": 3}, "2026-05-01T12:00:00Z"]
+    assert kwargs == {"express": True}
+    call_args, call_kwargs = spec.decode_arguments(args, kwargs)
+    assert call_args == (Address(street="Main", number=3), when)
+    assert ship(*call_args, **call_kwargs) == "Main 2026-05-01T12:00:00+00:00 True"
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "match"),
+    [
+        ((), {}, "missing a required argument: 'to'"),
+        (({"street": "x", "number": "nope"}, "2026-01-01T00:00:00"), {}, "argument 'to.number'"),
+        (
+            ({"street": "x", "number": 1}, "2026-01-01T00:00:00"),
+            {"colour": 1},
+            "unexpected keyword",
+        ),
+        (({"street": "x", "number": 1}, "not a date"), {}, "argument 'when'"),
+    ],
+)
+def test_bad_arguments_name_the_problem(args: tuple[object, ...], kwargs: dict[str, object],
+                                        match: str) -> None:  # fmt: skip
+    spec = TaskSpec(func=ship, name="ship")
+    with pytest.raises(InvalidArguments, match=match):
+        spec.encode_arguments(args, kwargs)
+
+
+def test_values_json_cannot_hold_are_refused() -> None:
+    def takes_anything(value: object) -> None: ...
+
+    spec = TaskSpec(func=takes_anything, name="t")
+    with pytest.raises(InvalidArguments, match="value"):
+        spec.encode_arguments((object(),), {})
+    assert spec.encode_arguments(({"k": [1, 2]},), {}) == ([{"k": [1, 2]}], {})
+
+
+def test_schema_lists_parameters_and_required_ones() -> None:
+    schema = TaskSpec(func=ship, name="ship").arguments_schema()
+    assert set(schema["properties"]) == {"to", "when", "express"}
+    assert schema["required"] == ["to", "when"]
+
+
+def test_executor_inference_and_checks() -> None:
+    assert infer_executor(agen) == "async"
+    assert infer_executor(ship) == "thread"
+    with pytest.raises(ValueError, match="async def"):
+        TaskSpec(func=ship, name="x", executor="async")
+    with pytest.raises(ValueError, match="executor='async'"):
+        TaskSpec(func=agen, name="x", executor="process")
+    with pytest.raises(ValueError, match="whitespace"):
+        TaskSpec(func=ship, name="a b")
+    with pytest.raises(ValueError, match="timeout"):
+        TaskSpec(func=ship, name="x", timeout=0)
+
+
+def test_registry_resolves_only_registered_names() -> None:
+    registry = TaskRegistry()
+    registry.add(TaskSpec(func=ship, name="ship"))
+    assert registry.get("ship").func is ship
+    assert "ship" in registry
+    with pytest.raises(TaskNotFound, match="known tasks: ship"):
+        registry.get("os.system")
+    with pytest.raises(ValueError, match="already registered"):
+        registry.add(TaskSpec(func=agen, name="ship", executor="async"))

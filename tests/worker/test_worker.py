@@ -1,0 +1,307 @@
+"""The worker in-process, on every backend: executors, retries, timeouts, cancel, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+import offload
+from offload.backends.memory import MemoryBackend
+from offload.core.clock import ManualClock
+from offload.core.ids import new_job_id
+from offload.core.job import NewJob
+from offload.settings import Settings
+
+State = offload.State
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def app(
+    request: pytest.FixtureRequest, tmp_path: Path, fast_settings: Settings
+) -> AsyncIterator[offload.App]:
+    if request.param == "memory":
+        app = offload.App(MemoryBackend(), settings=fast_settings)
+    else:
+        app = offload.App(settings=fast_settings.with_(backend=f"sqlite:///{tmp_path}/jobs.db"))
+    yield app
+    await app.aclose()
+
+
+@asynccontextmanager
+async def running(app: offload.App, **options: object) -> AsyncIterator[offload.Worker]:
+    worker = offload.Worker(app, **options)  # type: ignore[arg-type]
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+
+
+async def wait_for(predicate: Callable[[], object], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_async_and_thread_tasks_succeed_with_progress(app: offload.App) -> None:
+    @app.task
+    async def double(x: int) -> int:
+        offload.current().progress(0.5, "halfway")
+        return 2 * x
+
+    @app.task
+    def shout(word: str) -> str:
+        ctx = offload.current()
+        ctx.progress(1.0, f"attempt {ctx.attempt}")
+        return word.upper()
+
+    async with running(app):
+        a = await double.asubmit(21)
+        b = await shout.asubmit("hi")
+        assert await a.aresult(timeout=5) == 42
+        assert await b.aresult(timeout=5) == "HI"
+    await a.arefresh()
+    await b.arefresh()
+    assert (a.record.progress, a.record.progress_message) == (0.5, "halfway")
+    assert (b.record.progress, b.record.progress_message) == (1.0, "attempt 1")
+    assert a.attempts == 1
+
+
+async def test_failures_retry_with_backoff_then_succeed(app: offload.App) -> None:
+    @app.task(retries=2, retry_backoff=0.01)
+    def flaky() -> int:
+        attempt = offload.current().attempt
+        if attempt < 3:
+            raise RuntimeError(f"boom {attempt}")
+        return attempt
+
+    async with running(app):
+        job = await flaky.asubmit()
+        assert await job.aresult(timeout=5) == 3
+    reasons = [t.reason.value for t in await job.ahistory()]
+    assert reasons.count("retry") == 2
+    assert reasons[-1] == "succeeded"
+
+
+async def test_retry_exception_sets_the_delay_and_respects_the_budget(app: offload.App) -> None:
+    @app.task(retries=1)
+    async def later() -> str:
+        if offload.current().attempt == 1:
+            raise offload.Retry(delay=0.3)
+        return "done"
+
+    @app.task
+    async def no_budget() -> None:
+        raise offload.Retry(delay=0.1)
+
+    async with running(app):
+        job = await later.asubmit()
+        assert await job.aresult(timeout=5) == "done"
+        stuck = await no_budget.asubmit()
+        with pytest.raises(offload.JobFailed, match="allows 0 retries"):
+            await stuck.aresult(timeout=5)
+    history = await job.ahistory()
+    retry = next(t for t in history if t.reason.value == "retry")
+    second_claim = [t for t in history if t.reason.value == "claimed"][1]
+    assert retry.to_status is State.SCHEDULED
+    assert second_claim.at - retry.at >= 0.3 - 1e-3
+
+
+async def test_timeouts_fail_the_job_for_every_executor(app: offload.App) -> None:
+    saw_cancel = threading.Event()
+
+    @app.task(timeout=0.2)
+    async def slow_async() -> None:
+        await asyncio.sleep(30)
+
+    @app.task(timeout=0.2)
+    def slow_thread() -> None:
+        if offload.current().wait_cancelled(30):
+            saw_cancel.set()
+
+    async with running(app):
+        jobs = [await slow_async.asubmit(), await slow_thread.asubmit()]
+        for job in jobs:
+            with pytest.raises(offload.JobFailed, match="JobTimeout") as info:
+                await job.aresult(timeout=5)
+            assert "timeout" in info.value.error["message"]
+        await wait_for(saw_cancel.is_set)
+    history = await jobs[0].ahistory()
+    assert history[-1].reason.value == "timeout"
+
+
+async def test_cancelling_running_jobs(app: offload.App) -> None:
+    started = threading.Event()
+
+    @app.task
+    async def forever() -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    @app.task
+    def cooperative() -> None:
+        ctx = offload.current()
+        started.set()
+        while True:
+            ctx.check_cancelled()
+            time.sleep(0.01)
+
+    async with running(app):
+        for task in (forever, cooperative):
+            started.clear()
+            job = await task.asubmit()
+            await wait_for(started.is_set)
+            await job.acancel()
+            with pytest.raises(offload.JobCancelled):
+                await job.aresult(timeout=5)
+            assert job.status is State.CANCELLED
+
+
+async def test_results_that_are_not_json_fail_clearly(app: offload.App) -> None:
+    @app.task
+    def bad() -> object:
+        return object()
+
+    async with running(app):
+        job = await bad.asubmit()
+        with pytest.raises(offload.JobFailed, match="not JSON"):
+            await job.aresult(timeout=5)
+
+
+async def test_unknown_task_fails_without_retry(app: offload.App) -> None:
+    @app.task
+    def known() -> None: ...
+
+    backend = await app.backend()
+    [record] = await backend.submit([NewJob(new_job_id(), "ghost", [], {})])
+    async with running(app):
+        job = await app.aget_job(record.id)
+        with pytest.raises(offload.JobFailed, match="unknown task 'ghost'"):
+            await job.aresult(timeout=5)
+    assert job.attempts == 1
+
+
+async def test_concurrency_and_per_queue_caps_hold(app: offload.App) -> None:
+    lock = threading.Lock()
+    now: dict[str, int] = {"a": 0, "b": 0}
+    peak: dict[str, int] = {"a": 0, "b": 0, "all": 0}
+
+    def enter(queue: str) -> None:
+        with lock:
+            now[queue] += 1
+            peak[queue] = max(peak[queue], now[queue])
+            peak["all"] = max(peak["all"], sum(now.values()))
+
+    def leave(queue: str) -> None:
+        with lock:
+            now[queue] -= 1
+
+    @app.task(queue="a")
+    def in_a() -> None:
+        enter("a")
+        time.sleep(0.05)
+        leave("a")
+
+    @app.task(queue="b")
+    async def in_b() -> None:
+        enter("b")
+        await asyncio.sleep(0.05)
+        leave("b")
+
+    jobs = [await in_a.asubmit() for _ in range(6)] + [await in_b.asubmit() for _ in range(6)]
+    async with running(app, concurrency=3, queues={"a": 1, "b": None}):
+        for job in jobs:
+            await job.aresult(timeout=10)
+    assert peak["a"] == 1
+    assert peak["all"] <= 3
+    assert peak["b"] >= 2  # b may use the slots a cannot
+
+
+async def test_priority_then_due_time_order(app: offload.App) -> None:
+    order: list[str] = []
+
+    @app.task
+    async def mark(name: str) -> None:
+        order.append(name)
+
+    await mark.asubmit("low")
+    await mark.options(priority=5).asubmit("high")
+    await mark.asubmit("low2")
+    async with running(app, concurrency=1):
+        await wait_for(lambda: len(order) == 3)
+    assert order == ["high", "low", "low2"]
+
+
+async def test_delayed_jobs_never_run_early(app: offload.App) -> None:
+    @app.task
+    async def noop() -> None: ...
+
+    async with running(app):
+        job = await noop.options(delay=0.4).asubmit()
+        await job.aresult(timeout=5)
+    assert job.record.started_at is not None
+    assert job.record.started_at - job.record.created_at >= 0.4
+
+
+async def test_stop_drains_then_releases_what_is_left(app: offload.App) -> None:
+    started = threading.Event()
+
+    @app.task
+    async def quick() -> str:
+        await asyncio.sleep(0.1)
+        return "done"
+
+    @app.task
+    async def endless() -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    worker = offload.Worker(app, settings=app.settings.with_(shutdown_grace=0.5))
+    task = asyncio.create_task(worker.run())
+    q = await quick.asubmit()
+    e = await endless.asubmit()
+    await wait_for(started.is_set)
+    worker.stop()
+    await asyncio.wait_for(task, 10)
+    assert await q.aresult(timeout=1) == "done"
+    await e.arefresh()
+    assert e.status is State.QUEUED
+    assert e.attempts == 0
+    assert (await e.ahistory())[-1].reason.value == "released"
+
+
+async def test_a_job_whose_lease_is_lost_is_stopped_and_its_result_dropped(
+    fast_settings: Settings,
+) -> None:
+    clock = ManualClock(time.time())
+    backend = MemoryBackend(clock=clock)
+    app = offload.App(backend, settings=fast_settings)
+    started = threading.Event()
+    stopped = threading.Event()
+
+    @app.task
+    async def long() -> str:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        finally:
+            stopped.set()
+        return "never recorded"
+
+    async with running(app):
+        job = await long.asubmit()
+        await wait_for(started.is_set)
+        clock.advance(60)  # the backend now sees the lease as expired
+        await wait_for(stopped.is_set)
+        await wait_for(lambda: backend._jobs[job.id].losses == 1)
+    await job.arefresh()
+    assert job.status is not State.SUCCEEDED
+    assert "lease_expired" in [t.reason.value for t in await job.ahistory()]
