@@ -134,7 +134,11 @@ def _child_args(ns: argparse.Namespace) -> list[str]:
 
 
 def _submit(ns: argparse.Namespace) -> int:
-    app = load_app(ns.app)
+    with load_app(ns.app) as app:
+        return _submit_with(app, ns)
+
+
+def _submit_with(app: App, ns: argparse.Namespace) -> int:
     kwargs = dict(console.parse_keyword(item) for item in ns.kw)
     options = SubmitOptions(
         queue=ns.queue, priority=ns.priority, delay=ns.delay, idempotency_key=ns.idempotency_key
@@ -154,23 +158,23 @@ def _submit(ns: argparse.Namespace) -> int:
 
 
 def _status(ns: argparse.Namespace) -> int:
-    app = _app_for(ns)
-    job = app.get_job(ns.id)
-    history = app.run_sync(job.ahistory())
+    with _app_for(ns) as app:
+        job = app.get_job(ns.id)
+        history = app.run_sync(job.ahistory())
     console.show_job(job.record, as_json=ns.json, history=history)
     return 0
 
 
 def _cancel(ns: argparse.Namespace) -> int:
-    app = _app_for(ns)
-    job = app.cancel(ns.id)
+    with _app_for(ns) as app:
+        job = app.cancel(ns.id)
     console.show_job(job.record, as_json=ns.json, brief=True)
     return 0
 
 
 def _jobs(ns: argparse.Namespace) -> int:
-    app = _app_for(ns)
-    jobs = app.jobs(status=ns.status, task=ns.task, queue=ns.queue, limit=ns.limit)
+    with _app_for(ns) as app:
+        jobs = app.jobs(status=ns.status, task=ns.task, queue=ns.queue, limit=ns.limit)
     console.show_table([j.record for j in jobs], as_json=ns.json)
     return 0
 

@@ -146,6 +146,12 @@ class App:
         if opening is not None and self._shared is None:
             await (await opening).close()
 
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Close the backend used by the synchronous methods."""
         if self._portal is not None:

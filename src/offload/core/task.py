@@ -78,20 +78,43 @@ class TaskSpec:
     def encode_arguments(
         self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]
     ) -> tuple[list[Any], dict[str, Any]]:
-        """Check arguments against the signature and annotations; return them as JSON data."""
+        """Check arguments against the signature and annotations; return them as JSON data.
+
+        The caller's split between positional and keyword arguments is kept as given.
+        """
         bound = self.bind(args, kwargs)
+        encoded: dict[str, Any] = {}
         for name, value in bound.arguments.items():
             adapter = self._adapters[name]
             try:
                 validated = adapter.validate_python(value)
-                bound.arguments[name] = to_json_value(adapter.dump_python(validated, mode="json"))
+                encoded[name] = to_json_value(adapter.dump_python(validated, mode="json"))
             except ValidationError as exc:
                 raise InvalidArguments(self.name, _describe(name, exc), argument=name) from None
             except (SerializationError, PydanticSerializationError) as exc:
                 raise InvalidArguments(
                     self.name, f"argument {name!r} is not a JSON value: {exc}", argument=name
                 ) from None
-        return list(bound.args), dict(bound.kwargs)
+        return self._split(encoded, len(args), kwargs)
+
+    def _split(
+        self, encoded: dict[str, Any], positional: int, kwargs: dict[str, Any]
+    ) -> tuple[list[Any], dict[str, Any]]:
+        out_args: list[Any] = []
+        out_kwargs: dict[str, Any] = {}
+        for param in self.signature.parameters.values():
+            if param.name not in encoded:
+                continue
+            value = encoded[param.name]
+            if param.kind is inspect.Parameter.VAR_POSITIONAL:
+                out_args.extend(value)
+            elif param.kind is inspect.Parameter.VAR_KEYWORD:
+                out_kwargs.update(value)
+            elif len(out_args) < positional and param.name not in kwargs:
+                out_args.append(value)
+            else:
+                out_kwargs[param.name] = value
+        return out_args, out_kwargs
 
     def decode_arguments(
         self, args: list[Any], kwargs: dict[str, Any]

@@ -1,0 +1,121 @@
+"""The CLI, called in-process through ``offload.cli.main``; one real worker run at the end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from offload.cli import main
+from offload.console import parse_queues, parse_value
+from offload.errors import ConfigurationError
+
+APP_SOURCE = """
+import offload
+app = offload.App()
+
+@app.task
+def add(a: int, b: int = 0) -> int:
+    return a + b
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "cliapp.py").write_text(APP_SOURCE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("OFFLOAD_BACKEND", f"sqlite:///{tmp_path}/jobs.db")
+    monkeypatch.delitem(sys.modules, "cliapp", raising=False)  # re-read the backend per test
+    return tmp_path
+
+
+def test_submit_status_jobs_cancel(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["submit", "add", "2", "--kw", "b=3", "--app", "cliapp:app", "--json"]) == 0
+    job = orjson.loads(capsys.readouterr().out)
+    assert (job["status"], job["args"], job["kwargs"]) == ("queued", [2], {"b": 3})
+
+    assert main(["status", job["id"]]) == 0
+    out = capsys.readouterr().out
+    assert "queued" in out
+    assert "submitted" in out  # the history
+
+    assert main(["jobs", "--status", "queued"]) == 0
+    assert job["id"] in capsys.readouterr().out
+
+    assert main(["cancel", job["id"]]) == 0
+    assert capsys.readouterr().out.strip() == f"{job['id']} cancelled"
+    assert main(["jobs", "--json", "--status", "cancelled"]) == 0
+    assert [j["id"] for j in orjson.loads(capsys.readouterr().out)] == [job["id"]]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["submit", "nope", "--app", "cliapp:app"], "unknown task 'nope'; known tasks: add"),
+        (["submit", "add", "--app", "cliapp:app"], "missing a required argument: 'a'"),
+        (["submit", "add", "x", "--app", "cliapp:app"], "argument 'a'"),
+        (["submit", "add", "1", "--app", "cliapp:nothing"], "has no attribute 'nothing'"),
+        (["submit", "add", "1", "--app", "missing_module:app"], "cannot import module"),
+        (["submit", "add", "1", "--app", "cliapp"], "must look like"),
+        (["status", "0123"], "no job with id '0123'"),
+        (["cancel", "0123"], "no job with id '0123'"),
+        (["jobs", "--backend", "sqlite:////no/such/dir/x.db"], "does not exist"),
+        (["jobs", "--backend", "ftp://x"], "unsupported backend URL scheme"),
+        (["submit", "add", "--kw", "1=2", "--app", "cliapp:app"], "must look like name=value"),
+    ],
+)
+def test_errors_are_one_clear_line_and_exit_1(
+    project: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.startswith("offload: error:")
+    assert err.count("\n") == 1
+
+
+def test_cancel_of_a_finished_job_says_why(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["submit", "add", "1", "--app", "cliapp:app"])
+    job_id = capsys.readouterr().out.split()[0]
+    assert main(["cancel", job_id]) == 0
+    assert main(["cancel", job_id]) == 1
+    assert "is cancelled; it cannot become cancelled" in capsys.readouterr().err
+
+
+def test_argument_parsing_helpers() -> None:
+    assert parse_value("42") == 42
+    assert parse_value('"42"') == "42"
+    assert parse_value("hello world") == "hello world"
+    assert parse_value("[1, 2]") == [1, 2]
+    assert parse_queues("pdf:2, default") == {"pdf": 2, "default": None}
+    with pytest.raises(ConfigurationError, match="positive whole number"):
+        parse_queues("pdf:0")
+
+
+@pytest.mark.slow
+def test_worker_command_runs_jobs_and_stops_on_sigterm(project: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(project), "OFFLOAD_SHUTDOWN_GRACE": "1"}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "offload", "worker", "cliapp:app", "--concurrency", "2"],
+        cwd=project, env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "offload", "submit", "add", "20", "22", "--app", "cliapp:app",
+             "--wait", "--timeout", "20", "--json"],
+            cwd=project, env=env, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert orjson.loads(done.stdout)["result"] == 42
+    finally:
+        worker.terminate()
+        _, err = worker.communicate(timeout=15)
+    assert worker.returncode == 0
+    assert "received SIGTERM" in err
