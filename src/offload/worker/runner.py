@@ -25,6 +25,7 @@ from offload.errors import (
 )
 from offload.worker.context import JobContext
 from offload.worker.executors.base import Executor
+from offload.worker.executors.process import ChildError
 from offload.worker.failure import error_info
 
 log = logging.getLogger("offload.worker")
@@ -111,7 +112,7 @@ class JobRunner:
         attempt = job.record.attempts
         policy = self.registry.get(job.record.task).retry
         reason = Reason.TIMEOUT if isinstance(exc, JobTimeout) else Reason.FAILED
-        info = error_info(exc)
+        info = exc.info if isinstance(exc, ChildError) else error_info(exc)
         if not policy.allows_retry(attempt):
             if isinstance(exc, Retry):
                 info["message"] = (

@@ -1,0 +1,130 @@
+"""The child side of the process executor: load the app once, then run one job per request.
+
+Every message is JSON bytes (``send_bytes``/``recv_bytes``); nothing here is pickled. The
+protocol, parent -> child::
+
+    {"type": "run", "id", "task", "attempt", "queue", "args", "kwargs"}
+
+and child -> parent::
+
+    {"type": "ready", "pid"}                  the app is loaded; requests may come
+    {"type": "fatal", "error"}                the app could not be loaded; the child exits
+    {"type": "progress", "id", "fraction", "message"}
+    {"type": "result", "value"}               the task returned a JSON value
+    {"type": "retry", "delay", "reason"}      the task raised offload.Retry
+    {"type": "cancelled", "message"}          the task raised offload.Cancelled
+    {"type": "unserializable", "message"}     the task's return value is not JSON
+    {"type": "error", "error"}                the task raised; error is ``error_info(exc)``
+
+The child ignores SIGINT (the parent owns Ctrl-C). On SIGTERM it SIGKILLs every process group
+the running job started with ``run_process`` and exits at once. It exits cleanly when the parent
+closes the pipe.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from multiprocessing.connection import Connection
+from types import FrameType
+from typing import Any
+
+from offload.core.codec import dumps, loads, to_json_value
+from offload.core.registry import TaskRegistry
+from offload.errors import Cancelled, Retry, SerializationError
+from offload.worker.context import JobContext, bind, unbind
+from offload.worker.failure import error_info
+
+Message = dict[str, Any]
+TERMINATED_EXIT_CODE = 128 + signal.SIGTERM
+
+
+def main(conn: Connection[Any, Any], app_path: str) -> None:
+    """Entry point of a child process: serve requests from ``conn`` until it closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    child = _Child(conn)
+    signal.signal(signal.SIGTERM, child.on_sigterm)
+    try:
+        registry = _resolve_registry(app_path)
+    except Exception as exc:
+        child.send({"type": "fatal", "error": error_info(exc)})
+        return
+    child.send({"type": "ready", "pid": os.getpid()})
+    child.serve(registry)
+
+
+def _resolve_registry(app_path: str) -> TaskRegistry:
+    from offload.loader import load_app
+
+    registry: TaskRegistry = load_app(app_path).registry
+    return registry
+
+
+class _Child:
+    """One child's state: its pipe and the job it is running (read by the SIGTERM handler)."""
+
+    def __init__(self, conn: Connection[Any, Any]) -> None:
+        self._conn = conn
+        self._send_lock = threading.Lock()
+        self._running: JobContext | None = None
+
+    def send(self, message: Message) -> None:
+        data = dumps(message)
+        with self._send_lock:  # progress may be reported from the task's own threads
+            self._conn.send_bytes(data)
+
+    def serve(self, registry: TaskRegistry) -> None:
+        while True:
+            try:
+                request = loads(self._conn.recv_bytes())
+            except (EOFError, OSError):
+                return
+            self.send(self.run(registry, request))
+
+    def run(self, registry: TaskRegistry, request: Message) -> Message:
+        """Run one job and describe its outcome as a message."""
+        try:
+            value = self._call(registry, request)
+        except Retry as exc:
+            return {"type": "retry", "delay": exc.delay, "reason": exc.reason}
+        except Cancelled as exc:
+            return {"type": "cancelled", "message": str(exc)}
+        except Exception as exc:
+            return {"type": "error", "error": error_info(exc)}
+        try:
+            return {"type": "result", "value": to_json_value(value)}
+        except SerializationError as exc:
+            return {"type": "unserializable", "message": str(exc)}
+
+    def _call(self, registry: TaskRegistry, request: Message) -> Any:
+        spec = registry.get(request["task"])
+        args, kwargs = spec.decode_arguments(request["args"], request["kwargs"])
+        job_id: str = request["id"]
+        ctx = JobContext(
+            id=job_id,
+            task=spec.name,
+            attempt=request["attempt"],
+            queue=request["queue"],
+            _sink=lambda fraction, message: self._progress(job_id, fraction, message),
+        )
+        self._running = ctx
+        token = bind(ctx)
+        try:
+            return spec.func(*args, **kwargs)
+        finally:
+            unbind(token)
+            self._running = None
+
+    def _progress(self, job_id: str, fraction: float | None, message: str | None) -> None:
+        self.send({"type": "progress", "id": job_id, "fraction": fraction, "message": message})
+
+    def on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        """Kill the running job's process groups, then leave without cleanup."""
+        running = self._running
+        for pgid in running.process_groups() if running is not None else []:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        os._exit(TERMINATED_EXIT_CODE)
