@@ -56,12 +56,23 @@ class Backend(Protocol):
         """
 
     async def claim(
-        self, worker_id: str, queues: Mapping[str, int], limit: int, lease_seconds: float
+        self,
+        worker_id: str,
+        queues: Mapping[str, int],
+        limit: int,
+        lease_seconds: float,
+        *,
+        idle: bool = False,
     ) -> list[JobRecord]:
         """Atomically move up to ``limit`` due jobs to running under new leases.
 
         ``queues`` maps each queue to the most jobs to take from it. Due scheduled jobs are
         promoted first. Order: higher priority first, then earlier due time, then id.
+
+        A *suspect* (a job with ``losses > 0``: its worker vanished while it ran, so it may be
+        what killed it) is claimed only by an idle worker (``idle=True``) and alone: such a
+        claim returns just that job. Jobs that were lost together with a poison pill are thus
+        never lost with it again. Suspects do not wake ``wait_for_work``.
         """
 
     async def renew(

@@ -125,7 +125,13 @@ class MemoryBackend:
         return pending_jobs.get(job_id) or self._jobs[job_id]
 
     async def claim(
-        self, worker_id: str, queues: Mapping[str, int], limit: int, lease_seconds: float
+        self,
+        worker_id: str,
+        queues: Mapping[str, int],
+        limit: int,
+        lease_seconds: float,
+        *,
+        idle: bool = False,
     ) -> list[JobRecord]:
         with self._lock:
             now = self.clock.now()
@@ -139,7 +145,7 @@ class MemoryBackend:
             for job in candidates:
                 if len(claimed) >= limit:
                     break
-                if room[job.queue] <= 0:
+                if room[job.queue] <= 0 or (job.losses > 0 and not idle):
                     continue
                 room[job.queue] -= 1
                 record = replace(
@@ -156,6 +162,9 @@ class MemoryBackend:
                 )
                 self._store(job, record, Reason.CLAIMED, now)
                 claimed.append(record)
+                if job.losses > 0:  # a suspect runs alone
+                    break
+                idle = False
             return claimed
 
     def _promote_due(self, now: float) -> None:
@@ -383,7 +392,10 @@ class MemoryBackend:
                 for j in self._jobs.values()
                 if j.status is State.SCHEDULED and j.queue in queues
             ]
-            if any(j.status is State.QUEUED and j.queue in queues for j in self._jobs.values()):
+            if any(
+                j.status is State.QUEUED and j.queue in queues and j.losses == 0
+                for j in self._jobs.values()
+            ):
                 return
             self._waiters.append((loop, fut))
         wait = min([timeout, *(max(0.0, d - now) for d in due)])

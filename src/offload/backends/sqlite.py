@@ -232,13 +232,19 @@ class SQLiteBackend:
         return job
 
     async def claim(
-        self, worker_id: str, queues: Mapping[str, int], limit: int, lease_seconds: float
+        self,
+        worker_id: str,
+        queues: Mapping[str, int],
+        limit: int,
+        lease_seconds: float,
+        *,
+        idle: bool = False,
     ) -> list[JobRecord]:
         room = {q: n for q, n in queues.items() if n > 0}
         if limit <= 0 or not room:
             return []
         return await self._writer.run(
-            lambda c: self._claim(c, worker_id, room, limit, lease_seconds)
+            lambda c: self._claim(c, worker_id, room, limit, lease_seconds, idle)
         )
 
     def _claim(
@@ -248,17 +254,23 @@ class SQLiteBackend:
         room: dict[str, int],
         limit: int,
         lease_seconds: float,
+        idle: bool,
     ) -> list[JobRecord]:
         now = self.clock.now()
         self._promote_due(conn, now)
+        innocent = "" if idle else "AND losses = 0 "
         candidates: list[tuple[Any, ...]] = []
         for queue, cap in room.items():
             candidates += conn.execute(
-                "SELECT id, priority, run_at, queue FROM jobs WHERE status = 'queued' "
-                "AND queue = ? ORDER BY priority DESC, run_at, id LIMIT ?",
+                "SELECT id, priority, run_at, losses FROM jobs WHERE status = 'queued' "
+                f"AND queue = ? {innocent}ORDER BY priority DESC, run_at, id LIMIT ?",
                 (queue, min(cap, limit)),
             ).fetchall()
         candidates.sort(key=lambda r: (-r[1], r[2], r[0]))
+        if idle and candidates and candidates[0][3] > 0:
+            candidates = candidates[:1]  # a suspect runs alone
+        else:
+            candidates = [c for c in candidates if c[3] == 0]
         claimed: list[JobRecord] = []
         for job_id, *_ in candidates[:limit]:
             row = conn.execute(
@@ -536,7 +548,8 @@ class SQLiteBackend:
         version = conn.execute("PRAGMA data_version").fetchone()[0]
         marks = ",".join("?" * len(queues))
         ready = conn.execute(
-            f"SELECT 1 FROM jobs WHERE status = 'queued' AND queue IN ({marks}) LIMIT 1",
+            f"SELECT 1 FROM jobs WHERE status = 'queued' AND queue IN ({marks}) AND losses = 0 "
+            "LIMIT 1",
             list(queues),
         ).fetchone()
         if ready is not None:

@@ -73,7 +73,8 @@ class JobRunner:
         job.executing = False
         if job.progress_writer is not None and outcome.kind != "lost":
             await asyncio.gather(job.progress_writer, return_exceptions=True)
-        await self.record(job, outcome)
+        if not await self.record(job, outcome):
+            return Outcome("lost")
         return outcome
 
     async def execute(self, job: Running) -> Outcome:
@@ -123,22 +124,27 @@ class JobRunner:
         delay = exc.delay if isinstance(exc, Retry) else policy.delay(attempt, self.rng)
         return Outcome("retry", error=info, retry_in=delay, reason=reason)
 
-    async def record(self, job: Running, outcome: Outcome) -> None:
-        """Write the outcome, conditional on the lease; retry while the backend is away."""
+    async def record(self, job: Running, outcome: Outcome) -> bool:
+        """Write the outcome, conditional on the lease; retry while the backend is away.
+
+        Returns False when the outcome was discarded because the lease is gone.
+        """
+        if outcome.kind == "lost":
+            return False
         pause = 0.05
         while True:
             try:
                 await self._write(job.lease, outcome)
-                return
+                return True
             except LeaseLost:
                 log.warning(
                     "job %s: lease lost before its outcome (%s) was written; discarded",
                     job.record.id, outcome.kind,
                 )  # fmt: skip
-                return
+                return False
             except BackendError as exc:
                 if job.stop_reason == "lost":
-                    return
+                    return False
                 log.warning("job %s: cannot record outcome yet (%s); retrying", job.record.id, exc)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 2.0)
@@ -155,8 +161,6 @@ class JobRunner:
                 await self.backend.mark_cancelled(lease, outcome.error)
             case "released":
                 await self.backend.release(lease)
-            case "lost":
-                return
 
 
 def _uncancel() -> None:

@@ -127,6 +127,8 @@ class Worker:
 
     # -- claiming ------------------------------------------------------------------------------
     def _room(self) -> dict[str, int]:
+        if any(job.record.losses > 0 for job in self._running.values()):
+            return {}  # a suspect runs alone: take nothing else until it ends
         free = self.concurrency - len(self._running) - self._threads.detached
         room: dict[str, int] = {}
         for queue, cap in self.queues.items():
@@ -147,7 +149,7 @@ class Worker:
             try:
                 jobs = await self.backend.claim(
                     self.id, room, min(max(room.values()), self.settings.claim_batch),
-                    self.settings.lease_seconds,
+                    self.settings.lease_seconds, idle=not self._running,
                 )  # fmt: skip
             except BackendError as exc:
                 log.warning("claim failed: %s; retrying in %.2fs", exc, pause)
@@ -187,7 +189,10 @@ class Worker:
         log.debug("job %s (%s) started, attempt %d", rec.id, rec.task, rec.attempts)
         try:
             outcome = await self._runner.run(job)
-            log.info("job %s (%s) %s", rec.id, rec.task, outcome.kind)
+            if outcome.kind == "lost":
+                log.warning("job %s (%s): lease lost; its outcome was discarded", rec.id, rec.task)
+            else:
+                log.info("job %s (%s) %s", rec.id, rec.task, outcome.kind)
         except Exception:
             log.exception("job %s: internal error in the worker", rec.id)
         finally:
