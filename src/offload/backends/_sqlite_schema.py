@@ -147,16 +147,28 @@ def row_to_transition(row: tuple[Any, ...]) -> Transition:
 
 
 def history_row(
-    job: JobRecord, before: State | None, reason: Reason, at: float, detail: str | None = None
+    job: JobRecord,
+    before: State | None,
+    reason: Reason,
+    at: float,
+    detail: str | None = None,
+    *,
+    run: JobRecord | None = None,
 ) -> tuple[Any, ...]:
+    """A history row for ``job`` (as it is after the move).
+
+    A move out of running passes ``run``, the job as it was while running, so the entry names
+    the run that ended: its attempt (before a release refunds it), token and worker.
+    """
+    run = run or job
     return (
         job.id,
         at,
         before.value if before is not None else None,
         job.status.value,
         reason.value,
-        job.attempts,
-        job.token,
-        job.worker_id,
+        run.attempts,
+        run.token,
+        run.worker_id,
         detail,
     )

@@ -26,6 +26,8 @@ from offload.core.states import Reason
 
 #: A job whose lease expired this many times (its worker died each time) fails as worker_lost.
 DEFAULT_MAX_LOSSES = 3
+#: Recorded when a job that would run again (retry, release, lease expiry) is cancelled instead.
+CANCEL_INSTEAD = "cancel was requested; the job is not run again"
 #: Idempotency keys name the same job for this long.
 IDEMPOTENCY_WINDOW = 24 * 3600.0
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from offload.backends._common import check_transition, decode_cursor, encode_cursor
-from offload.backends.base import DEFAULT_MAX_LOSSES, IDEMPOTENCY_WINDOW
+from offload.backends.base import CANCEL_INSTEAD, DEFAULT_MAX_LOSSES, IDEMPOTENCY_WINDOW
 from offload.core.clock import Clock, SystemClock
 from offload.core.codec import dumps, loads
 from offload.core.job import (
@@ -231,6 +231,8 @@ class MemoryBackend:
         with self._lock:
             now = self.clock.now()
             job = self._owned(lease, now)
+            if job.cancel_requested:
+                return self._cancel_instead(job, now)
             target = State.SCHEDULED if retry_in > 0 else State.QUEUED
             record = replace(
                 job,
@@ -277,6 +279,8 @@ class MemoryBackend:
         with self._lock:
             now = self.clock.now()
             job = self._owned(lease, now)
+            if job.cancel_requested:
+                return self._cancel_instead(job, now)
             record = replace(
                 job,
                 status=State.QUEUED,
@@ -316,7 +320,9 @@ class MemoryBackend:
             ][:limit]
             for job in expired:
                 losses = job.losses + 1
-                if losses >= self.max_losses:
+                if job.cancel_requested:
+                    self._cancel_instead(replace(job, losses=losses), now, run=job)
+                elif losses >= self.max_losses:
                     error = {
                         "type": "WorkerLost",
                         "message": f"the job's worker was lost {losses} times",
@@ -345,6 +351,18 @@ class MemoryBackend:
         if expired:
             self._wake()
         return len(expired)
+
+    def _cancel_instead(
+        self, job: JobRecord, now: float, *, run: JobRecord | None = None
+    ) -> JobRecord:
+        """A running job that would run again, but whose cancel was requested: cancel it."""
+        record = replace(job, status=State.CANCELLED, lease_until=None, finished_at=now,
+                         updated_at=now)  # fmt: skip
+        check_transition(job.id, State.RUNNING, State.CANCELLED)
+        self._jobs[job.id] = record
+        self._record(record, State.RUNNING, Reason.CANCELLED, now, detail=CANCEL_INSTEAD,
+                     run=run or job)  # fmt: skip
+        return record
 
     # -- reads ---------------------------------------------------------------------------------
     async def get(self, job_id: str) -> JobRecord | None:

@@ -20,7 +20,7 @@ import orjson
 from offload.backends import _sqlite_schema as schema
 from offload.backends._common import check_transition, decode_cursor, encode_cursor, parse_url
 from offload.backends._sqlite_io import SQLiteThread, is_busy
-from offload.backends.base import DEFAULT_MAX_LOSSES, IDEMPOTENCY_WINDOW
+from offload.backends.base import CANCEL_INSTEAD, DEFAULT_MAX_LOSSES, IDEMPOTENCY_WINDOW
 from offload.core.clock import Clock, SystemClock
 from offload.core.job import (
     JobFilter,
@@ -32,7 +32,7 @@ from offload.core.job import (
     RenewResult,
     Transition,
 )
-from offload.core.states import TERMINAL_STATES, Reason, State
+from offload.core.states import ACTIVE_STATES, TERMINAL_STATES, Reason, State
 from offload.errors import (
     BackendUnavailable,
     ConfigurationError,
@@ -258,19 +258,20 @@ class SQLiteBackend:
     ) -> list[JobRecord]:
         now = self.clock.now()
         self._promote_due(conn, now)
-        innocent = "" if idle else "AND losses = 0 "
+        pick = (
+            "SELECT id, priority, run_at, losses FROM jobs WHERE status = 'queued' AND queue = ? "
+            "AND {} ORDER BY priority DESC, run_at, id LIMIT ?"
+        )
         candidates: list[tuple[Any, ...]] = []
+        suspects: list[tuple[Any, ...]] = []
         for queue, cap in room.items():
-            candidates += conn.execute(
-                "SELECT id, priority, run_at, losses FROM jobs WHERE status = 'queued' "
-                f"AND queue = ? {innocent}ORDER BY priority DESC, run_at, id LIMIT ?",
-                (queue, min(cap, limit)),
-            ).fetchall()
-        candidates.sort(key=lambda r: (-r[1], r[2], r[0]))
-        if idle and candidates and candidates[0][3] > 0:
-            candidates = candidates[:1]  # a suspect runs alone
-        else:
-            candidates = [c for c in candidates if c[3] == 0]
+            candidates += conn.execute(pick.format("losses = 0"), (queue, min(cap, limit)))
+            if idle:
+                suspects += conn.execute(pick.format("losses > 0"), (queue, 1))
+        candidates.sort(key=_claim_order)
+        suspects.sort(key=_claim_order)
+        if suspects and (not candidates or _claim_order(suspects[0]) < _claim_order(candidates[0])):
+            candidates = suspects[:1]  # a suspect comes first: it runs alone
         claimed: list[JobRecord] = []
         for job_id, *_ in candidates[:limit]:
             row = conn.execute(
@@ -409,21 +410,32 @@ class SQLiteBackend:
         *,
         detail: str | None = None,
     ) -> JobRecord:
-        """Move a job the caller holds a lease on out of running (conditional on the lease)."""
-        check_transition(lease.job_id, State.RUNNING, target)
+        """Move a job the caller holds a lease on out of running (conditional on the lease).
+
+        A job that would run again (retry, release) but whose cancel was requested is
+        cancelled instead.
+        """
         now = self.clock.now()
         row = conn.execute(
-            f"UPDATE jobs SET status = :target, updated_at = :now, {sets} "
-            "WHERE id = :id AND token = :token AND status = 'running' AND lease_until > :now "
-            f"RETURNING {schema.JOB_COLUMNS}",
-            {**params, "target": target.value, "now": now, "id": lease.job_id,
-             "token": lease.token},
-        ).fetchone()  # fmt: skip
+            f"{SELECT_JOB} WHERE {OWNED}", (lease.job_id, lease.token, now)
+        ).fetchone()
         if row is None:
             raise LeaseLost(lease.job_id, lease.token)
-        job = schema.row_to_job(row)
+        run = schema.row_to_job(row)
+        if run.cancel_requested and target in ACTIVE_STATES:
+            target, reason, detail = State.CANCELLED, Reason.CANCELLED, CANCEL_INSTEAD
+            sets, params = "lease_until = NULL, finished_at = :now", {}
+        check_transition(lease.job_id, State.RUNNING, target)
+        job = schema.row_to_job(
+            conn.execute(
+                f"UPDATE jobs SET status = :target, updated_at = :now, {sets} WHERE id = :id "
+                f"RETURNING {schema.JOB_COLUMNS}",
+                {**params, "target": target.value, "now": now, "id": lease.job_id},
+            ).fetchone()
+        )
         conn.execute(
-            schema.HISTORY_INSERT, schema.history_row(job, State.RUNNING, reason, now, detail)
+            schema.HISTORY_INSERT,
+            schema.history_row(job, State.RUNNING, reason, now, detail, run=run),
         )
         return job
 
@@ -469,12 +481,16 @@ class SQLiteBackend:
         for row in rows:
             job = schema.row_to_job(row)
             losses = job.losses + 1
-            if losses >= self.max_losses:
+            params: tuple[Any, ...]
+            if job.cancel_requested:
+                sets = "status = 'cancelled', lease_until = NULL, finished_at = ?"
+                reason, detail, params = Reason.CANCELLED, CANCEL_INSTEAD, (now,)
+            elif losses >= self.max_losses:
                 message = f"the job's worker was lost {losses} times"
                 error = orjson.dumps({"type": "WorkerLost", "message": message})
                 sets = "status = 'failed', error = ?, lease_until = NULL, finished_at = ?"
                 reason, detail = Reason.WORKER_LOST, message
-                params: tuple[Any, ...] = (error, now)
+                params = (error, now)
             else:
                 sets = "status = 'queued', worker_id = NULL, lease_until = NULL, run_at = ?"
                 reason, detail, params = Reason.LEASE_EXPIRED, None, (now,)
@@ -487,7 +503,7 @@ class SQLiteBackend:
             check_transition(job.id, State.RUNNING, moved.status)
             conn.execute(
                 schema.HISTORY_INSERT,
-                schema.history_row(moved, State.RUNNING, reason, now, detail),
+                schema.history_row(moved, State.RUNNING, reason, now, detail, run=job),
             )
         return len(rows)
 
@@ -567,6 +583,11 @@ class SQLiteBackend:
             self._wake_conn = self._connect()
             self._wake_conn.execute("PRAGMA busy_timeout = 100")
         return self._wake_conn
+
+
+def _claim_order(row: tuple[Any, ...]) -> tuple[int, float, str]:
+    """Higher priority first, then earlier due time, then id (rows: id, priority, run_at)."""
+    return (-row[1], row[2], row[0])
 
 
 def _fetch(conn: sqlite3.Connection, job_id: str) -> JobRecord | None:

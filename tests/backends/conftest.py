@@ -1,0 +1,61 @@
+"""Fixtures that run every backend test once per backend kind.
+
+Each kind is one entry in :data:`BACKENDS`: a factory taking a private directory and the test's
+:class:`ManualClock`. Tests move time with ``clock.advance(...)``; nothing sleeps for a lease.
+A kind whose module cannot be imported errors (it never skips): a missing backend is a failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from offload.backends.base import Backend
+from offload.backends.memory import MemoryBackend
+from offload.core.clock import ManualClock
+
+BackendFactory = Callable[[Path, ManualClock], Backend]
+
+
+def _memory(workdir: Path, clock: ManualClock) -> Backend:
+    return MemoryBackend(clock=clock)
+
+
+def _sqlite(workdir: Path, clock: ManualClock) -> Backend:
+    # Imported here so that a missing or broken module fails the sqlite tests loudly.
+    from offload.backends.sqlite import SQLiteBackend
+
+    return SQLiteBackend(str(workdir / "jobs.db"), clock=clock)
+
+
+#: Every backend the contract suite and the model test run against. Add a kind here.
+BACKENDS: dict[str, BackendFactory] = {
+    "memory": _memory,
+    "sqlite": _sqlite,
+}
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture(params=list(BACKENDS))
+def backend_factory(request: pytest.FixtureRequest) -> BackendFactory:
+    """The factory of one backend kind (tests that build several backends use this)."""
+    return BACKENDS[request.param]
+
+
+@pytest.fixture
+async def backend(
+    backend_factory: BackendFactory, tmp_path: Path, clock: ManualClock
+) -> AsyncIterator[Backend]:
+    """A fresh, opened backend on the test's manual clock; closed after the test."""
+    store = backend_factory(tmp_path, clock)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
