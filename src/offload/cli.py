@@ -99,6 +99,8 @@ def _worker(ns: argparse.Namespace) -> int:
     if ns.processes > 1:
         from offload.worker.supervisor import Supervisor
 
+        load_app(ns.app)  # fail here, once, rather than in every child
+
         child = [sys.executable, "-m", "offload", *_child_args(ns)]
         return Supervisor(child, ns.processes).run()
     from offload.worker.worker import Worker
@@ -106,8 +108,7 @@ def _worker(ns: argparse.Namespace) -> int:
     app = load_app(ns.app)
     overrides: dict[str, Any] = {"lease_seconds": ns.lease, "shutdown_grace": ns.shutdown_grace}
     if ns.lease is not None:
-        overrides["renew_interval"] = ns.lease / 3
-        overrides["reap_interval"] = ns.lease / 3
+        overrides["renew_interval"] = overrides["reap_interval"] = ns.lease / 3
     worker = Worker(
         app, queues=console.parse_queues(ns.queues) if ns.queues else None,
         concurrency=ns.concurrency, name=ns.name, app_path=ns.app,

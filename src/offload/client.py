@@ -47,6 +47,8 @@ class App:
         self.settings = base
         self.registry = TaskRegistry()
         self._shared: Backend | None = None if isinstance(backend, str | None) else backend
+        if self._shared is None and base.backend.startswith("memory:"):
+            self._shared = open_backend(base.backend)  # one private store, shared by its users
         self._backends: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[Backend]]
         self._backends = weakref.WeakKeyDictionary()
         self._portal: Portal | None = None

@@ -19,10 +19,10 @@ class Settings:
     backend: str = DEFAULT_BACKEND
     #: seconds a claim is valid without renewal; a dead worker's job is retried after this
     lease_seconds: float = 30.0
-    #: seconds between lease renewals (must be well under lease_seconds)
-    renew_interval: float = 10.0
-    #: seconds between sweeps for expired leases, done by every worker
-    reap_interval: float = 10.0
+    #: seconds between lease renewals; 0 means a third of lease_seconds
+    renew_interval: float = 0.0
+    #: seconds between sweeps for expired leases, done by every worker; 0: a third of the lease
+    reap_interval: float = 0.0
     #: seconds between checks for cancel requests of running jobs
     cancel_poll: float = 0.5
     #: seconds running jobs get to finish after SIGTERM before they are released
@@ -40,8 +40,11 @@ class Settings:
     tokens: str | None = None
 
     def __post_init__(self) -> None:
-        if self.lease_seconds <= 0 or self.renew_interval <= 0:
-            raise ConfigurationError("lease_seconds and renew_interval must be > 0")
+        if self.lease_seconds <= 0 or self.renew_interval < 0 or self.reap_interval < 0:
+            raise ConfigurationError("lease_seconds must be > 0 and intervals >= 0")
+        for name in ("renew_interval", "reap_interval"):
+            if getattr(self, name) == 0:
+                object.__setattr__(self, name, self.lease_seconds / 3)
         if self.renew_interval >= self.lease_seconds:
             raise ConfigurationError(
                 f"renew_interval ({self.renew_interval:g}s) must be shorter than lease_seconds "

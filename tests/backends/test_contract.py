@@ -974,3 +974,13 @@ async def test_a_cancel_requested_job_is_not_rerun_after_its_worker_dies(
     job = await stored(backend, record.id)
     assert (job.status, job.losses) == (State.CANCELLED, 1)
     assert (await backend.history(record.id))[-1].reason is Reason.CANCELLED
+
+
+async def test_a_busy_worker_takes_a_suspect_that_waited_a_lease_alone(
+    backend: Backend, clock: ManualClock, make: MakeJob
+) -> None:
+    suspect = await lose_once(backend, clock, make())
+    assert await backend.claim("busy", ALL, 10, LEASE) == []  # too fresh for a busy worker
+    clock.advance(LEASE)
+    await backend.submit([make(), make()])
+    assert [r.id for r in await backend.claim("busy", ALL, 10, LEASE)] == [suspect.id]

@@ -305,3 +305,32 @@ async def test_a_job_whose_lease_is_lost_is_stopped_and_its_result_dropped(
     await job.arefresh()
     assert job.status is not State.SUCCEEDED
     assert "lease_expired" in [t.reason.value for t in await job.ahistory()]
+
+
+async def test_a_busy_worker_runs_a_waiting_suspect_alone(fast_settings: Settings) -> None:
+    backend = MemoryBackend()
+    app = offload.App(backend, settings=fast_settings)
+    spans: dict[str, tuple[float, float]] = {}
+
+    @app.task
+    async def step(name: str, seconds: float) -> None:
+        start = time.monotonic()
+        await asyncio.sleep(seconds)
+        spans[name] = (start, time.monotonic())
+
+    # Make a suspect: a job whose (pretend) worker vanished mid-run.
+    suspect = await step.asubmit("suspect", 0.05)
+    await backend.claim("vanished", {"default": 1}, 1, 0.05)
+    await asyncio.sleep(0.1)
+    assert await backend.reap() == 1
+    # Keep the worker busy for longer than one lease, with overlapping jobs.
+    busy = [await step.asubmit(f"busy{i}", 0.6 + 0.2 * i) for i in range(8)]
+    async with running(app, concurrency=2):
+        await suspect.aresult(timeout=10)
+        for job in busy:
+            await job.aresult(timeout=10)
+    start, end = spans["suspect"]
+    overlapping = [n for n, (s, e) in spans.items() if n != "suspect" and s < end and e > start]
+    assert overlapping == []  # it ran alone
+    assert (await suspect.arefresh()).record.losses == 1
+    assert start < max(e for _, e in spans.values())  # and did not wait for the stream to end

@@ -72,9 +72,11 @@ class Backend(Protocol):
         promoted first. Order: higher priority first, then earlier due time, then id.
 
         A *suspect* (a job with ``losses > 0``: its worker vanished while it ran, so it may be
-        what killed it) is claimed only by an idle worker (``idle=True``) and alone: such a
-        claim returns just that job. Jobs that were lost together with a poison pill are thus
-        never lost with it again. Suspects do not wake ``wait_for_work``.
+        what killed it) is claimed alone: such a claim returns just that job, and the worker
+        runs it only when it holds no other job. An idle worker (``idle=True``) may claim a
+        suspect at once; a busy one only after the suspect has waited ``lease_seconds`` (so a
+        busy system cannot starve it). Jobs lost together with a poison pill are thus never
+        lost with it again. Suspects do not wake ``wait_for_work``.
         """
 
     async def renew(

@@ -145,7 +145,8 @@ class MemoryBackend:
             for job in candidates:
                 if len(claimed) >= limit:
                     break
-                if room[job.queue] <= 0 or (job.losses > 0 and not idle):
+                patient = idle or job.run_at <= now - lease_seconds
+                if room[job.queue] <= 0 or (job.losses > 0 and (claimed or not patient)):
                     continue
                 room[job.queue] -= 1
                 record = replace(
@@ -164,7 +165,6 @@ class MemoryBackend:
                 claimed.append(record)
                 if job.losses > 0:  # a suspect runs alone
                     break
-                idle = False
             return claimed
 
     def _promote_due(self, now: float) -> None:

@@ -262,12 +262,12 @@ class SQLiteBackend:
             "SELECT id, priority, run_at, losses FROM jobs WHERE status = 'queued' AND queue = ? "
             "AND {} ORDER BY priority DESC, run_at, id LIMIT ?"
         )
+        patient = now if idle else now - lease_seconds  # suspects due by then may be taken
         candidates: list[tuple[Any, ...]] = []
         suspects: list[tuple[Any, ...]] = []
         for queue, cap in room.items():
             candidates += conn.execute(pick.format("losses = 0"), (queue, min(cap, limit)))
-            if idle:
-                suspects += conn.execute(pick.format("losses > 0"), (queue, 1))
+            suspects += conn.execute(pick.format("losses > 0 AND run_at <= ?"), (queue, patient, 1))
         candidates.sort(key=_claim_order)
         suspects.sort(key=_claim_order)
         if suspects and (not candidates or _claim_order(suspects[0]) < _claim_order(candidates[0])):

@@ -123,12 +123,15 @@ class LeaseKeeper:
         if not held:
             return
         started = time.monotonic()
+        # Never wait on a stuck call past the first lease's presumed expiry: fencing comes first.
+        patience = max(0.05, min(h.valid_until for h in held) - started - SAFETY_MARGIN)
         try:
-            outcome = await self._backend.renew(
-                self._worker_id, [h.lease for h in held], lease_seconds
+            outcome = await asyncio.wait_for(
+                self._backend.renew(self._worker_id, [h.lease for h in held], lease_seconds),
+                patience,
             )
         except Exception as exc:
-            log.warning("lease renewal failed: %s", exc)
+            log.warning("lease renewal failed: %s", exc or type(exc).__name__)
             return
         with self._lock:
             for h in held:

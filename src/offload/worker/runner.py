@@ -43,6 +43,7 @@ class Running:
     ctx: JobContext
     task: asyncio.Task[None] | None = None
     executing: bool = True
+    gate: asyncio.Event | None = None  # a suspect waits here until it is the worker's only job
     stop_reason: StopReason | None = None
     pending_progress: tuple[float | None, str | None] | None = None
     progress_writer: asyncio.Task[None] | None = None
@@ -80,6 +81,8 @@ class JobRunner:
     async def execute(self, job: Running) -> Outcome:
         rec = job.record
         try:
+            if job.gate is not None:
+                await job.gate.wait()
             spec = self.registry.get(rec.task)
             executor = self.executors[spec.executor]
             value = await executor.run(spec, job.ctx, rec.args, rec.kwargs, spec.timeout)

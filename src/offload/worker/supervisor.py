@@ -17,6 +17,7 @@ from types import FrameType
 log = logging.getLogger("offload.supervisor")
 
 RESTART_DELAY = 1.0
+MAX_RESTART_DELAY = 60.0
 
 
 class Supervisor:
@@ -25,11 +26,21 @@ class Supervisor:
         self.processes = processes
         self.children: list[subprocess.Popen[bytes]] = []
         self.stopping = False
+        self.started: list[float] = []
+        self.quick_exits: list[int] = []
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        child = subprocess.Popen(self.child_argv)
+        # Its own process group: Ctrl-C reaches only the supervisor, which forwards it once.
+        child = subprocess.Popen(self.child_argv, process_group=0)
         log.info("started worker process %d", child.pid)
         return child
+
+    def _backoff(self, i: int) -> float:
+        """Restart at once after a long run; back off (up to a minute) after quick crashes."""
+        if time.monotonic() - self.started[i] > MAX_RESTART_DELAY:
+            self.quick_exits[i] = 0
+        self.quick_exits[i] += 1
+        return float(min(MAX_RESTART_DELAY, RESTART_DELAY * 2 ** (self.quick_exits[i] - 1)))
 
     def _forward(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
@@ -41,6 +52,8 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._forward)
         self.children = [self._spawn() for _ in range(self.processes)]
+        self.started = [time.monotonic()] * self.processes
+        self.quick_exits = [0] * self.processes
         while True:
             alive = False
             for i, child in enumerate(self.children):
@@ -48,9 +61,12 @@ class Supervisor:
                 if code is None:
                     alive = True
                 elif not self.stopping:
-                    log.warning("worker process %d exited with %s; restarting", child.pid, code)
-                    time.sleep(RESTART_DELAY)
+                    delay = self._backoff(i)
+                    log.warning("worker process %d exited with %s; restarting in %.0fs",
+                                child.pid, code, delay)  # fmt: skip
+                    time.sleep(delay)
                     self.children[i] = self._spawn()
+                    self.started[i] = time.monotonic()
                     alive = True
             if not alive:
                 return 0

@@ -69,6 +69,7 @@ class Worker:
         self._per_queue: dict[str, int] = dict.fromkeys(self.queues, 0)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = asyncio.Event()
+        self._stop_now = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._grace: float = self.settings.shutdown_grace
         self.processed = 0
@@ -82,6 +83,7 @@ class Worker:
         """Stop claiming; running jobs get ``shutdown_grace`` seconds (none if not graceful)."""
         if not graceful:
             self._grace = 0.0
+            self._stop_now.set()
         self._stopping.set()
 
     def install_signal_handlers(self) -> None:
@@ -179,6 +181,8 @@ class Worker:
             id=record.id, task=record.task, attempt=record.attempts, queue=record.queue,
             _sink=lambda f, m: self._progress(record.id, f, m),
         ))  # fmt: skip
+        if record.losses > 0 and self._running:
+            job.gate = asyncio.Event()  # a suspect: run it once the others are done
         self._running[record.id] = job
         self._per_queue[record.queue] = self._per_queue.get(record.queue, 0) + 1
         self._keeper.track(lease, claimed_at)
@@ -186,21 +190,32 @@ class Worker:
 
     async def _run(self, job: Running) -> None:
         rec = job.record
-        log.debug("job %s (%s) started, attempt %d", rec.id, rec.task, rec.attempts)
+        fields = job_fields(rec)
+        log.debug("job %s (%s) started, attempt %d", rec.id, rec.task, rec.attempts, extra=fields)
         try:
             outcome = await self._runner.run(job)
             if outcome.kind == "lost":
-                log.warning("job %s (%s): lease lost; its outcome was discarded", rec.id, rec.task)
+                log.warning("job %s (%s): lease lost; its outcome was discarded", rec.id, rec.task,
+                            extra=fields)  # fmt: skip
             else:
-                log.info("job %s (%s) %s", rec.id, rec.task, outcome.kind)
+                log.info("job %s (%s) %s", rec.id, rec.task, outcome.kind,
+                         extra={**fields, "outcome": outcome.kind})  # fmt: skip
         except Exception:
-            log.exception("job %s: internal error in the worker", rec.id)
+            log.exception("job %s: internal error in the worker", rec.id, extra=fields)
         finally:
             self._keeper.untrack(rec.id)
             self._running.pop(rec.id, None)
             self._per_queue[rec.queue] -= 1
             self.processed += 1
             self._slot_freed.set()
+            self._open_gate()
+
+    def _open_gate(self) -> None:
+        """Let a waiting suspect run once it is the only job left."""
+        if len(self._running) == 1:
+            [job] = self._running.values()
+            if job.gate is not None:
+                job.gate.set()
 
     # -- signals from the lease keeper and from job code ---------------------------------------
     def _from_thread(self, job_id: str, reason: StopReason) -> None:
@@ -211,7 +226,7 @@ class Worker:
         job = self._running.get(job_id)
         if job is None or job.stop_reason is not None or not job.executing:
             return
-        log.info("job %s: stopping (%s)", job_id, reason)
+        log.info("job %s: stopping (%s)", job_id, reason, extra=job_fields(job.record))
         job.stop_reason = reason
         job.ctx.request_cancel()
         if job.task is not None:
@@ -253,7 +268,13 @@ class Worker:
         tasks = [j.task for j in self._running.values() if j.task is not None]
         if tasks and self._grace > 0:
             log.info("waiting up to %gs for %d running job(s)", self._grace, len(tasks))
-            await asyncio.wait(tasks, timeout=self._grace)
+            stop_now = asyncio.ensure_future(self._stop_now.wait())
+            drained = asyncio.ensure_future(asyncio.wait(tasks))
+            await asyncio.wait({stop_now, drained}, timeout=self._grace,
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            for fut in (stop_now, drained):
+                fut.cancel()
+            await asyncio.gather(stop_now, drained, return_exceptions=True)
         leftover = list(self._running.values())
         for job in leftover:
             self._stop_job(job.record.id, "shutdown")
@@ -266,6 +287,14 @@ class Worker:
         await self.backend.close()
         log.info("worker %s stopped after %d job(s); released %d", self.id, self.processed,
                  len(leftover))  # fmt: skip
+
+
+def job_fields(rec: JobRecord) -> dict[str, object]:
+    """Structured log fields of a job (JSON logs show them as keys)."""
+    fields: dict[str, object] = {"job_id": rec.id, "task": rec.task, "attempt": rec.attempts}
+    if "request_id" in rec.meta:
+        fields["request_id"] = rec.meta["request_id"]
+    return fields
 
 
 def _kill_groups(ctx: JobContext) -> None:

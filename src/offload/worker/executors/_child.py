@@ -42,6 +42,9 @@ TERMINATED_EXIT_CODE = 128 + signal.SIGTERM
 
 def main(conn: Connection[Any, Any], app_path: str) -> None:
     """Entry point of a child process: serve requests from ``conn`` until it closes."""
+    # A group of its own: a signal meant for the worker's group (Ctrl-C, a service manager)
+    # must not kill a running job behind the worker's back; the worker decides its fate.
+    os.setpgid(0, 0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     child = _Child(conn)
     signal.signal(signal.SIGTERM, child.on_sigterm)
