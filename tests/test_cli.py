@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -119,3 +122,42 @@ def test_worker_command_runs_jobs_and_stops_on_sigterm(project: Path) -> None:
         _, err = worker.communicate(timeout=15)
     assert worker.returncode == 0
     assert "received SIGTERM" in err
+
+
+@pytest.mark.slow
+def test_supervised_workers_stop_when_their_supervisor_dies(project: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(project), "OFFLOAD_SHUTDOWN_GRACE": "1"}
+    log = project / "supervisor.log"
+    with log.open("wb") as out:
+        supervisor = subprocess.Popen(
+            [sys.executable, "-m", "offload", "worker", "cliapp:app", "--processes", "2"],
+            cwd=project, env=env, stderr=out,
+        )  # fmt: skip
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 20
+        while log.read_text().count(" serving ") < 2:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        children = [int(m) for m in re.findall(r"started worker process (\d+)", log.read_text())]
+        assert len(children) == 2
+        supervisor.kill()
+        supervisor.wait(5)
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in children):
+            assert time.monotonic() < deadline, "orphaned workers kept running"
+            time.sleep(0.05)
+    finally:
+        supervisor.kill()
+        supervisor.wait(5)
+        for pid in children:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -44,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="worker name, shown in job history (default: host name)")
     p.add_argument("--lease", type=float, help="lease seconds (default 30)")
     p.add_argument("--shutdown-grace", type=float, help="seconds to drain on SIGTERM (default 25)")
+    p.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)  # set by the supervisor
     p.set_defaults(func=_worker)
 
     p = sub.add_parser("submit", help="submit a job and print its id")
@@ -112,7 +114,7 @@ def _worker(ns: argparse.Namespace) -> int:
     worker = Worker(
         app, queues=console.parse_queues(ns.queues) if ns.queues else None,
         concurrency=ns.concurrency, name=ns.name, app_path=ns.app,
-        settings=app.settings.with_(**overrides),
+        settings=app.settings.with_(**overrides), parent_pid=ns.parent_pid,
     )  # fmt: skip
 
     async def serve() -> None:
@@ -124,7 +126,7 @@ def _worker(ns: argparse.Namespace) -> int:
 
 
 def _child_args(ns: argparse.Namespace) -> list[str]:
-    args = ["worker", ns.app, "--processes", "1"]
+    args = ["worker", ns.app, "--processes", "1", "--parent-pid", str(os.getpid())]
     for flag, value in (
         ("--queues", ns.queues), ("--concurrency", ns.concurrency), ("--name", ns.name),
         ("--lease", ns.lease), ("--shutdown-grace", ns.shutdown_grace),

@@ -140,8 +140,8 @@ class SQLiteThread:
                 for _, loop, fut in batch:
                     _settle(loop, fut, False, error)
                 return
-            for (_, loop, fut), (ok, value) in zip(batch, outcomes, strict=True):
-                _settle(loop, fut, ok, value)
+            settled = zip(batch, outcomes, strict=True)
+            _settle_all([(loop, fut, ok, value) for (_, loop, fut), (ok, value) in settled])
             return
 
     @staticmethod
@@ -167,6 +167,30 @@ class SQLiteThread:
                 conn.execute("RELEASE op")
         conn.execute("COMMIT")
         return outcomes
+
+
+def _settle_all(
+    results: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], bool, Any]],
+) -> None:
+    """Hand a batch's results to their loops: one wake-up per loop, not one per operation."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+    for loop, fut, ok, value in results:
+        by_loop.setdefault(loop, []).append((fut, ok, value))
+    for loop, items in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_deliver_all, items)
+        except RuntimeError:
+            pass  # the caller's loop is closed; nobody is waiting any more
+
+
+def _deliver_all(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for fut, ok, value in items:
+        if fut.done():
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
 
 
 def _settle(

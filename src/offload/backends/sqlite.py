@@ -272,23 +272,29 @@ class SQLiteBackend:
         suspects.sort(key=_claim_order)
         if suspects and (not candidates or _claim_order(suspects[0]) < _claim_order(candidates[0])):
             candidates = suspects[:1]  # a suspect comes first: it runs alone
-        claimed: list[JobRecord] = []
-        for job_id, *_ in candidates[:limit]:
-            row = conn.execute(
-                "UPDATE jobs SET status = 'running', attempts = attempts + 1, token = token + 1, "
-                "worker_id = ?, lease_until = ?, started_at = ?, updated_at = ?, progress = NULL, "
-                f"progress_message = NULL WHERE id = ? AND status = 'queued' "
-                f"RETURNING {schema.JOB_COLUMNS}",
-                (worker_id, now + lease_seconds, now, now, job_id),
-            ).fetchone()
-            job = schema.row_to_job(row)
-            conn.execute(
-                schema.HISTORY_INSERT, schema.history_row(job, State.QUEUED, Reason.CLAIMED, now)
-            )
-            claimed.append(job)
+        chosen = [row[0] for row in candidates[:limit]]
+        if not chosen:
+            return []
+        marks = ",".join("?" * len(chosen))
+        rows = conn.execute(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, token = token + 1, "
+            "worker_id = ?, lease_until = ?, started_at = ?, updated_at = ?, progress = NULL, "
+            f"progress_message = NULL WHERE id IN ({marks}) AND status = 'queued' "
+            f"RETURNING {schema.JOB_COLUMNS}",
+            (worker_id, now + lease_seconds, now, now, *chosen),
+        ).fetchall()
+        position = {job_id: i for i, job_id in enumerate(chosen)}
+        claimed = sorted((schema.row_to_job(r) for r in rows), key=lambda j: position[j.id])
+        conn.executemany(
+            schema.HISTORY_INSERT,
+            [schema.history_row(j, State.QUEUED, Reason.CLAIMED, now) for j in claimed],
+        )
         return claimed
 
     def _promote_due(self, conn: sqlite3.Connection, now: float) -> None:
+        due = "SELECT 1 FROM jobs WHERE status = 'scheduled' AND run_at <= ? LIMIT 1"
+        if conn.execute(due, (now,)).fetchone() is None:
+            return
         rows = conn.execute(
             "UPDATE jobs SET status = 'queued', updated_at = ? WHERE id IN (SELECT id FROM jobs "
             "WHERE status = 'scheduled' AND run_at <= ? ORDER BY run_at LIMIT 1000) "
@@ -416,6 +422,22 @@ class SQLiteBackend:
         cancelled instead.
         """
         now = self.clock.now()
+        if target in TERMINAL_STATES:  # one statement: worker, attempt and token stay as they are
+            check_transition(lease.job_id, State.RUNNING, target)
+            row = conn.execute(
+                f"UPDATE jobs SET status = :target, updated_at = :now, {sets} "
+                "WHERE id = :id AND token = :token AND status = 'running' AND lease_until > :now "
+                f"RETURNING {schema.JOB_COLUMNS}",
+                {**params, "target": target.value, "now": now, "id": lease.job_id,
+                 "token": lease.token},
+            ).fetchone()  # fmt: skip
+            if row is None:
+                raise LeaseLost(lease.job_id, lease.token)
+            job = schema.row_to_job(row)
+            conn.execute(
+                schema.HISTORY_INSERT, schema.history_row(job, State.RUNNING, reason, now, detail)
+            )
+            return job
         row = conn.execute(
             f"{SELECT_JOB} WHERE {OWNED}", (lease.job_id, lease.token, now)
         ).fetchone()

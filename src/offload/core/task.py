@@ -67,6 +67,14 @@ class TaskSpec:
             adapters[name] = TypeAdapter(hint)
         return adapters
 
+    @cached_property
+    def _required(self) -> bool:
+        return any(
+            p.default is inspect.Parameter.empty
+            and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+            for p in self.signature.parameters.values()
+        )
+
     def bind(
         self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]
     ) -> inspect.BoundArguments:
@@ -120,6 +128,8 @@ class TaskSpec:
         self, args: list[Any], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Turn stored JSON arguments back into the annotated types (datetimes, models...)."""
+        if not args and not kwargs and not self._required:
+            return (), {}
         bound = self.bind(args, kwargs)
         for name, value in bound.arguments.items():
             try:

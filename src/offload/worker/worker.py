@@ -31,6 +31,16 @@ from offload.worker.runner import JobRunner, Running, StopReason
 
 log = logging.getLogger("offload.worker")
 
+#: How loudly each outcome is logged: every success at INFO would cost more than a no-op job.
+OUTCOME_LEVELS = {
+    "succeeded": logging.DEBUG,
+    "released": logging.INFO,
+    "retry": logging.INFO,
+    "cancelled": logging.INFO,
+    "failed": logging.WARNING,
+    "lost": logging.WARNING,
+}
+
 
 class Worker:
     """Runs the jobs of ``app`` found in ``queues``.
@@ -49,8 +59,10 @@ class Worker:
         name: str | None = None,
         app_path: str | None = None,
         settings: Settings | None = None,
+        parent_pid: int | None = None,
     ) -> None:
         self.app = app
+        self.parent_pid = parent_pid
         self.settings = settings or app.settings
         self.concurrency = concurrency or self.settings.concurrency
         self.queues: dict[str, int | None] = dict(queues or self._default_queues())
@@ -100,10 +112,20 @@ class Worker:
     async def run(self) -> None:
         """Serve until ``stop()``; then drain, release and close everything."""
         await self._start()
+        watch = asyncio.create_task(self._watch_parent()) if self.parent_pid else None
         try:
             await self._claim_loop()
         finally:
+            if watch is not None:
+                watch.cancel()
             await self._shutdown()
+
+    async def _watch_parent(self) -> None:
+        """A supervised worker stops (gracefully) when its supervisor is gone."""
+        while os.getppid() == self.parent_pid:
+            await asyncio.sleep(1.0)
+        log.warning("supervisor %s is gone; stopping", self.parent_pid)
+        self.stop()
 
     async def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -191,15 +213,17 @@ class Worker:
     async def _run(self, job: Running) -> None:
         rec = job.record
         fields = job_fields(rec)
-        log.debug("job %s (%s) started, attempt %d", rec.id, rec.task, rec.attempts, extra=fields)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("job %s (%s) started, attempt %d", rec.id, rec.task, rec.attempts,
+                      extra=fields)  # fmt: skip
         try:
             outcome = await self._runner.run(job)
             if outcome.kind == "lost":
                 log.warning("job %s (%s): lease lost; its outcome was discarded", rec.id, rec.task,
                             extra=fields)  # fmt: skip
-            else:
-                log.info("job %s (%s) %s", rec.id, rec.task, outcome.kind,
-                         extra={**fields, "outcome": outcome.kind})  # fmt: skip
+            elif log.isEnabledFor(level := OUTCOME_LEVELS[outcome.kind]):
+                log.log(level, "job %s (%s) %s", rec.id, rec.task, outcome.kind,
+                        extra={**fields, "outcome": outcome.kind})  # fmt: skip
         except Exception:
             log.exception("job %s: internal error in the worker", rec.id, extra=fields)
         finally:

@@ -33,17 +33,25 @@ class AsyncExecutor:
         call_args, call_kwargs = spec.decode_arguments(args, kwargs)
         token = bind(ctx)
         try:
+            if timeout is None:
+                return await _call(spec, ctx, call_args, call_kwargs)
             async with asyncio.timeout(timeout) as scope:
-                try:
-                    return await spec.func(*call_args, **call_kwargs)
-                except asyncio.CancelledError:
-                    ctx.request_cancel()
-                    raise
+                return await _call(spec, ctx, call_args, call_kwargs)
         except TimeoutError:
-            if scope.expired():
+            if timeout is not None and scope.expired():
                 raise JobTimeout(
                     f"task {spec.name} ran longer than its {timeout:g}s timeout"
                 ) from None
             raise
         finally:
             unbind(token)
+
+
+async def _call(
+    spec: TaskSpec, ctx: JobContext, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    try:
+        return await spec.func(*args, **kwargs)
+    except asyncio.CancelledError:
+        ctx.request_cancel()
+        raise
