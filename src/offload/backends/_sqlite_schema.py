@@ -43,7 +43,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     meta BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, priority DESC, run_at, id)
-    WHERE status = 'queued';
+    WHERE status = 'queued' AND losses = 0;
+CREATE INDEX IF NOT EXISTS jobs_suspects ON jobs (queue, priority DESC, run_at, id)
+    WHERE status = 'queued' AND losses > 0;
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (run_at) WHERE status = 'scheduled';
 CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (lease_until) WHERE status = 'running';
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at, id);

@@ -69,9 +69,8 @@ class JobRunner:
         self.executors = executors
         self.rng = random.Random()
 
-    async def run(self, job: Running) -> Outcome:
-        outcome = await self.execute(job)
-        job.executing = False
+    async def finish(self, job: Running, outcome: Outcome) -> Outcome:
+        """Flush the job's last progress, then record its outcome ("lost" if discarded)."""
         if job.progress_writer is not None and outcome.kind != "lost":
             await asyncio.gather(job.progress_writer, return_exceptions=True)
         if not await self.record(job, outcome):

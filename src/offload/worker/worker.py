@@ -77,7 +77,8 @@ class Worker:
             on_lost=lambda job_id: self._from_thread(job_id, "lost"),
             on_cancel=lambda job_id: self._from_thread(job_id, "cancel"),
         )  # fmt: skip
-        self._running: dict[str, Running] = {}
+        self._running: dict[str, Running] = {}  # claimed and not yet recorded
+        self._executing = 0  # of those, the ones whose code still runs (they hold the slots)
         self._per_queue: dict[str, int] = dict.fromkeys(self.queues, 0)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = asyncio.Event()
@@ -151,9 +152,9 @@ class Worker:
 
     # -- claiming ------------------------------------------------------------------------------
     def _room(self) -> dict[str, int]:
-        if any(job.record.losses > 0 for job in self._running.values()):
+        if any(job.record.losses > 0 and job.executing for job in self._running.values()):
             return {}  # a suspect runs alone: take nothing else until it ends
-        free = self.concurrency - len(self._running) - self._threads.detached
+        free = self.concurrency - self._executing - self._threads.detached
         room: dict[str, int] = {}
         for queue, cap in self.queues.items():
             limit = free if cap is None else min(free, cap - self._per_queue[queue])
@@ -173,7 +174,7 @@ class Worker:
             try:
                 jobs = await self.backend.claim(
                     self.id, room, min(max(room.values()), self.settings.claim_batch),
-                    self.settings.lease_seconds, idle=not self._running,
+                    self.settings.lease_seconds, idle=not self._executing,
                 )  # fmt: skip
             except BackendError as exc:
                 log.warning("claim failed: %s; retrying in %.2fs", exc, pause)
@@ -203,9 +204,10 @@ class Worker:
             id=record.id, task=record.task, attempt=record.attempts, queue=record.queue,
             _sink=lambda f, m: self._progress(record.id, f, m),
         ))  # fmt: skip
-        if record.losses > 0 and self._running:
+        if record.losses > 0 and self._executing:
             job.gate = asyncio.Event()  # a suspect: run it once the others are done
         self._running[record.id] = job
+        self._executing += 1
         self._per_queue[record.queue] = self._per_queue.get(record.queue, 0) + 1
         self._keeper.track(lease, claimed_at)
         job.task = asyncio.create_task(self._run(job), name=f"offload-job-{record.id}")
@@ -217,7 +219,9 @@ class Worker:
             log.debug("job %s (%s) started, attempt %d", rec.id, rec.task, rec.attempts,
                       extra=fields)  # fmt: skip
         try:
-            outcome = await self._runner.run(job)
+            outcome = await self._runner.execute(job)
+            self._free_slot(job)  # only I/O is left: let the next claim share its transaction
+            outcome = await self._runner.finish(job, outcome)
             if outcome.kind == "lost":
                 log.warning("job %s (%s): lease lost; its outcome was discarded", rec.id, rec.task,
                             extra=fields)  # fmt: skip
@@ -227,19 +231,23 @@ class Worker:
         except Exception:
             log.exception("job %s: internal error in the worker", rec.id, extra=fields)
         finally:
+            self._free_slot(job)
             self._keeper.untrack(rec.id)
             self._running.pop(rec.id, None)
-            self._per_queue[rec.queue] -= 1
             self.processed += 1
-            self._slot_freed.set()
-            self._open_gate()
 
-    def _open_gate(self) -> None:
-        """Let a waiting suspect run once it is the only job left."""
-        if len(self._running) == 1:
-            [job] = self._running.values()
-            if job.gate is not None:
-                job.gate.set()
+    def _free_slot(self, job: Running) -> None:
+        """The job's code is done: its slot (and queue share) can take the next job."""
+        if not job.executing:
+            return
+        job.executing = False
+        self._executing -= 1
+        self._per_queue[job.record.queue] -= 1
+        self._slot_freed.set()
+        if self._executing == 1:  # a waiting suspect may run once it is the only job left
+            for other in self._running.values():
+                if other.executing and other.gate is not None:
+                    other.gate.set()
 
     # -- signals from the lease keeper and from job code ---------------------------------------
     def _from_thread(self, job_id: str, reason: StopReason) -> None:
