@@ -18,9 +18,10 @@ from typing import Any
 import orjson
 
 from offload.backends import _sqlite_schema as schema
-from offload.backends._common import check_transition, decode_cursor, encode_cursor, parse_url
+from offload.backends import _sqlite_tx as tx
+from offload.backends._common import decode_cursor, encode_cursor, parse_url
 from offload.backends._sqlite_io import SQLiteThread, is_busy
-from offload.backends.base import CANCEL_INSTEAD, DEFAULT_MAX_LOSSES, IDEMPOTENCY_WINDOW
+from offload.backends.base import DEFAULT_MAX_LOSSES
 from offload.core.clock import Clock, SystemClock
 from offload.core.job import (
     JobFilter,
@@ -32,19 +33,15 @@ from offload.core.job import (
     RenewResult,
     Transition,
 )
-from offload.core.states import ACTIVE_STATES, TERMINAL_STATES, Reason, State
+from offload.core.states import Reason, State
 from offload.errors import (
     BackendUnavailable,
     ConfigurationError,
-    IdempotencyConflict,
-    InvalidTransition,
-    JobNotFound,
-    LeaseLost,
 )
 
 SYNCHRONOUS_MODES = ("off", "normal", "full", "extra")
-SELECT_JOB = f"SELECT {schema.JOB_COLUMNS} FROM jobs"
-OWNED = "id = ? AND token = ? AND status = 'running' AND lease_until > ?"
+#: What a move to a final state sets besides the status.
+FINISH = "result = :result, error = :error, lease_until = NULL, finished_at = :now"
 
 
 class SQLiteBackend:
@@ -170,66 +167,7 @@ class SQLiteBackend:
     # -- writes --------------------------------------------------------------------------------
     async def submit(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
         items = list(jobs)
-        return await self._writer.run(lambda c: self._submit(c, items))
-
-    def _submit(self, conn: sqlite3.Connection, jobs: list[NewJob]) -> list[JobRecord]:
-        now = self.clock.now()
-        stored: list[JobRecord] = []
-        for new in jobs:
-            existing = self._idempotent_match(conn, new, now)
-            if existing is not None:
-                stored.append(existing)
-                continue
-            run_at = new.run_at if new.run_at is not None else now + max(0.0, new.delay)
-            status = State.SCHEDULED if run_at > now else State.QUEUED
-            check_transition(new.id, None, status)
-            conn.execute(
-                "INSERT INTO jobs (id, task, queue, status, args, kwargs, priority, run_at, "
-                "created_at, updated_at, idempotency_key, concurrency_key, tenant, meta) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    new.id, new.task, new.queue, status.value, orjson.dumps(new.args),
-                    orjson.dumps(new.kwargs), new.priority, run_at, now, now,
-                    new.idempotency_key, new.concurrency_key, new.tenant, orjson.dumps(new.meta),
-                ),
-            )  # fmt: skip
-            record = JobRecord(
-                id=new.id, task=new.task, queue=new.queue, status=status, args=list(new.args),
-                kwargs=dict(new.kwargs), priority=new.priority, attempts=0, losses=0,
-                run_at=run_at, created_at=now, updated_at=now,
-                idempotency_key=new.idempotency_key, concurrency_key=new.concurrency_key,
-                tenant=new.tenant, meta=dict(new.meta),
-            )  # fmt: skip
-            conn.execute(
-                schema.HISTORY_INSERT, schema.history_row(record, None, Reason.SUBMITTED, now)
-            )
-            if new.idempotency_key is not None:
-                conn.execute(
-                    "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?)",
-                    (new.tenant, new.idempotency_key, new.id, new.fingerprint,
-                     now + IDEMPOTENCY_WINDOW),
-                )  # fmt: skip
-            stored.append(record)
-        return stored
-
-    def _idempotent_match(
-        self, conn: sqlite3.Connection, new: NewJob, now: float
-    ) -> JobRecord | None:
-        if new.idempotency_key is None:
-            return None
-        row = conn.execute(
-            "SELECT job_id, fingerprint FROM idempotency WHERE tenant = ? AND key = ? "
-            "AND expires_at > ?",
-            (new.tenant, new.idempotency_key, now),
-        ).fetchone()
-        if row is None:
-            return None
-        if row[1] != new.fingerprint:
-            raise IdempotencyConflict(new.idempotency_key, row[0])
-        job = _fetch(conn, row[0])
-        if job is None:  # pruned; the key no longer protects anything
-            return None
-        return job
+        return await self._writer.run(lambda c: tx.submit(c, self.clock.now(), items))
 
     async def claim(
         self,
@@ -244,69 +182,7 @@ class SQLiteBackend:
         if limit <= 0 or not room:
             return []
         return await self._writer.run(
-            lambda c: self._claim(c, worker_id, room, limit, lease_seconds, idle)
-        )
-
-    def _claim(
-        self,
-        conn: sqlite3.Connection,
-        worker_id: str,
-        room: dict[str, int],
-        limit: int,
-        lease_seconds: float,
-        idle: bool,
-    ) -> list[JobRecord]:
-        now = self.clock.now()
-        self._promote_due(conn, now)
-        pick = (
-            "SELECT id, priority, run_at, losses FROM jobs WHERE status = 'queued' AND queue = ? "
-            "AND {} ORDER BY priority DESC, run_at, id LIMIT ?"
-        )
-        patient = now if idle else now - lease_seconds  # suspects due by then may be taken
-        candidates: list[tuple[Any, ...]] = []
-        suspects: list[tuple[Any, ...]] = []
-        for queue, cap in room.items():
-            candidates += conn.execute(pick.format("losses = 0"), (queue, min(cap, limit)))
-            suspects += conn.execute(pick.format("losses > 0 AND run_at <= ?"), (queue, patient, 1))
-        candidates.sort(key=_claim_order)
-        suspects.sort(key=_claim_order)
-        if suspects and (not candidates or _claim_order(suspects[0]) < _claim_order(candidates[0])):
-            candidates = suspects[:1]  # a suspect comes first: it runs alone
-        chosen = [row[0] for row in candidates[:limit]]
-        if not chosen:
-            return []
-        marks = ",".join("?" * len(chosen))
-        rows = conn.execute(
-            "UPDATE jobs SET status = 'running', attempts = attempts + 1, token = token + 1, "
-            "worker_id = ?, lease_until = ?, started_at = ?, updated_at = ?, progress = NULL, "
-            f"progress_message = NULL WHERE id IN ({marks}) AND status = 'queued' "
-            f"RETURNING {schema.JOB_COLUMNS}",
-            (worker_id, now + lease_seconds, now, now, *chosen),
-        ).fetchall()
-        position = {job_id: i for i, job_id in enumerate(chosen)}
-        claimed = sorted((schema.row_to_job(r) for r in rows), key=lambda j: position[j.id])
-        conn.executemany(
-            schema.HISTORY_INSERT,
-            [schema.history_row(j, State.QUEUED, Reason.CLAIMED, now) for j in claimed],
-        )
-        return claimed
-
-    def _promote_due(self, conn: sqlite3.Connection, now: float) -> None:
-        due = "SELECT 1 FROM jobs WHERE status = 'scheduled' AND run_at <= ? LIMIT 1"
-        if conn.execute(due, (now,)).fetchone() is None:
-            return
-        rows = conn.execute(
-            "UPDATE jobs SET status = 'queued', updated_at = ? WHERE id IN (SELECT id FROM jobs "
-            "WHERE status = 'scheduled' AND run_at <= ? ORDER BY run_at LIMIT 1000) "
-            f"RETURNING {schema.JOB_COLUMNS}",
-            (now, now),
-        ).fetchall()
-        conn.executemany(
-            schema.HISTORY_INSERT,
-            [
-                schema.history_row(schema.row_to_job(r), State.SCHEDULED, Reason.PROMOTED, now)
-                for r in rows
-            ],
+            lambda c: tx.claim(c, self.clock.now(), worker_id, room, limit, lease_seconds, idle)
         )
 
     async def renew(
@@ -316,45 +192,19 @@ class SQLiteBackend:
         if not items:
             return RenewResult(frozenset(), frozenset())
         runner = self._reader if lease_seconds is None else self._writer
-        return await runner.run(lambda c: self._renew(c, items, lease_seconds))
-
-    def _renew(
-        self, conn: sqlite3.Connection, leases: list[Lease], lease_seconds: float | None
-    ) -> RenewResult:
-        now = self.clock.now()
-        lost: set[str] = set()
-        cancel: set[str] = set()
-        for lease in leases:
-            if lease_seconds is None:
-                row = conn.execute(
-                    f"SELECT cancel_requested FROM jobs WHERE {OWNED}",
-                    (lease.job_id, lease.token, now),
-                ).fetchone()
-            else:
-                row = conn.execute(
-                    f"UPDATE jobs SET lease_until = ? WHERE {OWNED} RETURNING cancel_requested",
-                    (now + lease_seconds, lease.job_id, lease.token, now),
-                ).fetchone()
-            if row is None:
-                lost.add(lease.job_id)
-            elif row[0]:
-                cancel.add(lease.job_id)
-        return RenewResult(frozenset(lost), frozenset(cancel))
+        return await runner.run(lambda c: tx.renew(c, self.clock.now(), items, lease_seconds))
 
     async def progress(self, lease: Lease, fraction: float | None, message: str | None) -> None:
-        def op(conn: sqlite3.Connection) -> None:
-            now = self.clock.now()
-            cur = conn.execute(
-                f"UPDATE jobs SET progress = ?, progress_message = ?, updated_at = ? WHERE {OWNED}",
-                (fraction, message, now, lease.job_id, lease.token, now),
-            )
-            if cur.rowcount != 1:
-                raise LeaseLost(lease.job_id, lease.token)
-
-        await self._writer.run(op)
+        await self._writer.run(lambda c: tx.progress(c, self.clock.now(), lease, fraction, message))
 
     async def complete(self, lease: Lease, result: Any) -> JobRecord:
-        return await self._finish(lease, State.SUCCEEDED, Reason.SUCCEEDED, result=result)
+        return await self._move(
+            lease,
+            State.SUCCEEDED,
+            Reason.SUCCEEDED,
+            FINISH,
+            {"result": orjson.dumps(result), "error": None},
+        )
 
     async def fail(
         self,
@@ -364,174 +214,51 @@ class SQLiteBackend:
         retry_in: float | None = None,
         reason: Reason = Reason.FAILED,
     ) -> JobRecord:
+        detail = error.get("message")
+        encoded = {"result": None, "error": orjson.dumps(error)}
         if retry_in is None:
-            return await self._finish(lease, State.FAILED, reason, error=error)
+            return await self._move(lease, State.FAILED, reason, FINISH, encoded, detail)
         target = State.SCHEDULED if retry_in > 0 else State.QUEUED
-        return await self._writer.run(
-            lambda c: self._move(
-                c, lease, target, Reason.RETRY, "run_at = :now + :delay, error = :error, "
-                "worker_id = NULL, lease_until = NULL",
-                {"delay": retry_in, "error": orjson.dumps(error)}, detail=error.get("message"),
-            )
-        )  # fmt: skip
-
-    async def mark_cancelled(self, lease: Lease, error: dict[str, Any] | None = None) -> JobRecord:
-        return await self._finish(lease, State.CANCELLED, Reason.CANCELLED, error=error)
-
-    async def release(self, lease: Lease) -> JobRecord:
-        return await self._writer.run(
-            lambda c: self._move(
-                c, lease, State.QUEUED, Reason.RELEASED, "attempts = attempts - 1, run_at = :now, "
-                "worker_id = NULL, lease_until = NULL", {},
-            )
-        )  # fmt: skip
-
-    async def _finish(
-        self,
-        lease: Lease,
-        target: State,
-        reason: Reason,
-        *,
-        result: Any = None,
-        error: dict[str, Any] | None = None,
-    ) -> JobRecord:
-        params = {
-            "result": None if target is not State.SUCCEEDED else orjson.dumps(result),
-            "error": None if error is None else orjson.dumps(error),
-        }
-        detail = error.get("message") if error else None
-        sets = "result = :result, error = :error, lease_until = NULL, finished_at = :now"
-        return await self._writer.run(
-            lambda c: self._move(c, lease, target, reason, sets, params, detail=detail)
+        sets = "run_at = :now + :delay, error = :error, worker_id = NULL, lease_until = NULL"
+        return await self._move(
+            lease, target, Reason.RETRY, sets, {**encoded, "delay": retry_in}, detail
         )
 
-    def _move(
+    async def mark_cancelled(self, lease: Lease, error: dict[str, Any] | None = None) -> JobRecord:
+        encoded = {"result": None, "error": None if error is None else orjson.dumps(error)}
+        detail = error.get("message") if error else None
+        return await self._move(lease, State.CANCELLED, Reason.CANCELLED, FINISH, encoded, detail)
+
+    async def release(self, lease: Lease) -> JobRecord:
+        sets = "attempts = attempts - 1, run_at = :now, worker_id = NULL, lease_until = NULL"
+        return await self._move(lease, State.QUEUED, Reason.RELEASED, sets, {})
+
+    async def _move(
         self,
-        conn: sqlite3.Connection,
         lease: Lease,
         target: State,
         reason: Reason,
         sets: str,
         params: dict[str, Any],
-        *,
         detail: str | None = None,
     ) -> JobRecord:
-        """Move a job the caller holds a lease on out of running (conditional on the lease).
-
-        A job that would run again (retry, release) but whose cancel was requested is
-        cancelled instead.
-        """
-        now = self.clock.now()
-        if target in TERMINAL_STATES:  # one statement: worker, attempt and token stay as they are
-            check_transition(lease.job_id, State.RUNNING, target)
-            row = conn.execute(
-                f"UPDATE jobs SET status = :target, updated_at = :now, {sets} "
-                "WHERE id = :id AND token = :token AND status = 'running' AND lease_until > :now "
-                f"RETURNING {schema.JOB_COLUMNS}",
-                {**params, "target": target.value, "now": now, "id": lease.job_id,
-                 "token": lease.token},
-            ).fetchone()  # fmt: skip
-            if row is None:
-                raise LeaseLost(lease.job_id, lease.token)
-            job = schema.row_to_job(row)
-            conn.execute(
-                schema.HISTORY_INSERT, schema.history_row(job, State.RUNNING, reason, now, detail)
+        return await self._writer.run(
+            lambda c: tx.move(
+                c, self.clock.now(), lease, target, reason, sets, params, detail=detail
             )
-            return job
-        row = conn.execute(
-            f"{SELECT_JOB} WHERE {OWNED}", (lease.job_id, lease.token, now)
-        ).fetchone()
-        if row is None:
-            raise LeaseLost(lease.job_id, lease.token)
-        run = schema.row_to_job(row)
-        if run.cancel_requested and target in ACTIVE_STATES:
-            target, reason, detail = State.CANCELLED, Reason.CANCELLED, CANCEL_INSTEAD
-            sets, params = "lease_until = NULL, finished_at = :now", {}
-        check_transition(lease.job_id, State.RUNNING, target)
-        job = schema.row_to_job(
-            conn.execute(
-                f"UPDATE jobs SET status = :target, updated_at = :now, {sets} WHERE id = :id "
-                f"RETURNING {schema.JOB_COLUMNS}",
-                {**params, "target": target.value, "now": now, "id": lease.job_id},
-            ).fetchone()
         )
-        conn.execute(
-            schema.HISTORY_INSERT,
-            schema.history_row(job, State.RUNNING, reason, now, detail, run=run),
-        )
-        return job
 
     async def cancel(self, job_id: str) -> JobRecord:
-        return await self._writer.run(lambda c: self._cancel(c, job_id))
-
-    def _cancel(self, conn: sqlite3.Connection, job_id: str) -> JobRecord:
-        now = self.clock.now()
-        job = _fetch(conn, job_id)
-        if job is None:
-            raise JobNotFound(job_id)
-        if job.status in TERMINAL_STATES:
-            raise InvalidTransition(job_id, job.status.value, State.CANCELLED.value)
-        if job.status is State.RUNNING:
-            conn.execute(
-                "UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?", (now, job_id)
-            )
-        else:
-            conn.execute(
-                "UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ? "
-                "WHERE id = ?",
-                (now, now, job_id),
-            )
-        updated = _fetch(conn, job_id)
-        assert updated is not None
-        if updated.status is State.CANCELLED:
-            conn.execute(
-                schema.HISTORY_INSERT,
-                schema.history_row(updated, job.status, Reason.CANCELLED, now),
-            )
-        return updated
+        return await self._writer.run(lambda c: tx.cancel(c, self.clock.now(), job_id))
 
     async def reap(self, limit: int = 100) -> int:
-        return await self._writer.run(lambda c: self._reap(c, limit))
-
-    def _reap(self, conn: sqlite3.Connection, limit: int) -> int:
-        now = self.clock.now()
-        rows = conn.execute(
-            f"{SELECT_JOB} WHERE status = 'running' AND lease_until <= ? ORDER BY lease_until "
-            "LIMIT ?",
-            (now, limit),
-        ).fetchall()
-        for row in rows:
-            job = schema.row_to_job(row)
-            losses = job.losses + 1
-            params: tuple[Any, ...]
-            if job.cancel_requested:
-                sets = "status = 'cancelled', lease_until = NULL, finished_at = ?"
-                reason, detail, params = Reason.CANCELLED, CANCEL_INSTEAD, (now,)
-            elif losses >= self.max_losses:
-                message = f"the job's worker was lost {losses} times"
-                error = orjson.dumps({"type": "WorkerLost", "message": message})
-                sets = "status = 'failed', error = ?, lease_until = NULL, finished_at = ?"
-                reason, detail = Reason.WORKER_LOST, message
-                params = (error, now)
-            else:
-                sets = "status = 'queued', worker_id = NULL, lease_until = NULL, run_at = ?"
-                reason, detail, params = Reason.LEASE_EXPIRED, None, (now,)
-            new_row = conn.execute(
-                f"UPDATE jobs SET {sets}, losses = ?, updated_at = ? WHERE id = ? AND token = ? "
-                f"RETURNING {schema.JOB_COLUMNS}",
-                (*params, losses, now, job.id, job.token),
-            ).fetchone()
-            moved = schema.row_to_job(new_row)
-            check_transition(job.id, State.RUNNING, moved.status)
-            conn.execute(
-                schema.HISTORY_INSERT,
-                schema.history_row(moved, State.RUNNING, reason, now, detail, run=job),
-            )
-        return len(rows)
+        return await self._writer.run(
+            lambda c: tx.reap(c, self.clock.now(), limit, self.max_losses)
+        )
 
     # -- reads ---------------------------------------------------------------------------------
     async def get(self, job_id: str) -> JobRecord | None:
-        return await self._reader.run(lambda c: _fetch(c, job_id))
+        return await self._reader.run(lambda c: tx.fetch(c, job_id))
 
     async def list_jobs(self, flt: JobFilter) -> Page:
         where: list[str] = []
@@ -548,7 +275,7 @@ class SQLiteBackend:
         if flt.cursor is not None:
             where.append("(created_at, id) < (?, ?)")
             params += decode_cursor(flt.cursor)
-        sql = SELECT_JOB + (" WHERE " + " AND ".join(where) if where else "")
+        sql = tx.SELECT_JOB + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
         params.append(flt.limit + 1)
         rows = await self._reader.run(lambda c: c.execute(sql, params).fetchall())
@@ -605,13 +332,3 @@ class SQLiteBackend:
             self._wake_conn = self._connect()
             self._wake_conn.execute("PRAGMA busy_timeout = 100")
         return self._wake_conn
-
-
-def _claim_order(row: tuple[Any, ...]) -> tuple[int, float, str]:
-    """Higher priority first, then earlier due time, then id (rows: id, priority, run_at)."""
-    return (-row[1], row[2], row[0])
-
-
-def _fetch(conn: sqlite3.Connection, job_id: str) -> JobRecord | None:
-    row = conn.execute(f"{SELECT_JOB} WHERE id = ?", (job_id,)).fetchone()
-    return schema.row_to_job(row) if row is not None else None

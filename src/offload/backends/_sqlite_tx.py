@@ -1,0 +1,304 @@
+"""The SQLite backend's transactions: one function per state change, run by the writer thread.
+
+Each takes the open connection (inside ``BEGIN IMMEDIATE``) and the backend's ``now``, checks the
+move against the transition table, writes the job row and its history row, and returns the
+result. Nothing here blocks on anything but SQLite; nothing here knows about threads or loops.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import orjson
+
+from offload.backends import _sqlite_schema as schema
+from offload.backends._common import check_transition
+from offload.backends.base import CANCEL_INSTEAD, IDEMPOTENCY_WINDOW
+from offload.core.job import JobRecord, Lease, NewJob, RenewResult
+from offload.core.states import ACTIVE_STATES, TERMINAL_STATES, Reason, State
+from offload.errors import IdempotencyConflict, InvalidTransition, JobNotFound, LeaseLost
+
+SELECT_JOB = f"SELECT {schema.JOB_COLUMNS} FROM jobs"
+OWNED = "id = ? AND token = ? AND status = 'running' AND lease_until > ?"
+
+
+def submit(conn: sqlite3.Connection, now: float, jobs: list[NewJob]) -> list[JobRecord]:
+    stored: list[JobRecord] = []
+    for new in jobs:
+        existing = idempotent_match(conn, new, now)
+        if existing is not None:
+            stored.append(existing)
+            continue
+        run_at = new.run_at if new.run_at is not None else now + max(0.0, new.delay)
+        status = State.SCHEDULED if run_at > now else State.QUEUED
+        check_transition(new.id, None, status)
+        conn.execute(
+            "INSERT INTO jobs (id, task, queue, status, args, kwargs, priority, run_at, "
+            "created_at, updated_at, idempotency_key, concurrency_key, tenant, meta) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                new.id, new.task, new.queue, status.value, orjson.dumps(new.args),
+                orjson.dumps(new.kwargs), new.priority, run_at, now, now,
+                new.idempotency_key, new.concurrency_key, new.tenant, orjson.dumps(new.meta),
+            ),
+        )  # fmt: skip
+        record = JobRecord(
+            id=new.id, task=new.task, queue=new.queue, status=status, args=list(new.args),
+            kwargs=dict(new.kwargs), priority=new.priority, attempts=0, losses=0,
+            run_at=run_at, created_at=now, updated_at=now,
+            idempotency_key=new.idempotency_key, concurrency_key=new.concurrency_key,
+            tenant=new.tenant, meta=dict(new.meta),
+        )  # fmt: skip
+        conn.execute(schema.HISTORY_INSERT, schema.history_row(record, None, Reason.SUBMITTED, now))
+        if new.idempotency_key is not None:
+            conn.execute(
+                "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?)",
+                (new.tenant, new.idempotency_key, new.id, new.fingerprint,
+                 now + IDEMPOTENCY_WINDOW),
+            )  # fmt: skip
+        stored.append(record)
+    return stored
+
+
+def idempotent_match(conn: sqlite3.Connection, new: NewJob, now: float) -> JobRecord | None:
+    if new.idempotency_key is None:
+        return None
+    row = conn.execute(
+        "SELECT job_id, fingerprint FROM idempotency WHERE tenant = ? AND key = ? "
+        "AND expires_at > ?",
+        (new.tenant, new.idempotency_key, now),
+    ).fetchone()
+    if row is None:
+        return None
+    if row[1] != new.fingerprint:
+        raise IdempotencyConflict(new.idempotency_key, row[0])
+    job = fetch(conn, row[0])
+    if job is None:  # pruned; the key no longer protects anything
+        return None
+    return job
+
+
+def claim(
+    conn: sqlite3.Connection,
+    now: float,
+    worker_id: str,
+    room: dict[str, int],
+    limit: int,
+    lease_seconds: float,
+    idle: bool,
+) -> list[JobRecord]:
+    promote_due(conn, now)
+    pick = (
+        "SELECT id, priority, run_at, losses FROM jobs WHERE status = 'queued' AND queue = ? "
+        "AND {} ORDER BY priority DESC, run_at, id LIMIT ?"
+    )
+    patient = now if idle else now - lease_seconds  # suspects due by then may be taken
+    candidates: list[tuple[Any, ...]] = []
+    suspects: list[tuple[Any, ...]] = []
+    for queue, cap in room.items():
+        candidates += conn.execute(pick.format("losses = 0"), (queue, min(cap, limit)))
+        suspects += conn.execute(pick.format("losses > 0 AND run_at <= ?"), (queue, patient, 1))
+    candidates.sort(key=_claim_order)
+    suspects.sort(key=_claim_order)
+    if suspects and (not candidates or _claim_order(suspects[0]) < _claim_order(candidates[0])):
+        candidates = suspects[:1]  # a suspect comes first: it runs alone
+    chosen = [row[0] for row in candidates[:limit]]
+    if not chosen:
+        return []
+    marks = ",".join("?" * len(chosen))
+    rows = conn.execute(
+        "UPDATE jobs SET status = 'running', attempts = attempts + 1, token = token + 1, "
+        "worker_id = ?, lease_until = ?, started_at = ?, updated_at = ?, progress = NULL, "
+        f"progress_message = NULL WHERE id IN ({marks}) AND status = 'queued' "
+        f"RETURNING {schema.JOB_COLUMNS}",
+        (worker_id, now + lease_seconds, now, now, *chosen),
+    ).fetchall()
+    position = {job_id: i for i, job_id in enumerate(chosen)}
+    claimed = sorted((schema.row_to_job(r) for r in rows), key=lambda j: position[j.id])
+    conn.executemany(
+        schema.HISTORY_INSERT,
+        [schema.history_row(j, State.QUEUED, Reason.CLAIMED, now) for j in claimed],
+    )
+    return claimed
+
+
+def promote_due(conn: sqlite3.Connection, now: float) -> None:
+    due = "SELECT 1 FROM jobs WHERE status = 'scheduled' AND run_at <= ? LIMIT 1"
+    if conn.execute(due, (now,)).fetchone() is None:
+        return
+    rows = conn.execute(
+        "UPDATE jobs SET status = 'queued', updated_at = ? WHERE id IN (SELECT id FROM jobs "
+        "WHERE status = 'scheduled' AND run_at <= ? ORDER BY run_at LIMIT 1000) "
+        f"RETURNING {schema.JOB_COLUMNS}",
+        (now, now),
+    ).fetchall()
+    conn.executemany(
+        schema.HISTORY_INSERT,
+        [
+            schema.history_row(schema.row_to_job(r), State.SCHEDULED, Reason.PROMOTED, now)
+            for r in rows
+        ],
+    )
+
+
+def renew(
+    conn: sqlite3.Connection, now: float, leases: list[Lease], lease_seconds: float | None
+) -> RenewResult:
+    lost: set[str] = set()
+    cancel: set[str] = set()
+    for lease in leases:
+        if lease_seconds is None:
+            row = conn.execute(
+                f"SELECT cancel_requested FROM jobs WHERE {OWNED}",
+                (lease.job_id, lease.token, now),
+            ).fetchone()
+        else:
+            row = conn.execute(
+                f"UPDATE jobs SET lease_until = ? WHERE {OWNED} RETURNING cancel_requested",
+                (now + lease_seconds, lease.job_id, lease.token, now),
+            ).fetchone()
+        if row is None:
+            lost.add(lease.job_id)
+        elif row[0]:
+            cancel.add(lease.job_id)
+    return RenewResult(frozenset(lost), frozenset(cancel))
+
+
+def progress(
+    conn: sqlite3.Connection,
+    now: float,
+    lease: Lease,
+    fraction: float | None,
+    message: str | None,
+) -> None:
+    cur = conn.execute(
+        f"UPDATE jobs SET progress = ?, progress_message = ?, updated_at = ? WHERE {OWNED}",
+        (fraction, message, now, lease.job_id, lease.token, now),
+    )
+    if cur.rowcount != 1:
+        raise LeaseLost(lease.job_id, lease.token)
+
+
+def move(
+    conn: sqlite3.Connection,
+    now: float,
+    lease: Lease,
+    target: State,
+    reason: Reason,
+    sets: str,
+    params: dict[str, Any],
+    *,
+    detail: str | None = None,
+) -> JobRecord:
+    """Move a job the caller holds a lease on out of running (conditional on the lease).
+
+    A job that would run again (retry, release) but whose cancel was requested is
+    cancelled instead.
+    """
+    if target in TERMINAL_STATES:  # one statement: worker, attempt and token stay as they are
+        check_transition(lease.job_id, State.RUNNING, target)
+        row = conn.execute(
+            f"UPDATE jobs SET status = :target, updated_at = :now, {sets} "
+            "WHERE id = :id AND token = :token AND status = 'running' AND lease_until > :now "
+            f"RETURNING {schema.JOB_COLUMNS}",
+            {**params, "target": target.value, "now": now, "id": lease.job_id,
+             "token": lease.token},
+        ).fetchone()  # fmt: skip
+        if row is None:
+            raise LeaseLost(lease.job_id, lease.token)
+        job = schema.row_to_job(row)
+        conn.execute(
+            schema.HISTORY_INSERT, schema.history_row(job, State.RUNNING, reason, now, detail)
+        )
+        return job
+    row = conn.execute(f"{SELECT_JOB} WHERE {OWNED}", (lease.job_id, lease.token, now)).fetchone()
+    if row is None:
+        raise LeaseLost(lease.job_id, lease.token)
+    run = schema.row_to_job(row)
+    if run.cancel_requested and target in ACTIVE_STATES:
+        target, reason, detail = State.CANCELLED, Reason.CANCELLED, CANCEL_INSTEAD
+        sets, params = "lease_until = NULL, finished_at = :now", {}
+    check_transition(lease.job_id, State.RUNNING, target)
+    job = schema.row_to_job(
+        conn.execute(
+            f"UPDATE jobs SET status = :target, updated_at = :now, {sets} WHERE id = :id "
+            f"RETURNING {schema.JOB_COLUMNS}",
+            {**params, "target": target.value, "now": now, "id": lease.job_id},
+        ).fetchone()
+    )
+    conn.execute(
+        schema.HISTORY_INSERT,
+        schema.history_row(job, State.RUNNING, reason, now, detail, run=run),
+    )
+    return job
+
+
+def cancel(conn: sqlite3.Connection, now: float, job_id: str) -> JobRecord:
+    job = fetch(conn, job_id)
+    if job is None:
+        raise JobNotFound(job_id)
+    if job.status in TERMINAL_STATES:
+        raise InvalidTransition(job_id, job.status.value, State.CANCELLED.value)
+    if job.status is State.RUNNING:
+        conn.execute(
+            "UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?", (now, job_id)
+        )
+    else:
+        conn.execute(
+            "UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ? WHERE id = ?",
+            (now, now, job_id),
+        )
+    updated = fetch(conn, job_id)
+    assert updated is not None
+    if updated.status is State.CANCELLED:
+        conn.execute(
+            schema.HISTORY_INSERT,
+            schema.history_row(updated, job.status, Reason.CANCELLED, now),
+        )
+    return updated
+
+
+def reap(conn: sqlite3.Connection, now: float, limit: int, max_losses: int) -> int:
+    rows = conn.execute(
+        f"{SELECT_JOB} WHERE status = 'running' AND lease_until <= ? ORDER BY lease_until LIMIT ?",
+        (now, limit),
+    ).fetchall()
+    for row in rows:
+        job = schema.row_to_job(row)
+        losses = job.losses + 1
+        params: tuple[Any, ...]
+        if job.cancel_requested:
+            sets = "status = 'cancelled', lease_until = NULL, finished_at = ?"
+            reason, detail, params = Reason.CANCELLED, CANCEL_INSTEAD, (now,)
+        elif losses >= max_losses:
+            message = f"the job's worker was lost {losses} times"
+            error = orjson.dumps({"type": "WorkerLost", "message": message})
+            sets = "status = 'failed', error = ?, lease_until = NULL, finished_at = ?"
+            reason, detail = Reason.WORKER_LOST, message
+            params = (error, now)
+        else:
+            sets = "status = 'queued', worker_id = NULL, lease_until = NULL, run_at = ?"
+            reason, detail, params = Reason.LEASE_EXPIRED, None, (now,)
+        new_row = conn.execute(
+            f"UPDATE jobs SET {sets}, losses = ?, updated_at = ? WHERE id = ? AND token = ? "
+            f"RETURNING {schema.JOB_COLUMNS}",
+            (*params, losses, now, job.id, job.token),
+        ).fetchone()
+        moved = schema.row_to_job(new_row)
+        check_transition(job.id, State.RUNNING, moved.status)
+        conn.execute(
+            schema.HISTORY_INSERT,
+            schema.history_row(moved, State.RUNNING, reason, now, detail, run=job),
+        )
+    return len(rows)
+
+
+def _claim_order(row: tuple[Any, ...]) -> tuple[int, float, str]:
+    """Higher priority first, then earlier due time, then id (rows: id, priority, run_at)."""
+    return (-row[1], row[2], row[0])
+
+
+def fetch(conn: sqlite3.Connection, job_id: str) -> JobRecord | None:
+    row = conn.execute(f"{SELECT_JOB} WHERE id = ?", (job_id,)).fetchone()
+    return schema.row_to_job(row) if row is not None else None
