@@ -21,6 +21,7 @@ from offload.core.job import (
     QueueStats,
     RenewResult,
     Transition,
+    WorkerInfo,
 )
 from offload.core.states import Reason
 
@@ -126,6 +127,13 @@ class Backend(Protocol):
 
     async def stats(self) -> list[QueueStats]:
         """Job counts per queue and state."""
+
+    async def heartbeat(self, worker: WorkerInfo, *, ttl: float) -> None:
+        """Record that ``worker`` is alive (``last_seen`` = now); forget it after ``ttl``
+        seconds without a heartbeat, or at once when ``ttl`` is 0 (a clean stop)."""
+
+    async def workers(self) -> list[WorkerInfo]:
+        """Workers whose last heartbeat is younger than their ttl, oldest first."""
 
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Return early when new work may be claimable; otherwise after ``timeout`` seconds.

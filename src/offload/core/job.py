@@ -126,3 +126,19 @@ class QueueStats:
 
     def count(self, state: State) -> int:
         return self.counts.get(state, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A live worker process, as it last reported itself (heartbeats every renew interval)."""
+
+    id: str  # unique per process incarnation
+    name: str
+    host: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    started_at: float
+    last_seen: float  # backend clock; set by the backend on every heartbeat
+    running: int  # jobs it held at its last heartbeat
+    processed: int  # jobs it finished since it started
