@@ -16,7 +16,7 @@ import pytest
 
 from offload.backends.base import IDEMPOTENCY_WINDOW, Backend
 from offload.core.clock import ManualClock
-from offload.core.job import JobFilter, JobRecord, Lease, NewJob, Transition
+from offload.core.job import JobFilter, JobRecord, Lease, NewJob, Transition, WorkerInfo
 from offload.core.states import TRANSITIONS, Reason, State
 from offload.errors import IdempotencyConflict, InvalidTransition, JobNotFound, LeaseLost
 
@@ -984,3 +984,30 @@ async def test_a_busy_worker_takes_a_suspect_that_waited_a_lease_alone(
     clock.advance(LEASE)
     await backend.submit([make(), make()])
     assert [r.id for r in await backend.claim("busy", ALL, 10, LEASE)] == [suspect.id]
+
+
+# -- live workers --------------------------------------------------------------------------------
+def worker_info(worker_id: str, started_at: float = 0.0, running: int = 0) -> WorkerInfo:
+    return WorkerInfo(
+        id=worker_id, name="w", host="h", pid=1, queues=["default", "pdf"], concurrency=4,
+        started_at=started_at, last_seen=0.0, running=running, processed=0,
+    )  # fmt: skip
+
+
+async def test_heartbeats_list_live_workers_until_they_expire_or_leave(
+    backend: Backend, clock: ManualClock
+) -> None:
+    assert await backend.workers() == []
+    await backend.heartbeat(worker_info("a", started_at=1.0), ttl=10)
+    await backend.heartbeat(worker_info("b", started_at=2.0), ttl=30)
+    clock.advance(5)
+    await backend.heartbeat(worker_info("a", started_at=1.0, running=3), ttl=10)
+    live = await backend.workers()
+    assert [w.id for w in live] == ["a", "b"]
+    assert live[0].running == 3
+    assert live[0].last_seen == clock.now()
+    assert live[0].queues == ["default", "pdf"]
+    clock.advance(11)  # a's last heartbeat is 11 s old, b's 16 s of 30
+    assert [w.id for w in await backend.workers()] == ["b"]
+    await backend.heartbeat(worker_info("b", started_at=2.0), ttl=0)  # a clean stop
+    assert await backend.workers() == []

@@ -334,3 +334,22 @@ async def test_a_busy_worker_runs_a_waiting_suspect_alone(fast_settings: Setting
     assert overlapping == []  # it ran alone
     assert (await suspect.arefresh()).record.losses == 1
     assert start < max(e for _, e in spans.values())  # and did not wait for the stream to end
+
+
+async def test_a_running_worker_is_listed_and_leaves_the_list_when_it_stops(
+    app: offload.App,
+) -> None:
+    @app.task(queue="pdf")
+    async def noop() -> None: ...
+
+    backend = await app.backend()
+    async with running(app, name="lister", concurrency=3) as worker:
+        deadline = time.monotonic() + 5
+        while not (live := await backend.workers()):
+            assert time.monotonic() < deadline, "the worker never sent a heartbeat"
+            await asyncio.sleep(0.02)
+        [info] = live
+        assert (info.id, info.name, info.queues, info.concurrency) == (
+            worker.id, "lister", ["pdf"], 3,
+        )  # fmt: skip
+    assert await backend.workers() == []

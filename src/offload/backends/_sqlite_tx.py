@@ -7,6 +7,7 @@ result. Nothing here blocks on anything but SQLite; nothing here knows about thr
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from typing import Any
 
@@ -15,7 +16,7 @@ import orjson
 from offload.backends import _sqlite_schema as schema
 from offload.backends._common import check_transition
 from offload.backends.base import CANCEL_INSTEAD, IDEMPOTENCY_WINDOW
-from offload.core.job import JobRecord, Lease, NewJob, RenewResult
+from offload.core.job import JobRecord, Lease, NewJob, RenewResult, WorkerInfo
 from offload.core.states import ACTIVE_STATES, TERMINAL_STATES, Reason, State
 from offload.errors import IdempotencyConflict, InvalidTransition, JobNotFound, LeaseLost
 
@@ -163,6 +164,23 @@ def renew(
         elif row[0]:
             cancel.add(lease.job_id)
     return RenewResult(frozenset(lost), frozenset(cancel))
+
+
+def heartbeat(conn: sqlite3.Connection, now: float, worker: WorkerInfo, ttl: float) -> None:
+    """Upsert a worker's heartbeat (or drop it when ``ttl`` is 0); forget expired workers."""
+    conn.execute("DELETE FROM workers WHERE expires_at <= ? OR id = ?", (now, worker.id))
+    if ttl > 0:
+        info = dataclasses.replace(worker, last_seen=now)
+        conn.execute(
+            "INSERT INTO workers VALUES (?, ?, ?)",
+            (worker.id, orjson.dumps(dataclasses.asdict(info)), now + ttl),
+        )
+
+
+def live_workers(conn: sqlite3.Connection, now: float) -> list[WorkerInfo]:
+    rows = conn.execute("SELECT info FROM workers WHERE expires_at > ?", (now,)).fetchall()
+    workers = [WorkerInfo(**orjson.loads(row[0])) for row in rows]
+    return sorted(workers, key=lambda w: (w.started_at, w.id))
 
 
 def progress(

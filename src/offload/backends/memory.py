@@ -26,6 +26,7 @@ from offload.core.job import (
     QueueStats,
     RenewResult,
     Transition,
+    WorkerInfo,
 )
 from offload.core.states import TERMINAL_STATES, Reason, State
 from offload.errors import IdempotencyConflict, InvalidTransition, JobNotFound, LeaseLost
@@ -43,6 +44,7 @@ class MemoryBackend:
         self._history: dict[str, list[Transition]] = {}
         self._idempotency: dict[str, tuple[str, str | None, float]] = {}
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._workers: dict[str, tuple[WorkerInfo, float]] = {}  # id -> (info, expires at)
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -399,6 +401,20 @@ class MemoryBackend:
                 per = counts.setdefault(job.queue, {})
                 per[job.status] = per.get(job.status, 0) + 1
         return [QueueStats(q, c) for q, c in sorted(counts.items())]
+
+    async def heartbeat(self, worker: WorkerInfo, *, ttl: float) -> None:
+        with self._lock:
+            now = self.clock.now()
+            if ttl <= 0:
+                self._workers.pop(worker.id, None)
+            else:
+                self._workers[worker.id] = (replace(worker, last_seen=now), now + ttl)
+
+    async def workers(self) -> list[WorkerInfo]:
+        with self._lock:
+            now = self.clock.now()
+            live = [info for info, expires in self._workers.values() if expires > now]
+        return sorted(live, key=lambda w: (w.started_at, w.id))
 
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         loop = asyncio.get_running_loop()

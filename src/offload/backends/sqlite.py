@@ -32,6 +32,7 @@ from offload.core.job import (
     QueueStats,
     RenewResult,
     Transition,
+    WorkerInfo,
 )
 from offload.core.states import Reason, State
 from offload.errors import (
@@ -304,6 +305,12 @@ class SQLiteBackend:
         for queue, status, n in rows:
             counts.setdefault(queue, {})[State(status)] = n
         return [QueueStats(q, c) for q, c in counts.items()]
+
+    async def heartbeat(self, worker: WorkerInfo, *, ttl: float) -> None:
+        await self._writer.run(lambda c: tx.heartbeat(c, self.clock.now(), worker, ttl))
+
+    async def workers(self) -> list[WorkerInfo]:
+        return await self._reader.run(lambda c: tx.live_workers(c, self.clock.now()))
 
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Poll ``PRAGMA data_version`` (a counter of other connections' commits: microseconds

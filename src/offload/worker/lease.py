@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from offload.backends import Backend
-from offload.core.job import Lease
+from offload.core.job import Lease, WorkerInfo
 from offload.settings import Settings
 
 log = logging.getLogger("offload.worker")
@@ -47,12 +47,14 @@ class LeaseKeeper:
         *,
         on_lost: Callable[[str], None],
         on_cancel: Callable[[str], None],
+        describe: Callable[[], WorkerInfo] | None = None,
     ) -> None:
         self._backend = backend
         self._worker_id = worker_id
         self._settings = settings
         self._on_lost = on_lost
         self._on_cancel = on_cancel
+        self._describe = describe
         self._held: dict[str, _Held] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -105,6 +107,7 @@ class LeaseKeeper:
                 if now >= next_renew:
                     next_renew = now + s.renew_interval
                     await self._renew(s.lease_seconds)
+                    await self._heartbeat(max(s.lease_seconds, 3 * s.renew_interval))
                 else:
                     await self._renew(None)
                 if now >= next_reap:
@@ -116,7 +119,16 @@ class LeaseKeeper:
                 except TimeoutError:
                     pass
         finally:
+            await self._heartbeat(0)  # a clean stop: leave the list of live workers at once
             await self._backend.close()
+
+    async def _heartbeat(self, ttl: float) -> None:
+        if self._describe is None:
+            return
+        try:
+            await asyncio.wait_for(self._backend.heartbeat(self._describe(), ttl=ttl), 5.0)
+        except Exception as exc:
+            log.warning("worker heartbeat failed: %s", exc or type(exc).__name__)
 
     async def _renew(self, lease_seconds: float | None) -> None:
         held = self._snapshot()

@@ -19,7 +19,7 @@ from typing import Any
 
 from offload.client import App
 from offload.core.ids import new_worker_id
-from offload.core.job import JobRecord, Lease
+from offload.core.job import JobRecord, Lease, WorkerInfo
 from offload.errors import BackendError, ConfigurationError, LeaseLost
 from offload.settings import Settings
 from offload.worker.context import JobContext
@@ -66,7 +66,9 @@ class Worker:
         self.settings = settings or app.settings
         self.concurrency = concurrency or self.settings.concurrency
         self.queues: dict[str, int | None] = dict(queues or self._default_queues())
-        self.id = new_worker_id(name or socket.gethostname())
+        self.name = name or socket.gethostname()
+        self.id = new_worker_id(self.name)
+        self.started_at = time.time()
         self.app_path = app_path
         self.backend = app.new_backend()
         self._threads = ThreadExecutor(self.concurrency)
@@ -76,6 +78,7 @@ class Worker:
             app.new_backend(), self.id, self.settings,
             on_lost=lambda job_id: self._from_thread(job_id, "lost"),
             on_cancel=lambda job_id: self._from_thread(job_id, "cancel"),
+            describe=self.describe,
         )  # fmt: skip
         self._running: dict[str, Running] = {}  # claimed and not yet recorded
         self._executing = 0  # of those, the ones whose code still runs (they hold the slots)
@@ -86,6 +89,14 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._grace: float = self.settings.shutdown_grace
         self.processed = 0
+
+    def describe(self) -> WorkerInfo:
+        """This worker as the list of live workers shows it (called from the keeper thread)."""
+        return WorkerInfo(
+            id=self.id, name=self.name, host=socket.gethostname(), pid=os.getpid(),
+            queues=list(self.queues), concurrency=self.concurrency, started_at=self.started_at,
+            last_seen=0.0, running=len(self._running), processed=self.processed,
+        )  # fmt: skip
 
     def _default_queues(self) -> dict[str, int | None]:
         names = {spec.queue for spec in self.app.registry} or {"default"}
