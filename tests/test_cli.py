@@ -161,3 +161,35 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+@pytest.mark.slow
+def test_a_stop_signal_during_a_restart_delay_is_not_lost(project: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(project), "OFFLOAD_SHUTDOWN_GRACE": "1"}
+    log = project / "supervisor.log"
+    with log.open("wb") as out:
+        supervisor = subprocess.Popen(
+            [sys.executable, "-m", "offload", "worker", "cliapp:app", "--processes", "2"],
+            cwd=project, env=env, stderr=out,
+        )  # fmt: skip
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 20
+        while log.read_text().count(" serving ") < 2:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        children = [int(m) for m in re.findall(r"started worker process (\d+)", log.read_text())]
+        os.kill(children[0], signal.SIGKILL)
+        while "restarting in" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.02)
+        supervisor.terminate()  # while it waits to restart the dead worker
+        assert supervisor.wait(10) == 0
+        assert len(re.findall(r"started worker process", log.read_text())) == 2  # no restart
+        assert not _alive(children[1])
+    finally:
+        supervisor.kill()
+        supervisor.wait(5)
+        for pid in children:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

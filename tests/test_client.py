@@ -189,3 +189,14 @@ def test_bad_backend_urls_say_what_to_use(tmp_path: object) -> None:
     with pytest.raises(offload.ConfigurationError, match="does not exist"):
         app.jobs()
     app.close()
+
+
+def test_settings_intervals_follow_the_lease_unless_set() -> None:
+    default = offload.Settings()
+    assert (default.renew_interval, default.reap_interval) == (10.0, 10.0)
+    short = default.with_(lease_seconds=6)
+    assert (short.renew_interval, short.reap_interval) == (2.0, 2.0)
+    pinned = offload.Settings(renew_interval=1.0).with_(lease_seconds=90)
+    assert (pinned.renew_interval, pinned.reap_interval) == (1.0, 30.0)
+    with pytest.raises(offload.ConfigurationError, match="must be shorter"):
+        offload.Settings(lease_seconds=5, renew_interval=10)

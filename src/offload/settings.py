@@ -69,8 +69,16 @@ class Settings:
         return cls(**values)
 
     def with_(self, **changes: Any) -> Settings:
-        """A copy with some fields changed (None values are ignored)."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with some fields changed (None values are ignored).
+
+        Intervals that were derived from the lease (a third of it) follow a new lease.
+        """
+        given = {k: v for k, v in changes.items() if v is not None}
+        if "lease_seconds" in given:
+            for name in ("renew_interval", "reap_interval"):
+                if name not in given and getattr(self, name) == self.lease_seconds / 3:
+                    given[name] = 0.0
+        return replace(self, **given)
 
 
 def _convert(name: str, raw: str, default: object) -> object:

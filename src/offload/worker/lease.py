@@ -110,6 +110,7 @@ class LeaseKeeper:
                     await self._heartbeat(max(s.lease_seconds, 3 * s.renew_interval))
                 else:
                     await self._renew(None)
+                self._fence()
                 if now >= next_reap:
                     next_reap = now + s.reap_interval
                     await self._reap()
@@ -126,9 +127,11 @@ class LeaseKeeper:
         if self._describe is None:
             return
         try:
-            await asyncio.wait_for(self._backend.heartbeat(self._describe(), ttl=ttl), 5.0)
+            await asyncio.wait_for(
+                self._backend.heartbeat(self._describe(), ttl=ttl), self._patience()
+            )
         except Exception as exc:
-            log.warning("worker heartbeat failed: %s", exc or type(exc).__name__)
+            log.warning("worker heartbeat failed: %s", _reason(exc))
 
     async def _renew(self, lease_seconds: float | None) -> None:
         held = self._snapshot()
@@ -136,14 +139,13 @@ class LeaseKeeper:
             return
         started = time.monotonic()
         # Never wait on a stuck call past the first lease's presumed expiry: fencing comes first.
-        patience = max(0.05, min(h.valid_until for h in held) - started - SAFETY_MARGIN)
         try:
             outcome = await asyncio.wait_for(
                 self._backend.renew(self._worker_id, [h.lease for h in held], lease_seconds),
-                patience,
+                self._patience(),
             )
         except Exception as exc:
-            log.warning("lease renewal failed: %s", exc or type(exc).__name__)
+            log.warning("lease renewal failed: %s", _reason(exc))
             return
         with self._lock:
             for h in held:
@@ -157,9 +159,16 @@ class LeaseKeeper:
 
     async def _reap(self) -> None:
         try:
-            self.reaped += await self._backend.reap()
+            self.reaped += await asyncio.wait_for(self._backend.reap(), self._patience())
         except Exception as exc:
-            log.warning("reaping expired leases failed: %s", exc)
+            log.warning("reaping expired leases failed: %s", _reason(exc))
+
+    def _patience(self) -> float:
+        """How long a backend call may take before fencing must be checked again."""
+        held = self._snapshot()
+        if not held:
+            return self._settings.renew_interval
+        return max(0.05, min(h.valid_until for h in held) - time.monotonic() - SAFETY_MARGIN)
 
     def _fence(self) -> None:
         now = time.monotonic()
@@ -170,3 +179,9 @@ class LeaseKeeper:
                 )
                 self.untrack(h.lease.job_id)
                 self._on_lost(h.lease.job_id)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    return str(exc) or type(exc).__name__

@@ -54,20 +54,28 @@ class Supervisor:
         self.children = [self._spawn() for _ in range(self.processes)]
         self.started = [time.monotonic()] * self.processes
         self.quick_exits = [0] * self.processes
+        restart_at: dict[int, float] = {}  # slot -> when to start its replacement
         while True:
             alive = False
             for i, child in enumerate(self.children):
                 code = child.poll()
                 if code is None:
                     alive = True
-                elif not self.stopping:
+                elif self.stopping:
+                    restart_at.pop(i, None)
+                elif i not in restart_at:
                     delay = self._backoff(i)
                     log.warning("worker process %d exited with %s; restarting in %.0fs",
                                 child.pid, code, delay)  # fmt: skip
-                    time.sleep(delay)
+                    restart_at[i] = time.monotonic() + delay
+                    alive = True
+                elif time.monotonic() >= restart_at[i]:
+                    del restart_at[i]
                     self.children[i] = self._spawn()
                     self.started[i] = time.monotonic()
                     alive = True
+                else:
+                    alive = True  # waiting to restart it; a stop signal cancels the restart
             if not alive:
                 return 0
-            time.sleep(0.2)
+            time.sleep(0.1)

@@ -1,0 +1,47 @@
+"""The lease keeper fences itself in time even when the backend stops answering."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from offload.backends.memory import MemoryBackend
+from offload.core.job import Lease, RenewResult
+from offload.settings import Settings
+from offload.worker.lease import LeaseKeeper
+
+
+class HangingBackend(MemoryBackend):
+    """Every call that a keeper makes hangs, as on a locked database or a dead network."""
+
+    async def renew(self, *args: object, **kwargs: object) -> RenewResult:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    async def reap(self, limit: int = 100) -> int:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+
+def test_a_lease_that_cannot_be_renewed_is_reported_lost_before_it_expires() -> None:
+    lost = threading.Event()
+    lost_at: list[float] = []
+    settings = Settings(lease_seconds=0.6, cancel_poll=0.05)
+
+    def on_lost(job_id: str) -> None:
+        lost_at.append(time.monotonic())
+        lost.set()
+
+    keeper = LeaseKeeper(
+        HangingBackend(), "w", settings, on_lost=on_lost, on_cancel=lambda job_id: None
+    )
+    claimed = time.monotonic()
+    keeper.track(Lease("job", 1), claimed)
+    keeper.start()
+    try:
+        assert lost.wait(5), "the keeper never fenced the job"
+    finally:
+        keeper.stop()
+    # Fenced before the lease could have expired (plus scheduling slack), despite hung calls.
+    assert lost_at[0] - claimed < settings.lease_seconds + 0.3
