@@ -353,3 +353,26 @@ async def test_a_running_worker_is_listed_and_leaves_the_list_when_it_stops(
             worker.id, "lister", ["pdf"], 3,
         )  # fmt: skip
     assert await backend.workers() == []
+
+
+async def test_a_second_stop_cuts_the_grace_period_short(app: offload.App) -> None:
+    started = threading.Event()
+
+    @app.task
+    async def endless() -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    worker = offload.Worker(app, settings=app.settings.with_(shutdown_grace=30))
+    task = asyncio.create_task(worker.run())
+    job = await endless.asubmit()
+    await wait_for(started.is_set)
+    worker.stop()  # first signal: drain for up to 30 s
+    await asyncio.sleep(0.2)
+    assert not task.done()
+    began = time.monotonic()
+    worker.stop(graceful=False)  # second signal: release now
+    await asyncio.wait_for(task, 5)
+    assert time.monotonic() - began < 3
+    await job.arefresh()
+    assert (job.status, job.attempts) == (State.QUEUED, 0)
