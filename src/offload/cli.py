@@ -48,6 +48,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)  # set by the supervisor
     p.set_defaults(func=_worker)
 
+    p = sub.add_parser("up", help="API, dashboard and a worker in one process (demo tasks)")
+    p.add_argument("app", metavar="APP", nargs="?", help="module:attribute (default: the demo)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    p.add_argument("--concurrency", type=int, help="job slots of the embedded worker")
+    p.set_defaults(func=_up)
+
+    p = sub.add_parser("serve", help="serve the HTTP API of APP")
+    p.add_argument("app", metavar="APP")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn processes (default 1)")
+    p.set_defaults(func=_serve)
+
     p = sub.add_parser("submit", help="submit a job and print its id")
     p.add_argument("task", metavar="TASK")
     p.add_argument("args", nargs="*", metavar="ARG", help="JSON values (plain words are strings)")
@@ -122,6 +136,26 @@ def _worker(ns: argparse.Namespace) -> int:
         await worker.run()
 
     asyncio.run(serve())
+    return 0
+
+
+def _up(ns: argparse.Namespace) -> int:
+    from offload.up import up
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_format, settings.log_level)
+    host, port = ns.host or settings.host, ns.port or settings.port
+    asyncio.run(up(ns.app, host=host, port=port, concurrency=ns.concurrency))
+    return 0
+
+
+def _serve(ns: argparse.Namespace) -> int:
+    from offload.up import serve
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_format, settings.log_level)
+    host, port = ns.host or settings.host, ns.port or settings.port
+    serve(ns.app, host=host, port=port, workers=ns.workers, settings=settings)
     return 0
 
 

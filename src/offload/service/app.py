@@ -1,0 +1,99 @@
+"""``create_app``: the FastAPI application serving one offload App."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.routing import BaseRoute, Match
+from starlette.types import Scope
+
+from offload import __version__
+from offload.client import App
+from offload.errors import BackendUnavailable
+from offload.service import routes_jobs, routes_ops
+from offload.service.auth import TokenTable
+from offload.service.config import ServiceConfig
+from offload.service.deps import ServiceState
+from offload.service.errors import install_error_handlers
+from offload.service.metrics import Metrics
+from offload.service.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from offload.service.ratelimit import RateLimiter
+from offload.settings import Settings
+
+log = logging.getLogger("offload.service")
+
+
+def create_app(
+    app: App,
+    *,
+    settings: Settings | None = None,
+    tokens: TokenTable | None = None,
+    config: ServiceConfig | None = None,
+) -> FastAPI:
+    """Build the HTTP API of ``app``.
+
+    ``tokens`` default to ``settings.tokens`` (``OFFLOAD_TOKENS``, see
+    :mod:`offload.service.auth`), and ``settings`` to ``app.settings``. With no tokens every
+    caller is the anonymous admin of tenant ``default``. The lifespan opens the app's backend
+    and closes it; every piece of state lives on ``fastapi_app.state.service``.
+    """
+    settings = settings or app.settings
+    config = config or ServiceConfig()
+    state = ServiceState(
+        app=app,
+        tokens=tokens if tokens is not None else TokenTable.from_setting(settings.tokens),
+        config=config,
+        metrics=Metrics(),
+        limiter=RateLimiter(config.rate_limit, config.rate_burst),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            await app.backend()
+        except BackendUnavailable as exc:  # serve 503s until it comes back
+            log.warning("backend unavailable at startup: %s", exc)
+        try:
+            yield
+        finally:
+            await app.aclose()
+
+    api = FastAPI(
+        title="offload",
+        version=__version__,
+        description="Background jobs: submit, follow, cancel and retry jobs of registered tasks.",
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+    )
+    api.state.service = state
+    install_error_handlers(api, retry_after=config.unavailable_retry_after)
+    routers = (routes_jobs.router, routes_ops.router, routes_ops.probes)
+    for router in routers:
+        api.include_router(router)
+    # Requests refused by middleware never reach the router: match them here for metrics.
+    known = [route for router in routers for route in router.routes]
+    api.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    api.add_middleware(
+        RequestContextMiddleware,
+        metrics=state.metrics,
+        route_of=lambda scope: route_template(known, scope),
+    )
+    return api
+
+
+def route_template(routes: list[BaseRoute], scope: Scope) -> str:
+    """The path template of the route ``scope`` matches (``unmatched`` if none)."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if isinstance(path, str):
+        return path
+    for candidate in routes:
+        match, _ = candidate.matches(scope)
+        if match is Match.FULL:
+            found = getattr(candidate, "path", None)
+            if isinstance(found, str):
+                return found
+    return "unmatched"

@@ -1,0 +1,35 @@
+"""``ServiceConfig``: the HTTP service's own limits and timings, one value object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from offload.errors import ConfigurationError
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """Limits of the HTTP service. Every field has its one default."""
+
+    #: largest request body accepted, in bytes (413 beyond it)
+    max_body_bytes: int = MIB
+    #: requests per second each tenant may make on average (429 beyond it)
+    rate_limit: float = 100.0
+    #: requests a tenant may make at once after a quiet period (the token bucket's size)
+    rate_burst: int = 200
+    #: seconds between backend reads while a Server-Sent Events stream follows a job
+    events_poll: float = 0.2
+    #: seconds between keep-alive comments on an idle Server-Sent Events stream
+    events_heartbeat: float = 15.0
+    #: value of the Retry-After header when the backend is unavailable (503)
+    unavailable_retry_after: int = 5
+
+    def __post_init__(self) -> None:
+        if self.max_body_bytes < 1:
+            raise ConfigurationError("max_body_bytes must be at least 1")
+        if self.rate_limit <= 0 or self.rate_burst < 1:
+            raise ConfigurationError("rate_limit must be > 0 and rate_burst at least 1")
+        if self.events_poll <= 0 or self.events_heartbeat <= 0:
+            raise ConfigurationError("events_poll and events_heartbeat must be > 0 seconds")

@@ -1,0 +1,100 @@
+"""Request-scoped dependencies: the service's state, the caller, and role checks."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from offload.client import App
+from offload.service.auth import ANONYMOUS, Principal, Role, TokenTable
+from offload.service.config import ServiceConfig
+from offload.service.errors import ApiError
+from offload.service.metrics import Metrics
+from offload.service.ratelimit import RateLimiter
+
+_bearer = HTTPBearer(auto_error=False, description="an API token: TOKEN of OFFLOAD_TOKENS")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceState:
+    """Everything the routes need, kept on ``fastapi_app.state.service``."""
+
+    app: App
+    tokens: TokenTable
+    config: ServiceConfig
+    metrics: Metrics
+    limiter: RateLimiter
+
+
+def service_state(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.service
+    return state
+
+
+Service = Annotated[ServiceState, Depends(service_state)]
+
+
+async def authenticate(
+    request: Request,
+    svc: Service,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The caller, from ``Authorization: Bearer <token>``; rate-limited per tenant."""
+    principal = _principal(svc.tokens, credentials)
+    wait = svc.limiter.acquire(principal.tenant)
+    if wait > 0:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"too many requests for tenant {principal.tenant!r}; retry after the delay given",
+            {"tenant": principal.tenant},
+            headers={"Retry-After": RateLimiter.retry_after(wait)},
+        )
+    return principal
+
+
+def _principal(tokens: TokenTable, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    if not tokens.enabled:
+        return ANONYMOUS
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "missing API token: send 'Authorization: Bearer <token>'",
+            headers=challenge,
+        )
+    principal = tokens.lookup(credentials.credentials)
+    if principal is None:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "unknown API token",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    return principal
+
+
+def require(role: Role) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that admits callers holding ``role`` or a stronger one (else 403)."""
+
+    async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        if principal.role < role:
+            raise ApiError(
+                403,
+                "forbidden",
+                f"this needs the {role.label} role; the token has {principal.role.label}",
+                {"required_role": role.label, "role": principal.role.label},
+            )
+        return principal
+
+    return check
+
+
+Reader = Annotated[Principal, Depends(require(Role.READ))]
+Submitter = Annotated[Principal, Depends(require(Role.SUBMIT))]
+Admin = Annotated[Principal, Depends(require(Role.ADMIN))]

@@ -1,0 +1,67 @@
+"""Prometheus metrics of one service instance, in a registry of its own (no global state).
+
+- ``offload_jobs_submitted_total{task}``: jobs accepted through the API
+- ``offload_http_requests_total{method,route,status}``: answered requests (route template)
+- ``offload_http_request_duration_seconds{method,route}``: time to answer, histogram
+- ``offload_queue_jobs{queue,state}``: jobs per queue and state, read from the backend on
+  every scrape (counts of the whole store, all tenants)
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+from offload.core.job import QueueStats
+from offload.core.states import State
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """The service's metrics and the registry that exposes them."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.jobs_submitted = Counter(
+            "offload_jobs_submitted_total",
+            "Jobs accepted through the HTTP API.",
+            ["task"],
+            registry=self.registry,
+        )
+        self.http_requests = Counter(
+            "offload_http_requests_total",
+            "HTTP requests answered, by method, route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.http_duration = Histogram(
+            "offload_http_request_duration_seconds",
+            "Seconds taken to answer HTTP requests, by method and route template.",
+            ["method", "route"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_jobs = Gauge(
+            "offload_queue_jobs",
+            "Jobs in the backend by queue and state (read at scrape time).",
+            ["queue", "state"],
+            registry=self.registry,
+        )
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.http_requests.labels(method, route, str(status)).inc()
+        self.http_duration.labels(method, route).observe(seconds)
+
+    def set_queue_stats(self, stats: list[QueueStats]) -> None:
+        """Replace the queue gauges with ``stats`` (queues that vanished are dropped)."""
+        self.queue_jobs.clear()
+        for queue in stats:
+            for state in State:
+                self.queue_jobs.labels(queue.queue, state.value).set(queue.count(state))
+
+    def render(self) -> bytes:
+        """The registry in Prometheus text format."""
+        return generate_latest(self.registry)

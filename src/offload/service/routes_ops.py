@@ -1,0 +1,95 @@
+"""Operational routes: tasks, queues, workers (``/v1``), health probes and metrics.
+
+``/v1/tasks``, ``/v1/queues`` and ``/v1/workers`` need a token of any role; they describe the
+shared installation (queue counts cover all tenants) and never show a job. The probes and
+``/metrics`` need no token, so that load balancers and Prometheus can reach them; they show
+no job data either.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Response
+
+from offload.service.deps import Reader, Service
+from offload.service.errors import ApiError
+from offload.service.metrics import CONTENT_TYPE
+from offload.service.schemas import (
+    ErrorOut,
+    Health,
+    QueueList,
+    QueueOut,
+    TaskList,
+    TaskOut,
+    WorkerList,
+    WorkerOut,
+)
+
+log = logging.getLogger("offload.service")
+
+router = APIRouter(prefix="/v1", tags=["registry"])
+probes = APIRouter(tags=["operations"])
+
+_AUTH: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 429: {"model": ErrorOut},
+    503: {"model": ErrorOut},
+}  # fmt: skip
+
+
+@router.get("/tasks", responses=_AUTH)
+async def list_tasks(svc: Service, caller: Reader) -> TaskList:
+    """Registered tasks, with the JSON schema of their arguments."""
+    specs = sorted(svc.app.registry, key=lambda spec: spec.name)
+    return TaskList(tasks=[TaskOut.of(spec) for spec in specs])
+
+
+@router.get("/queues", responses=_AUTH)
+async def list_queues(svc: Service, caller: Reader) -> QueueList:
+    """Every queue that holds jobs, with counts by state (all tenants together)."""
+    stats = await (await svc.app.backend()).stats()
+    return QueueList(queues=[QueueOut.of(q) for q in stats])
+
+
+@router.get("/workers", responses=_AUTH)
+async def list_workers(svc: Service, caller: Reader) -> WorkerList:
+    """Live workers, as of their last heartbeat, oldest first."""
+    workers = await (await svc.app.backend()).workers()
+    return WorkerList(workers=[WorkerOut.of(w) for w in workers])
+
+
+@probes.get("/health/live")
+async def live() -> Health:
+    """Liveness: the process answers."""
+    return Health(status="ok")
+
+
+@probes.get("/health/ready", responses={503: {"model": ErrorOut}})
+async def ready(svc: Service) -> Health:
+    """Readiness: the backend answers a ping (503 with Retry-After when it does not)."""
+    try:
+        await (await svc.app.backend()).ping()
+    except Exception as exc:
+        log.warning("readiness check failed: %s", exc)
+        raise ApiError(
+            503,
+            "not_ready",
+            f"the backend does not answer ({type(exc).__name__}); retry later",
+            headers={"Retry-After": str(svc.config.unavailable_retry_after)},
+        ) from None
+    return Health(status="ok")
+
+
+@probes.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format"}},
+)
+async def metrics(svc: Service) -> Response:
+    """Prometheus metrics; queue gauges are read from the backend now."""
+    try:
+        svc.metrics.set_queue_stats(await (await svc.app.backend()).stats())
+    except Exception as exc:  # still serve the process's own metrics
+        log.warning("cannot read queue stats for /metrics: %s", exc)
+    return Response(svc.metrics.render(), media_type=CONTENT_TYPE)

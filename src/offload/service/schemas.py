@@ -1,0 +1,209 @@
+"""Wire models of the HTTP API (pydantic), separate from the core model.
+
+Times cross the wire as ISO 8601 strings in UTC. A job's tenant, lease token, meta and
+idempotency key are never sent back.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from offload.core.job import JobRecord, QueueStats, Transition, WorkerInfo
+from offload.core.states import Reason, State
+from offload.core.task import ExecutorKind, TaskSpec
+
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^\S+$")]
+#: Far enough for any real schedule, near enough for every backend's number types.
+MAX_SECONDS = 10 * 365 * 24 * 3600.0
+MAX_EPOCH = 253402300799.0  # 9999-12-31T23:59:59Z
+
+
+def at(ts: float) -> datetime:
+    """Epoch seconds as an aware UTC datetime."""
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def maybe_at(ts: float | None) -> datetime | None:
+    return None if ts is None else at(ts)
+
+
+class SubmitRequest(BaseModel):
+    """A job to submit: a registered task and its JSON arguments."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    task: Name = Field(description="name of a registered task (see GET /v1/tasks)")
+    args: list[Any] = Field(default_factory=list, description="positional arguments")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments")
+    queue: Name | None = Field(None, description="overrides the task's queue")
+    priority: int | None = Field(
+        None, ge=-(2**31), le=2**31 - 1, description="higher runs first; default: the task's"
+    )
+    delay: float | None = Field(None, ge=0, le=MAX_SECONDS, description="seconds to wait")
+    run_at: datetime | Annotated[float, Field(ge=0, le=MAX_EPOCH)] | None = Field(
+        None, description="when to run: ISO 8601 (UTC if no offset) or epoch seconds"
+    )
+    concurrency_key: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        None, description="jobs sharing a key count against its concurrency cap"
+    )
+
+    def run_at_epoch(self) -> float | None:
+        if isinstance(self.run_at, datetime):
+            when = self.run_at if self.run_at.tzinfo else self.run_at.replace(tzinfo=UTC)
+            return when.timestamp()
+        return self.run_at
+
+
+class JobOut(BaseModel):
+    """A job as the API shows it."""
+
+    id: str
+    task: str
+    queue: str
+    status: State
+    args: list[Any]
+    kwargs: dict[str, Any]
+    priority: int
+    attempts: int
+    progress: float | None
+    progress_message: str | None
+    result: Any
+    error: dict[str, Any] | None
+    cancel_requested: bool
+    retry_of: str | None = Field(None, description="the job this one retries, if any")
+    created_at: datetime
+    run_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, r: JobRecord) -> JobOut:
+        retry_of = r.meta.get("retry_of")
+        return cls(
+            id=r.id, task=r.task, queue=r.queue, status=r.status, args=r.args, kwargs=r.kwargs,
+            priority=r.priority, attempts=r.attempts, progress=r.progress,
+            progress_message=r.progress_message, result=r.result, error=r.error,
+            cancel_requested=r.cancel_requested,
+            retry_of=retry_of if isinstance(retry_of, str) else None,
+            created_at=at(r.created_at), run_at=at(r.run_at),
+            started_at=maybe_at(r.started_at), finished_at=maybe_at(r.finished_at),
+        )  # fmt: skip
+
+
+class JobPage(BaseModel):
+    """One page of jobs, newest first; pass ``next_cursor`` as ``cursor`` for the next."""
+
+    jobs: list[JobOut]
+    next_cursor: str | None
+
+
+class TransitionOut(BaseModel):
+    """One recorded state change."""
+
+    at: datetime
+    from_status: State | None
+    to_status: State
+    reason: Reason
+    attempt: int
+    token: int = Field(description="fencing token of the claim the change happened under")
+    worker_id: str | None
+    detail: str | None
+
+    @classmethod
+    def of(cls, t: Transition) -> TransitionOut:
+        return cls(
+            at=at(t.at), from_status=t.from_status, to_status=t.to_status, reason=t.reason,
+            attempt=t.attempt, token=t.token, worker_id=t.worker_id, detail=t.detail,
+        )  # fmt: skip
+
+
+class History(BaseModel):
+    job_id: str
+    transitions: list[TransitionOut]
+
+
+class TaskOut(BaseModel):
+    """A registered task and the JSON schema of its arguments."""
+
+    name: str
+    queue: str
+    executor: ExecutorKind
+    retries: int
+    timeout: float | None
+    priority: int
+    arguments: dict[str, Any] = Field(description="JSON schema of the task's parameters")
+
+    @classmethod
+    def of(cls, spec: TaskSpec) -> TaskOut:
+        return cls(
+            name=spec.name, queue=spec.queue, executor=spec.executor,
+            retries=spec.retry.retries, timeout=spec.timeout, priority=spec.priority,
+            arguments=spec.arguments_schema(),
+        )  # fmt: skip
+
+
+class TaskList(BaseModel):
+    tasks: list[TaskOut]
+
+
+class QueueOut(BaseModel):
+    """Job counts of one queue by state (every state present, zero included)."""
+
+    name: str
+    counts: dict[State, int]
+    total: int
+
+    @classmethod
+    def of(cls, q: QueueStats) -> QueueOut:
+        counts = {state: q.count(state) for state in State}
+        return cls(name=q.queue, counts=counts, total=sum(counts.values()))
+
+
+class QueueList(BaseModel):
+    queues: list[QueueOut]
+
+
+class WorkerOut(BaseModel):
+    """A live worker process, as of its last heartbeat."""
+
+    id: str
+    name: str
+    host: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    started_at: datetime
+    last_seen: datetime
+    running: int
+    processed: int
+
+    @classmethod
+    def of(cls, w: WorkerInfo) -> WorkerOut:
+        return cls(
+            id=w.id, name=w.name, host=w.host, pid=w.pid, queues=list(w.queues),
+            concurrency=w.concurrency, started_at=at(w.started_at), last_seen=at(w.last_seen),
+            running=w.running, processed=w.processed,
+        )  # fmt: skip
+
+
+class WorkerList(BaseModel):
+    workers: list[WorkerOut]
+
+
+class Health(BaseModel):
+    status: str = Field(description='"ok" when healthy')
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable machine-readable code, e.g. unknown_task")
+    message: str = Field(description="what went wrong and what to do, for a person")
+    details: dict[str, Any]
+
+
+class ErrorOut(BaseModel):
+    """The shape of every error answer."""
+
+    error: ErrorDetail
