@@ -244,14 +244,17 @@ class App:
     def cancel(self, job_id: str) -> Job:
         return self.run_sync(self.acancel(job_id))
 
-    async def aretry(self, job_id: str) -> Job:
-        """Run a failed or cancelled job again, as a new job that points back to it."""
+    async def aretry(self, job_id: str, *, meta: dict[str, Any] | None = None) -> Job:
+        """Run a failed or cancelled job again, as a new job that points back to it.
+
+        ``meta`` entries (say a new ``request_id``) are laid over the old job's meta.
+        """
         old = await self.aget_record(job_id)
         if old.status not in (State.FAILED, State.CANCELLED):
             raise InvalidTransition(job_id, old.status.value, "retried (only failed or cancelled)")
         options = SubmitOptions(queue=old.queue, priority=old.priority, tenant=old.tenant,
                                 concurrency_key=old.concurrency_key,
-                                meta={**old.meta, "retry_of": old.id})  # fmt: skip
+                                meta={**old.meta, **(meta or {}), "retry_of": old.id})  # fmt: skip
         return await self.asubmit_name(old.task, old.args, old.kwargs, options)
 
     def retry(self, job_id: str) -> Job:

@@ -95,3 +95,13 @@ def test_registry_resolves_only_registered_names() -> None:
         registry.get("os.system")
     with pytest.raises(ValueError, match="already registered"):
         registry.add(TaskSpec(func=agen, name="ship", executor="async"))
+
+
+def test_signature_errors_name_the_argument() -> None:
+    spec = TaskSpec(func=ship, name="ship")
+    with pytest.raises(InvalidArguments) as missing:
+        spec.encode_arguments((), {"when": "2026-01-01T00:00:00"})
+    assert missing.value.argument == "to"
+    with pytest.raises(InvalidArguments) as unexpected:
+        spec.encode_arguments(({"street": "x", "number": 1}, "2026-01-01T00:00:00"), {"colour": 1})
+    assert unexpected.value.argument == "colour"

@@ -70,6 +70,7 @@ async def test_bad_argument_is_422_naming_the_argument(svc: Service) -> None:
     missing = await svc.client.post("/v1/jobs", json={"task": "add"}, headers=ACME_SUBMIT)
     assert missing.status_code == 422
     assert "missing a required argument" in missing.json()["error"]["message"]
+    assert missing.json()["error"]["details"]["argument"] == "a"
 
 
 async def test_body_schema_errors_are_422(svc: Service) -> None:

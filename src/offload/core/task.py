@@ -17,6 +17,7 @@ from offload.core.retry import RetryPolicy
 from offload.errors import InvalidArguments, SerializationError
 
 ExecutorKind = Literal["async", "thread", "process"]
+_VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 EXECUTOR_KINDS: tuple[ExecutorKind, ...] = ("async", "thread", "process")
 
 
@@ -81,7 +82,19 @@ class TaskSpec:
         try:
             return self.signature.bind(*args, **kwargs)
         except TypeError as exc:
-            raise InvalidArguments(self.name, str(exc)) from None
+            raise InvalidArguments(
+                self.name, str(exc), argument=self._culprit(len(args), kwargs)
+            ) from None
+
+    def _culprit(self, positional: int, kwargs: dict[str, Any]) -> str | None:
+        """The first missing or unexpected argument's name, when there is one to name."""
+        params = self.signature.parameters
+        named = [p for p in params.values() if p.kind not in _VARIADIC]
+        given = {p.name for p in named[:positional]} | set(kwargs)
+        missing = [p.name for p in named if p.default is p.empty and p.name not in given]
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        unexpected = [] if takes_any else [k for k in kwargs if k not in params]
+        return (missing + unexpected + [None])[0]
 
     def encode_arguments(
         self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]

@@ -117,10 +117,12 @@ async def cancel_job(job_id: str, svc: Service, caller: Admin) -> JobOut:
 @router.post(
     "/jobs/{job_id}/retry", status_code=202, responses={**_AUTH, **_NOT_FOUND, **_CONFLICT}
 )
-async def retry_job(job_id: str, response: Response, svc: Service, caller: Admin) -> JobOut:
+async def retry_job(
+    job_id: str, request: Request, response: Response, svc: Service, caller: Admin
+) -> JobOut:
     """Run a failed or cancelled job again, as a new job (its ``retry_of`` names the old)."""
     await own_job(svc, caller, job_id)
-    job = await svc.app.aretry(job_id)
+    job = await svc.app.aretry(job_id, meta={"request_id": request_id_of(request.scope)})
     svc.metrics.jobs_submitted.labels(job.record.task).inc()
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobOut.of(job.record)
