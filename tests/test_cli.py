@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -124,33 +126,41 @@ def test_worker_command_runs_jobs_and_stops_on_sigterm(project: Path) -> None:
     assert "received SIGTERM" in err
 
 
-@pytest.mark.slow
-def test_supervised_workers_stop_when_their_supervisor_dies(project: Path) -> None:
+@dataclass
+class Supervised:
+    """A real ``offload worker --processes 2`` and the pids of its two worker processes."""
+
+    supervisor: subprocess.Popen[bytes]
+    log: Path
+    children: list[int]
+
+    def wait_for(self, text: str, count: int = 1, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while self.log.read_text().count(text) < count:
+            assert time.monotonic() < deadline, self.log.read_text()
+            time.sleep(0.02)
+
+
+@pytest.fixture
+def supervised(project: Path) -> Iterator[Supervised]:
     env = {**os.environ, "PYTHONPATH": str(project), "OFFLOAD_SHUTDOWN_GRACE": "1"}
     log = project / "supervisor.log"
     with log.open("wb") as out:
-        supervisor = subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "offload", "worker", "cliapp:app", "--processes", "2"],
             cwd=project, env=env, stderr=out,
         )  # fmt: skip
-    children: list[int] = []
+    running = Supervised(proc, log, [])
     try:
-        deadline = time.monotonic() + 20
-        while log.read_text().count(" serving ") < 2:
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
-        children = [int(m) for m in re.findall(r"started worker process (\d+)", log.read_text())]
-        assert len(children) == 2
-        supervisor.kill()
-        supervisor.wait(5)
-        deadline = time.monotonic() + 10
-        while any(_alive(pid) for pid in children):
-            assert time.monotonic() < deadline, "orphaned workers kept running"
-            time.sleep(0.05)
+        running.wait_for(" serving ", count=2)
+        running.children = [
+            int(m) for m in re.findall(r"started worker process (\d+)", log.read_text())
+        ]
+        yield running
     finally:
-        supervisor.kill()
-        supervisor.wait(5)
-        for pid in children:
+        proc.kill()
+        proc.wait(5)
+        for pid in running.children:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
@@ -164,32 +174,22 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
-def test_a_stop_signal_during_a_restart_delay_is_not_lost(project: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(project), "OFFLOAD_SHUTDOWN_GRACE": "1"}
-    log = project / "supervisor.log"
-    with log.open("wb") as out:
-        supervisor = subprocess.Popen(
-            [sys.executable, "-m", "offload", "worker", "cliapp:app", "--processes", "2"],
-            cwd=project, env=env, stderr=out,
-        )  # fmt: skip
-    children: list[int] = []
-    try:
-        deadline = time.monotonic() + 20
-        while log.read_text().count(" serving ") < 2:
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
-        children = [int(m) for m in re.findall(r"started worker process (\d+)", log.read_text())]
-        os.kill(children[0], signal.SIGKILL)
-        while "restarting in" not in log.read_text():
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.02)
-        supervisor.terminate()  # while it waits to restart the dead worker
-        assert supervisor.wait(10) == 0
-        assert len(re.findall(r"started worker process", log.read_text())) == 2  # no restart
-        assert not _alive(children[1])
-    finally:
-        supervisor.kill()
-        supervisor.wait(5)
-        for pid in children:
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
+def test_supervised_workers_stop_when_their_supervisor_dies(supervised: Supervised) -> None:
+    assert len(supervised.children) == 2
+    supervised.supervisor.kill()
+    supervised.supervisor.wait(5)
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in supervised.children):
+        assert time.monotonic() < deadline, "orphaned workers kept running"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_stop_signal_during_a_restart_delay_is_not_lost(supervised: Supervised) -> None:
+    os.kill(supervised.children[0], signal.SIGKILL)
+    supervised.wait_for("restarting in")
+    supervised.supervisor.terminate()  # while it waits to restart the dead worker
+    assert supervised.supervisor.wait(10) == 0
+    log = supervised.log.read_text()
+    assert len(re.findall(r"started worker process", log)) == 2  # no restart
+    assert not _alive(supervised.children[1])
