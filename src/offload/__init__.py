@@ -30,6 +30,7 @@ from offload.errors import (
     TaskNotFound,
     WaitTimeout,
 )
+from offload.http_client import APIError, AsyncHTTPClient, HTTPClient
 from offload.jobs import Job
 from offload.settings import Settings
 from offload.worker.context import JobContext, current
@@ -39,11 +40,14 @@ from offload.worker.worker import Worker
 __version__ = "0.1.0"
 
 __all__ = [
+    "APIError",
     "App",
+    "AsyncHTTPClient",
     "BackendError",
     "BackendUnavailable",
     "Cancelled",
     "ConfigurationError",
+    "HTTPClient",
     "IdempotencyConflict",
     "InvalidArguments",
     "InvalidTransition",

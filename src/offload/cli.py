@@ -9,10 +9,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from offload import console
 from offload.client import App, SubmitOptions
 from offload.core.states import State
-from offload.errors import JobError, OffloadError, WaitTimeout
+from offload.errors import ConfigurationError, JobError, OffloadError, WaitTimeout
 from offload.loader import load_app
 from offload.logs import configure_logging
 from offload.settings import Settings
@@ -94,6 +96,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     _backend_options(p)
     p.set_defaults(func=_jobs)
+
+    p = sub.add_parser("loadtest", help="submit many jobs to an API and report the latency")
+    p.add_argument("url", metavar="URL", help="the API's base URL, e.g. http://127.0.0.1:8000")
+    p.add_argument("--task", default="send_email", help="task to submit (default send_email)")
+    p.add_argument("--args", default='["a@example.com", "hi"]', help="JSON array of arguments")
+    p.add_argument("-n", type=int, default=1000, help="jobs to submit (default 1000)")
+    p.add_argument("-c", type=int, default=50, help="requests in flight (default 50)")
+    p.add_argument("--duration", type=float, default=60.0, help="stop after this many seconds")
+    p.add_argument("--token", help="bearer token of a role that may submit")
+    p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback URL")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_loadtest)
     return parser
 
 
@@ -213,6 +227,20 @@ def _jobs(ns: argparse.Namespace) -> int:
     with _app_for(ns) as app:
         jobs = app.jobs(status=ns.status, task=ns.task, queue=ns.queue, limit=ns.limit)
     console.show_table([j.record for j in jobs], as_json=ns.json)
+    return 0
+
+
+def _loadtest(ns: argparse.Namespace) -> int:
+    from offload import loadtest
+
+    args = console.parse_value(ns.args)
+    if not isinstance(args, list):
+        raise ConfigurationError(f"--args must be a JSON array, not {ns.args!r}")
+    report = asyncio.run(loadtest.run(
+        ns.url, task=ns.task, args=args, n=ns.n, concurrency=ns.c, duration=ns.duration,
+        token=ns.token, allow_remote=ns.allow_remote, progress=loadtest.progress_bar(),
+    ))  # fmt: skip
+    print(orjson.dumps(report.as_dict()).decode() if ns.json else report.table())
     return 0
 
 
