@@ -25,6 +25,9 @@ _Item = tuple[Op, asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 
 MAX_BATCH = 512
 LOCK_RETRY_DEADLINE = 30.0
+#: Waits between attempts to take the write lock: short, since a holder's transaction is short.
+LOCK_PAUSE_MIN = 0.0002
+LOCK_PAUSE_MAX = 0.005
 
 
 def is_busy(exc: BaseException) -> bool:
@@ -125,7 +128,7 @@ class SQLiteThread:
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
         deadline = time.monotonic() + LOCK_RETRY_DEADLINE
-        pause = 0.001
+        pause = LOCK_PAUSE_MIN
         while True:
             try:
                 outcomes = self._transaction(conn, batch)
@@ -134,7 +137,7 @@ class SQLiteThread:
                     conn.execute("ROLLBACK")
                 if is_busy(exc) and time.monotonic() < deadline:
                     time.sleep(pause)
-                    pause = min(pause * 2, 0.05)
+                    pause = min(pause * 1.5, LOCK_PAUSE_MAX)
                     continue
                 error = translate(exc)
                 for _, loop, fut in batch:

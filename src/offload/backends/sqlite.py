@@ -73,7 +73,9 @@ class SQLiteBackend:
         self.poll_interval = poll_interval
         self.clock = clock or SystemClock()
         self.max_losses = max_losses
-        self._writer = SQLiteThread("offload-sqlite-writer", self._connect, transactional=True)
+        self._writer = SQLiteThread(
+            "offload-sqlite-writer", self._connect_writer, transactional=True
+        )
         self._reader = SQLiteThread("offload-sqlite-reader", self._connect, transactional=False)
         self._wake_conn: sqlite3.Connection | None = None
         self._opened = False
@@ -124,6 +126,14 @@ class SQLiteBackend:
                 raise ConfigurationError(
                     f"cannot open SQLite database {self.path!r}: {exc}"
                 ) from None
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        # The writer waits for the write lock in its own loop, in steps of a fraction of a
+        # millisecond: SQLite's built-in busy handler sleeps up to 100 ms at a time, which would
+        # become the latency of every submit whenever another process holds the lock.
+        conn = self._connect()
+        conn.execute("PRAGMA busy_timeout = 0")
+        return conn
 
     def _create_schema(self) -> None:
         conn = self._connect()

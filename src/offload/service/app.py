@@ -16,6 +16,7 @@ from offload.errors import BackendUnavailable
 from offload.service import routes_jobs, routes_ops
 from offload.service.auth import TokenTable
 from offload.service.config import ServiceConfig
+from offload.service.dashboard import router as dashboard
 from offload.service.deps import ServiceState
 from offload.service.errors import install_error_handlers
 from offload.service.metrics import Metrics
@@ -70,7 +71,7 @@ def create_app(
     )
     api.state.service = state
     install_error_handlers(api, retry_after=config.unavailable_retry_after)
-    routers = (routes_jobs.router, routes_ops.router, routes_ops.probes)
+    routers = (routes_jobs.router, routes_ops.router, routes_ops.probes, dashboard)
     for router in routers:
         api.include_router(router)
     # Requests refused by middleware never reach the router: match them here for metrics.

@@ -16,9 +16,9 @@ class ServiceConfig:
     #: largest request body accepted, in bytes (413 beyond it)
     max_body_bytes: int = MIB
     #: requests per second each tenant may make on average (429 beyond it)
-    rate_limit: float = 100.0
+    rate_limit: float = 1000.0
     #: requests a tenant may make at once after a quiet period (the token bucket's size)
-    rate_burst: int = 200
+    rate_burst: int = 2000
     #: seconds between backend reads while a Server-Sent Events stream follows a job
     events_poll: float = 0.2
     #: seconds between keep-alive comments on an idle Server-Sent Events stream

@@ -1,0 +1,168 @@
+"""The dashboard at ``/``: static files with a strict CSP, and a real browser run over it."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+
+import httpx
+import pytest
+from servicekit import Service
+
+from offload.service.dashboard import CSP
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+XSS = "<script>window.__pwned=1</script>"
+
+
+def assert_hardened(response: httpx.Response) -> None:
+    assert response.headers["content-security-policy"] == CSP
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_index_is_html_with_a_strict_csp(anon: Service) -> None:
+    response = await anon.client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert_hardened(response)
+    assert CSP == (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+    assert '<script src="/dashboard/app.js"' in response.text
+    assert "<script>" not in response.text  # no inline script: the CSP would refuse it
+
+
+@pytest.mark.parametrize(
+    ("name", "content_type"),
+    [("app.js", "text/javascript; charset=utf-8"), ("style.css", "text/css; charset=utf-8")],
+)
+async def test_static_files_have_their_types_and_the_csp(
+    anon: Service, name: str, content_type: str
+) -> None:
+    response = await anon.client.get(f"/dashboard/{name}")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == content_type
+    assert_hardened(response)
+    assert response.content
+
+
+async def test_unknown_static_file_is_404(anon: Service) -> None:
+    for path in ("/dashboard/nope.js", "/dashboard/..%2Fapp.py", "/dashboard/__init__.py"):
+        response = await anon.client.get(path)
+        assert response.status_code == 404, path
+        assert response.json()["error"]["code"] == "not_found"
+
+
+async def test_dashboard_needs_no_token_but_the_api_does(svc: Service) -> None:
+    assert (await svc.client.get("/")).status_code == 200
+    assert (await svc.client.get("/dashboard/app.js")).status_code == 200
+    assert (await svc.client.get("/v1/jobs")).status_code == 401
+
+
+def test_the_page_never_uses_inner_html() -> None:
+    source = resources.files("offload.service.dashboard").joinpath("app.js").read_text()
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert sink not in source
+
+
+# ---- a real browser ---------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    """``offload up`` on a free port with a fresh SQLite file; SIGINT and wait at the end."""
+    port = free_port()
+    env = {**os.environ, "OFFLOAD_BACKEND": f"sqlite:///{tmp_path}/offload.db"}
+    log = tmp_path / "up.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "offload", "up", "--port", str(port)],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield base
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.fixture
+def browser_available() -> None:
+    """Skip (before starting a server) when Chromium or Playwright is missing."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no {CHROMIUM}: install it with `apt-get install -y chromium`")
+    if importlib.util.find_spec("playwright") is None:
+        pytest.skip("no playwright module: install it with `pip install playwright`")
+
+
+@pytest.mark.slow
+def test_browser_follows_a_job_and_shows_its_data_as_text(
+    browser_available: None, server: str
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    text = f"{XSS} hello from the browser test"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(server + "/")
+            expect(page.locator("#workers tbody")).to_contain_text("up")
+            created = httpx.post(
+                f"{server}/v1/jobs", json={"task": "summarize", "args": [text]}, timeout=5
+            )
+            assert created.status_code == 202, created.text
+            job_id = created.json()["id"]
+            row = page.locator(f'#jobs tbody tr[data-id="{job_id}"]')
+            row.click(timeout=10_000)  # waits for the 2 s refresh to bring the row
+            expect(page.locator("#job-id")).to_have_text(job_id)
+            expect(page.locator("#job-percent")).to_have_text("100%", timeout=15_000)
+            expect(page.locator("#job-status")).to_have_text("succeeded")
+            expect(page.locator("#job-args")).to_contain_text(text)
+            expect(page.locator("#history tbody")).to_contain_text("succeeded")
+            expect(row).to_contain_text(XSS)
+            assert page.evaluate("typeof window.__pwned") == "undefined"
+            assert page.locator("#job script").count() == 0
+            # a refused action shows the API's message (the button is disabled: force it)
+            assert page.locator("#retry").is_disabled()
+            page.evaluate("document.querySelector('#retry').disabled = false")
+            page.locator("#retry").click()
+            expect(page.locator("#job-message")).to_contain_text("cannot become retried")
+            assert errors == []
+        finally:
+            browser.close()
