@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
 import pytest
 
 from offload.settings import Settings
+from upkit import RunningUp, free_port
 
 
 @pytest.fixture
@@ -19,3 +28,35 @@ def fast_settings(tmp_path: object) -> Settings:
         idle_wait=0.2,
         concurrency=4,
     )
+
+
+@pytest.fixture
+def offload_up(tmp_path: Path) -> Iterator[RunningUp]:
+    """``offload up`` on a free port with a fresh SQLite file, ready; stopped at the end."""
+    port = free_port()
+    env = {**os.environ, "OFFLOAD_BACKEND": f"sqlite:///{tmp_path}/offload.db"}
+    log = tmp_path / "up.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "offload", "up", "--port", str(port)],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    running = RunningUp(proc, f"http://127.0.0.1:{port}", log)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{running.base}/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield running
+        if proc.poll() is None:
+            running.stop()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)

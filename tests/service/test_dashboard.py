@@ -3,13 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -18,6 +11,7 @@ import pytest
 from servicekit import Service
 
 from offload.service.dashboard import CSP
+from upkit import RunningUp
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -81,42 +75,10 @@ def test_the_page_never_uses_inner_html() -> None:
 # ---- a real browser ---------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
-    """``offload up`` on a free port with a fresh SQLite file; SIGINT and wait at the end."""
-    port = free_port()
-    env = {**os.environ, "OFFLOAD_BACKEND": f"sqlite:///{tmp_path}/offload.db"}
-    log = tmp_path / "up.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "offload", "up", "--port", str(port)],
-            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        yield base
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(20) == 0, log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
+def server(offload_up: RunningUp) -> str:
+    """The base URL of a real ``offload up`` (see tests/conftest.py)."""
+    return offload_up.base
 
 
 @pytest.fixture
