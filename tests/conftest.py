@@ -13,7 +13,15 @@ import httpx
 import pytest
 
 from offload.settings import Settings
+from rediskit import drop_test_namespaces
 from upkit import RunningUp, free_port
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_redis_test_namespaces() -> Iterator[None]:
+    """Tests make Redis namespaces as they go; remove them all when the session ends."""
+    yield
+    drop_test_namespaces()
 
 
 @pytest.fixture

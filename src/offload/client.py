@@ -115,7 +115,9 @@ class App:
     # -- backend access ------------------------------------------------------------------------
     def new_backend(self) -> Backend:
         """A fresh, unopened backend for this app (the shared object if one was given)."""
-        return self._shared if self._shared is not None else open_backend(self.settings.backend)
+        if self._shared is not None:
+            return self._shared
+        return open_backend(self.settings.backend, strict=self.settings.strict)
 
     async def backend(self) -> Backend:
         """The opened backend bound to the running event loop."""

@@ -38,6 +38,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     tokens: str | None = None
+    #: refuse to start when the backend's server may lose acknowledged jobs (Redis: eviction
+    #: on, or persistence off); otherwise that is logged as a warning
+    strict: bool = False
 
     def __post_init__(self) -> None:
         if self.lease_seconds <= 0 or self.renew_interval < 0 or self.reap_interval < 0:

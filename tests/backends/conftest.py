@@ -15,6 +15,7 @@ import pytest
 from offload.backends.base import Backend
 from offload.backends.memory import MemoryBackend
 from offload.core.clock import ManualClock
+from rediskit import redis_namespace_url
 
 BackendFactory = Callable[[Path, ManualClock], Backend]
 
@@ -30,10 +31,17 @@ def _sqlite(workdir: Path, clock: ManualClock) -> Backend:
     return SQLiteBackend(str(workdir / "jobs.db"), clock=clock)
 
 
+def _redis(workdir: Path, clock: ManualClock) -> Backend:
+    from offload.backends.redis import RedisBackend
+
+    return RedisBackend(redis_namespace_url(), clock=clock)
+
+
 #: Every backend the contract suite and the model test run against. Add a kind here.
 BACKENDS: dict[str, BackendFactory] = {
     "memory": _memory,
     "sqlite": _sqlite,
+    "redis": _redis,
 }
 
 

@@ -13,6 +13,7 @@ import pytest
 
 import offload
 from offload.backends.memory import MemoryBackend
+from rediskit import redis_namespace_url
 from offload.core.clock import ManualClock
 from offload.core.ids import new_job_id
 from offload.core.job import NewJob
@@ -21,12 +22,14 @@ from offload.settings import Settings
 State = offload.State
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 async def app(
     request: pytest.FixtureRequest, tmp_path: Path, fast_settings: Settings
 ) -> AsyncIterator[offload.App]:
     if request.param == "memory":
         app = offload.App(MemoryBackend(), settings=fast_settings)
+    elif request.param == "redis":
+        app = offload.App(settings=fast_settings.with_(backend=redis_namespace_url()))
     else:
         app = offload.App(settings=fast_settings.with_(backend=f"sqlite:///{tmp_path}/jobs.db"))
     yield app

@@ -10,11 +10,13 @@ from offload.errors import ConfigurationError
 __all__ = ["Backend", "open_backend"]
 
 
-def open_backend(url: str, *, clock: Clock | None = None) -> Backend:
+def open_backend(url: str, *, clock: Clock | None = None, strict: bool = False) -> Backend:
     """Build (not yet connect) the backend a URL names.
 
     - ``sqlite:///relative.db``, ``sqlite:////abs/path.db``; option ``?synchronous=normal``
-    - ``redis://host:6379/0`` (needs ``pip install 'offload[redis]'``)
+    - ``redis://host:6379/0`` (needs ``pip install 'offload[redis]'``); options ``?prefix=`` (a
+      namespace, default ``offload``) and ``?strict=true`` (as ``strict`` here: refuse a server
+      that may lose jobs, instead of warning)
     - ``memory://`` (a new, private in-process store)
     """
     parsed = parse_url(url)
@@ -27,9 +29,13 @@ def open_backend(url: str, *, clock: Clock | None = None) -> Backend:
 
         return MemoryBackend(clock=clock)
     if parsed.scheme in ("redis", "rediss"):
-        raise ConfigurationError(
-            "the Redis backend is not available in this version; use sqlite:///path.db"
-        )
+        try:
+            from offload.backends.redis import RedisBackend
+        except ImportError:
+            raise ConfigurationError(
+                f"{url!r} needs the Redis client: pip install 'offload[redis]'"
+            ) from None
+        return RedisBackend.from_url(url, clock=clock, strict=strict)
     raise ConfigurationError(
         f"unsupported backend URL scheme {parsed.scheme!r} in {url!r}; "
         "use sqlite:///path.db, redis://host:6379/0 or memory://"

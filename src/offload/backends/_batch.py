@@ -1,0 +1,67 @@
+"""Group commit for network backends: concurrent calls share one round trip.
+
+While one batch is on its way to the server, new calls queue up; when it returns they all go
+together in the next one. A lone caller waits for nothing extra, and a busy process sends one
+request per round trip instead of one per call. Each call's item must be independent of the
+others in its batch (the flush function reports a result or an exception per item).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+I = TypeVar("I")  # noqa: E741 - an item of a batch
+R = TypeVar("R")
+
+Flush = Callable[[Sequence[I]], Awaitable[Sequence[R | BaseException]]]
+
+
+class Batcher(Generic[I, R]):
+    """Calls ``flush`` with the items of concurrent callers, at most ``max_items`` at a time.
+
+    One instance per event loop (the futures belong to the loop that made them).
+    """
+
+    def __init__(self, flush: Flush[I, R], *, max_items: int = 1000) -> None:
+        self._flush = flush
+        self._max_items = max_items
+        self._pending: list[tuple[I, asyncio.Future[R]]] = []
+        self._draining: asyncio.Task[None] | None = None
+
+    async def __call__(self, item: I) -> R:
+        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, fut))
+        if self._draining is None:
+            self._draining = asyncio.create_task(self._drain())
+        return await fut
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch = self._pending[: self._max_items]
+                del self._pending[: self._max_items]
+                try:
+                    results = await self._flush([item for item, _ in batch])
+                except BaseException as exc:  # the whole round trip failed: every caller hears
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                    continue
+                for (_, fut), result in zip(batch, results, strict=True):
+                    if fut.done():  # the caller gave up waiting
+                        continue
+                    if isinstance(result, BaseException):
+                        fut.set_exception(result)
+                    else:
+                        fut.set_result(result)
+        finally:
+            self._draining = None
+            for _, fut in self._pending:  # only after a cancellation: nobody will send these
+                if not fut.done():
+                    fut.set_exception(asyncio.CancelledError())
+            if self._pending:
+                self._pending.clear()

@@ -1,0 +1,539 @@
+"""The Redis backend's Lua scripts: every state transition is one script, run atomically.
+
+Each script gets one key, the namespace root ``{prefix}:`` (KEYS[1]); every key it touches is
+that root plus a suffix, so all of a namespace's keys share one hash tag (one Redis Cluster
+slot). ``ARGV[1]`` is the time to use, or ``""`` to take it from Redis ``TIME`` (production:
+leases and due times never depend on a worker's clock; tests pass a manual clock's time).
+
+Layout under the root ``R``:
+
+- ``R j:<id>``                 hash: the job's fields (absent field = None)
+- ``R h:<id>``                 list: the job's transitions after its submit, JSON arrays (the
+                               submit is implied by the job's created_at and submitted_as)
+- ``R q:<queue>:<priority>``   zset of ready jobs with no lost lease, score run_at
+- ``R qp:<queue>``             zset of the priorities that have ready jobs, score -priority
+- ``R s:<queue>``              zset of ready *suspects* (losses > 0), score run_at
+- ``R sched``                  zset of scheduled jobs, score run_at
+- ``R run``                    zset of running jobs, score lease_until
+- ``R counts``                 hash ``<queue>\\0<status>`` -> count
+- ``R i:all`` / ``i:st:<status>`` / ``i:tk:<task>`` / ``i:q:<queue>`` / ``i:tn:<tenant>``
+                               zsets for listing, score created_at
+- ``R idem:<tenant>\\0<key>``  string ``<job id>\\0<fingerprint>\\0<expires at>``
+- ``R w`` / ``R wseen`` / ``R wexp``  live workers: info JSON, last seen, expiry
+- channel ``R wake``           a queue name, published when that queue stops being empty
+
+Floats are written by passing Lua numbers to ``redis.call`` (exact round trip) and returned
+as ``%.17g`` strings; never through ``tostring`` or cjson, which keep 14 digits.
+"""
+
+from __future__ import annotations
+
+from offload.core.states import TRANSITIONS
+
+#: Most due scheduled jobs one claim promotes (the rest wait for the next claim).
+PROMOTE_BATCH = 1000
+#: Most suspects per queue one claim looks at.
+SUSPECT_SCAN = 100
+
+
+def _transitions_table() -> str:
+    rows = []
+    for source, targets in TRANSITIONS.items():
+        name = "new" if source is None else source.value
+        allowed = ", ".join(f"['{t.value}'] = true" for t in sorted(targets))
+        rows.append(f"['{name}'] = {{{allowed}}}")
+    return "{" + ", ".join(rows) + "}"
+
+
+PRELUDE = (
+    """
+local R = KEYS[1]
+local ALLOWED = """
+    + _transitions_table()
+    + """
+local function clock(arg)
+  if arg ~= nil and arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function fnum(x) return string.format('%.17g', x) end
+local function opt(s) if s == nil or s == '' then return nil end return string.sub(s, 2) end
+local function fields(id, ...)
+  return redis.call('HMGET', R .. 'j:' .. id, ...)
+end
+local function hist(id, at, from, to, reason, attempt, token, worker, detail)
+  redis.call('RPUSH', R .. 'h:' .. id, cjson.encode({fnum(at), from or false, to, reason,
+    tonumber(attempt), tonumber(token), worker or false, detail or false}))
+end
+-- Count, index and record a status change (from = nil for a new job).
+local function move(id, queue, created, from, to)
+  if not ALLOWED[from or 'new'][to] then
+    return redis.error_reply('offload: transition ' .. (from or 'new') .. ' -> ' .. to ..
+      ' of job ' .. id .. ' is not allowed')
+  end
+  if from then
+    redis.call('HINCRBY', R .. 'counts', queue .. '\\0' .. from, -1)
+    redis.call('ZREM', R .. 'i:st:' .. from, id)
+  end
+  redis.call('HINCRBY', R .. 'counts', queue .. '\\0' .. to, 1)
+  redis.call('ZADD', R .. 'i:st:' .. to, created, id)
+  redis.call('HSET', R .. 'j:' .. id, 'status', to)
+end
+-- Make a job claimable: innocents by priority, suspects apart. Wake idle workers when the
+-- queue had nothing ready before.
+local function enqueue(id, queue, prio, run_at, losses)
+  if tonumber(losses) > 0 then
+    redis.call('ZADD', R .. 's:' .. queue, run_at, id)
+    return
+  end
+  local qp = R .. 'qp:' .. queue
+  local was_empty = redis.call('EXISTS', qp) == 0
+  redis.call('ZADD', R .. 'q:' .. queue .. ':' .. prio, run_at, id)
+  redis.call('ZADD', qp, -tonumber(prio), prio)
+  if was_empty then redis.call('PUBLISH', R .. 'wake', queue) end
+end
+local function dequeue(id, queue, prio)
+  local qk = R .. 'q:' .. queue .. ':' .. prio
+  if redis.call('ZREM', qk, id) == 1 then
+    if redis.call('EXISTS', qk) == 0 then redis.call('ZREM', R .. 'qp:' .. queue, prio) end
+  else
+    redis.call('ZREM', R .. 's:' .. queue, id)
+  end
+end
+local function promote(now, batch)
+  local due = redis.call('ZRANGEBYSCORE', R .. 'sched', '-inf', now, 'LIMIT', 0, batch)
+  for _, id in ipairs(due) do
+    local f = fields(id, 'queue', 'priority', 'run_at', 'losses', 'created_at', 'attempts',
+      'token', 'worker_id')
+    redis.call('ZREM', R .. 'sched', id)
+    if f[1] then
+      redis.call('HSET', R .. 'j:' .. id, 'updated_at', now)
+      local err = move(id, f[1], f[5], 'scheduled', 'queued')
+      if err then return err end
+      enqueue(id, f[1], f[2], tonumber(f[3]), f[4] or 0)
+      hist(id, now, 'scheduled', 'queued', 'promoted', f[6], f[7], f[8], nil)
+    end
+  end
+end
+-- Does (id, token) hold a live lease? Returns the job's fields or nil.
+local LEASED = {'status', 'token', 'lease_until', 'queue', 'created_at', 'attempts',
+  'worker_id', 'cancel_requested', 'priority', 'losses'}
+local function holds(id, token, now)
+  local f = fields(id, unpack(LEASED))
+  if f[1] ~= 'running' or f[2] ~= token or tonumber(f[3]) <= now then return nil end
+  return f
+end
+-- A running job that would run again, but whose cancel was requested: cancel it instead.
+local function cancel_instead(id, f, now, detail)
+  local k = R .. 'j:' .. id
+  redis.call('HSET', k, 'finished_at', now, 'updated_at', now)
+  redis.call('HDEL', k, 'lease_until')
+  redis.call('ZREM', R .. 'run', id)
+  local err = move(id, f[4], f[5], 'running', 'cancelled')
+  if err then return err end
+  hist(id, now, 'running', 'cancelled', 'cancelled', f[6], f[2], f[7], detail)
+end
+"""
+)
+
+# ARGV: now, idempotency window, then one JSON array per group (one group per submit call,
+# each all-or-none) of jobs, each an array of 13 strings (see RedisBackend._submit_groups).
+# Reply: now, then per group {'conflict', key, job id} or {'ok', per job {'new', status, run_at}
+# or {'old', HGETALL...}}. Index and queue updates are collected and sent once per key.
+SUBMIT = """
+local now = clock(ARGV[1])
+local window = tonumber(ARGV[2])
+local out = {fnum(now)}
+local seen = {}  -- idempotency key -> {job id, fingerprint}, as stored by earlier groups
+local zadds, counts, ready = {}, {}, {}
+local function zadd(key, score, member)
+  local t = zadds[key]
+  if not t then t = {}; zadds[key] = t end
+  t[#t + 1] = score
+  t[#t + 1] = member
+end
+local function lookup(ik)
+  if seen[ik] then return seen[ik] end
+  local raw = redis.call('GET', ik)
+  if not raw then return nil end
+  local a, c = string.find(raw, '\\0', 1, true)
+  local rest = string.sub(raw, c + 1)
+  local d, e = string.find(rest, '\\0', 1, true)
+  if tonumber(string.sub(rest, e + 1)) <= now then return nil end
+  return {string.sub(raw, 1, a - 1), string.sub(rest, 1, d - 1)}
+end
+local function store(job)
+  local id, task, queue, prio, delay, run_at, key, _, ckey, tenant, args, kwargs, meta =
+    unpack(job)
+  local k = R .. 'j:' .. id
+  if redis.call('HSETNX', k, 'id', id) == 0 then  -- a resubmitted id: the job as stored
+    return {'old', unpack(redis.call('HGETALL', k))}
+  end
+  run_at = opt(run_at)
+  if run_at then run_at = tonumber(run_at) else run_at = now + math.max(0, tonumber(delay)) end
+  local status = 'queued'
+  if run_at > now then status = 'scheduled' end
+  redis.call('HSET', k, 'task', task, 'queue', queue, 'priority', prio, 'status', status,
+    'submitted_as', status, 'attempts', 0, 'losses', 0, 'token', 0, 'run_at', run_at,
+    'created_at', now, 'updated_at', now, 'tenant', tenant, 'args', args, 'kwargs', kwargs,
+    'meta', meta)
+  key, ckey = opt(key), opt(ckey)
+  if key then redis.call('HSET', k, 'idempotency_key', key) end
+  if ckey then redis.call('HSET', k, 'concurrency_key', ckey) end
+  for _, idx in ipairs({'i:all', 'i:tk:' .. task, 'i:q:' .. queue, 'i:tn:' .. tenant,
+                        'i:st:' .. status}) do
+    zadd(R .. idx, now, id)
+  end
+  local field = queue .. '\\0' .. status
+  counts[field] = (counts[field] or 0) + 1
+  if status == 'queued' then
+    zadd(R .. 'q:' .. queue .. ':' .. prio, run_at, id)
+    ready[queue] = ready[queue] or {}
+    ready[queue][prio] = true
+  else
+    zadd(R .. 'sched', run_at, id)
+  end
+  -- The submit's own history entry is implied by created_at and submitted_as.
+  return {'new', status, fnum(run_at)}
+end
+for g = 3, #ARGV do
+  local jobs = cjson.decode(ARGV[g])
+  -- Pass 1: resolve idempotency keys; write nothing yet.
+  local mine, plan, conflict = {}, {}, nil
+  for i, job in ipairs(jobs) do
+    local key = opt(job[7])
+    if key then
+      local ik = R .. 'idem:' .. job[10] .. '\\0' .. key
+      local entry = mine[ik] or lookup(ik)
+      if entry and entry[2] ~= job[8] then
+        conflict = {'conflict', key, entry[1]}
+        break
+      end
+      if entry then plan[i] = entry[1] else mine[ik] = {job[1], job[8]} end
+    end
+  end
+  if conflict then
+    out[#out + 1] = conflict
+  else
+    -- Pass 2: store the new jobs; a repeated key names the job stored first.
+    local group = {'ok'}
+    for i, job in ipairs(jobs) do
+      if plan[i] then
+        group[#group + 1] = {'old', unpack(redis.call('HGETALL', R .. 'j:' .. plan[i]))}
+      else
+        group[#group + 1] = store(job)
+      end
+    end
+    for ik, entry in pairs(mine) do
+      seen[ik] = entry
+      redis.call('SET', ik, entry[1] .. '\\0' .. entry[2] .. '\\0' .. fnum(now + window),
+        'PX', math.floor(window * 1000) + 60000)
+    end
+    out[#out + 1] = group
+  end
+end
+-- Apply the collected updates: a queue that had nothing ready wakes idle workers.
+local woke = {}
+for queue, _ in pairs(ready) do
+  woke[queue] = redis.call('EXISTS', R .. 'qp:' .. queue) == 0
+end
+for key, t in pairs(zadds) do
+  for i = 1, #t, 2000 do
+    redis.call('ZADD', key, unpack(t, i, math.min(i + 1999, #t)))
+  end
+end
+for field, n in pairs(counts) do redis.call('HINCRBY', R .. 'counts', field, n) end
+for queue, prios in pairs(ready) do
+  for prio, _ in pairs(prios) do
+    redis.call('ZADD', R .. 'qp:' .. queue, -tonumber(prio), prio)
+  end
+  if woke[queue] then redis.call('PUBLISH', R .. 'wake', queue) end
+end
+return out
+"""
+
+CLAIM = f"""
+local now = clock(ARGV[1])
+local worker, lease, limit, idle = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
+local err = promote(now, {PROMOTE_BATCH})
+if err then return err end
+local cands = {{}}
+local best = nil
+local function before(a, b)
+  if a.prio ~= b.prio then return a.prio > b.prio end
+  if a.run_at ~= b.run_at then return a.run_at < b.run_at end
+  return a.id < b.id
+end
+for i = 6, #ARGV, 2 do
+  local queue, cap = ARGV[i], tonumber(ARGV[i + 1])
+  local want = math.min(cap, limit)
+  if want > 0 then
+    local got = 0
+    for _, p in ipairs(redis.call('ZRANGE', R .. 'qp:' .. queue, 0, -1)) do
+      local ids = redis.call('ZRANGE', R .. 'q:' .. queue .. ':' .. p, 0, want - got - 1,
+        'WITHSCORES')
+      for j = 1, #ids, 2 do
+        cands[#cands + 1] = {{id = ids[j], run_at = tonumber(ids[j + 1]), prio = tonumber(p),
+          queue = queue, sprio = p}}
+      end
+      got = got + #ids / 2
+      if got >= want then break end
+    end
+    local sus = redis.call('ZRANGE', R .. 's:' .. queue, 0, {SUSPECT_SCAN - 1}, 'WITHSCORES')
+    for j = 1, #sus, 2 do
+      local run_at = tonumber(sus[j + 1])
+      if idle or run_at <= now - lease then
+        local p = fields(sus[j], 'priority')[1] or '0'
+        local c = {{id = sus[j], run_at = run_at, prio = tonumber(p), queue = queue, sprio = p}}
+        if best == nil or before(c, best) then best = c end
+      end
+    end
+  end
+end
+table.sort(cands, before)
+local picked = {{}}
+if best and (#cands == 0 or before(best, cands[1])) then
+  picked[1] = best
+else
+  for j = 1, math.min(limit, #cands) do picked[j] = cands[j] end
+end
+local out = {{}}
+local until_ = now + lease
+for _, c in ipairs(picked) do
+  local k = R .. 'j:' .. c.id
+  local token = redis.call('HINCRBY', k, 'token', 1)
+  local attempts = redis.call('HINCRBY', k, 'attempts', 1)
+  redis.call('HSET', k, 'worker_id', worker, 'lease_until', until_, 'started_at', now,
+    'updated_at', now)
+  redis.call('HDEL', k, 'progress', 'progress_message')
+  dequeue(c.id, c.queue, c.sprio)
+  redis.call('ZADD', R .. 'run', until_, c.id)
+  local e = move(c.id, c.queue, fields(c.id, 'created_at')[1], 'queued', 'running')
+  if e then return e end
+  hist(c.id, now, 'queued', 'running', 'claimed', attempts, token, worker, nil)
+  out[#out + 1] = redis.call('HGETALL', k)
+end
+return out
+"""
+
+RENEW = """
+local now = clock(ARGV[1])
+local extend = ARGV[2] ~= ''
+local until_ = nil
+if extend then until_ = now + tonumber(ARGV[2]) end
+local lost, cancel = {}, {}
+for i = 3, #ARGV, 2 do
+  local id = ARGV[i]
+  local f = holds(id, ARGV[i + 1], now)
+  if not f then
+    lost[#lost + 1] = id
+  else
+    if f[8] == '1' then cancel[#cancel + 1] = id end
+    if extend then
+      redis.call('HSET', R .. 'j:' .. id, 'lease_until', until_)
+      redis.call('ZADD', R .. 'run', until_, id)
+    end
+  end
+end
+return {lost, cancel}
+"""
+
+PROGRESS = """
+local now = clock(ARGV[1])
+local id = ARGV[2]
+if not holds(id, ARGV[3], now) then return 'lost' end
+local k = R .. 'j:' .. id
+local fraction, message = opt(ARGV[4]), opt(ARGV[5])
+redis.call('HDEL', k, 'progress', 'progress_message')
+redis.call('HSET', k, 'updated_at', now)
+if fraction then redis.call('HSET', k, 'progress', tonumber(fraction)) end
+if message then redis.call('HSET', k, 'progress_message', message) end
+return 'ok'
+"""
+
+# ARGV: now, cancel-instead detail, then ops (one per call): arg count, id, token, op, and
+# per op: finish -> target, reason, result, error, detail; retry -> retry_in, error, detail;
+# release -> nothing. Reply: per op {'lost'} or {'ok', HGETALL...}.
+FINISH = """
+local now = clock(ARGV[1])
+local instead = ARGV[2]
+local function finish(A)
+  local id, op = A[1], A[3]
+  local f = holds(id, A[2], now)
+  if not f then return {'lost'} end
+  local k = R .. 'j:' .. id
+  local queue, created = f[4], f[5]
+  if op == 'finish' then
+    local target, reason, result, error, detail = A[4], A[5], opt(A[6]), opt(A[7]), opt(A[8])
+    redis.call('HSET', k, 'finished_at', now, 'updated_at', now)
+    redis.call('HDEL', k, 'lease_until', 'result', 'error')
+    if result then redis.call('HSET', k, 'result', result) end
+    if error then redis.call('HSET', k, 'error', error) end
+    redis.call('ZREM', R .. 'run', id)
+    local err = move(id, queue, created, 'running', target)
+    if err then return err end
+    hist(id, now, 'running', target, reason, f[6], f[2], f[7], detail)
+  elseif f[8] == '1' then
+    local err = cancel_instead(id, f, now, instead)
+    if err then return err end
+  else
+    redis.call('ZREM', R .. 'run', id)
+    redis.call('HDEL', k, 'worker_id', 'lease_until')
+    if op == 'retry' then
+      local run_at = now + tonumber(A[4])
+      local target = 'queued'
+      if tonumber(A[4]) > 0 then target = 'scheduled' end
+      redis.call('HSET', k, 'run_at', run_at, 'error', A[5], 'updated_at', now)
+      local err = move(id, queue, created, 'running', target)
+      if err then return err end
+      if target == 'queued' then enqueue(id, queue, f[9], run_at, f[10])
+      else redis.call('ZADD', R .. 'sched', run_at, id) end
+      hist(id, now, 'running', target, 'retry', f[6], f[2], f[7], opt(A[6]))
+    else -- release: requeue at once and refund the attempt
+      redis.call('HSET', k, 'run_at', now, 'updated_at', now)
+      redis.call('HINCRBY', k, 'attempts', -1)
+      local err = move(id, queue, created, 'running', 'queued')
+      if err then return err end
+      enqueue(id, queue, f[9], now, f[10])
+      hist(id, now, 'running', 'queued', 'released', f[6], f[2], f[7], nil)
+    end
+  end
+  return {'ok', unpack(redis.call('HGETALL', k))}
+end
+local out = {}
+local pos = 3
+while pos <= #ARGV do
+  local n = tonumber(ARGV[pos])
+  local reply = finish({unpack(ARGV, pos + 1, pos + n)})
+  if reply.err then return reply end
+  out[#out + 1] = reply
+  pos = pos + 1 + n
+end
+return out
+"""
+
+CANCEL = """
+local now = clock(ARGV[1])
+local id = ARGV[2]
+local k = R .. 'j:' .. id
+local f = fields(id, 'status', 'queue', 'priority', 'created_at', 'attempts', 'token',
+  'worker_id')
+local status = f[1]
+if not status then return {'missing'} end
+if status == 'succeeded' or status == 'failed' or status == 'cancelled' then
+  return {'invalid', status}
+end
+redis.call('HSET', k, 'updated_at', now)
+if status == 'running' then
+  redis.call('HSET', k, 'cancel_requested', '1')
+else
+  if status == 'scheduled' then redis.call('ZREM', R .. 'sched', id)
+  else dequeue(id, f[2], f[3]) end
+  redis.call('HSET', k, 'finished_at', now)
+  local err = move(id, f[2], f[4], status, 'cancelled')
+  if err then return err end
+  hist(id, now, status, 'cancelled', 'cancelled', f[5], f[6], f[7], nil)
+end
+return {'ok', unpack(redis.call('HGETALL', k))}
+"""
+
+# ARGV: now, limit, max_losses, cancel-instead detail
+REAP = """
+local now = clock(ARGV[1])
+local max_losses = tonumber(ARGV[3])
+local expired = redis.call('ZRANGEBYSCORE', R .. 'run', '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(expired) do
+  local k = R .. 'j:' .. id
+  local f = fields(id, unpack(LEASED))
+  redis.call('ZREM', R .. 'run', id)
+  if f[1] == 'running' then
+    local losses = redis.call('HINCRBY', k, 'losses', 1)
+    if f[8] == '1' then
+      local err = cancel_instead(id, f, now, ARGV[4])
+      if err then return err end
+    elseif losses >= max_losses then
+      local message = string.format("the job's worker was lost %d times", losses)
+      redis.call('HSET', k, 'error', cjson.encode({type = 'WorkerLost', message = message}),
+        'finished_at', now, 'updated_at', now)
+      redis.call('HDEL', k, 'lease_until')
+      local err = move(id, f[4], f[5], 'running', 'failed')
+      if err then return err end
+      hist(id, now, 'running', 'failed', 'worker_lost', f[6], f[2], f[7], message)
+    else
+      redis.call('HSET', k, 'run_at', now, 'updated_at', now)
+      redis.call('HDEL', k, 'worker_id', 'lease_until')
+      local err = move(id, f[4], f[5], 'running', 'queued')
+      if err then return err end
+      enqueue(id, f[4], f[9], now, losses)
+      hist(id, now, 'running', 'queued', 'lease_expired', f[6], f[2], f[7], nil)
+    end
+  end
+end
+return #expired
+"""
+
+# ARGV: now, queues...  -> {innocent work ready (0/1), earliest due or '', now}
+READY = """
+local now = clock(ARGV[1])
+for i = 2, #ARGV do
+  if redis.call('EXISTS', R .. 'qp:' .. ARGV[i]) == 1 then return {1, '', fnum(now)} end
+end
+local due = redis.call('ZRANGE', R .. 'sched', 0, 0, 'WITHSCORES')
+if #due == 0 then return {0, '', fnum(now)} end
+return {0, due[2], fnum(now)}
+"""
+
+# ARGV: now, worker id, ttl, info JSON (without last_seen)
+HEARTBEAT = """
+local now = clock(ARGV[1])
+local id, ttl = ARGV[2], tonumber(ARGV[3])
+local gone = redis.call('ZRANGEBYSCORE', R .. 'wexp', '-inf', now, 'LIMIT', 0, 100)
+for _, old in ipairs(gone) do
+  redis.call('HDEL', R .. 'w', old)
+  redis.call('ZREM', R .. 'wseen', old)
+  redis.call('ZREM', R .. 'wexp', old)
+end
+if ttl <= 0 then
+  redis.call('HDEL', R .. 'w', id)
+  redis.call('ZREM', R .. 'wseen', id)
+  redis.call('ZREM', R .. 'wexp', id)
+else
+  redis.call('HSET', R .. 'w', id, ARGV[4])
+  redis.call('ZADD', R .. 'wseen', now, id)
+  redis.call('ZADD', R .. 'wexp', now + ttl, id)
+end
+return 'ok'
+"""
+
+# ARGV: now -> {now, id, info, last_seen, ...} of live workers
+WORKERS = """
+local now = clock(ARGV[1])
+local out = {fnum(now)}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', R .. 'wexp', '(' .. fnum(now), '+inf')) do
+  local info = redis.call('HGET', R .. 'w', id)
+  local seen = redis.call('ZSCORE', R .. 'wseen', id)
+  if info and seen then
+    out[#out + 1] = info
+    out[#out + 1] = seen
+  end
+end
+return out
+"""
+
+SCRIPTS: dict[str, str] = {
+    "submit": SUBMIT,
+    "claim": CLAIM,
+    "renew": RENEW,
+    "progress": PROGRESS,
+    "finish": FINISH,
+    "cancel": CANCEL,
+    "reap": REAP,
+    "ready": READY,
+    "heartbeat": HEARTBEAT,
+    "workers": WORKERS,
+}
+
+
+def script(name: str) -> str:
+    """The full source of one script: the shared prelude and its body."""
+    return PRELUDE + SCRIPTS[name]

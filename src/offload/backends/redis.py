@@ -1,0 +1,579 @@
+"""``redis://host:6379/0``: the distributed backend, for many workers on many machines.
+
+Every state transition is one Lua script (:mod:`offload.backends._redis_lua`), loaded once and
+re-loaded transparently after a Redis restart (redis-py's ``EVALSHA`` with ``NOSCRIPT``
+fallback). Times come from Redis ``TIME``; all keys share the hash tag ``{prefix}`` (one
+Cluster slot). Idle workers sleep on a pub/sub wake-up hint and always claim to find out.
+
+URL options (the rest go to redis-py): ``prefix`` (namespace, default ``offload``) and
+``strict`` (refuse to start when the server may lose jobs: eviction on, persistence off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar, cast
+
+import orjson
+import redis.asyncio as aioredis
+from redis import exceptions as rex
+from redis.asyncio.client import PubSub
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from offload.backends._batch import Batcher
+from offload.backends._common import decode_cursor, encode_cursor
+from offload.backends._redis_data import (
+    RedisURL,
+    job_from_hash,
+    opt,
+    pairs,
+    parse_redis_url,
+    transition_from_json,
+    worker_from_json,
+    worker_to_json,
+)
+from offload.backends._redis_lua import SCRIPTS, script
+from offload.backends.base import CANCEL_INSTEAD, DEFAULT_MAX_LOSSES, IDEMPOTENCY_WINDOW
+from offload.core.clock import Clock
+from offload.core.codec import dumps
+from offload.core.job import (
+    JobFilter,
+    JobRecord,
+    Lease,
+    NewJob,
+    Page,
+    QueueStats,
+    RenewResult,
+    Transition,
+    WorkerInfo,
+)
+from offload.core.states import Reason, State
+from offload.errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigurationError,
+    IdempotencyConflict,
+    InvalidTransition,
+    JobNotFound,
+    LeaseLost,
+)
+
+log = logging.getLogger("offload.backends.redis")
+T = TypeVar("T")
+
+MIN_VERSION = (6, 2)
+#: Most index entries one list_jobs call reads while filtering (then it returns a cursor).
+LIST_SCAN_BUDGET = 5000
+_warned: set[str] = set()  # server problems already logged by this process
+
+
+class RedisBackend:
+    """Jobs in one Redis (or one Redis Cluster slot), under a namespace prefix."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Clock | None = None,
+        max_losses: int = DEFAULT_MAX_LOSSES,
+        strict: bool = False,
+    ) -> None:
+        self.url = url
+        self.target: RedisURL = parse_redis_url(url)
+        self.strict = strict or self.target.strict
+        self.root = "{" + self.target.prefix + "}:"
+        self.clock = clock  # None: Redis TIME (production); a ManualClock in tests
+        self.max_losses = max_losses
+        self._client: aioredis.Redis | None = None
+        self._scripts: dict[str, Any] = {}
+        self._wake = asyncio.Event()
+        self._pubsub: PubSub | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._submits = Batcher(self._submit_groups)
+        self._moves = Batcher(self._move_many)
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, clock: Clock | None = None, strict: bool = False
+    ) -> RedisBackend:
+        return cls(url, clock=clock, strict=strict)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._client is not None:
+            return
+        try:
+            client = aioredis.Redis.from_url(
+                self.target.connect_url,
+                decode_responses=True,
+                socket_connect_timeout=5.0,
+                socket_timeout=15.0,
+                retry=Retry(NoBackoff(), 0),  # retries are ours: a claim must never run twice
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"invalid Redis URL for {self.target.shown}: {exc}") from None
+        try:
+            await self._check_server(client)
+        except BaseException:
+            await client.aclose()
+            raise
+        self._scripts = {name: client.register_script(script(name)) for name in SCRIPTS}
+        self._client = client
+
+    async def _check_server(self, client: aioredis.Redis) -> None:
+        where = self.target.shown
+        try:
+            info = await client.info()
+        except rex.AuthenticationError as exc:
+            if not self.target.has_password:
+                raise ConfigurationError(
+                    f"Redis at {where} needs a password; put it in the backend URL: "
+                    "redis://:password@host:6379/0"
+                ) from None
+            raise ConfigurationError(
+                f"Redis at {where} rejected the credentials ({exc}); fix the user/password in "
+                "the backend URL: redis://user:password@host:6379/0"
+            ) from None
+        except (rex.ConnectionError, rex.TimeoutError) as exc:
+            raise BackendUnavailable(
+                f"cannot reach Redis at {where} ({exc}); start redis-server there or fix the "
+                "backend URL (OFFLOAD_BACKEND)"
+            ) from None
+        except rex.ResponseError as exc:
+            if "NOAUTH" in str(exc):
+                raise ConfigurationError(
+                    f"Redis at {where} needs a password; put it in the backend URL: "
+                    "redis://:password@host:6379/0"
+                ) from None
+            raise BackendError(f"Redis at {where} refused INFO: {exc}") from None
+        version = str(info.get("redis_version", "0"))
+        numbers = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+        if numbers < MIN_VERSION:
+            raise ConfigurationError(
+                f"Redis at {where} is version {version}; offload needs Redis "
+                f"{'.'.join(map(str, MIN_VERSION))} or newer: upgrade the server"
+            )
+        problems = await _durability_problems(client, info)
+        if problems and self.strict:
+            raise ConfigurationError(
+                f"Redis at {where} may lose jobs: {'; '.join(problems)} (refusing to start: strict)"
+            )
+        for problem in problems:
+            if f"{where} {problem}" not in _warned:
+                _warned.add(f"{where} {problem}")
+                log.warning("Redis at %s may lose jobs: %s", where, problem)
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+            self._listener = None
+        if self._pubsub is not None:
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            self._pubsub = None
+        if client is not None:
+            await client.aclose()
+
+    async def ping(self) -> None:
+        await self._run(lambda c: c.ping(), retry=True)
+
+    async def now(self) -> float:
+        if self.clock is not None:
+            return self.clock.now()
+        seconds, micros = await self._run(lambda c: c.time(), retry=True)
+        return seconds + micros / 1e6
+
+    # -- plumbing ------------------------------------------------------------------------------
+    @property
+    def client(self) -> aioredis.Redis:
+        if self._client is None:
+            raise BackendError("the Redis backend is not open: call open() first")
+        return self._client
+
+    def _now_arg(self) -> str:
+        return "" if self.clock is None else repr(self.clock.now())
+
+    async def _run(
+        self, call: Callable[[aioredis.Redis], Awaitable[T]], *, retry: bool = False
+    ) -> T:
+        """Run one Redis call, mapping redis-py errors to offload's. ``retry``: the call is
+        safe to repeat, so a broken pooled connection (after a Redis restart) is retried once."""
+        client = self.client
+        for attempt in (1, 2):
+            try:
+                return await call(client)
+            except (rex.ConnectionError, rex.TimeoutError) as exc:
+                if retry and attempt == 1:
+                    continue
+                raise BackendUnavailable(
+                    f"Redis at {self.target.shown} is unavailable ({exc}); retry later"
+                ) from None
+            except rex.ResponseError as exc:
+                raise BackendError(
+                    f"Redis at {self.target.shown} refused a command: {exc}"
+                ) from None
+        raise AssertionError("unreachable")
+
+    async def _script(self, name: str, args: Sequence[Any], *, retry: bool = False) -> Any:
+        runner = self._scripts[name]
+        return await self._run(lambda c: runner(keys=[self.root], args=args, client=c), retry=retry)
+
+    # -- writes --------------------------------------------------------------------------------
+    async def submit(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
+        """Store one call's jobs, all or none; concurrent calls share one script run."""
+        if not jobs:
+            return []
+        return await self._submits(list(jobs))
+
+    async def _submit_groups(
+        self, groups: Sequence[list[NewJob]]
+    ) -> list[list[JobRecord] | BaseException]:
+        args: list[Any] = [self._now_arg(), repr(IDEMPOTENCY_WINDOW)]
+        encoded: list[list[tuple[bytes, bytes, bytes]]] = []
+        for jobs in groups:
+            rows = []
+            blobs_of_group = []
+            for job in jobs:
+                blobs = (dumps(job.args), dumps(job.kwargs), dumps(job.meta))
+                blobs_of_group.append(blobs)
+                rows.append((
+                    job.id, job.task, job.queue, str(int(job.priority)), repr(float(job.delay)),
+                    "" if job.run_at is None else "=" + repr(float(job.run_at)),
+                    opt(job.idempotency_key), job.fingerprint or "", opt(job.concurrency_key),
+                    job.tenant, blobs[0].decode(), blobs[1].decode(), blobs[2].decode(),
+                ))  # fmt: skip
+            args.append(orjson.dumps(rows))
+            encoded.append(blobs_of_group)
+        # Safe to repeat: an id that already exists is returned as stored.
+        reply = await self._script("submit", args, retry=True)
+        now = float(reply[0])
+        out: list[list[JobRecord] | BaseException] = []
+        for jobs, blobs_of_group, group in zip(groups, encoded, reply[1:], strict=True):
+            if group[0] == "conflict":
+                out.append(IdempotencyConflict(group[1], group[2]))
+                continue
+            records = []
+            for job, blobs, item in zip(jobs, blobs_of_group, group[1:], strict=True):
+                if item[0] == "old":
+                    records.append(self._job(item[1:]))
+                    continue
+                records.append(
+                    JobRecord(
+                        id=job.id, task=job.task, queue=job.queue, status=State(item[1]),
+                        args=orjson.loads(blobs[0]), kwargs=orjson.loads(blobs[1]),
+                        priority=int(job.priority), attempts=0, losses=0, run_at=float(item[2]),
+                        created_at=now, updated_at=now, idempotency_key=job.idempotency_key,
+                        concurrency_key=job.concurrency_key, tenant=job.tenant,
+                        meta=orjson.loads(blobs[2]),
+                    )
+                )  # fmt: skip
+            out.append(records)
+        return out
+
+    def _job(self, flat: Sequence[str]) -> JobRecord:
+        h = pairs(flat)
+        return job_from_hash(h, f"{self.root}j:{h.get('id', '?')}")
+
+    async def claim(
+        self,
+        worker_id: str,
+        queues: Mapping[str, int],
+        limit: int,
+        lease_seconds: float,
+        *,
+        idle: bool = False,
+    ) -> list[JobRecord]:
+        room = [(q, n) for q, n in queues.items() if n > 0]
+        if limit <= 0 or not room:
+            return []
+        self._wake.clear()  # a submit after this point wakes wait_for_work
+        args: list[Any] = [self._now_arg(), worker_id, repr(float(lease_seconds)), limit,
+                           "1" if idle else "0"]  # fmt: skip
+        for queue, cap in room:
+            args += [queue, cap]
+        reply = await self._script("claim", args)
+        jobs: list[JobRecord] = []
+        for flat in reply:
+            try:
+                jobs.append(self._job(flat))
+            except BackendError as exc:  # its lease expires and the reaper deals with it
+                log.error("claimed a job that cannot be read: %s", exc)
+        return jobs
+
+    async def renew(
+        self, worker_id: str, leases: Sequence[Lease], lease_seconds: float | None
+    ) -> RenewResult:
+        if not leases:
+            return RenewResult(frozenset(), frozenset())
+        args: list[Any] = [self._now_arg(), "" if lease_seconds is None else repr(lease_seconds)]
+        for lease in leases:
+            args += [lease.job_id, str(lease.token)]
+        lost, cancel = await self._script("renew", args, retry=True)
+        return RenewResult(frozenset(lost), frozenset(cancel))
+
+    async def progress(self, lease: Lease, fraction: float | None, message: str | None) -> None:
+        args = [self._now_arg(), lease.job_id, str(lease.token),
+                "" if fraction is None else "=" + repr(float(fraction)), opt(message)]  # fmt: skip
+        if await self._script("progress", args, retry=True) == "lost":
+            raise LeaseLost(lease.job_id, lease.token)
+
+    async def complete(self, lease: Lease, result: Any) -> JobRecord:
+        return await self._finish(lease, State.SUCCEEDED, Reason.SUCCEEDED, result=dumps(result))
+
+    async def fail(
+        self,
+        lease: Lease,
+        error: dict[str, Any],
+        *,
+        retry_in: float | None = None,
+        reason: Reason = Reason.FAILED,
+    ) -> JobRecord:
+        if retry_in is None:
+            return await self._finish(lease, State.FAILED, reason, error=error)
+        return await self._move(
+            lease, "retry", repr(float(retry_in)), dumps(error), opt(error.get("message"))
+        )
+
+    async def mark_cancelled(self, lease: Lease, error: dict[str, Any] | None = None) -> JobRecord:
+        return await self._finish(lease, State.CANCELLED, Reason.CANCELLED, error=error)
+
+    async def release(self, lease: Lease) -> JobRecord:
+        return await self._move(lease, "release")
+
+    async def _finish(
+        self,
+        lease: Lease,
+        target: State,
+        reason: Reason,
+        *,
+        result: bytes | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> JobRecord:
+        detail = error.get("message") if error else None
+        return await self._move(
+            lease, "finish", target.value, reason.value,
+            b"" if result is None else b"=" + result,
+            b"" if error is None else b"=" + dumps(error), opt(detail),
+        )  # fmt: skip
+
+    async def _move(self, lease: Lease, op: str, *extra: Any) -> JobRecord:
+        """One move of a running job; concurrent moves share one script run."""
+        return await self._moves((lease.job_id, str(lease.token), op, *extra))
+
+    async def _move_many(self, ops: Sequence[tuple[Any, ...]]) -> list[JobRecord | BaseException]:
+        args: list[Any] = [self._now_arg(), CANCEL_INSTEAD]
+        for op in ops:
+            args += [len(op), *op]
+        replies = await self._script("finish", args)
+        out: list[JobRecord | BaseException] = []
+        for op, reply in zip(ops, replies, strict=True):
+            if reply[0] == "lost":
+                out.append(LeaseLost(op[0], int(op[1])))
+            else:
+                try:
+                    out.append(self._job(reply[1:]))
+                except BackendError as exc:
+                    out.append(exc)
+        return out
+
+    async def cancel(self, job_id: str) -> JobRecord:
+        reply = await self._script("cancel", [self._now_arg(), job_id])
+        if reply[0] == "missing":
+            raise JobNotFound(job_id)
+        if reply[0] == "invalid":
+            raise InvalidTransition(job_id, reply[1], State.CANCELLED.value)
+        return self._job(reply[1:])
+
+    async def reap(self, limit: int = 100) -> int:
+        args = [self._now_arg(), limit, self.max_losses, CANCEL_INSTEAD]
+        return int(await self._script("reap", args))
+
+    # -- reads ---------------------------------------------------------------------------------
+    async def get(self, job_id: str) -> JobRecord | None:
+        key = f"{self.root}j:{job_id}"
+        h = await self._hash(key)
+        return job_from_hash(h, key) if h else None
+
+    async def _hash(self, key: str) -> dict[str, str]:
+        raw = await self._run(lambda c: c.hgetall(key), retry=True)
+        return cast(dict[str, str], raw)  # decode_responses=True
+
+    async def list_jobs(self, flt: JobFilter) -> Page:
+        """Newest first from the smallest index that fits the filter, checking the rest of the
+        filter on each job; reads at most LIST_SCAN_BUDGET entries, then returns a cursor."""
+        indexes = [f"{self.root}i:all"]
+        for name, value in (("st", flt.status.value if flt.status else None),
+                            ("tk", flt.task), ("q", flt.queue), ("tn", flt.tenant)):  # fmt: skip
+            if value is not None:
+                indexes.append(f"{self.root}i:{name}:{value}")
+        index = indexes[0]
+        if len(indexes) > 1:
+
+            async def sizes(c: aioredis.Redis) -> list[int]:
+                async with c.pipeline(transaction=False) as pipe:
+                    for key in indexes[1:]:
+                        pipe.zcard(key)
+                    return list(await pipe.execute())
+
+            counts = await self._run(sizes, retry=True)
+            index = min(zip(counts, indexes[1:], strict=True))[1]
+        after = decode_cursor(flt.cursor) if flt.cursor is not None else None
+        top = "+inf" if after is None else repr(after[0])
+        found: list[JobRecord] = []
+        scanned = 0
+        last: tuple[float, str] | None = None
+        while len(found) <= flt.limit and scanned < LIST_SCAN_BUDGET:
+            batch = max(2 * flt.limit, 100)
+            entries: list[tuple[str, float]] = await self._run(
+                lambda c, start=scanned, n=batch: c.zrevrangebyscore(  # type: ignore[misc]
+                    index, top, "-inf", start=start, num=n, withscores=True
+                ),
+                retry=True,
+            )
+            if not entries:
+                last = None
+                break
+            scanned += len(entries)
+            wanted = [(i, s) for i, s in entries if after is None or (s, i) < after]
+            for record in await self._fetch([i for i, _ in wanted]):
+                if _matches(record, flt):
+                    found.append(record)
+            last = (entries[-1][1], entries[-1][0])
+        if len(found) > flt.limit:
+            page = found[: flt.limit]
+            return Page(page, encode_cursor(page[-1].created_at, page[-1].id))
+        cursor = encode_cursor(*last) if last is not None and scanned >= LIST_SCAN_BUDGET else None
+        return Page(found, cursor)
+
+    async def _fetch(self, ids: Sequence[str]) -> list[JobRecord]:
+        if not ids:
+            return []
+
+        async def read(c: aioredis.Redis) -> list[dict[str, str]]:
+            async with c.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hgetall(f"{self.root}j:{job_id}")
+                return list(await pipe.execute())
+
+        hashes = await self._run(read, retry=True)
+        return [
+            job_from_hash(h, f"{self.root}j:{i}") for i, h in zip(ids, hashes, strict=True) if h
+        ]
+
+    async def history(self, job_id: str) -> list[Transition]:
+        key = f"{self.root}h:{job_id}"
+        job_key = f"{self.root}j:{job_id}"
+
+        async def read(c: aioredis.Redis) -> list[Any]:
+            async with c.pipeline(transaction=False) as pipe:
+                pipe.hmget(job_key, ["created_at", "submitted_as"])
+                pipe.lrange(key, 0, -1)
+                return list(await pipe.execute())
+
+        (created, initial), raw = await self._run(read, retry=True)
+        if created is None:
+            return []
+        try:
+            first = Transition(job_id, float(created), None, State(initial), Reason.SUBMITTED, 0, 0)
+            return [first, *(transition_from_json(job_id, entry) for entry in raw)]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise BackendError(f"corrupt history under Redis key {key!r}: {exc}") from None
+
+    async def stats(self) -> list[QueueStats]:
+        key = f"{self.root}counts"
+        raw = await self._hash(key)
+        counts: dict[str, dict[State, int]] = {}
+        for field, value in raw.items():
+            queue, _, status = field.rpartition("\0")
+            if int(value) > 0:
+                counts.setdefault(queue, {})[State(status)] = int(value)
+        return [QueueStats(q, c) for q, c in sorted(counts.items())]
+
+    async def heartbeat(self, worker: WorkerInfo, *, ttl: float) -> None:
+        args = [self._now_arg(), worker.id, repr(float(ttl)), worker_to_json(worker)]
+        await self._script("heartbeat", args, retry=True)
+
+    async def workers(self) -> list[WorkerInfo]:
+        reply = await self._script("workers", [self._now_arg()], retry=True)
+        live = [worker_from_json(reply[i], reply[i + 1]) for i in range(1, len(reply), 2)]
+        return sorted(live, key=lambda w: (w.started_at, w.id))
+
+    # -- waiting for work ----------------------------------------------------------------------
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        """Sleep until a submit makes one of ``queues`` non-empty (a pub/sub hint), a scheduled
+        job falls due, or ``timeout`` passes."""
+        try:
+            await self._listen()
+            ready, due, now = await self._script("ready", [self._now_arg(), *queues], retry=True)
+        except (BackendError, rex.RedisError):
+            await asyncio.sleep(min(timeout, 0.05))  # the caller's claim reports the problem
+            return
+        if ready:
+            return
+        wait = timeout if due == "" else min(timeout, max(0.0, float(due) - float(now)))
+        try:
+            await asyncio.wait_for(self._wake.wait(), wait)
+        except TimeoutError:
+            pass
+
+    async def _listen(self) -> None:
+        if self._listener is not None and not self._listener.done():
+            return
+        if self._pubsub is None:
+            self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        await self._pubsub.subscribe(f"{self.root}wake")
+        self._listener = asyncio.create_task(self._read_wakeups(self._pubsub))
+
+    async def _read_wakeups(self, pubsub: PubSub) -> None:
+        pause = 0.05
+        while True:
+            try:
+                message = await pubsub.get_message(timeout=None)
+                pause = 0.05
+            except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
+                log.debug("wake-up channel interrupted (%s); reconnecting", exc)
+                self._wake.set()  # let the claim loop find out what it missed
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
+                continue
+            if message is not None:
+                self._wake.set()
+
+
+def _matches(job: JobRecord, flt: JobFilter) -> bool:
+    return (
+        (flt.status is None or job.status is flt.status)
+        and (flt.task is None or job.task == flt.task)
+        and (flt.queue is None or job.queue == flt.queue)
+        and (flt.tenant is None or job.tenant == flt.tenant)
+    )
+
+
+async def _durability_problems(client: aioredis.Redis, info: Mapping[str, Any]) -> list[str]:
+    """What in the server's settings can lose acknowledged jobs."""
+    problems: list[str] = []
+    policy = info.get("maxmemory_policy", "noeviction")
+    if policy != "noeviction":
+        problems.append(
+            f"maxmemory-policy is {policy}, so Redis may evict job keys under memory pressure "
+            "(set maxmemory-policy noeviction)"
+        )
+    if int(info.get("aof_enabled", 0)) != 1:
+        try:
+            save = (await client.config_get("save")).get("save", "")
+        except rex.ResponseError:  # CONFIG is disabled (managed Redis): cannot tell
+            return problems
+        if save:
+            problems.append(
+                "only RDB snapshots are on: jobs acknowledged since the last snapshot are lost "
+                "if Redis crashes (set appendonly yes)"
+            )
+        else:
+            problems.append(
+                "persistence is off: a Redis restart loses every job (set appendonly yes)"
+            )
+    return problems
