@@ -1,12 +1,14 @@
-"""Benchmark of the SQLite backend: submit rates, end-to-end throughput, pickup latency, idle CPU.
+"""Benchmark of a backend: submit rates, end-to-end throughput, pickup latency, idle CPU.
 
 Run from the repository root (see benchmarks/README.md for what each figure means)::
 
-    .venv/bin/python benchmarks/sqlite_bench.py --runs 3 --synchronous both --out docs/benchmarks.md
+    .venv/bin/python benchmarks/backend_bench.py --backend sqlite --runs 3 --out docs/benchmarks.md
+    .venv/bin/python benchmarks/backend_bench.py --backend redis --runs 3 --out docs/benchmarks.md
 
-Every measurement uses a fresh database file in a temporary folder. Workers run as real worker
-processes (``python -m offload worker sqlite_bench:app`` with ``benchmarks/`` as the working
-folder), so this file is also the app they load: ``app`` below reads its backend URL from
+Every measurement uses a fresh database file in a temporary folder (SQLite) or a fresh
+namespace, deleted afterwards (Redis). Workers run as real worker processes
+(``python -m offload worker backend_bench:app`` with ``benchmarks/`` as the working folder), so
+this file is also the app they load: ``app`` below reads its backend URL from
 ``$OFFLOAD_BACKEND``, which the benchmark sets for each worker it starts.
 """
 
@@ -23,12 +25,15 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
+
+import redis
 
 import offload
 from offload.client import SubmitOptions
@@ -60,7 +65,7 @@ def build_app(backend: str | None = None) -> offload.App:
     return app
 
 
-app = build_app()  # what `python -m offload worker sqlite_bench:app` loads
+app = build_app()  # what `python -m offload worker backend_bench:app` loads
 
 
 def task_of(app: offload.App, name: str) -> offload.Task[[], None]:
@@ -89,6 +94,8 @@ METRICS = (
     Metric("pickup_return_p50", "Pickup latency p50 (submit returned -> started)", "ms"),
     Metric("idle_cpu", "Idle worker CPU (% of one core)", "%"),
 )
+#: Only measured on Redis: what one queued no-op job costs in Redis memory.
+REDIS_MEMORY = Metric("redis_bytes", "Redis memory per queued job (`used_memory` growth)", "bytes")
 
 #: (metric, mode, threshold, higher is better, wording) for the targets set in the issue
 TARGETS = (
@@ -96,6 +103,10 @@ TARGETS = (
     ("e2e_async", "full", 1_000.0, True, ">= 1,000 jobs/s"),
     ("pickup_p50", "normal", 5.0, False, "< 5 ms"),
     ("pickup_p50", "full", 5.0, False, "< 5 ms"),
+    ("e2e_async", "redis", 5_000.0, True, ">= 5,000 jobs/s"),
+    ("submit_conc", "redis", 8_000.0, True, ">= 8,000 jobs/s"),
+    ("submit_bulk", "redis", 50_000.0, True, ">= 50,000 jobs/s"),
+    ("pickup_p50", "redis", 1.0001, False, "<= 1 ms"),
 )
 
 Sample = dict[str, float]
@@ -107,10 +118,41 @@ class Config:
     sequential_jobs: int
     pickup_samples: int
     concurrency: int | None
+    redis_url: str
 
 
-def sqlite_url(folder: Path, name: str, mode: str) -> str:
+def backend_url(folder: Path, name: str, mode: str, cfg: Config) -> str:
+    """A fresh store for one step: a database file, or a Redis namespace."""
+    if mode == "redis":
+        return f"{cfg.redis_url}?prefix=offload-bench-{uuid.uuid4().hex[:10]}"
     return f"sqlite:///{folder / name}.db?synchronous={mode}"
+
+
+def drop_namespace(url: str) -> None:
+    """Delete a benchmark's Redis namespace (nothing to do for SQLite: its folder goes)."""
+    if not url.startswith("redis"):
+        return
+    base, _, prefix = url.partition("?prefix=")
+    with redis.Redis.from_url(base) as client:
+        keys = list(client.scan_iter(match="{" + prefix + "}*", count=5000))
+        for start in range(0, len(keys), 5000):
+            client.unlink(*keys[start : start + 5000])
+
+
+async def redis_memory_per_job(url: str, n: int) -> float:
+    """Bytes of Redis ``used_memory`` one queued no-op job adds (submitted in bulk)."""
+    base = url.partition("?")[0]
+    app = build_app(url)
+    try:
+        await app.backend()
+        with redis.Redis.from_url(base) as client:
+            before = int(client.info("memory")["used_memory"])
+            await submit_bulk(app, "noop", n)
+            after = int(client.info("memory")["used_memory"])
+        return (after - before) / n
+    finally:
+        await app.aclose()
+        drop_namespace(url)
 
 
 # -- 1. submit rates ---------------------------------------------------------------------------
@@ -167,7 +209,7 @@ async def running_worker(
     url: str, log_path: Path, concurrency: int | None
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """A real worker process on ``url``, yielded once it serves; stopped with SIGTERM after."""
-    argv = [sys.executable, "-m", "offload", "worker", "sqlite_bench:app"]
+    argv = [sys.executable, "-m", "offload", "worker", "backend_bench:app"]
     if concurrency is not None:
         argv += ["--concurrency", str(concurrency)]
     env = {**os.environ, "OFFLOAD_BACKEND": url}
@@ -286,10 +328,13 @@ async def idle_and_pickup(url: str, cfg: Config, log_path: Path, rng: random.Ran
 
 # -- one run -----------------------------------------------------------------------------------
 async def measure(mode: str, folder: Path, cfg: Config, rng: random.Random) -> Sample:
-    """Every figure once for one ``synchronous`` mode; each step on a fresh database file."""
+    """Every figure once for one mode (a SQLite ``synchronous`` or redis); each step on a
+    fresh store."""
+    made: list[str] = []
 
     def url(name: str) -> str:
-        return sqlite_url(folder, name, mode)
+        made.append(backend_url(folder, name, mode, cfg))
+        return made[-1]
 
     def log(name: str) -> Path:
         return folder / f"{name}.log"
@@ -302,10 +347,17 @@ async def measure(mode: str, folder: Path, cfg: Config, rng: random.Random) -> S
         ("e2e_thread", lambda: end_to_end(url("e2e-thread"), "thread", cfg, log("e2e-thread"))),
         ("pickup", lambda: idle_and_pickup(url("idle"), cfg, log("idle"), rng)),
     ]
+    if mode == "redis":
+        steps.append(("redis_bytes", lambda: redis_memory_per_job(url("memory"), cfg.jobs)))
     sample: Sample = {}
     for key, step in steps:
         started = time.monotonic()
-        value = await step()
+        try:
+            value = await step()
+        finally:
+            for used in made:
+                drop_namespace(used)
+            made.clear()
         if isinstance(value, dict):
             sample.update(value)
         else:
@@ -319,7 +371,7 @@ async def run_all(modes: list[str], runs: int, cfg: Config) -> dict[str, dict[st
     rng = random.Random()
     for run in range(1, runs + 1):
         for mode in modes:  # modes alternate, so slow drift of the machine hits both alike
-            progress(f"run {run}/{runs}, synchronous={mode}")
+            progress(f"run {run}/{runs}, {column(mode)}")
             with tempfile.TemporaryDirectory(prefix="offload-bench-") as tmp:
                 sample = await measure(mode, Path(tmp), cfg, rng)
             for key, value in sample.items():
@@ -332,8 +384,16 @@ def progress(message: str) -> None:
 
 
 # -- reporting ---------------------------------------------------------------------------------
+def column(mode: str) -> str:
+    return "redis" if mode == "redis" else f"synchronous={mode}"
+
+
+def metrics_of(results: dict[str, dict[str, list[float]]]) -> list[Metric]:
+    return [*METRICS, REDIS_MEMORY] if "redis" in results else list(METRICS)
+
+
 def fmt(value: float, unit: str) -> str:
-    if unit == "jobs/s":
+    if unit in ("jobs/s", "bytes"):
         return f"{value:,.0f}"
     if unit == "ms":
         return f"{value:.2f}"
@@ -356,9 +416,9 @@ def target_text(key: str, modes: list[str]) -> str:
 
 def table(results: dict[str, dict[str, list[float]]]) -> str:
     modes = list(results)
-    head = ["Measure", *(f"synchronous={m}" for m in modes), "Target"]
+    head = ["Measure", *(column(m) for m in modes), "Target"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for metric in METRICS:
+    for metric in metrics_of(results):
         cells = [cell(results[m][metric.key], metric.unit) for m in modes]
         label = f"{metric.label} [{metric.unit}]"
         lines.append("| " + " | ".join([label, *cells, target_text(metric.key, modes)]) + " |")
@@ -379,7 +439,7 @@ def verdicts(results: dict[str, dict[str, list[float]]]) -> list[str]:
         if met and not every:
             status += " (median only; not in every run)"
         lines.append(
-            f"- {metric.label}, synchronous={mode}: {fmt(mid, metric.unit)} {metric.unit}, "
+            f"- {metric.label}, {column(mode)}: {fmt(mid, metric.unit)} {metric.unit}, "
             f"target {wording}: {status}"
         )
     return lines
@@ -392,7 +452,7 @@ def commentary(results: dict[str, dict[str, list[float]]]) -> list[str]:
     lines = []
     for mode in results:
         lines.append(
-            f"- synchronous={mode}: {SUBMITTERS} concurrent submitters store "
+            f"- {column(mode)}: {SUBMITTERS} concurrent submitters store "
             f"{med(mode, 'submit_conc') / med(mode, 'submit_seq'):.1f}x as many jobs/s as one "
             f"sequential submitter (group commit), bulk submits "
             f"{med(mode, 'submit_bulk') / med(mode, 'submit_seq'):.1f}x; thread no-ops run at "
@@ -409,11 +469,15 @@ def commentary(results: dict[str, dict[str, list[float]]]) -> list[str]:
     for mode in results:
         cpu, rate = med(mode, "e2e_async_cpu"), med(mode, "e2e_async")
         cost = 1e4 * cpu / rate  # microseconds of worker CPU per job
+        parts = (
+            "its event loop and redis-py"
+            if mode == "redis"
+            else "its event loop and its SQLite writer thread, which share one GIL"
+        )
         line = (
-            f"- synchronous={mode}: draining async no-ops, the worker process used {cpu:.0f}% "
-            f"of one core: about {cost:.0f} us of CPU per job (its event loop and its SQLite "
-            f"writer thread, which share one GIL); a fully busy core would give "
-            f"{1e6 / cost:,.0f} jobs/s at that cost."
+            f"- {column(mode)}: draining async no-ops, the worker process used {cpu:.0f}% "
+            f"of one core: about {cost:.0f} us of CPU per job ({parts}); a fully busy core "
+            f"would give {1e6 / cost:,.0f} jobs/s at that cost."
         )
         goal = next((t for k, m, t, _, _ in TARGETS if k == "e2e_async" and m == mode), None)
         if goal is not None and rate < goal:
@@ -421,17 +485,29 @@ def commentary(results: dict[str, dict[str, list[float]]]) -> list[str]:
             line += (
                 "."
                 if 1e6 / cost < goal
-                else " and less waiting: on round trips to the writer "
-                "thread, on commits, or for CPU held by other processes."
+                else " and less waiting: on round trips to the backend, on commits, or for "
+                "CPU held by other processes."
             )
         lines.append(line)
-    cpu = max(statistics.median(r["idle_cpu"]) for r in results.values())
-    lines.append(
-        f"- An idle worker uses about {cpu:.1f}% of one core: it reads `PRAGMA data_version` "
-        "every 2 ms so that it picks up new jobs quickly. Pickup latency is that poll period "
-        "plus one claim transaction; 'submit returned -> started' can be shorter than "
-        "'created -> started' because `created_at` is taken before the submit's COMMIT."
-    )
+    sqlite_modes = [m for m in results if m != "redis"]
+    if sqlite_modes:
+        cpu = max(statistics.median(results[m]["idle_cpu"]) for m in sqlite_modes)
+        lines.append(
+            f"- An idle SQLite worker uses about {cpu:.1f}% of one core: it reads "
+            "`PRAGMA data_version` every 2 ms so that it picks up new jobs quickly. Pickup "
+            "latency is that poll period plus one claim transaction; 'submit returned -> "
+            "started' can be shorter than 'created -> started' because `created_at` is taken "
+            "before the submit's COMMIT."
+        )
+    if "redis" in results:
+        lines.append(
+            f"- An idle Redis worker uses about {med('redis', 'idle_cpu'):.1f}% of one core: it "
+            "sleeps on a pub/sub channel that a submit to an empty queue publishes to, then "
+            "claims. Concurrent submits and completions in one process share one Lua script "
+            "run (group commit), which is why concurrent submitters beat a sequential one. A "
+            f"queued no-op job takes about {med('redis', 'redis_bytes'):,.0f} bytes of Redis "
+            "memory (its hash, its place in the ready queue and in four listing indexes)."
+        )
     return lines
 
 
@@ -480,17 +556,31 @@ class Context:
     command: str
 
 
+def title(results: dict[str, dict[str, list[float]]]) -> str:
+    return "Redis backend" if "redis" in results else "SQLite backend"
+
+
 def section(results: dict[str, dict[str, list[float]]], ctx: Context) -> str:
     runs = len(next(iter(next(iter(results.values())).values())))
     cfg = ctx.cfg
     slots = cfg.concurrency or offload.Settings().concurrency
+    server = []
+    if "redis" in results:
+        with redis.Redis.from_url(cfg.redis_url) as client:
+            info = client.info("server")
+        server = [
+            f"- Redis {info['redis_version']} on loopback ({cfg.redis_url}), the machine's "
+            "shared server (no persistence; durability settings do not change these figures "
+            "much except appendfsync always)"
+        ]
     parts = [
-        "## SQLite backend",
+        f"## {title(results)}",
         "",
-        f"Measured with `benchmarks/sqlite_bench.py` on {datetime.now(UTC):%Y-%m-%d} in "
+        f"Measured with `benchmarks/backend_bench.py` on {datetime.now(UTC):%Y-%m-%d} in "
         f"{ctx.duration}; see `benchmarks/README.md` for what each figure means.",
         "",
         *ctx.machine,
+        *server,
         f"- Load average (1, 5, 15 min) at the start: {ctx.load_start}; at the end: "
         f"{ctx.load_end} (other processes shared the machine: mind the min to max ranges)",
         f"- Jobs: {cfg.jobs:,} per measurement ({cfg.sequential_jobs:,} for the sequential "
@@ -519,12 +609,12 @@ def section(results: dict[str, dict[str, list[float]]], ctx: Context) -> str:
     return "\n".join(parts)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Write or replace the "## SQLite backend" section of a "# Benchmarks" document."""
+def write_section(path: Path, name: str, text: str) -> None:
+    """Write or replace the "## <name>" section of a "# Benchmarks" document."""
     old = path.read_text() if path.exists() else "# Benchmarks\n"
     if not old.startswith("# Benchmarks"):
         old = "# Benchmarks\n\n" + old
-    head, marker, rest = old.partition("\n## SQLite backend\n")
+    head, marker, rest = old.partition(f"\n## {name}\n")
     tail = ""
     if marker:
         _, nxt, after = rest.partition("\n## ")
@@ -544,7 +634,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=10_000, help="jobs per measurement (10000)")
     p.add_argument("--sequential-jobs", type=int, default=2_000,
                    help="jobs for the one-at-a-time submit rate (2000)")  # fmt: skip
-    p.add_argument("--synchronous", choices=["normal", "full", "both"], default="both")
+    p.add_argument("--backend", choices=["sqlite", "redis"], default="sqlite")
+    p.add_argument("--synchronous", choices=["normal", "full", "both"], default="both",
+                   help="SQLite only: the URL's synchronous mode(s) (both)")  # fmt: skip
+    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/14",
+                   help="Redis only: server and database; each step uses a fresh namespace "
+                   "that is deleted afterwards (redis://127.0.0.1:6379/14)")  # fmt: skip
     p.add_argument("--runs", type=int, default=3, help="repetitions; medians are reported (3)")
     p.add_argument("--pickup-samples", type=int, default=200, help="pickup samples per run")
     p.add_argument("--concurrency", type=int, help="worker slots (default: the worker's own)")
@@ -554,8 +649,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     ns = parse_args(argv)
-    modes = ["normal", "full"] if ns.synchronous == "both" else [ns.synchronous]
-    cfg = Config(ns.jobs, min(ns.sequential_jobs, ns.jobs), ns.pickup_samples, ns.concurrency)
+    if ns.backend == "redis":
+        modes = ["redis"]
+    else:
+        modes = ["normal", "full"] if ns.synchronous == "both" else [ns.synchronous]
+    cfg = Config(ns.jobs, min(ns.sequential_jobs, ns.jobs), ns.pickup_samples, ns.concurrency,
+                 ns.redis_url)  # fmt: skip
     tmp = tempfile.gettempdir()
     about, load_start = machine(tmp), load_average()
     started = time.monotonic()
@@ -568,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
     if ns.out is not None:
         duration = f"{minutes}m{seconds:02d}s"
         ctx = Context(cfg, about, load_start, load_average(), duration, command_line())
-        write_section(ns.out, section(results, ctx))
+        write_section(ns.out, title(results), section(results, ctx))
         print(f"wrote {ns.out}")
     return 0
 
