@@ -2,7 +2,8 @@
 
 The shared server is ``OFFLOAD_TEST_REDIS`` (default ``redis://127.0.0.1:6379/15``; the test
 command starts one when none answers). Every namespace a test makes starts with
-``offload-test-`` and is deleted at the end of the session.
+``offload-test-`` and is deleted at the end of the session that made it (only those: other
+test sessions may be running against the same server).
 """
 
 from __future__ import annotations
@@ -22,18 +23,31 @@ TEST_REDIS = os.environ.get("OFFLOAD_TEST_REDIS", "redis://127.0.0.1:6379/15")
 TEST_PREFIX = "offload-test-"
 
 
+_made: list[str] = []  # namespaces this process made
+
+
 def redis_namespace_url(base: str = TEST_REDIS) -> str:
     """A backend URL with a fresh namespace on the shared test server."""
-    return f"{base}?prefix={TEST_PREFIX}{uuid.uuid4().hex[:12]}"
+    prefix = f"{TEST_PREFIX}{uuid.uuid4().hex[:12]}"
+    _made.append(prefix)
+    return f"{base}?prefix={prefix}"
 
 
 def drop_test_namespaces(base: str = TEST_REDIS) -> int:
-    """Delete every key of every test namespace; returns how many."""
+    """Delete every key of the namespaces this process made; returns how many."""
+    if not _made:
+        return 0
     client = redis.Redis.from_url(base)
     try:
-        keys = list(client.scan_iter(match="{" + TEST_PREFIX + "*", count=1000))
+        mine = {"{" + prefix + "}" for prefix in _made}
+        keys = [
+            key
+            for key in client.scan_iter(match="{" + TEST_PREFIX + "*", count=5000)
+            if key.split(b":", 1)[0].decode() in mine
+        ]
         for start in range(0, len(keys), 1000):
             client.unlink(*keys[start : start + 1000])
+        _made.clear()
         return len(keys)
     finally:
         client.close()

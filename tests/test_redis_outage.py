@@ -8,11 +8,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from rediskit import RedisServer
 
 import offload
 from offload.errors import BackendUnavailable
 from offload.service import create_app
+from rediskit import RedisServer
 
 
 @pytest.fixture

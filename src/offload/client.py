@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import weakref
 from collections.abc import Callable, Coroutine
-from datetime import datetime
+from datetime import datetime, timedelta, tzinfo
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import orjson
@@ -22,6 +22,13 @@ from offload.core.ids import new_job_id
 from offload.core.job import JobFilter, JobRecord, NewJob
 from offload.core.registry import TaskRegistry
 from offload.core.retry import RetryPolicy
+from offload.core.schedule import (
+    MissedPolicy,
+    Schedule,
+    check_missed,
+    check_no_arguments,
+    make_trigger,
+)
 from offload.core.states import State
 from offload.core.task import ExecutorKind, TaskSpec, infer_executor
 from offload.errors import InvalidTransition, JobNotFound
@@ -46,6 +53,7 @@ class App:
             base = base.with_(backend=backend)
         self.settings = base
         self.registry = TaskRegistry()
+        self.schedules: dict[str, Schedule] = {}  # periodic tasks, by name (= the task's name)
         self._shared: Backend | None = None if isinstance(backend, str | None) else backend
         if self._shared is None and base.backend.startswith("memory:"):
             self._shared = open_backend(base.backend)  # one private store, shared by its users
@@ -111,6 +119,49 @@ class App:
             return Task(self, spec)
 
         return register(func) if func is not None else register
+
+    def periodic(
+        self,
+        cron: str | None = None,
+        /,
+        *,
+        every: timedelta | None = None,
+        tz: str | tzinfo | None = None,
+        missed: MissedPolicy = "skip",
+        name: str | None = None,
+        queue: str | None = None,
+        executor: ExecutorKind | None = None,
+        retries: int = 0,
+        retry_backoff: float = 1.0,
+        retry_backoff_max: float = 300.0,
+        timeout: float | None = None,
+        priority: int = 0,
+        result_ttl: float | None = None,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]:
+        """Register a task that workers run on a schedule, once per tick across all of them.
+
+        ``cron`` is a 5-field expression read in ``tz`` (default UTC); ``every`` a whole number
+        of seconds, counted from the Unix epoch. ``missed`` says what a starting worker does
+        about ticks that passed while no worker ran: "skip" them, or run "once" for the latest.
+        The other options are those of :meth:`task`; the task can also be submitted by hand.
+        """
+        trigger = make_trigger(cron, every, tz)
+        policy = check_missed(missed)
+
+        def register(fn: Callable[P, R]) -> Task[P, R]:
+            task_name = name or fn.__qualname__
+            if task_name in self.schedules:
+                raise ValueError(f"a schedule named {task_name!r} already exists; pass name=...")
+            check_no_arguments(fn, task_name)
+            task = self.task(
+                name=task_name, queue=queue, executor=executor, retries=retries,
+                retry_backoff=retry_backoff, retry_backoff_max=retry_backoff_max,
+                timeout=timeout, priority=priority, result_ttl=result_ttl,
+            )(fn)  # fmt: skip
+            self.schedules[task_name] = Schedule(task_name, task.spec.queue, trigger, policy)
+            return task
+
+        return register
 
     # -- backend access ------------------------------------------------------------------------
     def new_backend(self) -> Backend:
@@ -194,6 +245,7 @@ class App:
             concurrency_key=options.concurrency_key,
             tenant=options.tenant or "default",
             meta=dict(options.meta or {}),
+            result_ttl=self.settings.result_ttl if spec.result_ttl is None else spec.result_ttl,
         )
 
     async def asubmit_name(
@@ -210,6 +262,10 @@ class App:
         """Store many prepared jobs in one backend operation (all or none)."""
         records = await (await self.backend()).submit(jobs)
         return [Job(self, r) for r in records]
+
+    async def anow(self) -> float:
+        """The backend's clock (epoch seconds): the time ticks and due times are read from."""
+        return await (await self.backend()).now()
 
     # -- reading and acting on jobs ------------------------------------------------------------
     async def aget_record(self, job_id: str) -> JobRecord:
@@ -246,21 +302,60 @@ class App:
     def cancel(self, job_id: str) -> Job:
         return self.run_sync(self.acancel(job_id))
 
-    async def aretry(self, job_id: str, *, meta: dict[str, Any] | None = None) -> Job:
+    async def aretry(
+        self, job_id: str, *, meta: dict[str, Any] | None = None, once: bool = False
+    ) -> Job:
         """Run a failed or cancelled job again, as a new job that points back to it.
 
-        ``meta`` entries (say a new ``request_id``) are laid over the old job's meta.
+        ``meta`` entries (say a new ``request_id``) are laid over the old job's meta. With
+        ``once``, retrying the same job again within 24 hours returns the first retry instead
+        of making another (what bulk retries use, so a repeated command runs nothing twice).
         """
         old = await self.aget_record(job_id)
         if old.status not in (State.FAILED, State.CANCELLED):
             raise InvalidTransition(job_id, old.status.value, "retried (only failed or cancelled)")
         options = SubmitOptions(queue=old.queue, priority=old.priority, tenant=old.tenant,
                                 concurrency_key=old.concurrency_key,
+                                idempotency_key=f"retry-of:{old.id}" if once else None,
                                 meta={**old.meta, **(meta or {}), "retry_of": old.id})  # fmt: skip
         return await self.asubmit_name(old.task, old.args, old.kwargs, options)
 
     def retry(self, job_id: str) -> Job:
         return self.run_sync(self.aretry(job_id))
+
+    async def aretry_matching(
+        self, *, status: State | str = State.FAILED, task: str | None = None,
+        queue: str | None = None, limit: int = 100, dry_run: bool = False,
+    ) -> list[tuple[JobRecord, Job | None]]:  # fmt: skip
+        """Retry (``once`` each) up to ``limit`` failed or cancelled jobs matching the filter,
+        newest first; returns each old job with its retry (None with ``dry_run``)."""
+        wanted = State(status)
+        if wanted not in (State.FAILED, State.CANCELLED):
+            raise InvalidTransition("*", wanted.value, "retried (only failed or cancelled)")
+        backend = await self.backend()
+        found: list[JobRecord] = []
+        cursor: str | None = None
+        while len(found) < limit:
+            page = await backend.list_jobs(JobFilter(
+                status=wanted, task=task, queue=queue, limit=min(100, limit - len(found)),
+                cursor=cursor,
+            ))  # fmt: skip
+            found += page.jobs
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        if dry_run:
+            return [(old, None) for old in found]
+        return [(old, await self.aretry(old.id, once=True)) for old in found]
+
+    async def aprune(self, batch: int = 1000) -> int:
+        """Delete every ended job whose result_ttl ran out, ``batch`` at a time (workers do
+        this on their own every ``prune_interval``); returns how many."""
+        backend = await self.backend()
+        total = 0
+        while pruned := await backend.prune(batch):
+            total += pruned
+        return total
 
 
 class SubmitOptions:

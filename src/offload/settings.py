@@ -31,6 +31,13 @@ class Settings:
     concurrency: int = 10
     #: longest pause between claim attempts of an idle worker (a fallback; wake-ups come sooner)
     idle_wait: float = 1.0
+    #: seconds a finished job (its result or error and its history) is kept, unless its task
+    #: sets result_ttl; then workers prune it
+    result_ttl: float = 7 * 24 * 3600.0
+    #: seconds between a worker's sweeps for expired jobs (0: this worker does not prune)
+    prune_interval: float = 60.0
+    #: jobs one sweep deletes at most (the next sweep goes on)
+    prune_batch: int = 500
     #: jobs claimed per backend round trip at most
     claim_batch: int = 32
     log_format: str = "text"
@@ -55,6 +62,11 @@ class Settings:
             )
         if self.concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
+        if self.result_ttl < 0 or self.prune_interval < 0 or self.prune_batch < 1:
+            raise ConfigurationError(
+                f"result_ttl ({self.result_ttl:g}) and prune_interval ({self.prune_interval:g}) "
+                f"must be >= 0 seconds and prune_batch ({self.prune_batch}) at least 1"
+            )
         if self.log_format not in ("text", "json"):
             raise ConfigurationError("log_format must be 'text' or 'json'")
 

@@ -13,11 +13,11 @@ import pytest
 
 import offload
 from offload.backends.memory import MemoryBackend
-from rediskit import redis_namespace_url
 from offload.core.clock import ManualClock
 from offload.core.ids import new_job_id
 from offload.core.job import NewJob
 from offload.settings import Settings
+from rediskit import redis_namespace_url
 
 State = offload.State
 
@@ -379,3 +379,28 @@ async def test_a_second_stop_cuts_the_grace_period_short(app: offload.App) -> No
     assert time.monotonic() - began < 3
     await job.arefresh()
     assert (job.status, job.attempts) == (State.QUEUED, 0)
+
+
+async def test_workers_prune_jobs_whose_result_ttl_ran_out(app: offload.App) -> None:
+    @app.task(result_ttl=0)
+    async def fleeting() -> str:
+        return "gone soon"
+
+    @app.task
+    async def lasting() -> str:  # the app's default result_ttl: 7 days
+        return "kept"
+
+    short, long = await fleeting.asubmit(), await lasting.asubmit()
+    backend = await app.backend()
+    async with running(app, settings=app.settings.with_(prune_interval=0.1)):
+        assert await long.aresult(timeout=5) == "kept"
+
+        async def gone() -> bool:
+            return await backend.get(short.id) is None
+
+        deadline = time.monotonic() + 5
+        while not await gone():
+            assert time.monotonic() < deadline, "the expired job was not pruned"
+            await asyncio.sleep(0.05)
+    assert await backend.history(short.id) == []
+    assert (await long.arefresh()).record.status is State.SUCCEEDED

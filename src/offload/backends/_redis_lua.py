@@ -15,6 +15,7 @@ Layout under the root ``R``:
 - ``R s:<queue>``              zset of ready *suspects* (losses > 0), score run_at
 - ``R sched``                  zset of scheduled jobs, score run_at
 - ``R run``                    zset of running jobs, score lease_until
+- ``R expire``                 zset of ended jobs that have a result_ttl, score when to prune
 - ``R counts``                 hash ``<queue>\\0<status>`` -> count
 - ``R i:all`` / ``i:st:<status>`` / ``i:tk:<task>`` / ``i:q:<queue>`` / ``i:tn:<tenant>``
                                zsets for listing, score created_at
@@ -123,9 +124,15 @@ local function holds(id, token, now)
   if f[1] ~= 'running' or f[2] ~= token or tonumber(f[3]) <= now then return nil end
   return f
 end
+-- A job just ended: start its retention clock, if it has one.
+local function ended(id, now)
+  local ttl = redis.call('HGET', R .. 'j:' .. id, 'result_ttl')
+  if ttl then redis.call('ZADD', R .. 'expire', now + tonumber(ttl), id) end
+end
 -- A running job that would run again, but whose cancel was requested: cancel it instead.
 local function cancel_instead(id, f, now, detail)
   local k = R .. 'j:' .. id
+  ended(id, now)
   redis.call('HSET', k, 'finished_at', now, 'updated_at', now)
   redis.call('HDEL', k, 'lease_until')
   redis.call('ZREM', R .. 'run', id)
@@ -137,9 +144,11 @@ end
 )
 
 # ARGV: now, idempotency window, then one JSON array per group (one group per submit call,
-# each all-or-none) of jobs, each an array of 13 strings (see RedisBackend._submit_groups).
+# each all-or-none) of jobs, each an array of 14 strings (see RedisBackend._submit_groups).
 # Reply: now, then per group {'conflict', key, job id} or {'ok', per job {'new', status, run_at}
 # or {'old', HGETALL...}}. Index and queue updates are collected and sent once per key.
+# The 14 strings: id, task, queue, priority, delay, run_at, idempotency key, fingerprint,
+# concurrency key, tenant, args, kwargs, meta, result_ttl (optional ones "" or "=" + value).
 SUBMIT = """
 local now = clock(ARGV[1])
 local window = tonumber(ARGV[2])
@@ -160,10 +169,12 @@ local function lookup(ik)
   local rest = string.sub(raw, c + 1)
   local d, e = string.find(rest, '\\0', 1, true)
   if tonumber(string.sub(rest, e + 1)) <= now then return nil end
-  return {string.sub(raw, 1, a - 1), string.sub(rest, 1, d - 1)}
+  local id = string.sub(raw, 1, a - 1)
+  if redis.call('EXISTS', R .. 'j:' .. id) == 0 then return nil end  -- pruned
+  return {id, string.sub(rest, 1, d - 1)}
 end
 local function store(job)
-  local id, task, queue, prio, delay, run_at, key, _, ckey, tenant, args, kwargs, meta =
+  local id, task, queue, prio, delay, run_at, key, _, ckey, tenant, args, kwargs, meta, ttl =
     unpack(job)
   local k = R .. 'j:' .. id
   if redis.call('HSETNX', k, 'id', id) == 0 then  -- a resubmitted id: the job as stored
@@ -180,6 +191,7 @@ local function store(job)
   key, ckey = opt(key), opt(ckey)
   if key then redis.call('HSET', k, 'idempotency_key', key) end
   if ckey then redis.call('HSET', k, 'concurrency_key', ckey) end
+  if ttl ~= '' then redis.call('HSET', k, 'result_ttl', opt(ttl)) end
   for _, idx in ipairs({'i:all', 'i:tk:' .. task, 'i:q:' .. queue, 'i:tn:' .. tenant,
                         'i:st:' .. status}) do
     zadd(R .. idx, now, id)
@@ -370,6 +382,7 @@ local function finish(A)
     if result then redis.call('HSET', k, 'result', result) end
     if error then redis.call('HSET', k, 'error', error) end
     redis.call('ZREM', R .. 'run', id)
+    ended(id, now)
     local err = move(id, queue, created, 'running', target)
     if err then return err end
     hist(id, now, 'running', target, reason, f[6], f[2], f[7], detail)
@@ -430,6 +443,7 @@ else
   if status == 'scheduled' then redis.call('ZREM', R .. 'sched', id)
   else dequeue(id, f[2], f[3]) end
   redis.call('HSET', k, 'finished_at', now)
+  ended(id, now)
   local err = move(id, f[2], f[4], status, 'cancelled')
   if err then return err end
   hist(id, now, status, 'cancelled', 'cancelled', f[5], f[6], f[7], nil)
@@ -456,6 +470,7 @@ for _, id in ipairs(expired) do
       redis.call('HSET', k, 'error', cjson.encode({type = 'WorkerLost', message = message}),
         'finished_at', now, 'updated_at', now)
       redis.call('HDEL', k, 'lease_until')
+      ended(id, now)
       local err = move(id, f[4], f[5], 'running', 'failed')
       if err then return err end
       hist(id, now, 'running', 'failed', 'worker_lost', f[6], f[2], f[7], message)
@@ -520,6 +535,25 @@ end
 return out
 """
 
+# ARGV: now, limit -> how many ended jobs past their result_ttl were deleted
+PRUNE = """
+local now = clock(ARGV[1])
+local due = redis.call('ZRANGEBYSCORE', R .. 'expire', '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(due) do
+  local f = fields(id, 'queue', 'status', 'task', 'tenant')
+  if f[1] then
+    redis.call('HINCRBY', R .. 'counts', f[1] .. '\\0' .. f[2], -1)
+    for _, idx in ipairs({'i:all', 'i:st:' .. f[2], 'i:tk:' .. f[3], 'i:q:' .. f[1],
+                          'i:tn:' .. f[4]}) do
+      redis.call('ZREM', R .. idx, id)
+    end
+  end
+  redis.call('DEL', R .. 'j:' .. id, R .. 'h:' .. id)
+  redis.call('ZREM', R .. 'expire', id)
+end
+return #due
+"""
+
 SCRIPTS: dict[str, str] = {
     "submit": SUBMIT,
     "claim": CLAIM,
@@ -531,6 +565,7 @@ SCRIPTS: dict[str, str] = {
     "ready": READY,
     "heartbeat": HEARTBEAT,
     "workers": WORKERS,
+    "prune": PRUNE,
 }
 
 

@@ -9,8 +9,9 @@ import orjson
 
 from offload.core.job import JobRecord, Transition
 from offload.core.states import Reason, State
+from offload.errors import ConfigurationError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 DDL = """
 CREATE TABLE IF NOT EXISTS offload_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -40,7 +41,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     idempotency_key TEXT,
     concurrency_key TEXT,
     tenant TEXT NOT NULL,
-    meta BLOB NOT NULL
+    meta BLOB NOT NULL,
+    result_ttl REAL,
+    expires_at REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, priority DESC, run_at, id)
     WHERE status = 'queued' AND losses = 0;
@@ -49,6 +52,7 @@ CREATE INDEX IF NOT EXISTS jobs_suspects ON jobs (queue, priority DESC, run_at, 
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (run_at) WHERE status = 'scheduled';
 CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (lease_until) WHERE status = 'running';
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at, id);
+CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at) WHERE expires_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS history (
     seq INTEGER PRIMARY KEY,
     job_id TEXT NOT NULL,
@@ -90,18 +94,43 @@ HISTORY_INSERT = (
 )
 
 
+#: What turns a database of one schema version into the next (run inside the creating
+#: transaction, before the DDL's indexes are created).
+MIGRATIONS = {
+    1: "ALTER TABLE jobs ADD COLUMN result_ttl REAL; ALTER TABLE jobs ADD COLUMN expires_at REAL;",
+}
+
+
 def create_schema(conn: sqlite3.Connection) -> None:
-    """Create the tables if missing, in one transaction: safe when processes race to do it."""
-    conn.executescript(
-        "BEGIN IMMEDIATE;" + DDL + "INSERT OR IGNORE INTO offload_meta VALUES "
-        f"('schema', '{SCHEMA_VERSION}'); COMMIT;"
-    )
-    row = conn.execute("SELECT value FROM offload_meta WHERE key = 'schema'").fetchone()
-    if int(row[0]) > SCHEMA_VERSION:
-        raise RuntimeError(
-            f"database schema version {row[0]} is newer than this offload ({SCHEMA_VERSION}); "
-            "upgrade offload"
+    """Create or upgrade the tables, in one transaction: safe when processes race to do it."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'offload_meta'"
+        ).fetchone()
+        version = SCHEMA_VERSION
+        if exists:
+            row = conn.execute("SELECT value FROM offload_meta WHERE key = 'schema'").fetchone()
+            version = int(row[0]) if row else SCHEMA_VERSION
+        if version > SCHEMA_VERSION:
+            raise ConfigurationError(
+                f"database schema version {version} is newer than this offload "
+                f"({SCHEMA_VERSION}); upgrade offload"
+            )
+        for old in range(version, SCHEMA_VERSION):
+            for statement in MIGRATIONS[old].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        for statement in DDL.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(
+            "INSERT OR REPLACE INTO offload_meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
         )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _json(blob: bytes | None) -> Any:

@@ -21,6 +21,8 @@ from offload.core.states import ACTIVE_STATES, TERMINAL_STATES, Reason, State
 from offload.errors import IdempotencyConflict, InvalidTransition, JobNotFound, LeaseLost
 
 SELECT_JOB = f"SELECT {schema.JOB_COLUMNS} FROM jobs"
+#: Set with every move to a final state: when prune may delete the job (never without a ttl).
+EXPIRES = "expires_at = :now + result_ttl"
 OWNED = "id = ? AND token = ? AND status = 'running' AND lease_until > ?"
 
 
@@ -36,12 +38,13 @@ def submit(conn: sqlite3.Connection, now: float, jobs: list[NewJob]) -> list[Job
         check_transition(new.id, None, status)
         conn.execute(
             "INSERT INTO jobs (id, task, queue, status, args, kwargs, priority, run_at, "
-            "created_at, updated_at, idempotency_key, concurrency_key, tenant, meta) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "created_at, updated_at, idempotency_key, concurrency_key, tenant, meta, result_ttl) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 new.id, new.task, new.queue, status.value, orjson.dumps(new.args),
                 orjson.dumps(new.kwargs), new.priority, run_at, now, now,
                 new.idempotency_key, new.concurrency_key, new.tenant, orjson.dumps(new.meta),
+                new.result_ttl,
             ),
         )  # fmt: skip
         record = JobRecord(
@@ -236,7 +239,7 @@ def move(
     run = schema.row_to_job(row)
     if run.cancel_requested and target in ACTIVE_STATES:
         target, reason, detail = State.CANCELLED, Reason.CANCELLED, CANCEL_INSTEAD
-        sets, params = "lease_until = NULL, finished_at = :now", {}
+        sets, params = f"lease_until = NULL, finished_at = :now, {EXPIRES}", {}
     check_transition(lease.job_id, State.RUNNING, target)
     job = schema.row_to_job(
         conn.execute(
@@ -264,8 +267,9 @@ def cancel(conn: sqlite3.Connection, now: float, job_id: str) -> JobRecord:
         )
     else:
         conn.execute(
-            "UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ? WHERE id = ?",
-            (now, now, job_id),
+            "UPDATE jobs SET status = 'cancelled', finished_at = :now, updated_at = :now, "
+            f"{EXPIRES} WHERE id = :id",
+            {"now": now, "id": job_id},
         )
     updated = fetch(conn, job_id)
     assert updated is not None
@@ -285,23 +289,23 @@ def reap(conn: sqlite3.Connection, now: float, limit: int, max_losses: int) -> i
     for row in rows:
         job = schema.row_to_job(row)
         losses = job.losses + 1
-        params: tuple[Any, ...]
+        params: dict[str, Any] = {}
         if job.cancel_requested:
-            sets = "status = 'cancelled', lease_until = NULL, finished_at = ?"
-            reason, detail, params = Reason.CANCELLED, CANCEL_INSTEAD, (now,)
+            sets = f"status = 'cancelled', lease_until = NULL, finished_at = :now, {EXPIRES}"
+            reason, detail = Reason.CANCELLED, CANCEL_INSTEAD
         elif losses >= max_losses:
             message = f"the job's worker was lost {losses} times"
-            error = orjson.dumps({"type": "WorkerLost", "message": message})
-            sets = "status = 'failed', error = ?, lease_until = NULL, finished_at = ?"
+            params["error"] = orjson.dumps({"type": "WorkerLost", "message": message})
+            sets = "status = 'failed', error = :error, lease_until = NULL, finished_at = :now, "
+            sets += EXPIRES
             reason, detail = Reason.WORKER_LOST, message
-            params = (error, now)
         else:
-            sets = "status = 'queued', worker_id = NULL, lease_until = NULL, run_at = ?"
-            reason, detail, params = Reason.LEASE_EXPIRED, None, (now,)
+            sets = "status = 'queued', worker_id = NULL, lease_until = NULL, run_at = :now"
+            reason, detail = Reason.LEASE_EXPIRED, None
         new_row = conn.execute(
-            f"UPDATE jobs SET {sets}, losses = ?, updated_at = ? WHERE id = ? AND token = ? "
-            f"RETURNING {schema.JOB_COLUMNS}",
-            (*params, losses, now, job.id, job.token),
+            f"UPDATE jobs SET {sets}, losses = :losses, updated_at = :now "
+            f"WHERE id = :id AND token = :token RETURNING {schema.JOB_COLUMNS}",
+            {**params, "now": now, "losses": losses, "id": job.id, "token": job.token},
         ).fetchone()
         moved = schema.row_to_job(new_row)
         check_transition(job.id, State.RUNNING, moved.status)
@@ -310,6 +314,27 @@ def reap(conn: sqlite3.Connection, now: float, limit: int, max_losses: int) -> i
             schema.history_row(moved, State.RUNNING, reason, now, detail, run=job),
         )
     return len(rows)
+
+
+def prune(conn: sqlite3.Connection, now: float, limit: int) -> int:
+    """Delete up to ``limit`` ended jobs past their expiry, their history, and stale
+    idempotency keys."""
+    ids = [
+        r[0]
+        for r in conn.execute(
+            "SELECT id FROM jobs WHERE expires_at <= ? ORDER BY expires_at LIMIT ?", (now, limit)
+        )
+    ]
+    if ids:
+        marks = ",".join("?" * len(ids))
+        conn.execute(f"DELETE FROM history WHERE job_id IN ({marks})", ids)
+        conn.execute(f"DELETE FROM jobs WHERE id IN ({marks})", ids)
+    conn.execute(
+        "DELETE FROM idempotency WHERE (tenant, key) IN (SELECT tenant, key FROM idempotency "
+        "WHERE expires_at <= ? LIMIT ?)",
+        (now, limit),
+    )
+    return len(ids)
 
 
 def _claim_order(row: tuple[Any, ...]) -> tuple[int, float, str]:

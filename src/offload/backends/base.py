@@ -116,6 +116,10 @@ class Backend(Protocol):
     async def reap(self, limit: int = 100) -> int:
         """Return jobs whose lease expired to the queue (or fail them as worker_lost)."""
 
+    async def prune(self, limit: int = 500) -> int:
+        """Delete up to ``limit`` ended jobs whose ``result_ttl`` ran out since they ended,
+        with their history; return how many. Jobs submitted without a result_ttl are kept."""
+
     async def get(self, job_id: str) -> JobRecord | None:
         """One job, or None."""
 

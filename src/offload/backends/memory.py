@@ -45,6 +45,8 @@ class MemoryBackend:
         self._idempotency: dict[str, tuple[str, str | None, float]] = {}
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}  # id -> (info, expires at)
+        self._ttl: dict[str, float] = {}  # job id -> result_ttl, for jobs that have one
+        self._expires: dict[str, float] = {}  # ended job id -> when prune may delete it
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -101,6 +103,9 @@ class MemoryBackend:
             for record in fresh.values():
                 self._jobs[record.id] = record
                 self._record(record, None, Reason.SUBMITTED, now)
+            for new in jobs:
+                if new.id in fresh and new.result_ttl is not None:
+                    self._ttl[new.id] = new.result_ttl
         if fresh:
             self._wake()
         return stored
@@ -124,7 +129,7 @@ class MemoryBackend:
         job_id, fingerprint, _ = entry
         if fingerprint != new.fingerprint:
             raise IdempotencyConflict(new.idempotency_key, job_id)
-        return pending_jobs.get(job_id) or self._jobs[job_id]
+        return pending_jobs.get(job_id) or self._jobs.get(job_id)  # None once pruned
 
     async def claim(
         self,
@@ -362,9 +367,25 @@ class MemoryBackend:
                          updated_at=now)  # fmt: skip
         check_transition(job.id, State.RUNNING, State.CANCELLED)
         self._jobs[job.id] = record
+        self._ended(record, now)
         self._record(record, State.RUNNING, Reason.CANCELLED, now, detail=CANCEL_INSTEAD,
                      run=run or job)  # fmt: skip
         return record
+
+    def _ended(self, job: JobRecord, now: float) -> None:
+        """Start the retention clock of a job that just ended (if it has a result_ttl)."""
+        ttl = self._ttl.get(job.id)
+        if ttl is not None and job.status in TERMINAL_STATES:
+            self._expires[job.id] = now + ttl
+
+    async def prune(self, limit: int = 500) -> int:
+        with self._lock:
+            now = self.clock.now()
+            due = sorted((at, job_id) for job_id, at in self._expires.items() if at <= now)
+            for _, job_id in due[:limit]:
+                del self._jobs[job_id], self._expires[job_id], self._ttl[job_id]
+                self._history.pop(job_id, None)
+            return len(due[:limit])
 
     # -- reads ---------------------------------------------------------------------------------
     async def get(self, job_id: str) -> JobRecord | None:
@@ -453,6 +474,7 @@ class MemoryBackend:
     ) -> None:
         check_transition(before.id, before.status, after.status)
         self._jobs[after.id] = after
+        self._ended(after, now)
         # A move out of running is recorded with the run that ended: its attempt (before a
         # release refunds it), token and worker.
         run = before if before.status is State.RUNNING else after

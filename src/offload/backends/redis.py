@@ -245,6 +245,7 @@ class RedisBackend:
                     "" if job.run_at is None else "=" + repr(float(job.run_at)),
                     opt(job.idempotency_key), job.fingerprint or "", opt(job.concurrency_key),
                     job.tenant, blobs[0].decode(), blobs[1].decode(), blobs[2].decode(),
+                    "" if job.result_ttl is None else "=" + repr(float(job.result_ttl)),
                 ))  # fmt: skip
             args.append(orjson.dumps(rows))
             encoded.append(blobs_of_group)
@@ -391,6 +392,9 @@ class RedisBackend:
     async def reap(self, limit: int = 100) -> int:
         args = [self._now_arg(), limit, self.max_losses, CANCEL_INSTEAD]
         return int(await self._script("reap", args))
+
+    async def prune(self, limit: int = 500) -> int:
+        return int(await self._script("prune", [self._now_arg(), limit]))
 
     # -- reads ---------------------------------------------------------------------------------
     async def get(self, job_id: str) -> JobRecord | None:

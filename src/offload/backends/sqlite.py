@@ -42,7 +42,7 @@ from offload.errors import (
 
 SYNCHRONOUS_MODES = ("off", "normal", "full", "extra")
 #: What a move to a final state sets besides the status.
-FINISH = "result = :result, error = :error, lease_until = NULL, finished_at = :now"
+FINISH = f"result = :result, error = :error, lease_until = NULL, finished_at = :now, {tx.EXPIRES}"
 
 
 class SQLiteBackend:
@@ -266,6 +266,9 @@ class SQLiteBackend:
         return await self._writer.run(
             lambda c: tx.reap(c, self.clock.now(), limit, self.max_losses)
         )
+
+    async def prune(self, limit: int = 500) -> int:
+        return await self._writer.run(lambda c: tx.prune(c, self.clock.now(), limit))
 
     # -- reads ---------------------------------------------------------------------------------
     async def get(self, job_id: str) -> JobRecord | None:

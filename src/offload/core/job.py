@@ -28,6 +28,8 @@ class NewJob:
     concurrency_key: str | None = None
     tenant: str = DEFAULT_TENANT
     meta: dict[str, Any] = field(default_factory=dict)
+    #: seconds the job (result, error, history) is kept once it ended; None: forever
+    result_ttl: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,10 @@ class TaskSpec:
             raise ValueError(f"task {self.name!r}: an async def task runs with executor='async'")
         if self.timeout is not None and self.timeout <= 0:
             raise ValueError(f"task {self.name!r}: timeout must be > 0 seconds")
+        if self.result_ttl is not None and self.result_ttl < 0:
+            raise ValueError(
+                f"task {self.name!r}: result_ttl must be >= 0 seconds, not {self.result_ttl!r}"
+            )
 
     @cached_property
     def signature(self) -> inspect.Signature:

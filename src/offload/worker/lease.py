@@ -62,6 +62,7 @@ class LeaseKeeper:
         self._wakeup: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._main, name="offload-leases", daemon=True)
         self.reaped = 0
+        self.pruned = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -101,6 +102,7 @@ class LeaseKeeper:
         await self._backend.open()
         try:
             next_renew = next_reap = time.monotonic()
+            next_prune = next_reap + s.prune_interval
             tick = min(s.cancel_poll, s.renew_interval, s.reap_interval)
             while not self._stop.is_set():
                 now = time.monotonic()
@@ -115,6 +117,10 @@ class LeaseKeeper:
                     next_reap = now + s.reap_interval
                     await self._reap()
                 self._fence()
+                if s.prune_interval > 0 and now >= next_prune:
+                    next_prune = now + s.prune_interval
+                    await self._prune(s.prune_batch)
+                    self._fence()
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), tick)
                 except TimeoutError:
@@ -162,6 +168,17 @@ class LeaseKeeper:
             self.reaped += await asyncio.wait_for(self._backend.reap(), self._patience())
         except Exception as exc:
             log.warning("reaping expired leases failed: %s", _reason(exc))
+
+    async def _prune(self, limit: int) -> None:
+        """Delete one bounded batch of expired jobs (result_ttl); the next sweep goes on."""
+        try:
+            pruned = await asyncio.wait_for(self._backend.prune(limit), self._patience())
+        except Exception as exc:
+            log.warning("pruning expired jobs failed: %s", _reason(exc))
+            return
+        self.pruned += pruned
+        if pruned:
+            log.debug("pruned %d expired job(s)", pruned)
 
     def _patience(self) -> float:
         """How long a backend call may take before fencing must be checked again."""

@@ -1,0 +1,63 @@
+"""The SQLite schema: a database made by an older offload is upgraded in place on open."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from offload.backends import _sqlite_schema as schema
+from offload.backends.sqlite import SQLiteBackend
+from offload.core.clock import ManualClock
+from offload.core.job import Lease, NewJob
+from offload.errors import ConfigurationError
+
+
+async def test_a_version_1_database_is_upgraded_and_keeps_its_jobs(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    clock = ManualClock()
+    first = SQLiteBackend(str(path), clock=clock)
+    await first.open()
+    [old] = await first.submit([NewJob("a" * 32, "t", [1], {})])
+    await first.close()
+    # Turn it into what offload 0.1 (schema 1) left on disk: no retention columns.
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "DROP INDEX jobs_expiry; ALTER TABLE jobs DROP COLUMN expires_at; "
+        "ALTER TABLE jobs DROP COLUMN result_ttl; "
+        "UPDATE offload_meta SET value = '1' WHERE key = 'schema';"
+    )
+    conn.close()
+
+    upgraded = SQLiteBackend(str(path), clock=clock)
+    await upgraded.open()
+    try:
+        assert await upgraded.get(old.id) == old
+        [new] = await upgraded.submit([NewJob("b" * 32, "t", [2], {}, queue="q", result_ttl=1)])
+        [claimed] = await upgraded.claim("w", {"q": 1}, 1, 30)
+        assert claimed.id == new.id
+        await upgraded.complete(Lease(claimed.id, claimed.token), None)
+        clock.advance(2)
+        assert await upgraded.prune() == 1
+        assert await upgraded.get(new.id) is None
+        assert await upgraded.get(old.id) == old
+    finally:
+        await upgraded.close()
+    conn = sqlite3.connect(path)
+    version = conn.execute("SELECT value FROM offload_meta WHERE key = 'schema'").fetchone()[0]
+    conn.close()
+    assert int(version) == schema.SCHEMA_VERSION
+
+
+async def test_a_newer_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    backend = SQLiteBackend(str(path))
+    await backend.open()
+    await backend.close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE offload_meta SET value = '99' WHERE key = 'schema'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(ConfigurationError, match="newer than this offload"):
+        await SQLiteBackend(str(path)).open()
