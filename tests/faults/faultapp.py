@@ -1,9 +1,13 @@
 """Tasks for the real-process fault tests; workers load this module as ``faultapp:app``.
 
 The tests build their own App on the same tasks with :func:`build` (pointing at their own SQLite
-file) to submit and inspect jobs. Tasks leave evidence in files: every run of ``nap``/``anap``
-writes ``<tag>.<run>.json`` with the pid of the worker process that ran it, so a test can wait
-for "the job is running now, there" without sleeping.
+file or Redis namespace) to submit and inspect jobs. Tasks leave evidence in files: every run of
+``nap``/``anap`` writes ``<tag>.<run>.json`` with the pid of the worker process that ran it, so a
+test can wait for "the job is running now, there" without sleeping.
+
+``tally`` keeps an execution ledger instead: every run appends one JSON line (job id, attempt,
+pid, start time) to ``<ledger>/<pid>.jsonl``, a file of the worker process's own, so a test can
+count how many times each job really ran, and where, without asking the backend.
 """
 
 from __future__ import annotations
@@ -61,6 +65,22 @@ async def loop_blocker(marks: str, tag: str, seconds: float, spin: bool = False)
     return {"pid": os.getpid(), "run": run}
 
 
+def _append_to_ledger(ledger: str) -> int:
+    """Append this run to the ledger of this process; returns the job's attempt number."""
+    ctx = offload.current()
+    entry = {"job": ctx.id, "attempt": ctx.attempt, "pid": os.getpid(), "at": time.time()}
+    with open(Path(ledger) / f"{os.getpid()}.jsonl", "a") as f:
+        f.write(json.dumps(entry) + "\n")  # one short write: lines never interleave
+    return ctx.attempt
+
+
+async def tally(ledger: str, i: int, first: float = 0.0, later: float = 0.0) -> dict[str, int]:
+    """Record this run in the ledger, then sleep ``first`` seconds on attempt 1, else ``later``."""
+    attempt = _append_to_ledger(ledger)
+    await asyncio.sleep(first if attempt == 1 else later)
+    return {"pid": os.getpid(), "i": i}
+
+
 def _grandchild_command(pidfile: str) -> list[str]:
     # sh (the group leader) starts a grandchild, writes its pid, and waits for it.
     return ["sh", "-c", f"sleep 60 & echo $! > '{pidfile}'; wait"]
@@ -98,6 +118,7 @@ TASKS: list[tuple[Callable[..., Any], dict[str, Any]]] = [
     (agrandchild, {"name": "agrandchild_timeout", "timeout": 1.0}),
     (poison, {}),
     (quick, {}),
+    (tally, {}),
 ]
 
 

@@ -1,9 +1,11 @@
 """Helpers for the real-process fault tests: worker processes, their logs, and cleanup.
 
-Every worker is started in a session of its own, so teardown can SIGKILL its whole process group
-(a supervisor's children included) by pid, whatever state the test left it in (stopped,
-draining, hung). Pids of grandchildren the tests learn about are killed too. The ``faults``
-fixture (conftest.py) hands a test one :class:`Faults` and cleans it up.
+A :class:`Faults` runs on one backend kind: ``sqlite`` (a fresh file) or ``redis`` (a fresh
+namespace on the shared test server, or any ``redis://`` URL a test passes, such as a private
+server it kills). Every worker is started in a session of its own, so teardown can SIGKILL its
+whole process group (a supervisor's children included) by pid, whatever state the test left it
+in (stopped, draining, hung). Pids of grandchildren the tests learn about are killed too. The
+``faults`` fixture (conftest.py) hands a test one :class:`Faults` and cleans it up.
 """
 
 from __future__ import annotations
@@ -14,11 +16,19 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import redis
+
 import offload
+from offload import State, Transition
+from offload.backends.base import Backend
+from rediskit import TEST_REDIS
 
 HERE = Path(__file__).resolve().parent
 APP = "faultapp:app"
@@ -50,6 +60,36 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)
+
+
+def pid_of(worker_id: str | None) -> int | None:
+    """The pid in a worker id (``<name>-<pid>-<random>``)."""
+    return None if worker_id is None else int(worker_id.rsplit("-", 2)[1])
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a job, as the ``tally`` task wrote it into the ledger."""
+
+    job: str
+    attempt: int
+    pid: int
+    at: float
+
+
+def read_ledger(folder: Path) -> list[Run]:
+    """Every run recorded under ``folder`` (one file per worker process), in no set order."""
+    runs = []
+    for path in sorted(folder.glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            if line.endswith("}"):  # a process killed mid-write leaves at most a partial line
+                d = json.loads(line)
+                runs.append(Run(d["job"], d["attempt"], d["pid"], d["at"]))
+    return runs
+
+
+def runs_per_job(runs: Sequence[Run]) -> Counter[str]:
+    return Counter(r.job for r in runs)
 
 
 def pid_gone(pid: int) -> bool:
@@ -118,16 +158,54 @@ class WorkerProcess:
         return False
 
 
-class Faults:
-    """What a fault test needs: a fresh SQLite file, a client App, and worker processes."""
+#: The backend kinds every fault test runs on.
+KINDS = ("sqlite", "redis")
+#: Namespaces of these tests on the shared test Redis start with this, not with
+#: ``rediskit.TEST_PREFIX``: every pytest session deletes all namespaces under that prefix when
+#: it ends, those of sessions still running included, and a fault test must keep its jobs.
+FAULTS_PREFIX = "offload-faults-"
 
-    def __init__(self, tmp_path: Path) -> None:
+
+def fresh_redis_url() -> str:
+    """A fresh namespace on the shared test Redis; :meth:`Faults.cleanup` deletes it."""
+    return f"{TEST_REDIS}?prefix={FAULTS_PREFIX}{uuid.uuid4().hex[:12]}"
+
+
+def drop_namespace(prefix: str, server: str = TEST_REDIS) -> None:
+    """Delete every key of the namespace ``prefix`` on ``server``."""
+    client = redis.Redis.from_url(server)
+    try:
+        keys = list(client.scan_iter(match="{" + prefix + "}:*", count=1000))
+        for start in range(0, len(keys), 1000):
+            client.unlink(*keys[start : start + 1000])
+    finally:
+        client.close()
+
+
+class Faults:
+    """What a fault test needs: a fresh store of jobs, a client App, and worker processes.
+
+    ``kind`` is ``"sqlite"`` (a file in ``tmp_path``) or ``"redis"`` (``url``, by default a
+    fresh namespace on the shared test server, deleted at cleanup).
+    """
+
+    def __init__(self, tmp_path: Path, kind: str = "sqlite", url: str | None = None) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown backend kind {kind!r}; use one of {KINDS}")
         self.tmp = tmp_path
-        self.db = tmp_path / "jobs.db"
-        self.url = f"sqlite:///{self.db}"
+        self.kind = kind
+        self.own_namespace: str | None = None
+        if url is None and kind == "redis":
+            url = fresh_redis_url()
+            self.own_namespace = url.rpartition("prefix=")[2]
+        self.url = url or f"sqlite:///{tmp_path / 'jobs.db'}"
         self.marks = tmp_path / "marks"
         self.marks.mkdir()
+        self.ledger = tmp_path / "ledger"
+        self.ledger.mkdir()
         self.workers: list[WorkerProcess] = []
+        #: Other logs to show when a test fails (a private redis-server's, say).
+        self.extra_logs: list[Path] = []
         self.stray_pids: list[int] = []
         import faultapp
 
@@ -148,8 +226,16 @@ class Faults:
         self, name: str, *args: str, env: dict[str, str] | None = None, ready: bool = True
     ) -> WorkerProcess:
         """Start ``offload worker faultapp:app --name NAME ARGS...``; wait until it serves."""
-        log = self.tmp / f"worker-{name}.log"
         argv = [sys.executable, "-m", "offload", "worker", APP, "--name", name, *args]
+        worker = self.spawn(name, argv, env=env)
+        if ready:
+            worker.wait_log(" serving ")
+        return worker
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> WorkerProcess:
+        """Start any process of the test (a worker, a submitter) the way workers are started:
+        in ``HERE``, in its own session, logging to ``worker-NAME.log``, killed at teardown."""
+        log = self.tmp / f"worker-{name}.log"
         with log.open("wb") as err:
             proc = subprocess.Popen(
                 argv,
@@ -162,8 +248,6 @@ class Faults:
             )
         worker = WorkerProcess(name, proc, log)
         self.workers.append(worker)
-        if ready:
-            worker.wait_log(" serving ")
         return worker
 
     def track_pid(self, pid: int) -> None:
@@ -174,6 +258,56 @@ class Faults:
     def submit(self, task: str, *args: Any) -> offload.Job:
         """Submit a job by task name from the test process (durably stored on return)."""
         return self.app.run_sync(self.app.asubmit_name(task, list(args)))
+
+    def submit_many(self, task: str, arg_lists: Sequence[list[Any]]) -> list[str]:
+        """Submit one job per argument list, in batches (each batch stored all or none)."""
+        app, spec = self.app, self.app.registry.get(task)
+        ids: list[str] = []
+        for start in range(0, len(arg_lists), 250):
+            batch = [app.prepare(spec, args, {}, offload.SubmitOptions())
+                     for args in arg_lists[start : start + 250]]  # fmt: skip
+            ids += [job.id for job in app.run_sync(app.asubmit_many(batch))]
+        return ids
+
+    def call(self, use: Callable[[Backend], Awaitable[T]]) -> T:
+        """Run ``use(backend)`` on the test's own client connection."""
+
+        async def run() -> T:
+            return await use(await self.app.backend())
+
+        return self.app.run_sync(run())
+
+    def counts(self) -> Counter[State]:
+        """How many jobs are in each state, over all queues."""
+        total: Counter[State] = Counter()
+        for queue in self.call(lambda b: b.stats()):
+            total.update(queue.counts)
+        return total
+
+    def wait_all_ended(self, expected: int, timeout: float) -> Counter[State]:
+        """Wait until at least ``expected`` jobs exist and none is pending or running."""
+
+        def ended() -> Counter[State] | None:
+            counts = self.counts()
+            pending = sum(counts[s] for s in (State.SCHEDULED, State.QUEUED, State.RUNNING))
+            return counts if pending == 0 and counts.total() >= expected else None
+
+        return wait_until(ended, timeout, f"{expected} jobs to end", interval=0.2)
+
+    def histories(self, ids: Sequence[str]) -> dict[str, list[Transition]]:
+        async def read(backend: Backend) -> dict[str, list[Transition]]:
+            return {job_id: await backend.history(job_id) for job_id in ids}
+
+        return self.call(read)
+
+    def records(self, ids: Sequence[str]) -> dict[str, offload.JobRecord]:
+        async def read(backend: Backend) -> dict[str, offload.JobRecord]:
+            found = {job_id: await backend.get(job_id) for job_id in ids}
+            missing = [job_id for job_id, rec in found.items() if rec is None]
+            assert not missing, f"{len(missing)} jobs are not stored, e.g. {missing[:3]}"
+            return {job_id: rec for job_id, rec in found.items() if rec is not None}
+
+        return self.call(read)
 
     def marker(self, tag: str, run: int, timeout: float = 10.0) -> dict[str, Any]:
         """The start marker of run ``run`` of job ``tag``, once it exists."""
@@ -223,6 +357,9 @@ class Faults:
         for w in self.workers:
             parts.append(f"----- worker {w.name} (pid {w.pid}, exit {w.proc.poll()}) -----")
             parts.append(w.text())
+        for path in self.extra_logs:
+            parts.append(f"----- {path} -----")
+            parts.append(path.read_text(errors="replace") if path.exists() else "(missing)")
         return "\n".join(parts)
 
     # -- teardown ------------------------------------------------------------------------------
@@ -244,6 +381,8 @@ class Faults:
                 except ProcessLookupError:
                     pass
         self.app.close()
+        if self.own_namespace is not None:
+            drop_namespace(self.own_namespace)
 
 
 def _is_our_sleep(pid: int) -> bool:

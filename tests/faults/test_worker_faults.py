@@ -1,8 +1,9 @@
 """Workers as real OS processes under real faults: kill -9, SIGTERM, SIGSTOP, poison pills.
 
-Each test starts ``python -m offload worker faultapp:app`` processes on a fresh SQLite file with
-short timings (lease 1.5 s, renew and reap every 0.3 s; see ``faultkit.TIMINGS``) and drives and
-inspects jobs from this process. Waits are polls with deadlines; nothing sleeps to synchronise.
+Each test runs twice, on a fresh SQLite file and in a fresh Redis namespace (the ``faults``
+fixture). It starts ``python -m offload worker faultapp:app`` processes with short timings
+(lease 1.5 s, renew and reap every 0.3 s; see ``faultkit.TIMINGS``) and drives and inspects
+jobs from this process. Waits are polls with deadlines; nothing sleeps to synchronise.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def stop_outside_write(worker: WorkerProcess) -> None:
     """SIGSTOP ``worker`` at a moment it holds no SQLite write lock.
 
     A process frozen inside a write transaction would lock every other process out of the file;
-    that is a property of SQLite, not what these tests are about.
+    that is a property of SQLite, not what these tests are about. (On Redis no client holds a
+    lock, so the first stop is kept.)
     """
     for _ in range(50):
         worker.signal(signal.SIGSTOP)

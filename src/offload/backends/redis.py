@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as rex
 from redis.asyncio.client import PubSub
 from redis.backoff import NoBackoff
-from redis.retry import Retry
+from redis.asyncio.retry import Retry
 
 from offload.backends._batch import Batcher
 from offload.backends._common import decode_cursor, encode_cursor
@@ -50,6 +50,7 @@ from offload.core.job import (
     Transition,
     WorkerInfo,
 )
+from offload.core.limits import Limits
 from offload.core.states import Reason, State
 from offload.errors import (
     BackendError,
@@ -246,6 +247,7 @@ class RedisBackend:
                     opt(job.idempotency_key), job.fingerprint or "", opt(job.concurrency_key),
                     job.tenant, blobs[0].decode(), blobs[1].decode(), blobs[2].decode(),
                     "" if job.result_ttl is None else "=" + repr(float(job.result_ttl)),
+                    *_limit_fields(job.limits),
                 ))  # fmt: skip
             args.append(orjson.dumps(rows))
             encoded.append(blobs_of_group)
@@ -546,6 +548,18 @@ class RedisBackend:
                 continue
             if message is not None:
                 self._wake.set()
+
+
+def _limit_fields(limits: Limits | None) -> tuple[str, str, str, str]:
+    """A job's limits as four optional script strings: cap, key_cap, rate, key_rate."""
+    if limits is None:
+        return ("", "", "", "")
+    return (
+        "" if limits.concurrency is None else f"={limits.concurrency}",
+        "" if limits.key_concurrency is None else f"={limits.key_concurrency}",
+        "" if limits.rate is None else "=" + repr(limits.rate),
+        "" if limits.key_rate is None else "=" + repr(limits.key_rate),
+    )
 
 
 def _matches(job: JobRecord, flt: JobFilter) -> bool:
