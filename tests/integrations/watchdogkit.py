@@ -1,0 +1,21 @@
+"""Helpers of the watchdog tests: a handler that keeps log records, the monitor threads."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+
+class Records(logging.Handler):
+    """Every record of the ``offload.watchdog`` logger, from whichever thread logged it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def monitor_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "offload-watchdog"]
