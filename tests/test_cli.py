@@ -193,3 +193,70 @@ def test_a_stop_signal_during_a_restart_delay_is_not_lost(supervised: Supervised
     log = supervised.log.read_text()
     assert len(re.findall(r"started worker process", log)) == 2  # no restart
     assert not _alive(supervised.children[1])
+
+
+FLAKY_SOURCE = """
+import offload
+app = offload.App()
+
+@app.task(result_ttl=0)
+def brittle(n: int) -> int:
+    raise ValueError(f"no {n}")
+
+@app.task
+def steady(n: int) -> int:
+    return n
+"""
+
+
+def test_prune_and_bulk_retry(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    import offload
+
+    (project / "flaky.py").write_text(FLAKY_SOURCE)
+    monkeypatch.delitem(sys.modules, "flaky", raising=False)
+    from flaky import app  # type: ignore[import-not-found]
+
+    async def run_all() -> None:
+        for n in range(3):
+            await app.asubmit_name("brittle", [n])
+        await app.asubmit_name("steady", [1])
+        async with asyncio.timeout(20):
+            worker = offload.Worker(app)
+            running = asyncio.create_task(worker.run())
+            while len(await app.ajobs(status="failed")) < 3:
+                await asyncio.sleep(0.05)
+            worker.stop()
+            await running
+        await app.aclose()
+
+    asyncio.run(run_all())
+
+    assert main(["retry", "--app", "flaky:app", "--task", "brittle", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would retry 3 failed job(s)" in out
+    assert main(["retry", "--app", "flaky:app", "--task", "brittle", "--json"]) == 0
+    retried = orjson.loads(capsys.readouterr().out)
+    assert len(retried) == 3
+    assert all(r["retry"] and r["task"] == "brittle" for r in retried)
+    # Running the same bulk retry again makes no new jobs: each retry happens once.
+    assert main(["retry", "--app", "flaky:app", "--task", "brittle", "--json"]) == 0
+    again = orjson.loads(capsys.readouterr().out)
+    assert {r["retry"] for r in again} == {r["retry"] for r in retried}
+    assert main(["jobs", "--json", "--status", "queued"]) == 0
+    assert len(orjson.loads(capsys.readouterr().out)) == 3
+
+    # The failed brittle jobs had result_ttl=0: prune removes them, and only them.
+    assert main(["prune", "--app", "flaky:app"]) == 0
+    assert capsys.readouterr().out.strip() == "pruned 3 expired job(s)"
+    assert main(["jobs", "--json", "--limit", "50"]) == 0
+    left = orjson.loads(capsys.readouterr().out)
+    assert sorted((j["task"], j["status"]) for j in left) == [
+        ("brittle", "queued"), ("brittle", "queued"), ("brittle", "queued"),
+        ("steady", "succeeded"),
+    ]  # fmt: skip
+    assert main(["prune", "--batch", "0"]) == 1
+    assert "--batch must be at least 1" in capsys.readouterr().err

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
+import uvicorn
+import uvloop
 
+import offload.up
 from offload.errors import ConfigurationError
 from offload.service.auth import TokenTable
-from offload.up import check_bind
+from offload.settings import Settings
+from offload.up import check_bind, run_up, serve
 from upkit import RunningUp
 
 
@@ -26,7 +34,9 @@ def test_up_serves_runs_a_demo_job_and_stops_on_sigint(offload_up: RunningUp) ->
             time.sleep(0.05)
         assert job["result"]["status"] == "sent"
     offload_up.stop()
-    assert "received SIGINT: shutting down" in offload_up.log.read_text()
+    log = offload_up.log.read_text()
+    assert "received SIGINT: shutting down" in log
+    assert "HTTP/1.1" not in log  # no uvicorn access log: offload logs requests at DEBUG
 
 
 def test_binding_beyond_loopback_needs_tokens() -> None:
@@ -36,3 +46,40 @@ def test_binding_beyond_loopback_needs_tokens() -> None:
     with pytest.raises(ConfigurationError, match="without API tokens"):
         check_bind("0.0.0.0", TokenTable())
     check_bind("0.0.0.0", TokenTable.parse("secret=acme:admin"))
+
+
+@pytest.fixture
+def unfrozen() -> Iterator[None]:
+    """Undo a ``gc.freeze()`` of the code under test, for the tests that follow."""
+    yield
+    gc.unfreeze()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_freezes_the_built_heap_and_leaves_out_the_access_log(
+    workers: int, monkeypatch: pytest.MonkeyPatch, unfrozen: None
+) -> None:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: calls.append(kw))
+    monkeypatch.setenv("OFFLOAD_APP", "")  # serve() sets it for its uvicorn processes
+    gc.unfreeze()
+    serve("offload.demo:app", host="127.0.0.1", port=1, workers=workers, settings=Settings())
+    assert calls[0]["access_log"] is False
+    if workers == 1:
+        assert gc.get_freeze_count() > 0
+    else:  # each uvicorn process builds the app with the factory, which freezes its heap
+        assert calls[0]["factory"] is True
+        assert gc.get_freeze_count() == 0
+        offload.up.asgi_from_env()
+        assert gc.get_freeze_count() > 0
+
+
+def test_up_runs_on_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def fake_up(app_path: str | None, **_: object) -> None:
+        loops.append(asyncio.get_running_loop())
+
+    monkeypatch.setattr(offload.up, "up", fake_up)
+    run_up(None, host="127.0.0.1", port=1, concurrency=None)
+    assert isinstance(loops[0], uvloop.Loop)

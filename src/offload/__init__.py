@@ -16,6 +16,7 @@ from offload.errors import (
     IdempotencyConflict,
     InvalidArguments,
     InvalidTransition,
+    InvalidWorkflow,
     JobCancelled,
     JobError,
     JobFailed,
@@ -36,6 +37,7 @@ from offload.settings import Settings
 from offload.worker.context import JobContext, current
 from offload.worker.subprocess import ProcessResult, run_process, run_process_sync
 from offload.worker.worker import Worker
+from offload.workflows import Chain, Group, Signature, Workflow, WorkflowStatus, chain, group
 
 __version__ = "0.1.0"
 
@@ -46,11 +48,14 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "Cancelled",
+    "Chain",
     "ConfigurationError",
+    "Group",
     "HTTPClient",
     "IdempotencyConflict",
     "InvalidArguments",
     "InvalidTransition",
+    "InvalidWorkflow",
     "Job",
     "JobCancelled",
     "JobContext",
@@ -68,6 +73,7 @@ __all__ = [
     "Retry",
     "SerializationError",
     "Settings",
+    "Signature",
     "State",
     "SubmitOptions",
     "Task",
@@ -75,8 +81,12 @@ __all__ = [
     "Transition",
     "WaitTimeout",
     "Worker",
+    "Workflow",
+    "WorkflowStatus",
     "__version__",
+    "chain",
     "current",
+    "group",
     "run_process",
     "run_process_sync",
 ]

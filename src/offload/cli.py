@@ -13,6 +13,7 @@ import orjson
 
 from offload import console
 from offload.client import App, SubmitOptions
+from offload.core.schedule import describe_schedules
 from offload.core.states import State
 from offload.errors import ConfigurationError, JobError, OffloadError, WaitTimeout
 from offload.loader import load_app
@@ -48,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lease", type=float, help="lease seconds (default 30)")
     p.add_argument("--shutdown-grace", type=float, help="seconds to drain on SIGTERM (default 25)")
     p.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)  # set by the supervisor
+    _strict_option(p)
     p.set_defaults(func=_worker)
 
     p = sub.add_parser("up", help="API, dashboard and a worker in one process (demo tasks)")
@@ -55,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default 8000)")
     p.add_argument("--concurrency", type=int, help="job slots of the embedded worker")
+    _strict_option(p)
     p.set_defaults(func=_up)
 
     p = sub.add_parser("serve", help="serve the HTTP API of APP")
@@ -62,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default 8000)")
     p.add_argument("--workers", type=int, default=1, help="uvicorn processes (default 1)")
+    _strict_option(p)
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("submit", help="submit a job and print its id")
@@ -88,6 +92,21 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(func=func)
 
+    p = sub.add_parser("prune", help="delete ended jobs whose result_ttl ran out")
+    p.add_argument("--batch", type=int, default=1000, help="jobs deleted per transaction (1000)")
+    _backend_options(p)
+    p.set_defaults(func=_prune)
+
+    p = sub.add_parser("retry", help="run failed or cancelled jobs again, as new jobs")
+    p.add_argument("--app", required=True, metavar="APP", help="module:attribute of the App")
+    p.add_argument("--status", choices=["failed", "cancelled"], default="failed")
+    p.add_argument("--task")
+    p.add_argument("--queue")
+    p.add_argument("--limit", type=int, default=100, help="most jobs to retry (100)")
+    p.add_argument("--dry-run", action="store_true", help="only list the jobs it would retry")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_retry)
+
     p = sub.add_parser("jobs", help="list jobs, newest first")
     p.add_argument("--status", choices=[s.value for s in State])
     p.add_argument("--task")
@@ -97,18 +116,45 @@ def _parser() -> argparse.ArgumentParser:
     _backend_options(p)
     p.set_defaults(func=_jobs)
 
+    p = sub.add_parser("schedules", help="list the periodic tasks of APP and their next ticks")
+    p.add_argument("app", metavar="APP")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_schedules)
+
     p = sub.add_parser("loadtest", help="submit many jobs to an API and report the latency")
     p.add_argument("url", metavar="URL", help="the API's base URL, e.g. http://127.0.0.1:8000")
     p.add_argument("--task", default="send_email", help="task to submit (default send_email)")
     p.add_argument("--args", default='["a@example.com", "hi"]', help="JSON array of arguments")
     p.add_argument("-n", type=int, default=1000, help="jobs to submit (default 1000)")
-    p.add_argument("-c", type=int, default=50, help="requests in flight (default 50)")
+    p.add_argument("-c", type=int, default=50, help="clients, one request in flight each (50)")
+    p.add_argument("--rate", type=float, help="requests/s in all (default: each client at once)")
     p.add_argument("--duration", type=float, default=60.0, help="stop after this many seconds")
     p.add_argument("--token", help="bearer token of a role that may submit")
     p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback URL")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_loadtest)
+
+    p = sub.add_parser("doctor", help="scan an app's source for calls that block its event loop")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (nothing is run)")
+    p.add_argument("--format", choices=["text", "json"], default="text", help="default: text")
+    p.add_argument("--select", default="", metavar="CODES", help="only these codes: OFF1,OFF201")
+    p.add_argument("--ignore", default="", metavar="CODES", help="leave these codes out")
+    p.set_defaults(func=_doctor)
     return parser
+
+
+def _strict_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--strict", action="store_true",
+        help="refuse to start if the backend's server may lose jobs (Redis eviction or no "
+        "persistence; default: warn)",
+    )  # fmt: skip
+
+
+def _apply_strict(ns: argparse.Namespace) -> None:
+    """--strict reaches every App this process (and its children) builds through the env."""
+    if getattr(ns, "strict", False):
+        os.environ["OFFLOAD_STRICT"] = "1"
 
 
 def _backend_options(p: argparse.ArgumentParser) -> None:
@@ -124,6 +170,7 @@ def _app_for(ns: argparse.Namespace) -> App:
 
 
 def _worker(ns: argparse.Namespace) -> int:
+    _apply_strict(ns)
     settings = Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
     if ns.processes > 1:
@@ -154,18 +201,20 @@ def _worker(ns: argparse.Namespace) -> int:
 
 
 def _up(ns: argparse.Namespace) -> int:
-    from offload.up import up
+    from offload.up import run_up
 
+    _apply_strict(ns)
     settings = Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
     host, port = ns.host or settings.host, ns.port or settings.port
-    asyncio.run(up(ns.app, host=host, port=port, concurrency=ns.concurrency))
+    run_up(ns.app, host=host, port=port, concurrency=ns.concurrency)
     return 0
 
 
 def _serve(ns: argparse.Namespace) -> int:
     from offload.up import serve
 
+    _apply_strict(ns)
     settings = Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
     host, port = ns.host or settings.host, ns.port or settings.port
@@ -230,6 +279,41 @@ def _jobs(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _prune(ns: argparse.Namespace) -> int:
+    if ns.batch < 1:
+        raise ConfigurationError(f"--batch must be at least 1, not {ns.batch}")
+    with _app_for(ns) as app:
+        pruned = app.run_sync(app.aprune(ns.batch))
+    print(f"pruned {pruned} expired job(s)")
+    return 0
+
+
+def _retry(ns: argparse.Namespace) -> int:
+    if ns.limit < 1:
+        raise ConfigurationError(f"--limit must be at least 1, not {ns.limit}")
+    with load_app(ns.app) as app:
+        done = app.run_sync(app.aretry_matching(
+            status=ns.status, task=ns.task, queue=ns.queue, limit=ns.limit, dry_run=ns.dry_run,
+        ))  # fmt: skip
+    if ns.json:
+        rows = [{"id": old.id, "task": old.task, "retry": new.id if new else None}
+                for old, new in done]  # fmt: skip
+        print(orjson.dumps(rows).decode())
+        return 0
+    verb = "would retry" if ns.dry_run else "retried"
+    for old, new in done:
+        print(f"{old.id}  {old.task}" + (f"  -> {new.id}" if new else ""))
+    print(f"{verb} {len(done)} {ns.status} job(s)")
+    return 0
+
+
+def _schedules(ns: argparse.Namespace) -> int:
+    with load_app(ns.app) as app:
+        now = app.run_sync(app.anow())
+        console.show_schedules(describe_schedules(app, now), as_json=ns.json)
+    return 0
+
+
 def _loadtest(ns: argparse.Namespace) -> int:
     from offload import loadtest
 
@@ -237,11 +321,28 @@ def _loadtest(ns: argparse.Namespace) -> int:
     if not isinstance(args, list):
         raise ConfigurationError(f"--args must be a JSON array, not {ns.args!r}")
     report = asyncio.run(loadtest.run(
-        ns.url, task=ns.task, args=args, n=ns.n, concurrency=ns.c, duration=ns.duration,
-        token=ns.token, allow_remote=ns.allow_remote, progress=loadtest.progress_bar(),
+        ns.url, task=ns.task, args=args, n=ns.n, concurrency=ns.c, rate=ns.rate,
+        duration=ns.duration, token=ns.token, allow_remote=ns.allow_remote,
+        progress=loadtest.progress_bar(),
     ))  # fmt: skip
     print(orjson.dumps(report.as_dict()).decode() if ns.json else report.table())
     return 0
+
+
+def _doctor(ns: argparse.Namespace) -> int:
+    from offload import doctor
+
+    try:
+        report = doctor.scan(ns.paths, select=_codes(ns.select), ignore=_codes(ns.ignore))
+    except ConfigurationError as exc:
+        print(f"offload: error: {exc}", file=sys.stderr)
+        return 2
+    print(report.render(ns.format))
+    return 1 if report.findings else 0
+
+
+def _codes(text: str) -> list[str]:
+    return [code.strip() for code in text.split(",") if code.strip()]
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from offload._portal import Portal
 from offload.backends import Backend, open_backend
 from offload.core.ids import new_job_id
 from offload.core.job import JobFilter, JobRecord, NewJob
+from offload.core.limits import Limits, check_cap, parse_rate
 from offload.core.registry import TaskRegistry
 from offload.core.retry import RetryPolicy
 from offload.core.schedule import (
@@ -34,13 +35,14 @@ from offload.core.task import ExecutorKind, TaskSpec, infer_executor
 from offload.errors import InvalidTransition, JobNotFound
 from offload.jobs import Job
 from offload.settings import Settings
+from offload.workflows.methods import AppWorkflows, TaskSignatures
 
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
 
 
-class App:
+class App(AppWorkflows):
     """The registry of tasks plus the backend they are submitted to.
 
     ``backend`` is a URL (``sqlite:///offload.db``, ``redis://...``, ``memory://``) or a Backend
@@ -79,6 +81,10 @@ class App:
         timeout: float | None = None,
         priority: int = 0,
         result_ttl: float | None = None,
+        concurrency: int | None = None,
+        key_concurrency: int | None = None,
+        rate_limit: str | None = None,
+        key_rate_limit: str | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
     def task(
         self,
@@ -94,13 +100,29 @@ class App:
         timeout: float | None = None,
         priority: int = 0,
         result_ttl: float | None = None,
+        concurrency: int | None = None,
+        key_concurrency: int | None = None,
+        rate_limit: str | None = None,
+        key_rate_limit: str | None = None,
     ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
         """Register a function as a task; use bare (``@app.task``) or with options.
 
         ``executor`` defaults to "async" for ``async def`` and "thread" otherwise; use
         "process" for CPU-bound work. ``retries`` counts re-runs after a failure, spaced by
         exponential backoff starting at ``retry_backoff`` seconds (with jitter).
+
+        Global limits, held by the backend across every worker: ``concurrency`` (running jobs
+        of this task), ``key_concurrency`` (running jobs per ``concurrency_key``),
+        ``rate_limit`` and ``key_rate_limit`` (starts per period, e.g. ``"60/m"``).
         """
+        limits = Limits(
+            concurrency=check_cap(concurrency, "concurrency"),
+            key_concurrency=check_cap(key_concurrency, "key_concurrency"),
+            rate=None if rate_limit is None else parse_rate(rate_limit, what="rate_limit"),
+            key_rate=None
+            if key_rate_limit is None
+            else parse_rate(key_rate_limit, what="key_rate_limit"),
+        )
 
         def register(fn: Callable[P, R]) -> Task[P, R]:
             spec = TaskSpec(
@@ -114,6 +136,7 @@ class App:
                 timeout=timeout,
                 priority=priority,
                 result_ttl=result_ttl,
+                limits=limits if limits.any else None,
             )
             self.registry.add(spec)
             return Task(self, spec)
@@ -137,13 +160,16 @@ class App:
         timeout: float | None = None,
         priority: int = 0,
         result_ttl: float | None = None,
+        concurrency: int | None = None,
+        rate_limit: str | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]:
         """Register a task that workers run on a schedule, once per tick across all of them.
 
         ``cron`` is a 5-field expression read in ``tz`` (default UTC); ``every`` a whole number
         of seconds, counted from the Unix epoch. ``missed`` says what a starting worker does
         about ticks that passed while no worker ran: "skip" them, or run "once" for the latest.
-        The other options are those of :meth:`task`; the task can also be submitted by hand.
+        The other options are those of :meth:`task` (``concurrency=1``: a tick does not start
+        while the last one still runs); the task can also be submitted by hand.
         """
         trigger = make_trigger(cron, every, tz)
         policy = check_missed(missed)
@@ -157,6 +183,7 @@ class App:
                 name=task_name, queue=queue, executor=executor, retries=retries,
                 retry_backoff=retry_backoff, retry_backoff_max=retry_backoff_max,
                 timeout=timeout, priority=priority, result_ttl=result_ttl,
+                concurrency=concurrency, rate_limit=rate_limit,
             )(fn)  # fmt: skip
             self.schedules[task_name] = Schedule(task_name, task.spec.queue, trigger, policy)
             return task
@@ -246,6 +273,7 @@ class App:
             tenant=options.tenant or "default",
             meta=dict(options.meta or {}),
             result_ttl=self.settings.result_ttl if spec.result_ttl is None else spec.result_ttl,
+            limits=spec.limits,
         )
 
     async def asubmit_name(
@@ -382,7 +410,7 @@ class SubmitOptions:
         self.meta = meta
 
 
-class Task(Generic[P, R]):
+class Task(TaskSignatures, Generic[P, R]):
     """A registered task. Call it to run inline; ``submit`` it to run on a worker."""
 
     def __init__(self, app: App, spec: TaskSpec, options: SubmitOptions | None = None) -> None:

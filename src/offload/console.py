@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -93,11 +94,31 @@ def show_table(records: list[JobRecord], *, as_json: bool) -> None:
         (r.id, r.task, r.queue, r.status.value, str(r.attempts), _when(r.created_at))
         for r in records
     ]
+    _print_rows(header, rows)
+    if not rows:
+        print("(no jobs)")
+
+
+def _print_rows(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def show_schedules(schedules: list[dict[str, Any]], *, as_json: bool) -> None:
+    """Rows of ``describe_schedules``: one line each, next ticks in UTC."""
+    if as_json:
+        print(orjson.dumps(schedules).decode())
+        return
+    header = ("TASK", "QUEUE", "SCHEDULE", "NEXT TICK (UTC)", "MISSED")
+    rows = [
+        (s["name"], s["queue"], s["schedule"],
+         datetime.fromisoformat(s["next_tick"]).strftime("%Y-%m-%d %H:%M:%S"), s["missed"])
+        for s in schedules
+    ]  # fmt: skip
+    _print_rows(header, rows)
     if not rows:
-        print("(no jobs)")
+        print("(no schedules)")
 
 
 async def follow(job: Job, timeout: float | None) -> None:

@@ -8,6 +8,7 @@
     │   └── BackendUnavailable    the backend cannot be reached right now (retry later)
     ├── TaskNotFound              no task of that name is registered
     ├── InvalidArguments          arguments do not fit the task's signature or are not JSON
+    ├── InvalidWorkflow           a malformed workflow (an empty chain...), or an id of none
     ├── SerializationError        a value (usually a result) cannot be encoded as JSON
     ├── JobNotFound               no job with that id
     ├── IdempotencyConflict       an idempotency key was reused with a different request
@@ -62,6 +63,11 @@ class InvalidArguments(OffloadError):
         self.task = task
         self.argument = argument
         super().__init__(f"invalid arguments for task {task!r}: {message}")
+
+
+class InvalidWorkflow(OffloadError):
+    """A workflow is malformed (an empty chain or group, a step that is not a signature), or a
+    job id given as a workflow's names none (or its plan is gone)."""
 
 
 class SerializationError(OffloadError):

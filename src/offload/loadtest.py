@@ -1,24 +1,28 @@
 """``offload loadtest``: submit many jobs to an offload API at once and report the latency.
 
-:func:`run` fires ``n`` ``POST /v1/jobs`` requests, ``concurrency`` at a time, and stops early
-once ``duration`` seconds have passed (requests in flight then finish or time out). Load tests
-target loopback only, unless ``allow_remote`` says otherwise: pointing one at a shared service
-by accident is a small denial of service.
+:func:`run` fires ``n`` ``POST /v1/jobs`` requests from ``concurrency`` clients, as fast as the
+answers come or at a steady ``rate``, and stops early once ``duration`` seconds have passed
+(requests in flight then finish or time out). Load tests target loopback only, unless
+``allow_remote`` says otherwise: pointing one at a shared service by accident is a small denial
+of service.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import math
+import ssl
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
+import orjson
 
 from offload.errors import ConfigurationError
 
@@ -33,6 +37,7 @@ class Report:
     url: str
     requested: int
     concurrency: int
+    rate: float | None  # requests per second asked for; None: as fast as answers came
     sent: int
     succeeded: int
     errors: dict[str, int]
@@ -55,7 +60,8 @@ class Report:
     def as_dict(self) -> dict[str, Any]:
         return {
             "url": self.url, "requested": self.requested, "concurrency": self.concurrency,
-            "sent": self.sent, "succeeded": self.succeeded, "failed": self.sent - self.succeeded,
+            "rate_rps": self.rate, "sent": self.sent, "succeeded": self.succeeded,
+            "failed": self.sent - self.succeeded,
             "errors": dict(sorted(self.errors.items())), "elapsed_s": round(self.elapsed, 3),
             "stopped_early": self.stopped_early, "throughput_rps": round(self.throughput, 1),
             "latency_ms": {
@@ -70,6 +76,7 @@ class Report:
         rows = [
             ("target", self.url),
             ("requests", f"{self.sent} of {self.requested} sent, concurrency {self.concurrency}"
+                         + ("" if self.rate is None else f", at {self.rate:g}/s")
                          + (" (stopped at the time limit)" if self.stopped_early else "")),
             ("succeeded", str(self.succeeded)),
             ("failed", str(d["failed"])),
@@ -84,8 +91,9 @@ class Report:
 
 def check_target(url: str, *, allow_remote: bool) -> None:
     """Refuse a non-loopback target unless ``allow_remote``. :raises ConfigurationError:"""
-    host = httpx.URL(url).host
-    if not host:
+    parts = urlsplit(url)
+    host = parts.hostname
+    if parts.scheme not in ("http", "https") or not host:
         raise ConfigurationError(f"{url!r} is not an http(s) URL with a host")
     if allow_remote or host == "localhost":
         return
@@ -108,57 +116,191 @@ async def run(
     kwargs: dict[str, Any] | None = None,
     n: int = 1000,
     concurrency: int = 50,
+    rate: float | None = None,
     duration: float = 60.0,
     token: str | None = None,
     allow_remote: bool = False,
     timeout: float = 10.0,
     progress: Progress | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
 ) -> Report:
-    """Submit ``n`` jobs of ``task`` to ``url`` (``concurrency`` at a time, ``duration`` s at
+    """Submit ``n`` jobs of ``task`` to ``url`` from ``concurrency`` clients (``duration`` s at
     most) and report. Every answer counts; errors are tallied by status (or exception name).
+
+    Each client has one keep-alive connection of its own, as that many separate callers would.
+    Without ``rate`` each client sends its next request as soon as the last one is answered (a
+    closed loop: it finds the service's capacity, and the latency is then mostly time spent
+    queued, about ``concurrency / throughput``). With ``rate`` (requests per second in all),
+    request *i* is due ``i / rate`` seconds after the start and goes out on the next free
+    client; a request that waited for a free client counts its latency from when it was due, so
+    a stalled service cannot hide the requests it held up.
+
+    The clients speak just enough HTTP/1.1 for this one request, so that the load generator
+    costs a small fraction of what the service under test does (a full client such as httpx
+    costs more per request than the API's submit, and would share the machine's CPU with it).
     """
     check_target(url, allow_remote=allow_remote)
-    if n < 1 or concurrency < 1 or duration <= 0:
-        raise ConfigurationError("n and concurrency must be at least 1, duration above 0")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    body = {"task": task, "args": args or [], "kwargs": kwargs or {}}
-    endpoint = url.rstrip("/") + "/v1/jobs"
+    if n < 1 or concurrency < 1 or duration <= 0 or (rate is not None and rate <= 0):
+        raise ConfigurationError("n and concurrency must be at least 1, duration and rate above 0")
+    body = orjson.dumps({"task": task, "args": args or [], "kwargs": kwargs or {}})
+    target = _Target(url, body, token)
     latencies: list[float] = []
     errors: Counter[str] = Counter()
-    started = time.perf_counter()
-    deadline = started + duration
-    remaining = n
 
-    async def one(client: httpx.AsyncClient) -> None:
-        begin = time.perf_counter()
+    async def one(conn: _Connection, begin: float) -> None:
         try:
-            response = await client.post(endpoint, json=body, headers=headers)
-            if not response.is_success:
-                errors[str(response.status_code)] += 1
-        except httpx.HTTPError as exc:
+            async with asyncio.timeout(timeout):
+                status = await conn.post()
+            if not 200 <= status < 300:
+                errors[str(status)] += 1
+        except (OSError, EOFError, ValueError, IndexError, asyncio.LimitOverrunError) as exc:
+            conn.close()  # its state is unknown: the next request starts a new one
             errors[type(exc).__name__] += 1
         latencies.append((time.perf_counter() - begin) * 1000)
         if progress is not None:
             progress(len(latencies), n)
 
-    async def lane(client: httpx.AsyncClient) -> None:
-        nonlocal remaining
-        while remaining > 0 and time.perf_counter() < deadline:
-            remaining -= 1
-            await one(client)
+    async def lane(conn: _Connection, due_times: _Schedule) -> None:
+        while (due := due_times.next()) is not None:
+            now = time.perf_counter()
+            if due > now:  # early: wait, and time the request from when it really goes out
+                await asyncio.sleep(due - now)
+                due = time.perf_counter()
+            await one(conn, due)
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    client = httpx.AsyncClient(transport=transport, timeout=timeout, limits=limits)
-    async with client, asyncio.TaskGroup() as group:
-        for _ in range(min(concurrency, n)):
-            group.create_task(lane(client))
+    conns = [_Connection(target) for _ in range(min(concurrency, n))]
+    try:
+        # Connect first, so that the clock does not count it (failures show up as errors later)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*(c.connect() for c in conns), return_exceptions=True)
+        started = time.perf_counter()
+        schedule = _Schedule(n, rate, started, started + duration)
+        async with asyncio.TaskGroup() as group:
+            for conn in conns:
+                group.create_task(lane(conn, schedule))
+        elapsed = time.perf_counter() - started
+    finally:
+        await asyncio.gather(*(conn.aclose() for conn in conns))
     sent = len(latencies)
     return Report(
-        url=url, requested=n, concurrency=concurrency, sent=sent,
+        url=url, requested=n, concurrency=concurrency, rate=rate, sent=sent,
         succeeded=sent - sum(errors.values()), errors=dict(errors),
-        elapsed=time.perf_counter() - started, stopped_early=sent < n, latencies_ms=latencies,
+        elapsed=elapsed, stopped_early=sent < n, latencies_ms=latencies,
     )  # fmt: skip
+
+
+class _Schedule:
+    """When each request is due: at once (closed loop), or the ``i``-th at ``i / rate``."""
+
+    def __init__(self, n: int, rate: float | None, started: float, deadline: float) -> None:
+        self.left, self.rate, self.started, self.deadline = n, rate, started, deadline
+        self.issued = 0
+
+    def next(self) -> float | None:
+        """The next request's due time (``time.perf_counter()``), or None: no more requests."""
+        due = time.perf_counter() if self.rate is None else self.started + self.issued / self.rate
+        if self.left <= 0 or due >= self.deadline or time.perf_counter() >= self.deadline:
+            return None
+        self.left -= 1
+        self.issued += 1
+        return due
+
+
+class _Target:
+    """Where the requests go, and the bytes of the one request that is sent again and again."""
+
+    def __init__(self, url: str, body: bytes, token: str | None) -> None:
+        parts = urlsplit(url)
+        self.host = parts.hostname or ""
+        self.tls = ssl.create_default_context() if parts.scheme == "https" else None
+        self.port = parts.port or (443 if self.tls else 80)
+        authority = f"[{self.host}]" if ":" in self.host else self.host
+        if parts.port is not None:
+            authority += f":{parts.port}"
+        head = [
+            f"POST {parts.path.rstrip('/')}/v1/jobs HTTP/1.1",
+            f"Host: {authority}",
+            "User-Agent: offload-loadtest",
+            "Content-Type: application/json",
+            f"Content-Length: {len(body)}",
+        ]
+        if token:
+            head.append(f"Authorization: Bearer {token}")
+        self.request = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+
+
+class _Connection:
+    """One keep-alive HTTP/1.1 connection that sends the target's request and reads answers.
+
+    Answers may be sized by ``Content-Length``, chunked, or end with the connection; a
+    connection the server closes (or that failed) is opened again by the next request.
+    """
+
+    def __init__(self, target: _Target) -> None:
+        self.target = target
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._streams is not None and self._streams[0].at_eof():
+            self.close()  # the server closed it while it was idle (keep-alive timeout)
+        if self._streams is None:
+            t = self.target
+            self._streams = await asyncio.open_connection(t.host, t.port, ssl=t.tls)
+        return self._streams
+
+    def close(self) -> None:
+        if self._streams is not None:
+            self._streams[1].close()
+            self._streams = None
+
+    async def aclose(self) -> None:
+        if self._streams is not None:
+            writer = self._streams[1]
+            self.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def post(self) -> int:
+        """Send the request once and read the whole answer; return its status code."""
+        reused = self._streams is not None
+        try:
+            reader, head = await self._send()
+        except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError) as exc:
+            if not reused or (isinstance(exc, asyncio.IncompleteReadError) and exc.partial):
+                raise
+            # The server closed the idle connection as the request went out, and answered
+            # nothing: send it again on a new one.
+            self.close()
+            reader, head = await self._send()
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        status = int(status_line.split(" ", 2)[1])
+        headers = {}
+        for line in lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip().lower()
+        if "content-length" in headers:
+            await reader.readexactly(int(headers["content-length"]))
+        elif "chunked" in headers.get("transfer-encoding", ""):
+            await _skip_chunks(reader)
+        else:  # the body ends with the connection
+            await reader.read()
+            headers["connection"] = "close"
+        if headers.get("connection") == "close":
+            self.close()
+        return status
+
+    async def _send(self) -> tuple[asyncio.StreamReader, bytes]:
+        """Send the request; return the reader and the answer's head (status line, headers)."""
+        reader, writer = await self.connect()
+        writer.write(self.target.request)
+        return reader, await reader.readuntil(b"\r\n\r\n")
+
+
+async def _skip_chunks(reader: asyncio.StreamReader) -> None:
+    while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+        await reader.readexactly(size + 2)  # the chunk and its CRLF
+    while await reader.readuntil(b"\r\n") != b"\r\n":
+        pass  # trailers, up to the empty line
 
 
 def progress_bar() -> Progress | None:

@@ -13,6 +13,10 @@ from offload.core.clock import ManualClock
 from offload.core.job import Lease, NewJob
 from offload.errors import ConfigurationError
 
+#: The columns schema 2 added to the jobs table.
+NEW_COLUMNS = ("expires_at", "result_ttl", "capped", "cap", "key_cap", "rate", "key_rate",
+               "reserved")  # fmt: skip
+
 
 async def test_a_version_1_database_is_upgraded_and_keeps_its_jobs(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
@@ -24,8 +28,11 @@ async def test_a_version_1_database_is_upgraded_and_keeps_its_jobs(tmp_path: Pat
     # Turn it into what offload 0.1 (schema 1) left on disk: no retention columns.
     conn = sqlite3.connect(path)
     conn.executescript(
-        "DROP INDEX jobs_expiry; ALTER TABLE jobs DROP COLUMN expires_at; "
-        "ALTER TABLE jobs DROP COLUMN result_ttl; "
+        "DROP INDEX jobs_expiry; DROP INDEX jobs_capped; DROP INDEX jobs_slots; "
+        "DROP INDEX jobs_ready; DROP TABLE buckets; "
+        + "".join(f"ALTER TABLE jobs DROP COLUMN {column}; " for column in NEW_COLUMNS)
+        + "CREATE INDEX jobs_ready ON jobs (queue, priority DESC, run_at, id) "
+        "WHERE status = 'queued' AND losses = 0; "
         "UPDATE offload_meta SET value = '1' WHERE key = 'schema';"
     )
     conn.close()

@@ -1,4 +1,4 @@
-"""Fixtures of the HTTP service tests: a real offload App on memory:// and on SQLite."""
+"""Fixtures of the HTTP service tests: a real offload App on memory://, SQLite and Redis."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ from servicekit import TOKENS, Service, Start, build_app
 
 from offload.backends.base import Backend
 from offload.service import ServiceConfig, TokenTable, create_app
+from rediskit import redis_namespace_url
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "redis":
+        return redis_namespace_url()
     return "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'jobs.db'}"
 
 

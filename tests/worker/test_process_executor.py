@@ -26,7 +26,7 @@ from offload.errors import (
 from offload.loader import load_app
 from offload.worker.context import JobContext
 from offload.worker.executors.base import Executor
-from offload.worker.executors.process import ChildError, ProcessExecutor
+from offload.worker.executors.process import CHILD_NICE, ChildError, ProcessExecutor
 
 APP = "proc_app:app"
 
@@ -257,6 +257,30 @@ async def test_never_more_jobs_at_once_than_children(
         running += step
         peak = max(peak, running)
     assert peak == 2
+
+
+async def test_children_run_at_a_lower_cpu_priority(executor: ProcessExecutor) -> None:
+    assert executor.nice == CHILD_NICE == 10
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    for pid in executor.pids:
+        assert os.getpriority(os.PRIO_PROCESS, pid) == min(mine + CHILD_NICE, 19)
+
+
+async def test_nice_zero_keeps_the_workers_priority(registry: TaskRegistry) -> None:
+    pool = ProcessExecutor(APP, 1, nice=0)
+    await pool.start()
+    try:
+        [pid] = pool.pids
+        assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0)
+        assert await Runner(pool, registry)("report", 1) == "done"
+    finally:
+        await pool.close()
+
+
+@pytest.mark.parametrize("nice", [-1, 20])
+async def test_nice_beyond_the_range_is_refused(nice: int) -> None:
+    with pytest.raises(ValueError, match="nice must be between 0"):
+        ProcessExecutor(APP, 1, nice=nice)
 
 
 async def test_children_ignore_sigint(executor: ProcessExecutor, run: Runner) -> None:

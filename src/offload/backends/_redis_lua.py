@@ -12,7 +12,11 @@ Layout under the root ``R``:
                                submit is implied by the job's created_at and submitted_as)
 - ``R q:<queue>:<priority>``   zset of ready jobs with no lost lease, score run_at
 - ``R qp:<queue>``             zset of the priorities that have ready jobs, score -priority
+- ``R c:<queue>:<priority>``   zset of ready jobs of *capped* tasks (they may wait for a slot),
+                               score run_at; ``R cp:<queue>`` their priorities
 - ``R s:<queue>``              zset of ready *suspects* (losses > 0), score run_at
+- ``R slots``                  hash ``t\0<task>`` / ``k\0<task>\0<key>`` -> running capped jobs
+- ``R tat``                    hash: rate bucket (same names) -> next allowed start
 - ``R sched``                  zset of scheduled jobs, score run_at
 - ``R run``                    zset of running jobs, score lease_until
 - ``R expire``                 zset of ended jobs that have a result_ttl, score when to prune
@@ -80,26 +84,48 @@ local function move(id, queue, created, from, to)
   redis.call('ZADD', R .. 'i:st:' .. to, created, id)
   redis.call('HSET', R .. 'j:' .. id, 'status', to)
 end
--- Make a job claimable: innocents by priority, suspects apart. Wake idle workers when the
--- queue had nothing ready before.
+-- Make a job claimable: innocents by priority (jobs of capped tasks apart), suspects apart.
+-- Wake idle workers when the partition had nothing ready before.
+local function capped(id)
+  local f = fields(id, 'cap', 'key_cap')
+  return f[1] or f[2]
+end
 local function enqueue(id, queue, prio, run_at, losses)
   if tonumber(losses) > 0 then
     redis.call('ZADD', R .. 's:' .. queue, run_at, id)
     return
   end
-  local qp = R .. 'qp:' .. queue
+  local part, parts = 'q:', 'qp:'
+  if capped(id) then part, parts = 'c:', 'cp:' end
+  local qp = R .. parts .. queue
   local was_empty = redis.call('EXISTS', qp) == 0
-  redis.call('ZADD', R .. 'q:' .. queue .. ':' .. prio, run_at, id)
+  redis.call('ZADD', R .. part .. queue .. ':' .. prio, run_at, id)
   redis.call('ZADD', qp, -tonumber(prio), prio)
   if was_empty then redis.call('PUBLISH', R .. 'wake', queue) end
 end
 local function dequeue(id, queue, prio)
-  local qk = R .. 'q:' .. queue .. ':' .. prio
-  if redis.call('ZREM', qk, id) == 1 then
-    if redis.call('EXISTS', qk) == 0 then redis.call('ZREM', R .. 'qp:' .. queue, prio) end
-  else
-    redis.call('ZREM', R .. 's:' .. queue, id)
+  for _, p in ipairs({{'q:', 'qp:'}, {'c:', 'cp:'}}) do
+    local qk = R .. p[1] .. queue .. ':' .. prio
+    if redis.call('ZREM', qk, id) == 1 then
+      if redis.call('EXISTS', qk) == 0 then redis.call('ZREM', R .. p[2] .. queue, prio) end
+      return
+    end
   end
+  redis.call('ZREM', R .. 's:' .. queue, id)
+end
+-- The slots a capped job holds while it runs (see offload.backends._gate).
+local function slots_of(id)
+  local f = fields(id, 'task', 'concurrency_key', 'cap', 'key_cap')
+  local out = {}
+  if f[3] then out[#out + 1] = {'t\0' .. f[1], tonumber(f[3])} end
+  if f[4] and f[2] then out[#out + 1] = {'k\0' .. f[1] .. '\0' .. f[2], tonumber(f[4])} end
+  return out
+end
+-- A job leaves running: give back its slots, and wake workers that may wait for one.
+local function free_slots(id, queue)
+  local held = slots_of(id)
+  for _, slot in ipairs(held) do redis.call('HINCRBY', R .. 'slots', slot[1], -1) end
+  if #held > 0 then redis.call('PUBLISH', R .. 'wake', queue) end
 end
 local function promote(now, batch)
   local due = redis.call('ZRANGEBYSCORE', R .. 'sched', '-inf', now, 'LIMIT', 0, batch)
@@ -133,6 +159,7 @@ end
 local function cancel_instead(id, f, now, detail)
   local k = R .. 'j:' .. id
   ended(id, now)
+  free_slots(id, f[4])
   redis.call('HSET', k, 'finished_at', now, 'updated_at', now)
   redis.call('HDEL', k, 'lease_until')
   redis.call('ZREM', R .. 'run', id)
@@ -144,11 +171,12 @@ end
 )
 
 # ARGV: now, idempotency window, then one JSON array per group (one group per submit call,
-# each all-or-none) of jobs, each an array of 14 strings (see RedisBackend._submit_groups).
+# each all-or-none) of jobs, each an array of 18 strings (see RedisBackend._submit_groups).
 # Reply: now, then per group {'conflict', key, job id} or {'ok', per job {'new', status, run_at}
 # or {'old', HGETALL...}}. Index and queue updates are collected and sent once per key.
-# The 14 strings: id, task, queue, priority, delay, run_at, idempotency key, fingerprint,
-# concurrency key, tenant, args, kwargs, meta, result_ttl (optional ones "" or "=" + value).
+# The 18 strings: id, task, queue, priority, delay, run_at, idempotency key, fingerprint,
+# concurrency key, tenant, args, kwargs, meta, result_ttl, cap, key_cap, rate, key_rate
+# (optional ones "" or "=" + value).
 SUBMIT = """
 local now = clock(ARGV[1])
 local window = tonumber(ARGV[2])
@@ -174,8 +202,8 @@ local function lookup(ik)
   return {id, string.sub(rest, 1, d - 1)}
 end
 local function store(job)
-  local id, task, queue, prio, delay, run_at, key, _, ckey, tenant, args, kwargs, meta, ttl =
-    unpack(job)
+  local id, task, queue, prio, delay, run_at, key, _, ckey, tenant, args, kwargs, meta, ttl,
+    cap, key_cap, rate, key_rate = unpack(job)
   local k = R .. 'j:' .. id
   if redis.call('HSETNX', k, 'id', id) == 0 then  -- a resubmitted id: the job as stored
     return {'old', unpack(redis.call('HGETALL', k))}
@@ -192,6 +220,11 @@ local function store(job)
   if key then redis.call('HSET', k, 'idempotency_key', key) end
   if ckey then redis.call('HSET', k, 'concurrency_key', ckey) end
   if ttl ~= '' then redis.call('HSET', k, 'result_ttl', opt(ttl)) end
+  for name, value in pairs({cap = cap, key_cap = key_cap, rate = rate, key_rate = key_rate}) do
+    if value ~= '' then redis.call('HSET', k, name, opt(value)) end
+  end
+  local part = 'q:'
+  if cap ~= '' or key_cap ~= '' then part = 'c:' end
   for _, idx in ipairs({'i:all', 'i:tk:' .. task, 'i:q:' .. queue, 'i:tn:' .. tenant,
                         'i:st:' .. status}) do
     zadd(R .. idx, now, id)
@@ -199,9 +232,9 @@ local function store(job)
   local field = queue .. '\\0' .. status
   counts[field] = (counts[field] or 0) + 1
   if status == 'queued' then
-    zadd(R .. 'q:' .. queue .. ':' .. prio, run_at, id)
-    ready[queue] = ready[queue] or {}
-    ready[queue][prio] = true
+    zadd(R .. part .. queue .. ':' .. prio, run_at, id)
+    ready[part .. queue] = ready[part .. queue] or {queue = queue, part = part}
+    ready[part .. queue][prio] = true
   else
     zadd(R .. 'sched', run_at, id)
   end
@@ -245,9 +278,10 @@ for g = 3, #ARGV do
   end
 end
 -- Apply the collected updates: a queue that had nothing ready wakes idle workers.
+local parts = {['q:'] = 'qp:', ['c:'] = 'cp:'}
 local woke = {}
-for queue, _ in pairs(ready) do
-  woke[queue] = redis.call('EXISTS', R .. 'qp:' .. queue) == 0
+for name, r in pairs(ready) do
+  woke[name] = redis.call('EXISTS', R .. parts[r.part] .. r.queue) == 0
 end
 for key, t in pairs(zadds) do
   for i = 1, #t, 2000 do
@@ -255,61 +289,147 @@ for key, t in pairs(zadds) do
   end
 end
 for field, n in pairs(counts) do redis.call('HINCRBY', R .. 'counts', field, n) end
-for queue, prios in pairs(ready) do
-  for prio, _ in pairs(prios) do
-    redis.call('ZADD', R .. 'qp:' .. queue, -tonumber(prio), prio)
+for name, r in pairs(ready) do
+  for prio, _ in pairs(r) do
+    if prio ~= 'queue' and prio ~= 'part' then
+      redis.call('ZADD', R .. parts[r.part] .. r.queue, -tonumber(prio), prio)
+    end
   end
-  if woke[queue] then redis.call('PUBLISH', R .. 'wake', queue) end
+  if woke[name] then redis.call('PUBLISH', R .. 'wake', r.queue) end
 end
 return out
 """
 
-CLAIM = f"""
+#: Jobs waiting for a concurrency slot one claim looks past, per queue.
+CAPPED_SCAN = 64
+
+CLAIM = (
+    """
 local now = clock(ARGV[1])
 local worker, lease, limit, idle = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
-local err = promote(now, {PROMOTE_BATCH})
+local err = promote(now, PROMOTE_BATCH)
 if err then return err end
-local cands = {{}}
+local cands = {}
 local best = nil
 local function before(a, b)
   if a.prio ~= b.prio then return a.prio > b.prio end
   if a.run_at ~= b.run_at then return a.run_at < b.run_at end
   return a.id < b.id
 end
+local function gather(queue, part, parts, want)
+  local got = 0
+  for _, p in ipairs(redis.call('ZRANGE', R .. parts .. queue, 0, -1)) do
+    local ids = redis.call('ZRANGE', R .. part .. queue .. ':' .. p, 0, want - got - 1,
+      'WITHSCORES')
+    for j = 1, #ids, 2 do
+      cands[#cands + 1] = {id = ids[j], run_at = tonumber(ids[j + 1]), prio = tonumber(p),
+        queue = queue, sprio = p}
+    end
+    got = got + #ids / 2
+    if got >= want then break end
+  end
+end
+local room = {}
 for i = 6, #ARGV, 2 do
   local queue, cap = ARGV[i], tonumber(ARGV[i + 1])
   local want = math.min(cap, limit)
+  room[queue] = cap
   if want > 0 then
-    local got = 0
-    for _, p in ipairs(redis.call('ZRANGE', R .. 'qp:' .. queue, 0, -1)) do
-      local ids = redis.call('ZRANGE', R .. 'q:' .. queue .. ':' .. p, 0, want - got - 1,
-        'WITHSCORES')
-      for j = 1, #ids, 2 do
-        cands[#cands + 1] = {{id = ids[j], run_at = tonumber(ids[j + 1]), prio = tonumber(p),
-          queue = queue, sprio = p}}
-      end
-      got = got + #ids / 2
-      if got >= want then break end
-    end
-    local sus = redis.call('ZRANGE', R .. 's:' .. queue, 0, {SUSPECT_SCAN - 1}, 'WITHSCORES')
+    gather(queue, 'q:', 'qp:', want)
+    gather(queue, 'c:', 'cp:', want + CAPPED_SCAN)  -- some may wait for a slot: look past them
+    local sus = redis.call('ZRANGE', R .. 's:' .. queue, 0, SUSPECT_SCAN - 1, 'WITHSCORES')
     for j = 1, #sus, 2 do
       local run_at = tonumber(sus[j + 1])
       if idle or run_at <= now - lease then
         local p = fields(sus[j], 'priority')[1] or '0'
-        local c = {{id = sus[j], run_at = run_at, prio = tonumber(p), queue = queue, sprio = p}}
+        local c = {id = sus[j], run_at = run_at, prio = tonumber(p), queue = queue, sprio = p}
         if best == nil or before(c, best) then best = c end
       end
     end
   end
 end
 table.sort(cands, before)
-local picked = {{}}
-if best and (#cands == 0 or before(best, cands[1])) then
-  picked[1] = best
-else
-  for j = 1, math.min(limit, #cands) do picked[j] = cands[j] end
+-- The limits of each candidate: start now, wait for a slot, or defer (see _gate.py).
+local counts, buckets, dirty = {}, {}, {}
+local function running_in(slot)
+  if counts[slot] == nil then
+    counts[slot] = tonumber(redis.call('HGET', R .. 'slots', slot) or '0')
+  end
+  return counts[slot]
 end
-local out = {{}}
+local function bucket(name)
+  if buckets[name] == nil then
+    local v = redis.call('HGET', R .. 'tat', name)
+    if v then buckets[name] = tonumber(v) else buckets[name] = now end
+  end
+  return buckets[name]
+end
+local function decide(id)
+  local f = fields(id, 'task', 'concurrency_key', 'cap', 'key_cap', 'rate', 'key_rate',
+    'reserved')
+  if not (f[3] or f[4] or f[5] or f[6]) then return true end
+  local slots = slots_of(id)
+  for _, slot in ipairs(slots) do
+    if running_in(slot[1]) >= slot[2] then return false end
+  end
+  if f[7] ~= '1' then
+    local rates = {}
+    if f[5] then rates[#rates + 1] = {'t\\0' .. f[1], tonumber(f[5])} end
+    if f[6] and f[2] then rates[#rates + 1] = {'k\\0' .. f[1] .. '\\0' .. f[2], tonumber(f[6])} end
+    local start = now
+    for _, r in ipairs(rates) do start = math.max(start, bucket(r[1])) end
+    for _, r in ipairs(rates) do
+      buckets[r[1]] = start + r[2]
+      dirty[r[1]] = true
+    end
+    if start > now then return start end
+  end
+  for _, slot in ipairs(slots) do
+    counts[slot[1]] = counts[slot[1]] + 1
+    redis.call('HINCRBY', R .. 'slots', slot[1], 1)
+  end
+  return true
+end
+local function defer(c, start)
+  local k = R .. 'j:' .. c.id
+  dequeue(c.id, c.queue, c.sprio)
+  redis.call('HSET', k, 'run_at', start, 'reserved', '1', 'updated_at', now)
+  redis.call('ZADD', R .. 'sched', start, c.id)
+  local f = fields(c.id, 'created_at', 'attempts', 'token', 'worker_id')
+  local e = move(c.id, c.queue, f[1], 'queued', 'scheduled')
+  if e then return e end
+  hist(c.id, now, 'queued', 'scheduled', 'rate_limited', f[2], f[3], f[4], nil)
+end
+local picked = {}
+local function consider(c)
+  local verdict = decide(c.id)
+  if verdict == true then
+    picked[#picked + 1] = c
+    return true
+  end
+  if verdict ~= false then
+    local e = defer(c, verdict)
+    if e then return e end
+  end
+  return false
+end
+if best and (#cands == 0 or before(best, cands[1])) then
+  local e = consider(best)  -- a suspect comes first: it runs alone
+  if type(e) == 'table' then return e end
+end
+if #picked == 0 then
+  local taken = {}
+  for _, c in ipairs(cands) do
+    if #picked >= limit then break end
+    if (taken[c.queue] or 0) < room[c.queue] then
+      local ok = consider(c)
+      if type(ok) == 'table' then return ok end
+      if ok then taken[c.queue] = (taken[c.queue] or 0) + 1 end
+    end
+  end
+end
+for name, _ in pairs(dirty) do redis.call('HSET', R .. 'tat', name, buckets[name]) end
+local out = {}
 local until_ = now + lease
 for _, c in ipairs(picked) do
   local k = R .. 'j:' .. c.id
@@ -317,7 +437,7 @@ for _, c in ipairs(picked) do
   local attempts = redis.call('HINCRBY', k, 'attempts', 1)
   redis.call('HSET', k, 'worker_id', worker, 'lease_until', until_, 'started_at', now,
     'updated_at', now)
-  redis.call('HDEL', k, 'progress', 'progress_message')
+  redis.call('HDEL', k, 'progress', 'progress_message', 'reserved')
   dequeue(c.id, c.queue, c.sprio)
   redis.call('ZADD', R .. 'run', until_, c.id)
   local e = move(c.id, c.queue, fields(c.id, 'created_at')[1], 'queued', 'running')
@@ -326,7 +446,10 @@ for _, c in ipairs(picked) do
   out[#out + 1] = redis.call('HGETALL', k)
 end
 return out
-"""
+""".replace("PROMOTE_BATCH", str(PROMOTE_BATCH))
+    .replace("SUSPECT_SCAN - 1", str(SUSPECT_SCAN - 1))
+    .replace("CAPPED_SCAN", str(CAPPED_SCAN))
+)
 
 RENEW = """
 local now = clock(ARGV[1])
@@ -383,6 +506,7 @@ local function finish(A)
     if error then redis.call('HSET', k, 'error', error) end
     redis.call('ZREM', R .. 'run', id)
     ended(id, now)
+    free_slots(id, queue)
     local err = move(id, queue, created, 'running', target)
     if err then return err end
     hist(id, now, 'running', target, reason, f[6], f[2], f[7], detail)
@@ -391,6 +515,7 @@ local function finish(A)
     if err then return err end
   else
     redis.call('ZREM', R .. 'run', id)
+    free_slots(id, queue)
     redis.call('HDEL', k, 'worker_id', 'lease_until')
     if op == 'retry' then
       local run_at = now + tonumber(A[4])
@@ -460,6 +585,7 @@ for _, id in ipairs(expired) do
   local k = R .. 'j:' .. id
   local f = fields(id, unpack(LEASED))
   redis.call('ZREM', R .. 'run', id)
+  if f[1] == 'running' and f[8] ~= '1' then free_slots(id, f[4]) end  -- cancel_instead frees
   if f[1] == 'running' then
     local losses = redis.call('HINCRBY', k, 'losses', 1)
     if f[8] == '1' then

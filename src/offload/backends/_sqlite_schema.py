@@ -43,10 +43,20 @@ CREATE TABLE IF NOT EXISTS jobs (
     tenant TEXT NOT NULL,
     meta BLOB NOT NULL,
     result_ttl REAL,
-    expires_at REAL
+    expires_at REAL,
+    capped INTEGER NOT NULL DEFAULT 0,
+    cap INTEGER,
+    key_cap INTEGER,
+    rate REAL,
+    key_rate REAL,
+    reserved INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, priority DESC, run_at, id)
-    WHERE status = 'queued' AND losses = 0;
+    WHERE status = 'queued' AND losses = 0 AND capped = 0;
+CREATE INDEX IF NOT EXISTS jobs_capped ON jobs (queue, priority DESC, run_at, id)
+    WHERE status = 'queued' AND losses = 0 AND capped = 1;
+CREATE INDEX IF NOT EXISTS jobs_slots ON jobs (task, concurrency_key)
+    WHERE status = 'running' AND capped = 1;
 CREATE INDEX IF NOT EXISTS jobs_suspects ON jobs (queue, priority DESC, run_at, id)
     WHERE status = 'queued' AND losses > 0;
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (run_at) WHERE status = 'scheduled';
@@ -70,6 +80,10 @@ CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY,
     info BLOB NOT NULL,
     expires_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS buckets (
+    name TEXT PRIMARY KEY,
+    next_start REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS idempotency (
     tenant TEXT NOT NULL,
@@ -97,7 +111,12 @@ HISTORY_INSERT = (
 #: What turns a database of one schema version into the next (run inside the creating
 #: transaction, before the DDL's indexes are created).
 MIGRATIONS = {
-    1: "ALTER TABLE jobs ADD COLUMN result_ttl REAL; ALTER TABLE jobs ADD COLUMN expires_at REAL;",
+    1: "ALTER TABLE jobs ADD COLUMN result_ttl REAL; ALTER TABLE jobs ADD COLUMN expires_at REAL;"
+    "ALTER TABLE jobs ADD COLUMN capped INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN cap INTEGER; ALTER TABLE jobs ADD COLUMN key_cap INTEGER;"
+    "ALTER TABLE jobs ADD COLUMN rate REAL; ALTER TABLE jobs ADD COLUMN key_rate REAL;"
+    "ALTER TABLE jobs ADD COLUMN reserved INTEGER NOT NULL DEFAULT 0;"
+    "DROP INDEX IF EXISTS jobs_ready;",  # recreated without the capped jobs
 }
 
 

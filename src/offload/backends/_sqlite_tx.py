@@ -15,12 +15,17 @@ import orjson
 
 from offload.backends import _sqlite_schema as schema
 from offload.backends._common import check_transition
+from offload.backends._gate import Gate
 from offload.backends.base import CANCEL_INSTEAD, IDEMPOTENCY_WINDOW
 from offload.core.job import JobRecord, Lease, NewJob, RenewResult, WorkerInfo
+from offload.core.limits import Limits
 from offload.core.states import ACTIVE_STATES, TERMINAL_STATES, Reason, State
 from offload.errors import IdempotencyConflict, InvalidTransition, JobNotFound, LeaseLost
 
 SELECT_JOB = f"SELECT {schema.JOB_COLUMNS} FROM jobs"
+NO_LIMITS = Limits()
+#: Jobs waiting for a concurrency slot one claim looks past, per queue.
+CAPPED_SCAN = 64
 #: Set with every move to a final state: when prune may delete the job (never without a ttl).
 EXPIRES = "expires_at = :now + result_ttl"
 OWNED = "id = ? AND token = ? AND status = 'running' AND lease_until > ?"
@@ -36,15 +41,18 @@ def submit(conn: sqlite3.Connection, now: float, jobs: list[NewJob]) -> list[Job
         run_at = new.run_at if new.run_at is not None else now + max(0.0, new.delay)
         status = State.SCHEDULED if run_at > now else State.QUEUED
         check_transition(new.id, None, status)
+        lim = new.limits or NO_LIMITS
         conn.execute(
             "INSERT INTO jobs (id, task, queue, status, args, kwargs, priority, run_at, "
-            "created_at, updated_at, idempotency_key, concurrency_key, tenant, meta, result_ttl) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "created_at, updated_at, idempotency_key, concurrency_key, tenant, meta, result_ttl, "
+            "capped, cap, key_cap, rate, key_rate) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 new.id, new.task, new.queue, status.value, orjson.dumps(new.args),
                 orjson.dumps(new.kwargs), new.priority, run_at, now, now,
                 new.idempotency_key, new.concurrency_key, new.tenant, orjson.dumps(new.meta),
-                new.result_ttl,
+                new.result_ttl, int(lim.capped), lim.concurrency, lim.key_concurrency, lim.rate,
+                lim.key_rate,
             ),
         )  # fmt: skip
         record = JobRecord(
@@ -94,27 +102,47 @@ def claim(
 ) -> list[JobRecord]:
     promote_due(conn, now)
     pick = (
-        "SELECT id, priority, run_at, losses FROM jobs WHERE status = 'queued' AND queue = ? "
-        "AND {} ORDER BY priority DESC, run_at, id LIMIT ?"
+        "SELECT id, priority, run_at, losses, queue, task, concurrency_key, cap, key_cap, rate, "
+        "key_rate, reserved FROM jobs WHERE status = 'queued' AND queue = ? AND {} "
+        "ORDER BY priority DESC, run_at, id LIMIT ?"
     )
     patient = now if idle else now - lease_seconds  # suspects due by then may be taken
     candidates: list[tuple[Any, ...]] = []
     suspects: list[tuple[Any, ...]] = []
     for queue, cap in room.items():
-        candidates += conn.execute(pick.format("losses = 0"), (queue, min(cap, limit)))
+        wanted = min(cap, limit)
+        candidates += conn.execute(pick.format("losses = 0 AND capped = 0"), (queue, wanted))
+        # Jobs waiting for a slot are skipped: look past them (a bounded way).
+        candidates += conn.execute(
+            pick.format("losses = 0 AND capped = 1"), (queue, wanted + CAPPED_SCAN)
+        )
         suspects += conn.execute(pick.format("losses > 0 AND run_at <= ?"), (queue, patient, 1))
     candidates.sort(key=_claim_order)
     suspects.sort(key=_claim_order)
+    gate = Gate(now, lambda slot: _running_in(conn, slot), lambda b: _next_start(conn, b))
+    chosen: list[str] = []
+    deferred: list[tuple[float, str]] = []
     if suspects and (not candidates or _claim_order(suspects[0]) < _claim_order(candidates[0])):
-        candidates = suspects[:1]  # a suspect comes first: it runs alone
-    chosen = [row[0] for row in candidates[:limit]]
+        # A suspect comes first: it runs alone (if its limits let it start now).
+        _gate(gate, suspects[0], chosen, deferred)
+    if not chosen:
+        taken = dict.fromkeys(room, 0)
+        for row in candidates:
+            if len(chosen) >= limit:
+                break
+            if taken[row[4]] < room[row[4]] and _gate(gate, row, chosen, deferred):
+                taken[row[4]] += 1
+    if gate.buckets:
+        conn.executemany("INSERT OR REPLACE INTO buckets VALUES (?, ?)", gate.buckets.items())
+    if deferred:
+        _defer(conn, now, deferred)
     if not chosen:
         return []
     marks = ",".join("?" * len(chosen))
     rows = conn.execute(
         "UPDATE jobs SET status = 'running', attempts = attempts + 1, token = token + 1, "
         "worker_id = ?, lease_until = ?, started_at = ?, updated_at = ?, progress = NULL, "
-        f"progress_message = NULL WHERE id IN ({marks}) AND status = 'queued' "
+        f"progress_message = NULL, reserved = 0 WHERE id IN ({marks}) AND status = 'queued' "
         f"RETURNING {schema.JOB_COLUMNS}",
         (worker_id, now + lease_seconds, now, now, *chosen),
     ).fetchall()
@@ -125,6 +153,57 @@ def claim(
         [schema.history_row(j, State.QUEUED, Reason.CLAIMED, now) for j in claimed],
     )
     return claimed
+
+
+def _gate(
+    gate: Gate, row: tuple[Any, ...], chosen: list[str], deferred: list[tuple[float, str]]
+) -> bool:
+    """Put a candidate row where its limits send it; True when it starts now."""
+    job_id, task, key = row[0], row[5], row[6]
+    if row[7] is None and row[8] is None and row[9] is None and row[10] is None:
+        chosen.append(job_id)
+        return True
+    verdict = gate.decide(task, key, Limits(row[7], row[8], row[9], row[10]), bool(row[11]))
+    if verdict is True:
+        chosen.append(job_id)
+        return True
+    if verdict is not False:
+        deferred.append((float(verdict), job_id))
+    return False
+
+
+def _defer(conn: sqlite3.Connection, now: float, deferred: list[tuple[float, str]]) -> None:
+    """queued -> scheduled at the reserved start of each rate-limited job."""
+    for start, job_id in deferred:
+        row = conn.execute(
+            "UPDATE jobs SET status = 'scheduled', run_at = ?, reserved = 1, updated_at = ? "
+            f"WHERE id = ? RETURNING {schema.JOB_COLUMNS}",
+            (start, now, job_id),
+        ).fetchone()
+        job = schema.row_to_job(row)
+        check_transition(job_id, State.QUEUED, State.SCHEDULED)
+        conn.execute(
+            schema.HISTORY_INSERT, schema.history_row(job, State.QUEUED, Reason.RATE_LIMITED, now)
+        )
+
+
+def _running_in(conn: sqlite3.Connection, slot: str) -> int:
+    """Running capped jobs holding a slot (names: see offload.backends._gate)."""
+    kind, task, *key = slot.split("\0")
+    if kind == "t":
+        sql = "task = ? AND cap IS NOT NULL"
+    else:
+        sql = "task = ? AND concurrency_key = ? AND key_cap IS NOT NULL"
+    row = conn.execute(
+        f"SELECT COUNT(*) FROM jobs WHERE status = 'running' AND capped = 1 AND {sql}",
+        (task, *key),
+    ).fetchone()
+    return int(row[0])
+
+
+def _next_start(conn: sqlite3.Connection, bucket: str) -> float | None:
+    row = conn.execute("SELECT next_start FROM buckets WHERE name = ?", (bucket,)).fetchone()
+    return None if row is None else float(row[0])
 
 
 def promote_due(conn: sqlite3.Connection, now: float) -> None:
@@ -338,7 +417,7 @@ def prune(conn: sqlite3.Connection, now: float, limit: int) -> int:
 
 
 def _claim_order(row: tuple[Any, ...]) -> tuple[int, float, str]:
-    """Higher priority first, then earlier due time, then id (rows: id, priority, run_at)."""
+    """Higher priority first, then earlier due time, then id (rows: id, priority, run_at...)."""
     return (-row[1], row[2], row[0])
 
 

@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from offload.backends._common import check_transition, decode_cursor, encode_cursor
+from offload.backends._gate import Gate, slot_names
 from offload.backends.base import CANCEL_INSTEAD, DEFAULT_MAX_LOSSES, IDEMPOTENCY_WINDOW
 from offload.core.clock import Clock, SystemClock
 from offload.core.codec import dumps, loads
@@ -28,6 +29,7 @@ from offload.core.job import (
     Transition,
     WorkerInfo,
 )
+from offload.core.limits import Limits
 from offload.core.states import TERMINAL_STATES, Reason, State
 from offload.errors import IdempotencyConflict, InvalidTransition, JobNotFound, LeaseLost
 
@@ -46,6 +48,9 @@ class MemoryBackend:
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}  # id -> (info, expires at)
         self._ttl: dict[str, float] = {}  # job id -> result_ttl, for jobs that have one
+        self._limits: dict[str, Limits] = {}  # job id -> its task's limits, for limited jobs
+        self._reserved: set[str] = set()  # deferred jobs whose rate-limited start is reserved
+        self._buckets: dict[str, float] = {}  # rate bucket -> next allowed start
         self._expires: dict[str, float] = {}  # ended job id -> when prune may delete it
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -106,6 +111,8 @@ class MemoryBackend:
             for new in jobs:
                 if new.id in fresh and new.result_ttl is not None:
                     self._ttl[new.id] = new.result_ttl
+                if new.id in fresh and new.limits is not None:
+                    self._limits[new.id] = new.limits
         if fresh:
             self._wake()
         return stored
@@ -149,12 +156,27 @@ class MemoryBackend:
                 key=lambda j: (-j.priority, j.run_at, j.id),
             )
             claimed: list[JobRecord] = []
+            gate = Gate(now, self._running_in, self._buckets.get)
             for job in candidates:
                 if len(claimed) >= limit:
                     break
                 patient = idle or job.run_at <= now - lease_seconds
                 if room[job.queue] <= 0 or (job.losses > 0 and (claimed or not patient)):
                     continue
+                limits = self._limits.get(job.id)
+                if limits is not None:
+                    verdict = gate.decide(
+                        job.task, job.concurrency_key, limits, job.id in self._reserved
+                    )
+                    if verdict is False:
+                        continue  # no free slot: it waits, queued; the next job may start
+                    if verdict is not True:
+                        self._reserved.add(job.id)
+                        deferred = replace(job, status=State.SCHEDULED, run_at=float(verdict),
+                                           updated_at=now)  # fmt: skip
+                        self._store(job, deferred, Reason.RATE_LIMITED, now)
+                        continue
+                    self._reserved.discard(job.id)
                 room[job.queue] -= 1
                 record = replace(
                     job,
@@ -172,7 +194,18 @@ class MemoryBackend:
                 claimed.append(record)
                 if job.losses > 0:  # a suspect runs alone
                     break
+            self._buckets.update(gate.buckets)
             return claimed
+
+    def _running_in(self, slot: str) -> int:
+        """Running capped jobs that hold ``slot`` (see offload.backends._gate)."""
+        return sum(
+            1
+            for job_id, limits in self._limits.items()
+            if (job := self._jobs.get(job_id)) is not None
+            and job.status is State.RUNNING
+            and any(name == slot for name, _ in slot_names(job.task, job.concurrency_key, limits))
+        )
 
     def _promote_due(self, now: float) -> None:
         for job in list(self._jobs.values()):
@@ -368,6 +401,8 @@ class MemoryBackend:
         check_transition(job.id, State.RUNNING, State.CANCELLED)
         self._jobs[job.id] = record
         self._ended(record, now)
+        if self._capped(job.id):
+            self._wake_locked()
         self._record(record, State.RUNNING, Reason.CANCELLED, now, detail=CANCEL_INSTEAD,
                      run=run or job)  # fmt: skip
         return record
@@ -384,6 +419,7 @@ class MemoryBackend:
             due = sorted((at, job_id) for job_id, at in self._expires.items() if at <= now)
             for _, job_id in due[:limit]:
                 del self._jobs[job_id], self._expires[job_id], self._ttl[job_id]
+                self._limits.pop(job_id, None)
                 self._history.pop(job_id, None)
             return len(due[:limit])
 
@@ -448,7 +484,10 @@ class MemoryBackend:
                 if j.status is State.SCHEDULED and j.queue in queues
             ]
             if any(
-                j.status is State.QUEUED and j.queue in queues and j.losses == 0
+                j.status is State.QUEUED
+                and j.queue in queues
+                and j.losses == 0
+                and not self._capped(j.id)  # those wait for a slot: a finished job wakes us
                 for j in self._jobs.values()
             ):
                 return
@@ -475,6 +514,8 @@ class MemoryBackend:
         check_transition(before.id, before.status, after.status)
         self._jobs[after.id] = after
         self._ended(after, now)
+        if before.status is State.RUNNING and self._capped(after.id):
+            self._wake_locked()  # a slot is free: a job waiting for it may start
         # A move out of running is recorded with the run that ended: its attempt (before a
         # release refunds it), token and worker.
         run = before if before.status is State.RUNNING else after
@@ -507,9 +548,16 @@ class MemoryBackend:
             )
         )
 
+    def _capped(self, job_id: str) -> bool:
+        limits = self._limits.get(job_id)
+        return limits is not None and limits.capped
+
     def _wake(self) -> None:
         with self._lock:
-            waiters, self._waiters = self._waiters, []
+            self._wake_locked()
+
+    def _wake_locked(self) -> None:
+        waiters, self._waiters = self._waiters, []
         for loop, fut in waiters:
             loop.call_soon_threadsafe(_resolve, fut)
 

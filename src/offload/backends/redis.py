@@ -20,8 +20,8 @@ import orjson
 import redis.asyncio as aioredis
 from redis import exceptions as rex
 from redis.asyncio.client import PubSub
-from redis.backoff import NoBackoff
 from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from offload.backends._batch import Batcher
 from offload.backends._common import decode_cursor, encode_cursor

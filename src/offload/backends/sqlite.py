@@ -334,7 +334,7 @@ class SQLiteBackend:
         marks = ",".join("?" * len(queues))
         ready = conn.execute(
             f"SELECT 1 FROM jobs WHERE status = 'queued' AND queue IN ({marks}) AND losses = 0 "
-            "LIMIT 1",
+            "AND capped = 0 LIMIT 1",  # a job waiting for a slot: a finished job wakes us
             list(queues),
         ).fetchone()
         if ready is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from offload.core.limits import Limits
 from offload.core.states import TERMINAL_STATES, Reason, State
 
 DEFAULT_QUEUE = "default"
@@ -30,6 +31,8 @@ class NewJob:
     meta: dict[str, Any] = field(default_factory=dict)
     #: seconds the job (result, error, history) is kept once it ended; None: forever
     result_ttl: float | None = None
+    #: the task's global concurrency caps and rate limits, held by the backend
+    limits: Limits | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,3 +56,4 @@ class Reason(StrEnum):
     RELEASED = "released"  # running -> queued on graceful shutdown; attempt not charged
     LEASE_EXPIRED = "lease_expired"  # running -> queued by the reaper
     WORKER_LOST = "worker_lost"  # running -> failed: the job lost its worker too many times
+    RATE_LIMITED = "rate_limited"  # queued -> scheduled: its start waits for the rate limit

@@ -13,6 +13,7 @@ from pydantic_core import PydanticSerializationError
 
 from offload.core.codec import to_json_value
 from offload.core.job import DEFAULT_QUEUE
+from offload.core.limits import Limits
 from offload.core.retry import RetryPolicy
 from offload.errors import InvalidArguments, SerializationError
 
@@ -38,6 +39,7 @@ class TaskSpec:
     timeout: float | None = None
     priority: int = 0
     result_ttl: float | None = None
+    limits: Limits | None = None  # global caps and rate limits (None: unlimited)
 
     def __post_init__(self) -> None:
         if not self.name or any(c.isspace() for c in self.name):

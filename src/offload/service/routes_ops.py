@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
+from offload.core.schedule import describe_schedules
 from offload.service.deps import Reader, Service
 from offload.service.errors import ApiError
 from offload.service.metrics import CONTENT_TYPE
@@ -21,6 +22,8 @@ from offload.service.schemas import (
     Health,
     QueueList,
     QueueOut,
+    ScheduleList,
+    ScheduleOut,
     TaskList,
     TaskOut,
     WorkerList,
@@ -50,6 +53,13 @@ async def list_queues(svc: Service, caller: Reader) -> QueueList:
     """Every queue that holds jobs, with counts by state (all tenants together)."""
     stats = await (await svc.app.backend()).stats()
     return QueueList(queues=[QueueOut.of(q) for q in stats])
+
+
+@router.get("/schedules", responses=_AUTH)
+async def list_schedules(svc: Service, caller: Reader) -> ScheduleList:
+    """Periodic tasks and their next ticks (by the backend's clock), by name."""
+    now = await (await svc.app.backend()).now()
+    return ScheduleList(schedules=[ScheduleOut(**s) for s in describe_schedules(svc.app, now)])
 
 
 @router.get("/workers", responses=_AUTH)

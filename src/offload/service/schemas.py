@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from offload.core.job import JobRecord, QueueStats, Transition, WorkerInfo
+from offload.core.limits import Limits
 from offload.core.states import Reason, State
 from offload.core.task import ExecutorKind, TaskSpec
 
@@ -135,18 +136,47 @@ class TaskOut(BaseModel):
     timeout: float | None
     priority: int
     arguments: dict[str, Any] = Field(description="JSON schema of the task's parameters")
+    concurrency: int | None = Field(None, description="running jobs at most, all workers")
+    key_concurrency: int | None = Field(None, description="running jobs per concurrency_key")
+    rate_limit_interval: float | None = Field(
+        None, description="seconds between starts (from rate_limit), all workers"
+    )
+    key_rate_limit_interval: float | None = Field(
+        None, description="seconds between starts per concurrency_key"
+    )
 
     @classmethod
     def of(cls, spec: TaskSpec) -> TaskOut:
+        limits = spec.limits or Limits()
         return cls(
             name=spec.name, queue=spec.queue, executor=spec.executor,
             retries=spec.retry.retries, timeout=spec.timeout, priority=spec.priority,
-            arguments=spec.arguments_schema(),
+            arguments=spec.arguments_schema(), concurrency=limits.concurrency,
+            key_concurrency=limits.key_concurrency, rate_limit_interval=limits.rate,
+            key_rate_limit_interval=limits.key_rate,
         )  # fmt: skip
 
 
 class TaskList(BaseModel):
     tasks: list[TaskOut]
+
+
+class ScheduleOut(BaseModel):
+    """A periodic task's schedule and its next tick."""
+
+    name: str
+    task: str
+    queue: str
+    schedule: str = Field(description='readable, e.g. "*/5 * * * *" or "every 30s"')
+    cron: str | None
+    every: int | None = Field(description="seconds between ticks, for every= schedules")
+    tz: str | None
+    missed: str = Field(description='"skip" or "once": ticks missed while no worker ran')
+    next_tick: datetime
+
+
+class ScheduleList(BaseModel):
+    schedules: list[ScheduleOut]
 
 
 class QueueOut(BaseModel):

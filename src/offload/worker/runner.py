@@ -13,6 +13,7 @@ from offload.core.codec import to_json_value
 from offload.core.job import JobRecord, Lease
 from offload.core.registry import TaskRegistry
 from offload.core.states import Reason
+from offload.core.task import TaskSpec
 from offload.errors import (
     BackendError,
     Cancelled,
@@ -24,6 +25,7 @@ from offload.errors import (
     TaskNotFound,
 )
 from offload.worker.context import JobContext
+from offload.worker.continuation import Continuation, is_step
 from offload.worker.executors.base import Executor
 from offload.worker.executors.process import ChildError
 from offload.worker.failure import error_info
@@ -68,21 +70,49 @@ class JobRunner:
         self.backend = backend
         self.executors = executors
         self.rng = random.Random()
+        self.continuation = Continuation(backend, registry)
+        self.builtins = self.continuation.tasks()
+
+    def spec(self, name: str) -> TaskSpec:
+        """The task of that name: a built-in one (workflow joins) or the app's."""
+        return self.builtins.get(name) or self.registry.get(name)
 
     async def finish(self, job: Running, outcome: Outcome) -> Outcome:
-        """Flush the job's last progress, then record its outcome ("lost" if discarded)."""
+        """Flush the job's last progress, start what follows a workflow step, then record the
+        outcome ("lost" if discarded)."""
         if job.progress_writer is not None and outcome.kind != "lost":
             await asyncio.gather(job.progress_writer, return_exceptions=True)
+        if outcome.kind == "succeeded" and is_step(job.record):
+            outcome = await self.continue_workflow(job, outcome)
         if not await self.record(job, outcome):
             return Outcome("lost")
         return outcome
+
+    async def continue_workflow(self, job: Running, outcome: Outcome) -> Outcome:
+        """Submit the step's successors before its success is written: a crash in between
+        runs the step again, and its successors are submitted once (they are idempotent).
+        Retries while the backend is away; an error that cannot pass fails the step."""
+        pause = 0.05
+        while True:
+            try:
+                await self.continuation.on_success(job.record, outcome.result)
+                return outcome
+            except BackendError as exc:
+                log.warning("job %s: cannot submit the next workflow step yet (%s); retrying",
+                            job.record.id, exc)  # fmt: skip
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
+            except Exception as exc:  # the plan is gone, say: the workflow cannot go on
+                log.error("job %s: the next workflow step cannot be submitted: %s",
+                          job.record.id, exc)  # fmt: skip
+                return Outcome("failed", error=error_info(exc))
 
     async def execute(self, job: Running) -> Outcome:
         rec = job.record
         try:
             if job.gate is not None:
                 await job.gate.wait()
-            spec = self.registry.get(rec.task)
+            spec = self.spec(rec.task)
             executor = self.executors[spec.executor]
             value = await executor.run(spec, job.ctx, rec.args, rec.kwargs, spec.timeout)
             return Outcome("succeeded", result=to_json_value(value))
@@ -113,7 +143,7 @@ class JobRunner:
 
     def _failure(self, job: Running, exc: Exception) -> Outcome:
         attempt = job.record.attempts
-        policy = self.registry.get(job.record.task).retry
+        policy = self.spec(job.record.task).retry
         reason = Reason.TIMEOUT if isinstance(exc, JobTimeout) else Reason.FAILED
         info = exc.info if isinstance(exc, ChildError) else error_info(exc)
         if not policy.allows_retry(attempt):

@@ -28,6 +28,7 @@ from offload.worker.executors.base import Executor
 from offload.worker.executors.thread import ThreadExecutor
 from offload.worker.lease import LeaseKeeper
 from offload.worker.runner import JobRunner, Running, StopReason
+from offload.worker.scheduler import Scheduler
 
 log = logging.getLogger("offload.worker")
 
@@ -74,6 +75,8 @@ class Worker:
         self._threads = ThreadExecutor(self.concurrency)
         self._executors: dict[str, Executor] = {"async": AsyncExecutor(), "thread": self._threads}
         self._runner = JobRunner(app.registry, self.backend, self._executors)
+        schedules = [s for s in app.schedules.values() if s.queue in self.queues]
+        self.scheduler = Scheduler(app, self.backend, schedules) if schedules else None
         self._keeper = LeaseKeeper(
             app.new_backend(), self.id, self.settings,
             on_lost=lambda job_id: self._from_thread(job_id, "lost"),
@@ -125,11 +128,15 @@ class Worker:
         """Serve until ``stop()``; then drain, release and close everything."""
         await self._start()
         watch = asyncio.create_task(self._watch_parent()) if self.parent_pid else None
+        ticks = asyncio.create_task(self.scheduler.run()) if self.scheduler else None
         try:
             await self._claim_loop()
         finally:
-            if watch is not None:
-                watch.cancel()
+            for task in (watch, ticks):
+                if task is not None:
+                    task.cancel()
+            if ticks is not None:  # no tick is fired once stopping has begun
+                await asyncio.gather(ticks, return_exceptions=True)
             await self._shutdown()
 
     async def _watch_parent(self) -> None:

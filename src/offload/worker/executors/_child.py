@@ -16,9 +16,9 @@ and child -> parent::
     {"type": "unserializable", "message"}     the task's return value is not JSON
     {"type": "error", "error"}                the task raised; error is ``error_info(exc)``
 
-The child ignores SIGINT (the parent owns Ctrl-C). On SIGTERM it SIGKILLs every process group
-the running job started with ``run_process`` and exits at once. It exits cleanly when the parent
-closes the pipe.
+The child first lowers its CPU priority by ``nice`` (see ``ProcessExecutor``). It ignores SIGINT
+(the parent owns Ctrl-C). On SIGTERM it SIGKILLs every process group the running job started
+with ``run_process`` and exits at once. It exits cleanly when the parent closes the pipe.
 """
 
 from __future__ import annotations
@@ -40,11 +40,13 @@ Message = dict[str, Any]
 TERMINATED_EXIT_CODE = 128 + signal.SIGTERM
 
 
-def main(conn: Connection[Any, Any], app_path: str) -> None:
+def main(conn: Connection[Any, Any], app_path: str, nice: int = 0) -> None:
     """Entry point of a child process: serve requests from ``conn`` until it closes."""
     # A group of its own: a signal meant for the worker's group (Ctrl-C, a service manager)
     # must not kill a running job behind the worker's back; the worker decides its fate.
     os.setpgid(0, 0)
+    if nice:
+        os.nice(nice)  # lowering one's own priority needs no privilege
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     child = _Child(conn)
     signal.signal(signal.SIGTERM, child.on_sigterm)

@@ -1,7 +1,10 @@
 """The process executor: CPU-bound tasks run in a pool of child processes (no GIL contention).
 
 Children are started with ``forkserver`` (or ``spawn``), load the user's app once and run one
-job at a time (``_child.py`` describes the protocol). Jobs and results cross the pipe as JSON
+job at a time (``_child.py`` describes the protocol). They run at a lower CPU priority than the
+worker (``nice``, 10 by default): CPU-bound jobs use whatever CPU is free, but give way to the
+worker's own event loop and to an API on the same machine, which must keep answering within
+milliseconds while every core crunches. Jobs and results cross the pipe as JSON
 bytes only; multiprocessing pickles nothing but its own bootstrap (the entry function and the
 pipe end). The parent reads pipes with ``loop.add_reader``, so its event loop never blocks.
 """
@@ -25,6 +28,8 @@ __all__ = ["ChildError", "ProcessExecutor"]
 
 Message = dict[str, Any]
 POLL_INTERVAL = 0.05  # how often a waiting job looks at ctx.cancel_event (a threading.Event)
+#: How much lower than the worker's the children's CPU priority is (``os.nice`` increment).
+CHILD_NICE = 10
 _OUTCOMES = frozenset({"result", "retry", "cancelled", "unserializable", "error"})
 
 
@@ -46,10 +51,19 @@ class ProcessExecutor:
     ``run`` waits (without a busy loop) while every child is busy. A child that is killed or
     dies is replaced by a fresh one, so the pool keeps ``size`` children until ``close``. Use
     it from one event loop: the one that ran ``start``.
+
+    Each child adds ``nice`` (0 to 19) to its niceness when it starts, so it runs at a lower CPU
+    priority than the worker that started it; commands its jobs start inherit that priority.
     """
 
     def __init__(
-        self, app_path: str, size: int, *, start_method: str = "forkserver", kill_grace: float = 2.0
+        self,
+        app_path: str,
+        size: int,
+        *,
+        start_method: str = "forkserver",
+        kill_grace: float = 2.0,
+        nice: int = CHILD_NICE,
     ) -> None:
         if size < 1:
             raise ValueError("a process pool needs size >= 1")
@@ -57,7 +71,9 @@ class ProcessExecutor:
             raise ValueError("start_method must be 'forkserver' or 'spawn' (fork is unsafe here)")
         if kill_grace < 0:
             raise ValueError("kill_grace must be >= 0 seconds")
-        self.app_path, self.size, self.kill_grace = app_path, size, kill_grace
+        if not 0 <= nice <= 19:
+            raise ValueError("nice must be between 0 (the worker's priority) and 19 (the lowest)")
+        self.app_path, self.size, self.kill_grace, self.nice = app_path, size, kill_grace, nice
         spawn = start_method == "spawn"
         self._mp = mp.get_context("spawn") if spawn else mp.get_context("forkserver")
         self._children: set[_Child] = set()
@@ -145,7 +161,10 @@ class ProcessExecutor:
     def _launch(self) -> tuple[BaseProcess, Connection[Any, Any]]:
         parent_end, child_end = self._mp.Pipe()
         process = self._mp.Process(
-            target=_child.main, args=(child_end, self.app_path), daemon=True, name="offload-child"
+            target=_child.main,
+            args=(child_end, self.app_path, self.nice),
+            daemon=True,
+            name="offload-child",
         )
         process.start()
         child_end.close()
