@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from collections.abc import Callable
 import pytest
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
-from watchdogkit import Records, monitor_threads
+from watchdogkit import Records, innermost, monitor_threads
 
 from offload.errors import ConfigurationError
 from offload.integrations.watchdog import Watchdog, WatchdogMiddleware, install
@@ -33,31 +34,37 @@ async def started(watchdog: Watchdog) -> Watchdog:
     return watchdog
 
 
+def naming(log: Records, function: str) -> list[logging.LogRecord]:
+    """The records whose innermost frame is ``function``. On a busy machine the OS can stall
+    the whole process past the threshold too, and the watchdog rightly reports that as well."""
+    return [r for r in log.records if innermost(r).endswith(f" in {function}")]
+
+
 async def test_a_block_is_logged_once_with_its_stack_and_duration(watchdog_log: Records) -> None:
     registry = CollectorRegistry()
     with install(threshold_ms=100, registry=registry) as watchdog:
         await started(watchdog)
         render_invoice_synchronously(0.3)
-        await until(lambda: watchdog.blocks == 1)
+        await until(lambda: bool(naming(watchdog_log, "render_invoice_synchronously")))
         await asyncio.sleep(0.2)  # time for a wrong second report
         blocks = registry.get_sample_value("offload_event_loop_blocks_total")
         count = registry.get_sample_value("offload_event_loop_block_seconds_count")
         total = registry.get_sample_value("offload_event_loop_block_seconds_sum")
-    assert (watchdog.blocks, blocks, count) == (1, 1, 1)
+    [record] = naming(watchdog_log, "render_invoice_synchronously")
+    assert watchdog.blocks == blocks == count == len(watchdog_log.records) >= 1
     assert total is not None
     assert total >= 0.3
-    [record] = watchdog_log.records
     assert record.levelname == "WARNING"
     assert record.name == "offload.watchdog"
-    assert record.blocked_seconds >= 0.3  # type: ignore[attr-defined]
-    assert record.endpoint is None  # type: ignore[attr-defined]
+    assert 0.3 <= vars(record)["blocked_seconds"] < 5
+    assert vars(record)["endpoint"] is None
     message = record.getMessage()
-    assert message.startswith("event loop blocked for 0.3")
-    assert "outside any request" in message
+    seconds = vars(record)["blocked_seconds"]
+    assert message.startswith(f"event loop blocked for {seconds:.3f} s (threshold 0.100 s) ")
+    assert "outside any request; blocking stack, most recent call last:\n" in message
     assert "in render_invoice_synchronously\n    time.sleep(seconds)" in message
-    innermost = record.stack[-1]  # type: ignore[attr-defined]
-    assert innermost.endswith("in render_invoice_synchronously")
-    assert innermost.startswith(__file__)
+    assert innermost(record).startswith(__file__)
+    assert watchdog.last_block is not None
 
 
 async def test_each_block_counts(watchdog_log: Records) -> None:
@@ -65,13 +72,13 @@ async def test_each_block_counts(watchdog_log: Records) -> None:
     with install(threshold_ms=50, registry=registry) as watchdog:
         await started(watchdog)
         render_invoice_synchronously(0.2)
-        await until(lambda: watchdog.blocks == 1)
+        await until(lambda: len(naming(watchdog_log, "render_invoice_synchronously")) == 1)
         render_invoice_synchronously(0.2)
-        await until(lambda: watchdog.blocks == 2)
-        assert registry.get_sample_value("offload_event_loop_blocks_total") == 2
-    assert len(watchdog_log.records) == 2
-    assert watchdog.last_block is not None
-    assert watchdog.last_block.seconds >= 0.2
+        await until(lambda: len(naming(watchdog_log, "render_invoice_synchronously")) == 2)
+        counted = registry.get_sample_value("offload_event_loop_blocks_total")
+    assert counted == watchdog.blocks == len(watchdog_log.records) >= 2
+    for record in naming(watchdog_log, "render_invoice_synchronously"):
+        assert vars(record)["blocked_seconds"] >= 0.2
 
 
 async def test_a_loop_that_only_awaits_is_never_reported(watchdog_log: Records) -> None:
@@ -79,7 +86,7 @@ async def test_a_loop_that_only_awaits_is_never_reported(watchdog_log: Records) 
         for _ in range(50):
             await asyncio.sleep(0.01)
 
-    with install(threshold_ms=200, registry=CollectorRegistry()) as watchdog:
+    with install(threshold_ms=300, registry=CollectorRegistry()) as watchdog:
         await started(watchdog)
         await asyncio.gather(*(chatty() for _ in range(20)))
         await asyncio.sleep(0.3)
@@ -115,8 +122,7 @@ async def test_metrics_are_optional(monkeypatch: pytest.MonkeyPatch, watchdog_lo
         assert watchdog._metrics is None
         await started(watchdog)
         render_invoice_synchronously(0.15)
-        await until(lambda: watchdog.blocks == 1)
-    assert len(watchdog_log.records) == 1
+        await until(lambda: bool(naming(watchdog_log, "render_invoice_synchronously")))
 
 
 async def test_one_watchdog_per_registry() -> None:
@@ -163,5 +169,4 @@ def test_watching_a_loop_from_outside_it(watchdog_log: Records) -> None:
         watchdog.uninstall()
     finally:
         loop.close()
-    assert watchdog.blocks == 1
-    assert "render_invoice_synchronously" in watchdog_log.records[0].getMessage()
+    assert len(naming(watchdog_log, "render_invoice_synchronously")) == 1

@@ -19,3 +19,9 @@ class Records(logging.Handler):
 
 def monitor_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "offload-watchdog"]
+
+
+def innermost(record: logging.LogRecord) -> str:
+    """The innermost frame of a block's record, as ``"file:line in function"``."""
+    stack: list[str] = vars(record).get("stack") or [""]
+    return stack[-1]

@@ -98,6 +98,8 @@ class JobRunner:
                 await self.continuation.on_success(job.record, outcome.result)
                 return outcome
             except BackendError as exc:
+                if job.stop_reason == "lost":  # another worker runs it now: it continues there
+                    return Outcome("lost")
                 log.warning("job %s: cannot submit the next workflow step yet (%s); retrying",
                             job.record.id, exc)  # fmt: skip
                 await asyncio.sleep(pause)
