@@ -6,14 +6,16 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+import offload
+from offload.backends.memory import MemoryBackend
 from offload.settings import Settings
-from rediskit import drop_test_namespaces
+from rediskit import drop_test_namespaces, redis_namespace_url
 from upkit import RunningUp, free_port
 
 
@@ -36,6 +38,21 @@ def fast_settings(tmp_path: object) -> Settings:
         idle_wait=0.2,
         concurrency=4,
     )
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+async def app(
+    request: pytest.FixtureRequest, tmp_path: Path, fast_settings: Settings
+) -> AsyncIterator[offload.App]:
+    """An App on each backend in turn (a fresh store each time), with the fast settings."""
+    if request.param == "memory":
+        app = offload.App(MemoryBackend(), settings=fast_settings)
+    elif request.param == "redis":
+        app = offload.App(settings=fast_settings.with_(backend=redis_namespace_url()))
+    else:
+        app = offload.App(settings=fast_settings.with_(backend=f"sqlite:///{tmp_path}/jobs.db"))
+    yield app
+    await app.aclose()
 
 
 @pytest.fixture

@@ -30,20 +30,6 @@ HERE = Path(__file__).resolve().parent
 Status = offload.WorkflowStatus
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-async def app(
-    request: pytest.FixtureRequest, tmp_path: Path, fast_settings: Settings
-) -> AsyncIterator[offload.App]:
-    if request.param == "memory":
-        app = offload.App(MemoryBackend(), settings=fast_settings)
-    elif request.param == "redis":
-        app = offload.App(settings=fast_settings.with_(backend=redis_namespace_url()))
-    else:
-        app = offload.App(settings=fast_settings.with_(backend=f"sqlite:///{tmp_path}/jobs.db"))
-    yield app
-    await app.aclose()
-
-
 @asynccontextmanager
 async def running(app: offload.App) -> AsyncIterator[offload.Worker]:
     worker = offload.Worker(app)

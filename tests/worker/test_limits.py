@@ -4,32 +4,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from pathlib import Path
 
 import pytest
 
 import offload
-from offload.backends.memory import MemoryBackend
 from offload.core.job import Transition
 from offload.core.states import Reason, State
-from offload.settings import Settings
-from rediskit import redis_namespace_url
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-async def app(
-    request: pytest.FixtureRequest, tmp_path: Path, fast_settings: Settings
-) -> AsyncIterator[offload.App]:
-    if request.param == "memory":
-        app = offload.App(MemoryBackend(), settings=fast_settings)
-    elif request.param == "redis":
-        app = offload.App(settings=fast_settings.with_(backend=redis_namespace_url()))
-    else:
-        app = offload.App(settings=fast_settings.with_(backend=f"sqlite:///{tmp_path}/jobs.db"))
-    yield app
-    await app.aclose()
 
 
 async def workers(stack: AsyncExitStack, app: offload.App, count: int = 3) -> None:

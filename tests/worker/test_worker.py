@@ -7,7 +7,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import pytest
 
@@ -17,23 +16,8 @@ from offload.core.clock import ManualClock
 from offload.core.ids import new_job_id
 from offload.core.job import NewJob
 from offload.settings import Settings
-from rediskit import redis_namespace_url
 
 State = offload.State
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-async def app(
-    request: pytest.FixtureRequest, tmp_path: Path, fast_settings: Settings
-) -> AsyncIterator[offload.App]:
-    if request.param == "memory":
-        app = offload.App(MemoryBackend(), settings=fast_settings)
-    elif request.param == "redis":
-        app = offload.App(settings=fast_settings.with_(backend=redis_namespace_url()))
-    else:
-        app = offload.App(settings=fast_settings.with_(backend=f"sqlite:///{tmp_path}/jobs.db"))
-    yield app
-    await app.aclose()
 
 
 @asynccontextmanager
