@@ -12,8 +12,8 @@ Layout under the root ``R``:
                                submit is implied by the job's created_at and submitted_as)
 - ``R q:<queue>:<priority>``   zset of ready jobs with no lost lease, score run_at
 - ``R qp:<queue>``             zset of the priorities that have ready jobs, score -priority
-- ``R c:<queue>:<priority>``   zset of ready jobs of *capped* tasks (they may wait for a slot),
-                               score run_at; ``R cp:<queue>`` their priorities
+- ``R c:<queue>:<priority>``   zset of ready jobs of *limited* tasks (caps or rate limits: a
+                               claim checks them), score run_at; ``R cp:<queue>`` priorities
 - ``R s:<queue>``              zset of ready *suspects* (losses > 0), score run_at
 - ``R slots``                  hash ``t\0<task>`` / ``k\0<task>\0<key>`` -> running capped jobs
 - ``R tat``                    hash: rate bucket (same names) -> next allowed start
@@ -84,11 +84,11 @@ local function move(id, queue, created, from, to)
   redis.call('ZADD', R .. 'i:st:' .. to, created, id)
   redis.call('HSET', R .. 'j:' .. id, 'status', to)
 end
--- Make a job claimable: innocents by priority (jobs of capped tasks apart), suspects apart.
+-- Make a job claimable: innocents by priority (jobs of limited tasks apart), suspects apart.
 -- Wake idle workers when the partition had nothing ready before.
-local function capped(id)
-  local f = fields(id, 'cap', 'key_cap')
-  return f[1] or f[2]
+local function limited(id)
+  local f = fields(id, 'cap', 'key_cap', 'rate', 'key_rate')
+  return f[1] or f[2] or f[3] or f[4]
 end
 local function enqueue(id, queue, prio, run_at, losses)
   if tonumber(losses) > 0 then
@@ -96,7 +96,7 @@ local function enqueue(id, queue, prio, run_at, losses)
     return
   end
   local part, parts = 'q:', 'qp:'
-  if capped(id) then part, parts = 'c:', 'cp:' end
+  if limited(id) then part, parts = 'c:', 'cp:' end
   local qp = R .. parts .. queue
   local was_empty = redis.call('EXISTS', qp) == 0
   redis.call('ZADD', R .. part .. queue .. ':' .. prio, run_at, id)
@@ -224,7 +224,7 @@ local function store(job)
     if value ~= '' then redis.call('HSET', k, name, opt(value)) end
   end
   local part = 'q:'
-  if cap ~= '' or key_cap ~= '' then part = 'c:' end
+  if cap ~= '' or key_cap ~= '' or rate ~= '' or key_rate ~= '' then part = 'c:' end
   for _, idx in ipairs({'i:all', 'i:tk:' .. task, 'i:q:' .. queue, 'i:tn:' .. tenant,
                         'i:st:' .. status}) do
     zadd(R .. idx, now, id)
@@ -323,7 +323,7 @@ local function gather(queue, part, parts, want)
       'WITHSCORES')
     for j = 1, #ids, 2 do
       cands[#cands + 1] = {id = ids[j], run_at = tonumber(ids[j + 1]), prio = tonumber(p),
-        queue = queue, sprio = p}
+        queue = queue, sprio = p, limited = part == 'c:'}
     end
     got = got + #ids / 2
     if got >= want then break end
@@ -336,13 +336,14 @@ for i = 6, #ARGV, 2 do
   room[queue] = cap
   if want > 0 then
     gather(queue, 'q:', 'qp:', want)
-    gather(queue, 'c:', 'cp:', want + CAPPED_SCAN)  -- some may wait for a slot: look past them
+    gather(queue, 'c:', 'cp:', want + CAPPED_SCAN)  -- limited: some may wait; look past them
     local sus = redis.call('ZRANGE', R .. 's:' .. queue, 0, SUSPECT_SCAN - 1, 'WITHSCORES')
     for j = 1, #sus, 2 do
       local run_at = tonumber(sus[j + 1])
       if idle or run_at <= now - lease then
         local p = fields(sus[j], 'priority')[1] or '0'
-        local c = {id = sus[j], run_at = run_at, prio = tonumber(p), queue = queue, sprio = p}
+        local c = {id = sus[j], run_at = run_at, prio = tonumber(p), queue = queue, sprio = p,
+          limited = true}
         if best == nil or before(c, best) then best = c end
       end
     end
@@ -402,7 +403,8 @@ local function defer(c, start)
 end
 local picked = {}
 local function consider(c)
-  local verdict = decide(c.id)
+  local verdict = true
+  if c.limited then verdict = decide(c.id) end
   if verdict == true then
     picked[#picked + 1] = c
     return true
