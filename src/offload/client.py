@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import threading
 import weakref
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta, tzinfo
@@ -16,7 +18,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import orjson
 
-from offload._portal import Portal
+from offload._portal import Portal, before_interpreter_exit
 from offload.backends import Backend, open_backend
 from offload.core.ids import new_job_id
 from offload.core.job import JobFilter, JobRecord, NewJob
@@ -62,6 +64,8 @@ class App(AppWorkflows):
         self._backends: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[Backend]]
         self._backends = weakref.WeakKeyDictionary()
         self._portal: Portal | None = None
+        self._portal_lock = threading.Lock()
+        self._closes_at_exit = False
 
     # -- declaring tasks -----------------------------------------------------------------------
     @overload
@@ -217,10 +221,22 @@ class App(AppWorkflows):
         return backend
 
     def run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run one of this app's coroutines from synchronous code."""
-        if self._portal is None:
-            self._portal = Portal()
-        return self._portal.call(coro)
+        """Run one of this app's coroutines from synchronous code (any thread, or any greenlet
+        under gevent's monkey patching)."""
+        portal = self._portal
+        if portal is None or portal.pid != os.getpid():
+            portal = self._start_portal()
+        return portal.call(coro)
+
+    def _start_portal(self) -> Portal:
+        with self._portal_lock:  # threads (or greenlets) racing here share one portal
+            if self._portal is None or self._portal.pid != os.getpid():
+                # A portal inherited through fork() (gunicorn --preload) has no thread here.
+                self._portal = Portal()
+                if self._portal.green and not self._closes_at_exit:
+                    before_interpreter_exit(self.close)  # else gevent's exit would hang
+                    self._closes_at_exit = True
+            return self._portal
 
     async def aclose(self) -> None:
         """Close the backend of the running loop (call at the end of your app's lifespan)."""
@@ -236,10 +252,10 @@ class App(AppWorkflows):
 
     def close(self) -> None:
         """Close the backend used by the synchronous methods."""
-        if self._portal is not None:
-            self._portal.call(self.aclose())
-            self._portal.close()
-            self._portal = None
+        portal, self._portal = self._portal, None
+        if portal is not None and portal.pid == os.getpid():
+            portal.call(self.aclose())
+            portal.close()
 
     # -- submitting ----------------------------------------------------------------------------
     def prepare(

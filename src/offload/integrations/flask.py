@@ -1,0 +1,152 @@
+"""offload in a Flask application, threaded or under gevent.
+
+::
+
+    from flask import Flask
+
+    import offload
+    from offload.integrations.flask import Offload
+
+    jobs = offload.App("sqlite:///jobs.db")
+
+    @jobs.task
+    def render(doc_id: int) -> str: ...
+
+    web = Flask(__name__)
+    ext = Offload(web, app=jobs)     # GET /jobs/<id>, POST /jobs/<id>/cancel, ...
+
+    @web.post("/documents/<int:doc_id>/render")
+    def render_document(doc_id: int):
+        job = ext.submit(render, doc_id)      # one backend round trip, then it is committed
+        return ext.accepted(job)              # 202, Location: /jobs/<id>
+
+Run workers beside it as usual (``offload worker module:jobs``). Submitting is synchronous:
+the call runs on the App's private event loop (see ``offload._portal``) and blocks only the
+calling thread, or under gevent's ``monkey.patch_all()`` only the calling greenlet.
+
+The blueprint's routes answer with the JSON of ``offload serve`` (the service's wire models)
+and its errors in its shape, ``{"error": {"code", "message", "details"}}``. They have no
+authentication of their own: they act as the service's anonymous caller (the jobs of tenant
+``default``, which is where ``submit`` puts them). Guard them like any blueprint, e.g. with a
+``before_request`` on ``ext.blueprint`` added before ``init_app``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Flask, Response
+from pydantic import BaseModel
+
+from offload._portal import before_interpreter_exit
+from offload.client import App, SubmitOptions, Task
+from offload.core.job import JobRecord
+from offload.errors import JobNotFound, OffloadError
+from offload.jobs import Job
+from offload.service.auth import ANONYMOUS
+from offload.service.errors import error_body, translate
+from offload.service.schemas import History, JobOut, TransitionOut
+
+__all__ = ["Offload"]
+
+#: Retry-After (seconds) when the backend is unavailable, as ``offload serve`` answers
+UNAVAILABLE_RETRY_AFTER = 5
+
+
+class Offload:
+    """The offload extension: job routes under ``url_prefix`` and a fast, synchronous submit.
+
+    ``Offload(flask_app, app=jobs)``, or ``ext = Offload(app=jobs)`` then
+    ``ext.init_app(flask_app)`` in an application factory. The App's backend is closed when
+    the interpreter exits.
+    """
+
+    def __init__(self, flask_app: Flask | None = None, *, app: App, url_prefix: str = "/jobs"):
+        if not url_prefix.startswith("/"):
+            raise ValueError(f"url_prefix must start with '/', like '/jobs' (got {url_prefix!r})")
+        self.app = app
+        self.url_prefix = url_prefix.rstrip("/")
+        self.blueprint = self._blueprint()
+        self._close_at_exit = False
+        if flask_app is not None:
+            self.init_app(flask_app)
+
+    def init_app(self, flask_app: Flask) -> None:
+        """Register the job routes on ``flask_app`` (``flask_app.extensions["offload"]``)."""
+        flask_app.register_blueprint(self.blueprint, url_prefix=self.url_prefix)
+        flask_app.extensions["offload"] = self
+        if not self._close_at_exit:  # before thread pools stop, which closing may need
+            before_interpreter_exit(self.app.close)
+            self._close_at_exit = True
+
+    # -- submitting ----------------------------------------------------------------------------
+    def submit(self, task: Task[..., Any] | str, /, *args: Any, **kwargs: Any) -> Job:
+        """Submit ``task`` (a task of this App, or its registered name) with these arguments;
+        return once the job is durably stored. Arguments are validated first
+        (``offload.InvalidArguments``, ``offload.TaskNotFound``), before anything is stored."""
+        if isinstance(task, str):
+            new = self.app.prepare(self.app.registry.get(task), args, kwargs, SubmitOptions())
+            [job] = self.app.run_sync(self.app.asubmit_many([new]))
+            return job
+        if task.app is not self.app:
+            raise ValueError(f"task {task.name!r} belongs to another offload App")
+        return task.submit(*args, **kwargs)
+
+    def accepted(self, job: Job) -> Response:
+        """202 Accepted with ``job`` as the service shows it and ``Location: <prefix>/<id>``."""
+        response = _json(JobOut.of(job.record), 202)
+        response.headers["Location"] = f"{self.url_prefix}/{job.id}"
+        return response
+
+    # -- the job routes ------------------------------------------------------------------------
+    def _blueprint(self) -> Blueprint:
+        bp = Blueprint("offload", __name__)
+        bp.add_url_rule("/<job_id>", "get_job", self._get_job, methods=["GET"])
+        bp.add_url_rule("/<job_id>/cancel", "cancel_job", self._cancel_job, methods=["POST"])
+        bp.add_url_rule("/<job_id>/retry", "retry_job", self._retry_job, methods=["POST"])
+        bp.add_url_rule("/<job_id>/history", "job_history", self._job_history, methods=["GET"])
+        bp.register_error_handler(OffloadError, _error_response)
+        return bp
+
+    async def _own(self, job_id: str) -> JobRecord:
+        """The job, if it is the anonymous caller's (tenant ``default``), as in the service."""
+        record = await self.app.aget_record(job_id)
+        if record.tenant != ANONYMOUS.tenant:
+            raise JobNotFound(job_id)
+        return record
+
+    def _get_job(self, job_id: str) -> Response:
+        return _json(JobOut.of(self.app.run_sync(self._own(job_id))))
+
+    def _cancel_job(self, job_id: str) -> Response:
+        async def cancel() -> JobRecord:
+            await self._own(job_id)
+            return (await self.app.acancel(job_id)).record
+
+        return _json(JobOut.of(self.app.run_sync(cancel())))
+
+    def _retry_job(self, job_id: str) -> Response:
+        async def retry() -> Job:
+            await self._own(job_id)
+            return await self.app.aretry(job_id)
+
+        return self.accepted(self.app.run_sync(retry()))
+
+    def _job_history(self, job_id: str) -> Response:
+        async def history() -> History:
+            await self._own(job_id)
+            transitions = await (await self.app.backend()).history(job_id)
+            return History(job_id=job_id, transitions=[TransitionOut.of(t) for t in transitions])
+
+        return _json(self.app.run_sync(history()))
+
+
+def _json(model: BaseModel, status: int = 200) -> Response:
+    return Response(model.model_dump_json(), status=status, mimetype="application/json")
+
+
+def _error_response(exc: Exception) -> Response:
+    """An offload error in the service's shape and status (``offload.service.errors``)."""
+    error = translate(exc, retry_after=UNAVAILABLE_RETRY_AFTER)
+    body = error_body(error.code, error.message, error.details)
+    return Response(body, status=error.status, headers=error.headers, mimetype="application/json")
