@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -71,6 +72,9 @@ async def blocked_request(client: httpx.AsyncClient, log: Records) -> None:
         await asyncio.sleep(0.01)
 
 
+SOURCE = Path(__file__).read_text().splitlines()
+
+
 def slow_item_records(log: Records) -> list[logging.LogRecord]:
     """The blocks of the slow endpoint (a busy machine may stall the process at other times)."""
     return [r for r in log.records if innermost(r).endswith(" in read_item_slowly")]
@@ -85,6 +89,11 @@ async def test_the_blocking_endpoint_is_named(
     client = watched(make_app(base_http_middleware=base_http_middleware))
     await blocked_request(client, watchdog_log)
     [record] = slow_item_records(watchdog_log)
+    # The log names the very line that blocked.
+    line = next(n for n, text in enumerate(SOURCE, 1) if "time.sleep(0.3)" in text)
+    assert innermost(record).startswith(f"{__file__}:{line} in ") or (
+        f"test_watchdog_asgi.py:{line} in read_item_slowly" in innermost(record)
+    ), innermost(record)
     assert vars(record)["endpoint"] == "GET /items/{item_id}"
     assert vars(record)["blocked_seconds"] >= 0.3
     assert "in GET /items/{item_id}; blocking stack" in record.getMessage()
