@@ -142,6 +142,7 @@ class App(AppWorkflows):
                 result_ttl=result_ttl,
                 limits=limits if limits.any else None,
             )
+            spec.check_annotations()
             self.registry.add(spec)
             return Task(self, spec)
 

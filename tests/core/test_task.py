@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+import typing
 from datetime import UTC, datetime
 
 import pytest
 from pydantic import BaseModel
 
+import offload
 from offload.core.registry import TaskRegistry
 from offload.core.task import TaskSpec, infer_executor
 from offload.errors import InvalidArguments, TaskNotFound
@@ -105,3 +108,18 @@ def test_signature_errors_name_the_argument() -> None:
     with pytest.raises(InvalidArguments) as unexpected:
         spec.encode_arguments(({"street": "x", "number": 1}, "2026-01-01T00:00:00"), {"colour": 1})
     assert unexpected.value.argument == "colour"
+
+
+class Point(typing.TypedDict):  # typing's, not typing_extensions': pydantic refuses it (3.11)
+    x: int
+
+
+def plot(p: Point) -> None:
+    return None
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="pydantic takes typing.TypedDict there")
+def test_an_annotation_pydantic_cannot_validate_fails_at_declaration() -> None:
+    app = offload.App("memory://")
+    with pytest.raises(ValueError, match=r"task 'plot'.*typing_extensions\.TypedDict"):
+        app.task(name="plot")(plot)

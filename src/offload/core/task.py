@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal, get_type_hints
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import PydanticSchemaGenerationError, PydanticUserError, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from offload.core.codec import to_json_value
@@ -73,6 +73,19 @@ class TaskSpec:
                 hint = dict[str, hint]  # type: ignore[valid-type]
             adapters[name] = TypeAdapter(hint)
         return adapters
+
+    def check_annotations(self) -> None:
+        """Fail at declaration when pydantic cannot validate a parameter's annotation (a name
+        not defined yet is left for later: the module may define it further down)."""
+        try:
+            self._adapters  # noqa: B018 - built (and cached) for the check
+        except NameError:
+            return
+        except (PydanticUserError, PydanticSchemaGenerationError) as exc:
+            first = str(exc).splitlines()[0]
+            raise ValueError(
+                f"task {self.name!r}: its parameter annotations cannot be validated: {first}"
+            ) from None
 
     @cached_property
     def _required(self) -> bool:
