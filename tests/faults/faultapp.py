@@ -5,23 +5,48 @@ file or Redis namespace) to submit and inspect jobs. Tasks leave evidence in fil
 ``nap``/``anap`` writes ``<tag>.<run>.json`` with the pid of the worker process that ran it, so a
 test can wait for "the job is running now, there" without sleeping.
 
-``tally`` keeps an execution ledger instead: every run appends one JSON line (job id, attempt,
-pid, start time) to ``<ledger>/<pid>.jsonl``, a file of the worker process's own, so a test can
-count how many times each job really ran, and where, without asking the backend.
+``tally`` and its variants keep an execution ledger instead: every run appends a ``start``
+line (job id, attempt, run number, pid, worker pid, time) and, unless its process dies first,
+an ``end`` line (time, outcome: ``returned`` or ``cancelled``) to ``<ledger>/<pid>.jsonl``, a
+file of the process that runs it, so a test can count how many times each job really ran, where
+and when, without asking the backend. They sleep ``first`` seconds on a job's first run and
+``later`` on every other. The variants cover every executor: ``tally`` (async),
+``tally_thread``, ``tally_process`` (registered only where ``FAULTAPP_PROCESS=1``, so that other
+workers start no process pool), and ``tally_cmd`` (``run_process``); the ``*_t`` names have a
+1 s timeout.
+
+``FAULTAPP_CLOCK_SKEW=SECONDS`` moves ``time.time()`` of the process that imports this module
+(a worker) by that much: the worker's wall clock is wrong, everything else about it is normal.
+Ledger times always come from the real clock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import offload
+
+#: The real wall clock, kept before any skew is installed.
+REAL_TIME = time.time
+
+
+def _install_clock_skew() -> None:
+    skew = float(os.environ.get("FAULTAPP_CLOCK_SKEW") or 0)
+    if skew:
+        time.time = lambda: REAL_TIME() + skew
+        print(f"faultapp: time.time() skewed by {skew:+g}s", file=sys.stderr, flush=True)
+
+
+_install_clock_skew()
 
 
 def _start_marker(marks: str, tag: str) -> int:
@@ -65,19 +90,98 @@ async def loop_blocker(marks: str, tag: str, seconds: float, spin: bool = False)
     return {"pid": os.getpid(), "run": run}
 
 
-def _append_to_ledger(ledger: str) -> int:
-    """Append this run to the ledger of this process; returns the job's attempt number."""
+def _worker_pid() -> int:
+    """The worker process that runs this job (a process-executor child's parent worker)."""
+    parent = multiprocessing.parent_process()
+    return os.getpid() if parent is None or parent.pid is None else parent.pid
+
+
+def _ledger(ledger: str, event: str, **fields: Any) -> None:
+    """Append one event of this run to the ledger of this process."""
     ctx = offload.current()
-    entry = {"job": ctx.id, "attempt": ctx.attempt, "pid": os.getpid(), "at": time.time()}
+    entry = {"ev": event, "job": ctx.id, "attempt": ctx.attempt, "pid": os.getpid(),
+             "worker": _worker_pid(), "at": REAL_TIME(), **fields}  # fmt: skip
     with open(Path(ledger) / f"{os.getpid()}.jsonl", "a") as f:
         f.write(json.dumps(entry) + "\n")  # one short write: lines never interleave
-    return ctx.attempt
+
+
+def _begin(ledger: str) -> int:
+    """Record the start of this run; returns which run of its job it is (1 for the first).
+
+    Runs are counted with one file per run, created exclusively, rather than by attempt: a
+    graceful release refunds its attempt, but it was a run all the same.
+    """
+    runs = Path(ledger) / "runs"
+    runs.mkdir(exist_ok=True)
+    run = 1
+    while True:
+        try:
+            os.close(os.open(runs / f"{offload.current().id}.{run}", os.O_CREAT | os.O_EXCL))
+            break
+        except FileExistsError:
+            run += 1
+    _ledger(ledger, "start", run=run)
+    return run
 
 
 async def tally(ledger: str, i: int, first: float = 0.0, later: float = 0.0) -> dict[str, int]:
-    """Record this run in the ledger, then sleep ``first`` seconds on attempt 1, else ``later``."""
-    attempt = _append_to_ledger(ledger)
-    await asyncio.sleep(first if attempt == 1 else later)
+    """Record this run in the ledger, then sleep ``first`` seconds on the job's first run, else
+    ``later``."""
+    run = _begin(ledger)
+    try:
+        await asyncio.sleep(first if run == 1 else later)
+    except asyncio.CancelledError:
+        _ledger(ledger, "end", outcome="cancelled")
+        raise
+    _ledger(ledger, "end", outcome="returned")
+    return {"pid": os.getpid(), "i": i}
+
+
+async def tally_until(ledger: str, i: int, flag: str) -> dict[str, int]:
+    """The async ``tally`` that returns once the file ``flag`` exists (at once on a rerun, if it
+    exists by then): a test decides when a run finishes."""
+    _begin(ledger)
+    try:
+        while not os.path.exists(flag):  # noqa: ASYNC240 - one stat every 20 ms
+            await asyncio.sleep(0.02)
+    except asyncio.CancelledError:
+        _ledger(ledger, "end", outcome="cancelled")
+        raise
+    _ledger(ledger, "end", outcome="returned")
+    return {"pid": os.getpid(), "i": i}
+
+
+def tally_thread(
+    ledger: str, i: int, first: float = 0.0, later: float = 0.0, obey: bool = True
+) -> dict[str, int]:
+    """The thread ``tally``: waits on the job's cancel flag (``obey``), or ignores it in a plain
+    ``time.sleep`` like most blocking code does."""
+    seconds = first if _begin(ledger) == 1 else later
+    if not obey:
+        time.sleep(seconds)
+    elif offload.current().wait_cancelled(seconds):
+        _ledger(ledger, "end", outcome="cancelled")
+        offload.current().check_cancelled()
+    _ledger(ledger, "end", outcome="returned")
+    return {"pid": os.getpid(), "i": i}
+
+
+def tally_process(ledger: str, i: int, first: float = 0.0, later: float = 0.0) -> dict[str, int]:
+    """The process ``tally``: runs in a child of the worker, killed on cancel and timeout."""
+    time.sleep(first if _begin(ledger) == 1 else later)
+    _ledger(ledger, "end", outcome="returned")
+    return {"pid": os.getpid(), "i": i}
+
+
+async def tally_cmd(ledger: str, i: int, first: float = 0.0, later: float = 0.0) -> dict[str, int]:
+    """The ``run_process`` ``tally``: the run sleeps in a ``sleep`` command of its own group."""
+    seconds = first if _begin(ledger) == 1 else later
+    try:
+        await offload.run_process(["sleep", str(seconds)], kill_grace=0.5)
+    except asyncio.CancelledError:
+        _ledger(ledger, "end", outcome="cancelled")
+        raise
+    _ledger(ledger, "end", outcome="returned")
     return {"pid": os.getpid(), "i": i}
 
 
@@ -119,14 +223,33 @@ TASKS: list[tuple[Callable[..., Any], dict[str, Any]]] = [
     (poison, {}),
     (quick, {}),
     (tally, {}),
+    (tally, {"name": "tally_t", "timeout": 1.0}),
+    (tally_until, {}),
+    (tally_thread, {}),
+    (tally_thread, {"name": "tally_thread_t", "timeout": 1.0}),
+    (tally_cmd, {}),
+    (tally_cmd, {"name": "tally_cmd_t", "timeout": 1.0}),
+]
+#: Tasks of the process executor: a worker that has one starts a pool of child processes.
+PROCESS_TASKS: list[tuple[Callable[..., Any], dict[str, Any]]] = [
+    (tally_process, {}),
+    (tally_process, {"name": "tally_process_t", "timeout": 1.0}),
+    (nap, {"name": "nap_process"}),
 ]
 
 
-def build(backend: str | None = None) -> offload.App:
-    """An App with every task above (its backend: ``backend`` or ``$OFFLOAD_BACKEND``)."""
+def build(backend: str | None = None, *, process: bool | None = None) -> offload.App:
+    """An App with every task above (its backend: ``backend`` or ``$OFFLOAD_BACKEND``); the
+    process tasks too if ``process`` (by default: if ``$FAULTAPP_PROCESS`` is 1)."""
+    if process is None:
+        process = os.environ.get("FAULTAPP_PROCESS") == "1"
     new = offload.App(backend)
-    for func, options in TASKS:
-        new.task(name=options.get("name", func.__name__), timeout=options.get("timeout"))(func)
+    for func, options in TASKS + (PROCESS_TASKS if process else []):
+        new.task(
+            name=options.get("name", func.__name__),
+            timeout=options.get("timeout"),
+            executor="process" if (func, options) in PROCESS_TASKS else None,
+        )(func)
     return new
 
 

@@ -5,30 +5,45 @@ namespace on the shared test server, or any ``redis://`` URL a test passes, such
 server it kills). Every worker is started in a session of its own, so teardown can SIGKILL its
 whole process group (a supervisor's children included) by pid, whatever state the test left it
 in (stopped, draining, hung). Pids of grandchildren the tests learn about are killed too. The
-``faults`` fixture (conftest.py) hands a test one :class:`Faults` and cleans it up.
+``faults`` fixture (conftest.py) hands a test one :class:`Faults`, runs the history checker
+(:mod:`history`) on it after the test, and cleans it up.
+
+Signals sent through :meth:`WorkerProcess.signal` are recorded as faults (SIGKILL: a kill;
+SIGSTOP until SIGCONT: a stop) for the checker to explain the leases that expired; tests record
+other faults (the backend down, the network cut) with :meth:`Faults.note_fault`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import history
+import httpx
 import redis
+from history import Fault as Fault
+from history import Run as Run
+from history import Summary as Summary
 
 import offload
 from offload import State, Transition
 from offload.backends.base import Backend
+from offload.core.job import JobFilter, JobRecord
 from rediskit import TEST_REDIS
+from upkit import free_port
 
 HERE = Path(__file__).resolve().parent
 APP = "faultapp:app"
@@ -44,6 +59,9 @@ TIMINGS = {
 }
 LEASE = float(TIMINGS["OFFLOAD_LEASE_SECONDS"])
 REAP = float(TIMINGS["OFFLOAD_REAP_INTERVAL"])
+#: What the history checker allows on top of lease + reap interval for a lease to be reaped
+#: once a fault began (scheduling noise on a loaded two-core machine).
+CHECK_SLACK = 2.5
 
 T = TypeVar("T")
 
@@ -67,24 +85,27 @@ def pid_of(worker_id: str | None) -> int | None:
     return None if worker_id is None else int(worker_id.rsplit("-", 2)[1])
 
 
-@dataclass(frozen=True)
-class Run:
-    """One run of a job, as the ``tally`` task wrote it into the ledger."""
-
-    job: str
-    attempt: int
-    pid: int
-    at: float
-
-
 def read_ledger(folder: Path) -> list[Run]:
-    """Every run recorded under ``folder`` (one file per worker process), in no set order."""
-    runs = []
+    """Every run recorded under ``folder`` (one file per process), in no set order.
+
+    A run's ``end`` line is matched to its ``start`` line in the same file; a process killed
+    mid-write leaves at most a partial last line, which is skipped.
+    """
+    runs: list[Run] = []
     for path in sorted(folder.glob("*.jsonl")):
+        open_runs: dict[tuple[str, int], int] = {}  # (job, attempt) -> index in runs
         for line in path.read_text().splitlines():
-            if line.endswith("}"):  # a process killed mid-write leaves at most a partial line
-                d = json.loads(line)
-                runs.append(Run(d["job"], d["attempt"], d["pid"], d["at"]))
+            if not line.endswith("}"):
+                continue
+            d = json.loads(line)
+            key = (d["job"], d["attempt"])
+            if d.get("ev", "start") == "start":
+                open_runs[key] = len(runs)
+                runs.append(Run(d["job"], d["attempt"], d["pid"], d["at"], d.get("worker", 0)))
+            elif key in open_runs:
+                i = open_runs.pop(key)
+                r = runs[i]
+                runs[i] = Run(r.job, r.attempt, r.pid, r.at, r.worker, d["at"], d["outcome"])
     return runs
 
 
@@ -105,14 +126,42 @@ def pid_gone(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] in ("Z", "X")
 
 
-class WorkerProcess:
-    """One ``offload worker`` process (or supervisor) started by a test."""
+def session_pids(sid: int) -> set[int]:
+    """The processes of session ``sid`` (a test's process and everything it started)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # it just ended
+        if int(fields[3]) == sid:  # after the name: state, ppid, pgrp, session
+            found.add(int(stat.parent.name))
+    return found
 
-    def __init__(self, name: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+
+class WorkerProcess:
+    """One process started by a test: an ``offload worker`` (or supervisor), a submitter, an API.
+
+    ``on_fault`` records the faults its signals inject (see :meth:`signal`).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        proc: subprocess.Popen[bytes],
+        log: Path,
+        on_fault: Callable[[Fault], None] | None = None,
+    ) -> None:
         self.name = name
         self.proc = proc
         self.log = log
         self.started = time.monotonic()
+        self.spawned_at = time.time()
+        self.ready_at: float | None = None  # when it was seen serving (workers)
+        self.died_at: float | None = None
+        self.reaps = False  # a worker: it sweeps expired leases
+        self._on_fault = on_fault
+        self._stopped: Fault | None = None
 
     @property
     def pid(self) -> int:
@@ -138,15 +187,50 @@ class WorkerProcess:
             return False
 
         wait_until(seen, timeout, f"{fragment!r} in the log of worker {self.name}")
+        if fragment == " serving " and self.ready_at is None:
+            self.ready_at = time.time()
+
+    def _record(self, sig: signal.Signals, at: float) -> None:
+        if sig is signal.SIGKILL:
+            self.died_at = at
+            self._note(Fault("kill", frozenset({self.pid}), at))
+        elif sig is signal.SIGSTOP and self._stopped is None:
+            self._stopped = Fault("stop", frozenset({self.pid}), at)
+            self._note(self._stopped)
+        elif sig is signal.SIGCONT and self._stopped is not None:
+            self._stopped.end = at
+            self._stopped = None
 
     def signal(self, sig: signal.Signals) -> None:
+        """Send ``sig``; SIGKILL, SIGSTOP and SIGCONT are recorded as faults."""
+        at = time.time()
         self.proc.send_signal(sig)
+        self._record(sig, at)
+
+    def _note(self, fault: Fault) -> None:
+        if self._on_fault is not None:
+            self._on_fault(fault)
+
+    def kill_group(self) -> None:
+        """SIGKILL its whole session (a supervisor with its children), recorded as a kill of
+        every process in it."""
+        members = session_pids(self.pid)
+        at = time.time()
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        self.died_at = at
+        self._note(Fault("kill", frozenset({self.pid, *members}), at))
 
     def wait_exit(self, timeout: float) -> int:
         try:
-            return self.proc.wait(timeout)
+            code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             raise AssertionError(f"worker {self.name} still running {timeout:g}s later") from None
+        if self.died_at is None:
+            self.died_at = time.time()
+        return code
 
     def holds_write_lock(self) -> bool:
         """Whether this process holds an exclusive POSIX lock (SQLite's write lock) now."""
@@ -156,6 +240,14 @@ class WorkerProcess:
             if parts[1:5] == ["POSIX", "ADVISORY", "WRITE", str(self.pid)]:
                 return True
         return False
+
+
+@dataclass(frozen=True)
+class Api:
+    """An ``offload serve`` process and its base URL."""
+
+    process: WorkerProcess
+    base: str
 
 
 #: The backend kinds every fault test runs on.
@@ -207,9 +299,16 @@ class Faults:
         #: Other logs to show when a test fails (a private redis-server's, say).
         self.extra_logs: list[Path] = []
         self.stray_pids: list[int] = []
+        #: Evidence for the history checker: what the test injected, and what it was promised.
+        self.faults: list[Fault] = []
+        self.acknowledged: set[str] = set()
+        self.may_be_pending: set[str] = set()
+        self.summary: Summary | None = None
+        #: Numbers a test measured, published with its summary (docs/reliability.md).
+        self.measured: dict[str, Any] = {}
         import faultapp
 
-        self.app: offload.App = faultapp.build(self.url)
+        self.app: offload.App = faultapp.build(self.url, process=True)
 
     # -- processes ---------------------------------------------------------------------------
     def env(self, **overrides: str) -> dict[str, str]:
@@ -228,14 +327,42 @@ class Faults:
         """Start ``offload worker faultapp:app --name NAME ARGS...``; wait until it serves."""
         argv = [sys.executable, "-m", "offload", "worker", APP, "--name", name, *args]
         worker = self.spawn(name, argv, env=env)
+        worker.reaps = True
         if ready:
             worker.wait_log(" serving ")
         return worker
+
+    def serve(
+        self, name: str, *, backend: str | None = None, env: dict[str, str] | None = None
+    ) -> Api:
+        """Start ``offload serve faultapp:app`` on a free loopback port; wait until it answers
+        ``/health/live`` (the backend may be down: that is what ready is for)."""
+        port = free_port()
+        extra = dict(env or {})
+        if backend is not None:
+            extra["OFFLOAD_BACKEND"] = backend
+        argv = [sys.executable, "-m", "offload", "serve", APP, "--port", str(port)]
+        api = Api(self.spawn(name, argv, env=extra), f"http://127.0.0.1:{port}")
+
+        def live() -> bool:
+            code = api.process.proc.poll()
+            assert code is None, f"API {name} exited with {code}:\n{api.process.text()}"
+            try:
+                return httpx.get(f"{api.base}/health/live", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(live, 30, f"API {name} to answer", interval=0.1)
+        return api
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> WorkerProcess:
         """Start any process of the test (a worker, a submitter) the way workers are started:
         in ``HERE``, in its own session, logging to ``worker-NAME.log``, killed at teardown."""
         log = self.tmp / f"worker-{name}.log"
+        n = 1
+        while log.exists():  # a process restarted under its old name keeps the old log
+            n += 1
+            log = self.tmp / f"worker-{name}.{n}.log"
         with log.open("wb") as err:
             proc = subprocess.Popen(
                 argv,
@@ -246,27 +373,59 @@ class Faults:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        worker = WorkerProcess(name, proc, log)
+        worker = WorkerProcess(name, proc, log, on_fault=self.faults.append)
         self.workers.append(worker)
         return worker
+
+    def note_fault(
+        self,
+        kind: str,
+        pids: Iterable[int] | None,
+        start: float,
+        end: float | None = None,
+        reapers_back: float | None = None,
+    ) -> Fault:
+        """Record a fault the test injected (``pids`` None: every process); returns it, so that
+        its ``end`` can be set once it is over."""
+        fault = Fault(kind, None if pids is None else frozenset(pids), start, end, reapers_back)
+        self.faults.append(fault)
+        return fault
+
+    def acknowledge(self, ids: Iterable[str]) -> None:
+        """Jobs whose submit returned (in another process): the checker wants them ended."""
+        self.acknowledged.update(ids)
+
+    def allow_pending(self, *ids: str) -> None:
+        """Jobs the test leaves waiting or running on purpose."""
+        self.may_be_pending.update(ids)
 
     def track_pid(self, pid: int) -> None:
         """Kill ``pid`` at teardown if it is still there (a grandchild a test spawned)."""
         self.stray_pids.append(pid)
 
     # -- jobs and evidence ---------------------------------------------------------------------
-    def submit(self, task: str, *args: Any) -> offload.Job:
+    def submit(
+        self, task: str, *args: Any, options: offload.SubmitOptions | None = None
+    ) -> offload.Job:
         """Submit a job by task name from the test process (durably stored on return)."""
-        return self.app.run_sync(self.app.asubmit_name(task, list(args)))
+        job = self.app.run_sync(self.app.asubmit_name(task, list(args), options=options))
+        self.acknowledged.add(job.id)
+        return job
 
-    def submit_many(self, task: str, arg_lists: Sequence[list[Any]]) -> list[str]:
+    def submit_many(
+        self,
+        task: str,
+        arg_lists: Sequence[list[Any]],
+        options: offload.SubmitOptions | None = None,
+    ) -> list[str]:
         """Submit one job per argument list, in batches (each batch stored all or none)."""
         app, spec = self.app, self.app.registry.get(task)
         ids: list[str] = []
         for start in range(0, len(arg_lists), 250):
-            batch = [app.prepare(spec, args, {}, offload.SubmitOptions())
+            batch = [app.prepare(spec, args, {}, options or offload.SubmitOptions())
                      for args in arg_lists[start : start + 250]]  # fmt: skip
             ids += [job.id for job in app.run_sync(app.asubmit_many(batch))]
+        self.acknowledged.update(ids)
         return ids
 
     def call(self, use: Callable[[Backend], Awaitable[T]]) -> T:
@@ -362,18 +521,107 @@ class Faults:
             parts.append(path.read_text(errors="replace") if path.exists() else "(missing)")
         return "\n".join(parts)
 
-    # -- teardown ------------------------------------------------------------------------------
-    def cleanup(self) -> None:
+    # -- the history check ---------------------------------------------------------------------
+    def all_records(self) -> dict[str, JobRecord]:
+        """Every stored job, of every tenant."""
+
+        async def read(backend: Backend) -> dict[str, JobRecord]:
+            found: dict[str, JobRecord] = {}
+            cursor = None
+            while True:
+                page = await backend.list_jobs(JobFilter(limit=1000, cursor=cursor))
+                found.update((r.id, r) for r in page.jobs)
+                if page.next_cursor is None:
+                    return found
+                cursor = page.next_cursor
+
+        return self.call(read)
+
+    def all_histories(self, ids: Sequence[str]) -> dict[str, list[Transition]]:
+        async def read(backend: Backend) -> dict[str, list[Transition]]:
+            out: dict[str, list[Transition]] = {}
+            for start in range(0, len(ids), 16):  # a few at a time: connections are pooled
+                chunk = ids[start : start + 16]
+                found = await asyncio.gather(*(backend.history(i) for i in chunk))
+                out.update(zip(chunk, found, strict=True))
+            return out
+
+        return self.call(read)
+
+    def reapers_back(self, fault: Fault) -> float:
+        """When, after ``fault`` began, a worker that could sweep expired leases was running:
+        one the fault did not touch, or the touched ones once it ended."""
+        if fault.reapers_back is not None:
+            return fault.reapers_back
+        if fault.pids is None:  # every process was touched: until the fault ended
+            return math.inf if fault.end is None else fault.end
+        times = [] if fault.end is None else [fault.end]
         for w in self.workers:
+            if not w.reaps or w.pid in fault.pids:
+                continue
+            at = max(w.ready_at or w.spawned_at, fault.start)
+            if w.died_at is None or w.died_at > at:
+                times.append(at)
+        return min(times, default=math.inf)
+
+    def check_history(self) -> Summary:
+        """Run the history checker (module :mod:`history`) on everything stored and run so far;
+        on SQLite, ``PRAGMA integrity_check`` too. Raises AssertionError on any problem."""
+        if self.kind == "sqlite":
+            self.assert_integrity()
+        records = self.all_records()
+        summary = history.check(
+            history.Evidence(
+                records=records,
+                histories=self.all_histories(list(records)),
+                runs=read_ledger(self.ledger),
+                acknowledged=set(self.acknowledged),
+                may_be_pending=set(self.may_be_pending),
+                faults=list(self.faults),
+                stats=self.counts(),
+                reapers_back=self.reapers_back,
+                lease=LEASE,
+                reap=REAP,
+                slack=CHECK_SLACK,
+            )
+        )
+        self.summary = summary
+        return summary
+
+    def assert_integrity(self) -> None:
+        """SQLite's own check of the database file: pages, indexes, constraints."""
+        path = self.url.removeprefix("sqlite:///").partition("?")[0]
+        conn = sqlite3.connect(path, timeout=30)
+        try:
+            result = conn.execute("PRAGMA integrity_check").fetchall()
+        finally:
+            conn.close()
+        assert result == [("ok",)], f"integrity_check of {path}: {result}"
+
+    # -- teardown ------------------------------------------------------------------------------
+    def kill_all(self) -> None:
+        """SIGKILL every process of the test (not recorded as a fault: the test is over): each
+        one's session, which holds a supervisor's children and the process groups of its
+        process-executor children and ``run_process`` commands too."""
+        for w in self.workers:
+            members = session_pids(w.pid)  # orphans keep the session of the process that died
             try:
-                os.killpg(w.pid, signal.SIGKILL)  # its session: children of a supervisor too
+                os.killpg(w.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+            for pid in members - {w.pid}:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         for w in self.workers:
             try:
                 w.proc.wait(10)
             except subprocess.TimeoutExpired:  # pragma: no cover - a process that ignores KILL
                 pass
+
+    def cleanup(self) -> None:
+        self.kill_all()
         for pid in self.stray_pids:
             if not pid_gone(pid) and _is_our_sleep(pid):
                 try:
