@@ -156,14 +156,6 @@ def run_cli(tmp_path: Path, command: str, tokens: str | None) -> subprocess.Comp
 READERS = 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: redis-py's asyncio pool allows 100 connections and raises MaxConnectionsError "
-    "('Too many connections', a ConnectionError) instead of waiting for one; RedisBackend._run "
-    "maps it to BackendUnavailable, so with more than 100 requests in flight a healthy but slow "
-    "Redis gets 503 backend_unavailable answers (half of 200 concurrent GETs here; on an idle "
-    "Redis it happens too, less reliably)",
-)
 def test_two_hundred_reads_waiting_on_a_slow_redis_are_not_refused(
     outage: Faults, redis_server: RedisServer
 ) -> None:

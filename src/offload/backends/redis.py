@@ -66,6 +66,9 @@ log = logging.getLogger("offload.backends.redis")
 T = TypeVar("T")
 
 MIN_VERSION = (6, 2)
+#: Connections one backend object opens at most; more concurrent calls wait up to POOL_WAIT s.
+MAX_CONNECTIONS = 64
+POOL_WAIT = 10.0
 #: Most index entries one list_jobs call reads while filtering (then it returns a cursor).
 LIST_SCAN_BUDGET = 5000
 _warned: set[str] = set()  # server problems already logged by this process
@@ -107,13 +110,17 @@ class RedisBackend:
         if self._client is not None:
             return
         try:
-            client = aioredis.Redis.from_url(
+            # A busy process waits for a free connection rather than failing at a maximum.
+            pool = aioredis.BlockingConnectionPool.from_url(
                 self.target.connect_url,
+                max_connections=MAX_CONNECTIONS,
+                timeout=POOL_WAIT,
                 decode_responses=True,
                 socket_connect_timeout=5.0,
                 socket_timeout=15.0,
                 retry=Retry(NoBackoff(), 0),  # retries are ours: a claim must never run twice
             )
+            client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
         except ValueError as exc:
             raise ConfigurationError(f"invalid Redis URL for {self.target.shown}: {exc}") from None
         try:
@@ -207,7 +214,14 @@ class RedisBackend:
         for attempt in (1, 2):
             try:
                 return await call(client)
-            except (rex.ConnectionError, rex.TimeoutError) as exc:
+            except (rex.ConnectionError, rex.TimeoutError, OSError, RuntimeError) as exc:
+                if isinstance(exc, RuntimeError) and "closed" not in str(exc):
+                    raise  # a bug, not a broken connection
+                if not isinstance(exc, rex.ConnectionError | rex.TimeoutError):
+                    # Under uvloop a connection the peer reset fails with a RuntimeError
+                    # ("the handler is closed") that redis-py does not handle: drop the idle
+                    # connections, so that the next call opens a fresh one.
+                    await client.connection_pool.disconnect(inuse_connections=False)
                 if retry and attempt == 1:
                     continue
                 raise BackendUnavailable(

@@ -199,6 +199,11 @@ class Worker:
                 await self._until(asyncio.sleep(pause))
                 pause = min(pause * 2, 5.0)
                 continue
+            except Exception:  # a bug must not silently end the claim loop of a live worker
+                log.exception("claim failed unexpectedly; retrying in %.2fs", pause)
+                await self._until(asyncio.sleep(pause))
+                pause = min(pause * 2, 5.0)
+                continue
             pause = 0.05
             for record in jobs:
                 self._launch(record, started)
