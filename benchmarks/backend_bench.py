@@ -570,8 +570,8 @@ def section(results: dict[str, dict[str, list[float]]], ctx: Context) -> str:
             info = client.info("server")
         server = [
             f"- Redis {info['redis_version']} on loopback ({cfg.redis_url}), the machine's "
-            "shared server (no persistence; durability settings do not change these figures "
-            "much except appendfsync always)"
+            "shared server, without persistence (with AOF on, every write also goes to the "
+            "append-only file: not measured here)"
         ]
     parts = [
         f"## {title(results)}",
