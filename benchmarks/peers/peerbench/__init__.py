@@ -1,0 +1,1 @@
+"""The peer benchmark harness: Redis, worker processes, measurements, reports."""
