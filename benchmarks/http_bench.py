@@ -55,7 +55,8 @@ DEMO_APP = "offload.demo:app"
 TASK = "crunch"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
-WARMUP_LIMIT = 10.0  # seconds the unmeasured warm-up may take at most
+LOAD_LIMIT = 10.0  # seconds the loading of the CPU may send for at most
+WARMUP_LIMIT = 10.0  # seconds the unmeasured warm-up may send for at most
 
 SYSTEMS = {
     "up": "offload up",
@@ -82,7 +83,8 @@ METRICS = (
     Metric("paced_rps", "Answered", "req/s"),
     Metric("cpu_busy", "CPU busy, all cores, during the steady phase", "%"),
     Metric("cpu_low", "of which low-priority (nice) processes", "%"),
-    Metric("client_cpu", "Benchmark client CPU (% of one core)", "%"),
+    Metric("loop_wait", "API event loop ready but waiting for a CPU", "%"),
+    Metric("client_cpu", "Benchmark client CPU, of one core", "%"),
     Metric("closed_rps", "Back to back: throughput", "req/s"),
     Metric("closed_p50", "Back to back: latency p50", "ms"),
     Metric("closed_p99", "Back to back: latency p99", "ms"),
@@ -151,7 +153,7 @@ def backend_kind(cfg: Config) -> str:
 
 
 async def drop_redis_namespace(url: str) -> None:
-    """Delete the keys of a Redis namespace this benchmark made up (``{run}`` in the URL)."""
+    """Delete the keys of the Redis namespace (``?prefix=``) that ``{run}`` made unique."""
     import redis.asyncio as aioredis
 
     prefix = parse_qs(urlsplit(url).query).get("prefix", [""])[0]
@@ -248,7 +250,8 @@ async def running(kind: str, cfg: Config, folder: Path) -> AsyncIterator[Server]
         yield server
     finally:
         stop(server)
-        if kind in OFFLOAD_SYSTEMS and server.backend.startswith(("redis:", "rediss:")):
+        made_up = cfg.backend is not None and "{run}" in cfg.backend
+        if kind in OFFLOAD_SYSTEMS and made_up and server.backend.startswith(("redis:", "rediss:")):
             await drop_redis_namespace(server.backend)
 
 
@@ -260,6 +263,15 @@ def cpu_ticks() -> tuple[int, int, int]:
     user, nice, system, idle, iowait, irq, softirq, steal = values[:8]
     busy = user + nice + system + irq + softirq + steal
     return busy, nice, busy + idle + iowait
+
+
+def run_delay(pid: int) -> float:
+    """Seconds the main thread of ``pid`` has spent runnable but waiting for a CPU."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except OSError:
+        return math.nan
 
 
 def own_cpu() -> float:
@@ -311,15 +323,16 @@ async def measure(kind: str, cfg: Config, folder: Path) -> Sample:
         await until_ready(server)
         # The load: the baseline may not take it all within the limit, but a few dozen jobs
         # already fill its thread pool, and the measured submissions keep adding work.
-        load = await submit(server, cfg, load_jobs(cfg), rate=None)
+        load = await submit(server, cfg, load_jobs(cfg), rate=None, limit=LOAD_LIMIT)
         if load.succeeded < cfg.cores:
             raise RuntimeError(f"{kind}: loading the CPU failed: {load.errors}")
         await asyncio.sleep(1.0)  # the worker claims the load; the cores get busy
         if cfg.warmup:
             await submit(server, cfg, cfg.warmup, rate=cfg.rate, limit=WARMUP_LIMIT)
-        ticks0, client0, wall0 = cpu_ticks(), own_cpu(), time.monotonic()
+        api = server.procs[0].pid  # offload up, offload serve, uvicorn: the loop's process
+        ticks0, client0, wall0, wait0 = cpu_ticks(), own_cpu(), time.monotonic(), run_delay(api)
         paced = await submit(server, cfg, cfg.requests, rate=cfg.rate)
-        ticks1, client1, wall1 = cpu_ticks(), own_cpu(), time.monotonic()
+        ticks1, client1, wall1, wait1 = cpu_ticks(), own_cpu(), time.monotonic(), run_delay(api)
         closed = None
         if cfg.closed_requests:
             closed = await submit(server, cfg, cfg.closed_requests, rate=None)
@@ -336,6 +349,7 @@ async def measure(kind: str, cfg: Config, folder: Path) -> Sample:
         "cpu_busy": 100 * (ticks1[0] - ticks0[0]) / total,
         "cpu_low": 100 * (ticks1[1] - ticks0[1]) / total,
         "client_cpu": 100 * (client1 - client0) / (wall1 - wall0),
+        "loop_wait": 100 * (wait1 - wait0) / (wall1 - wall0),
     }
     if closed is not None:
         sample["closed_rps"] = closed.throughput
@@ -424,25 +438,34 @@ def commentary(results: Results, cfg: Config) -> list[str]:
 
     lines = []
     for kind in results:
+        errors = med(kind, "paced_errors")
+        failed = (
+            f" ({errors:,.0f} of {cfg.requests:,} failed: not sent within the limit, or not "
+            "answered within 10 s)"
+            if errors
+            else ""
+        )
+        closed = (
+            f"; back to back, {cfg.concurrency} clients got {med(kind, 'closed_rps'):,.0f} "
+            "answers/s"
+            if "closed_rps" in results[kind]
+            else ""
+        )
         lines.append(
-            f"- {SYSTEMS[kind]}: at {cfg.rate:g} submissions/s half the answers came within "
-            f"{fmt(med(kind, 'paced_p50'), 'ms')} ms and 99% within "
-            f"{fmt(med(kind, 'paced_p99'), 'ms')} ms, while the CPU was "
+            f"- {SYSTEMS[kind]}: at {cfg.rate:g} submissions/s, half of the requests took at "
+            f"most {fmt(med(kind, 'paced_p50'), 'ms')} ms and 99% at most "
+            f"{fmt(med(kind, 'paced_p99'), 'ms')} ms{failed}, while the CPU was "
             f"{med(kind, 'cpu_busy'):.0f}% busy ({med(kind, 'cpu_low'):.0f}% in low-priority "
-            "processes)"
-            + (
-                f"; back to back, {cfg.concurrency} clients got "
-                f"{med(kind, 'closed_rps'):,.0f} answers/s."
-                if "closed_rps" in results[kind]
-                else "."
-            )
+            f"processes) and its event loop was ready but waiting for a CPU "
+            f"{med(kind, 'loop_wait'):.0f}% of the time{closed}."
         )
     if "fastapi" in results:
         lines.append(
             "- The FastAPI app runs each job in a thread of the web server's own process after "
-            "answering: the jobs and the event loop that answers requests share one GIL, and "
-            "a busy thread holds it for up to 5 ms (`sys.getswitchinterval()`) at a time. Its "
-            "CPU-bound work can use one core per uvicorn process, whatever the machine has."
+            "answering: the jobs and the event loop that answers requests share one GIL. Its "
+            "thread pool (40 threads) runs up to 40 jobs at once, each holding the GIL for up "
+            "to 5 ms at a time (`sys.getswitchinterval()`), so the loop gets about one turn in "
+            "41; and its CPU-bound work can use one core per uvicorn process."
         )
     if any(kind in results for kind in OFFLOAD_SYSTEMS):
         lines.append(
@@ -482,8 +505,12 @@ def versions() -> str:
     return ", ".join(found)
 
 
-def load_average() -> str:
-    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+def load_average() -> tuple[float, float, float]:
+    return os.getloadavg()
+
+
+def shown(load: tuple[float, float, float]) -> str:
+    return ", ".join(f"{x:.2f}" for x in load)
 
 
 @dataclass(frozen=True)
@@ -492,14 +519,26 @@ class Context:
 
     cfg: Config
     machine: list[str]
-    load_start: str
-    load_end: str
+    load_start: tuple[float, float, float]
+    load_end: tuple[float, float, float]
     duration: str
     command: str
 
 
 def title(cfg: Config) -> str:
     return f"{SECTION} ({backend_kind(cfg)})"
+
+
+def busy_note(ctx: Context, cores: int) -> str:
+    """What the load average says about the machine's other work (the benchmark adds about
+    ``cores`` + 2: the process executor's children, the server and the client)."""
+    if max(ctx.load_start[0], ctx.load_end[0]) > 2 * cores + 2:
+        return (
+            "**The machine was busy with other work** (load average well above what the "
+            "benchmark itself adds, about cores + 2): its processes competed with the servers "
+            "for the CPU, so these figures are worse than a quiet machine's."
+        )
+    return "The benchmark itself keeps every core busy; mind the min to max ranges."
 
 
 def section(results: Results, ctx: Context) -> str:
@@ -517,9 +556,8 @@ def section(results: Results, ctx: Context) -> str:
         f"{ctx.duration}; see `benchmarks/README.md` for what each figure means.",
         "",
         *ctx.machine,
-        f"- Load average (1, 5, 15 min) at the start: {ctx.load_start}; at the end: "
-        f"{ctx.load_end}. The benchmark itself keeps every core busy; the machine was shared "
-        "with other processes, so mind the min to max ranges.",
+        f"- Load average (1, 5, 15 min) at the start: {shown(ctx.load_start)}; at the end: "
+        f"{shown(ctx.load_end)}. {busy_note(ctx, cfg.cores)}",
         f"- Backend: {backend}.",
         f"- Job: `crunch({cfg.rounds})`, {1000 * cfg.job_seconds:.0f} ms of CPU here. Before "
         f"measuring, {load_jobs(cfg):,} of them ({cfg.load_seconds:g} s of work per core) are "
@@ -532,7 +570,7 @@ def section(results: Results, ctx: Context) -> str:
         f"No phase sends for longer than {cfg.limit:g} s; a request not sent by then, or not "
         "answered within 10 s, counts as an error.",
         f"- The FastAPI baseline runs under uvicorn with {cfg.baseline_workers} worker "
-        f"process(es), with uvicorn's defaults otherwise.",
+        f"process{'es' if cfg.baseline_workers > 1 else ''} and uvicorn's defaults otherwise.",
         "",
         "Command:",
         "",
@@ -587,8 +625,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=200, help="unmeasured submissions first (200)")
     p.add_argument("--load-seconds", type=float, default=20.0,
                    help="seconds of crunch work per core submitted first (20)")  # fmt: skip
-    p.add_argument("--limit", type=float, default=60.0,
-                   help="seconds a submission phase may send for at most (60)")  # fmt: skip
+    p.add_argument("--limit", type=float, default=30.0,
+                   help="seconds a submission phase may send for at most (30)")  # fmt: skip
     p.add_argument("--rounds", type=int, default=200_000, help="crunch rounds per job (200000)")
     p.add_argument("--backend", help="offload's backend URL ({run} becomes unique per run); "
                    "default: a fresh SQLite file per run")  # fmt: skip
