@@ -19,7 +19,6 @@ import asyncio
 import os
 import platform
 import random
-import shlex
 import sqlite3
 import statistics
 import sys
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import IO
 
 import redis
+from benchreport import command_line, write_section
 
 import offload
 from offload.client import SubmitOptions
@@ -607,26 +607,6 @@ def section(results: dict[str, dict[str, list[float]]], ctx: Context) -> str:
         "",
     ]
     return "\n".join(parts)
-
-
-def write_section(path: Path, name: str, text: str) -> None:
-    """Write or replace the "## <name>" section of a "# Benchmarks" document."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    if not old.startswith("# Benchmarks"):
-        old = "# Benchmarks\n\n" + old
-    head, marker, rest = old.partition(f"\n## {name}\n")
-    tail = ""
-    if marker:
-        _, nxt, after = rest.partition("\n## ")
-        tail = f"\n## {after}" if nxt else ""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(head.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n" + tail)
-
-
-def command_line() -> str:
-    exe = Path(sys.executable)
-    shown = os.path.relpath(exe) if exe.is_relative_to(Path.cwd()) else str(exe)
-    return shlex.join([shown, os.path.relpath(Path(__file__)), *sys.argv[1:]])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -28,7 +28,6 @@ import math
 import os
 import platform
 import resource
-import shlex
 import signal
 import socket
 import sqlite3
@@ -46,6 +45,7 @@ from typing import IO
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+from benchreport import command_line, write_section
 
 from offload import loadtest
 
@@ -592,27 +592,6 @@ def section(results: Results, ctx: Context) -> str:
         "",
     ]
     return "\n".join(parts)
-
-
-def write_section(path: Path, heading: str, text: str) -> None:
-    """Write or replace the section titled ``heading``, leaving the others alone."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    if not old.startswith("# Benchmarks"):
-        old = "# Benchmarks\n\n" + old
-    marker = f"\n## {heading}\n"
-    head, found, rest = old.partition(marker)
-    tail = ""
-    if found:
-        _, nxt, after = rest.partition("\n## ")
-        tail = f"\n## {after}" if nxt else ""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(head.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n" + tail)
-
-
-def command_line() -> str:
-    exe = Path(sys.executable)
-    shown = os.path.relpath(exe) if exe.is_relative_to(Path.cwd()) else str(exe)
-    return shlex.join([shown, os.path.relpath(Path(__file__)), *sys.argv[1:]])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
