@@ -122,8 +122,11 @@ def test_browser_follows_a_job_and_shows_its_data_as_text(
             assert page.locator("#job script").count() == 0
             # a refused action shows the API's message (the button is disabled: force it)
             assert page.locator("#retry").is_disabled()
-            page.evaluate("document.querySelector('#retry').disabled = false")
-            page.locator("#retry").click()
+            # Enable and click in one script: a live refresh in between would disable it again.
+            page.evaluate(
+                "const button = document.querySelector('#retry');"
+                "button.disabled = false; button.click();"
+            )
             expect(page.locator("#job-message")).to_contain_text("cannot become retried")
             assert errors == []
         finally:
