@@ -330,6 +330,7 @@ async def measure(kind: str, cfg: Config, folder: Path) -> Sample:
         if cfg.warmup:
             await submit(server, cfg, cfg.warmup, rate=cfg.rate, limit=WARMUP_LIMIT)
         api = server.procs[0].pid  # offload up, offload serve, uvicorn: the loop's process
+        load0 = os.getloadavg()[0]
         ticks0, client0, wall0, wait0 = cpu_ticks(), own_cpu(), time.monotonic(), run_delay(api)
         paced = await submit(server, cfg, cfg.requests, rate=cfg.rate)
         ticks1, client1, wall1, wait1 = cpu_ticks(), own_cpu(), time.monotonic(), run_delay(api)
@@ -350,6 +351,7 @@ async def measure(kind: str, cfg: Config, folder: Path) -> Sample:
         "cpu_low": 100 * (ticks1[1] - ticks0[1]) / total,
         "client_cpu": 100 * (client1 - client0) / (wall1 - wall0),
         "loop_wait": 100 * (wait1 - wait0) / (wall1 - wall0),
+        "load_1min": max(os.getloadavg()[0], load0),
     }
     if closed is not None:
         sample["closed_rps"] = closed.throughput
@@ -521,6 +523,7 @@ class Context:
     machine: list[str]
     load_start: tuple[float, float, float]
     load_end: tuple[float, float, float]
+    load_peak: float  # highest 1-minute load average seen around the steady phases
     duration: str
     command: str
 
@@ -532,7 +535,7 @@ def title(cfg: Config) -> str:
 def busy_note(ctx: Context, cores: int) -> str:
     """What the load average says about the machine's other work (the benchmark adds about
     ``cores`` + 2: the process executor's children, the server and the client)."""
-    if max(ctx.load_start[0], ctx.load_end[0]) > 2 * cores + 2:
+    if max(ctx.load_start[0], ctx.load_end[0], ctx.load_peak) > 2 * cores + 2:
         return (
             "**The machine was busy with other work** (load average well above what the "
             "benchmark itself adds, about cores + 2): its processes competed with the servers "
@@ -557,7 +560,8 @@ def section(results: Results, ctx: Context) -> str:
         "",
         *ctx.machine,
         f"- Load average (1, 5, 15 min) at the start: {shown(ctx.load_start)}; at the end: "
-        f"{shown(ctx.load_end)}. {busy_note(ctx, cfg.cores)}",
+        f"{shown(ctx.load_end)}; the 1-minute figure reached {ctx.load_peak:.2f} around the "
+        f"steady phases. {busy_note(ctx, cfg.cores)}",
         f"- Backend: {backend}.",
         f"- Job: `crunch({cfg.rounds})`, {1000 * cfg.job_seconds:.0f} ms of CPU here. Before "
         f"measuring, {load_jobs(cfg):,} of them ({cfg.load_seconds:g} s of work per core) are "
@@ -627,21 +631,22 @@ def main(argv: list[str] | None = None) -> int:
     cfg = Config(
         requests=ns.requests, concurrency=ns.concurrency, rate=ns.rate,
         closed_requests=ns.closed_requests, warmup=ns.warmup, load_seconds=ns.load_seconds,
-        limit=ns.limit,
-        rounds=ns.rounds, backend=ns.backend, baseline_workers=ns.baseline_workers,
-        systems=systems, job_seconds=crunch_seconds(ns.rounds),
+        limit=ns.limit, rounds=ns.rounds, backend=ns.backend,
+        baseline_workers=ns.baseline_workers, systems=systems,
+        job_seconds=crunch_seconds(ns.rounds),
     )  # fmt: skip
     about, load_start = machine(), load_average()
     started = time.monotonic()
     results = asyncio.run(run_all(cfg, ns.runs))
     minutes, seconds = divmod(round(time.monotonic() - started), 60)
+    peak = max(v for kind in results.values() for v in kind.pop("load_1min"))
     print(table(results))
     print()
     print("\n".join(verdicts(results)))
-    print(f"\ntotal time {minutes}m{seconds:02d}s")
+    print(f"\ntotal time {minutes}m{seconds:02d}s; highest 1-minute load average {peak:.2f}")
     if ns.out is not None:
         duration = f"{minutes}m{seconds:02d}s"
-        ctx = Context(cfg, about, load_start, load_average(), duration, command_line())
+        ctx = Context(cfg, about, load_start, load_average(), peak, duration, command_line())
         write_section(ns.out, title(cfg), section(results, ctx))
         print(f"wrote {ns.out}")
     return 0
