@@ -202,7 +202,8 @@ def section(data: dict[str, Any], charts: list[Path]) -> str:
         kind = "full run"
     out = [
         f"Measured on {meta['date']} in {meta['duration']}, a {kind}: {plan['jobs']:,} jobs per "
-        f"measurement, {plan['runs']} run(s) of every configuration, "
+        f"measurement, {plan['runs']} run(s) of every configuration"
+        f"{' planned' if not meta.get('complete', True) else ''}, "
         f"{plan['pickup_samples']} pickup samples per run, worker concurrency "
         f"{plan['concurrency']}. Cells are medians with min-max over the runs in brackets.",
         "",
