@@ -80,7 +80,7 @@ METRICS = (
     Metric("paced_p99", "Latency p99", "ms"),
     Metric("paced_max", "Latency max", "ms"),
     Metric("paced_errors", "Errors (non-2xx or no answer)", "count"),
-    Metric("paced_rps", "Answered", "req/s"),
+    Metric("paced_rps", "Requests done, answered or failed", "req/s"),
     Metric("cpu_busy", "CPU busy, all cores, during the steady phase", "%"),
     Metric("cpu_low", "of which low-priority (nice) processes", "%"),
     Metric("loop_wait", "API event loop ready but waiting for a CPU", "%"),
