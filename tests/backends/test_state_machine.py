@@ -188,20 +188,20 @@ class BackendAgreesWithModel(RuleBasedStateMachine):
 
     @rule(lease=leases)
     def complete(self, lease: Lease) -> None:
-        self.both(lambda b: b.complete(lease, {"ok": True}), summary)
+        self.both(lambda b: b.complete(lease, {"ok": True}))
 
     @rule(lease=leases, retry_in=st.sampled_from([None, 0.0, 5.0]))
     def fail(self, lease: Lease, retry_in: float | None) -> None:
         error = {"type": "E", "message": "boom"}
-        self.both(lambda b: b.fail(lease, error, retry_in=retry_in), summary)
+        self.both(lambda b: b.fail(lease, error, retry_in=retry_in))
 
     @rule(lease=leases)
     def release(self, lease: Lease) -> None:
-        self.both(lambda b: b.release(lease), summary)
+        self.both(lambda b: b.release(lease))
 
     @rule(lease=leases)
     def mark_cancelled(self, lease: Lease) -> None:
-        self.both(lambda b: b.mark_cancelled(lease), summary)
+        self.both(lambda b: b.mark_cancelled(lease))
 
     @rule(job_id=jobs)
     def cancel(self, job_id: str) -> None:

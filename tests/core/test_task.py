@@ -61,6 +61,41 @@ def test_bad_arguments_name_the_problem(args: tuple[object, ...], kwargs: dict[s
         spec.encode_arguments(args, kwargs)
 
 
+def route(origin: Address, hops: int, note: str = "") -> str:
+    return f"{origin.street} {hops} {note}"
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "expected"),
+    [
+        ([{"street": "a", "number": 1}, 2, "x"], {}, ((Address(street="a", number=1), 2, "x"), {})),
+        ([{"street": "a", "number": 1}, "2"], {}, ((Address(street="a", number=1), 2), {})),
+        (
+            [{"street": "a", "number": 1}],
+            {"hops": 3},
+            ((Address(street="a", number=1), 3), {}),
+        ),
+    ],
+)
+def test_decoding_positional_and_mixed_arguments_gives_the_same_call(
+    args: list[object], kwargs: dict[str, object], expected: object
+) -> None:
+    assert TaskSpec(func=route, name="route").decode_arguments(args, kwargs) == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        ([{"street": "a", "number": 1}, "many", ""], "argument 'hops'"),
+        ([{"street": "a"}, 1, ""], "argument 'origin.number'"),
+        ([{"street": "a", "number": 1}, 1, "", "extra"], "too many positional arguments"),
+    ],
+)
+def test_decoding_bad_stored_arguments_names_the_problem(args: list[object], match: str) -> None:
+    with pytest.raises(InvalidArguments, match=match):
+        TaskSpec(func=route, name="route").decode_arguments(args, {})
+
+
 def test_values_json_cannot_hold_are_refused() -> None:
     def takes_anything(value: object) -> None: ...
 

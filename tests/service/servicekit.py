@@ -79,7 +79,11 @@ class Service:
 
     async def fail(self, job_id: str) -> JobRecord:
         lease = await self.claim(job_id)
-        return await (await self.backend()).fail(lease, {"type": "Boom", "message": "boom"})
+        backend = await self.backend()
+        await backend.fail(lease, {"type": "Boom", "message": "boom"})
+        record = await backend.get(job_id)
+        assert record is not None
+        return record
 
 
 class DownBackend(MemoryBackend):

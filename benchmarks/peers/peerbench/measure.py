@@ -24,15 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from systems import Config
-from systems._shared import DONE, FIRST, LAST
 
 from peerbench import procs, venvs
 from peerbench.client import ClientError, ClientProc
 from peerbench.redis_server import RedisServer
+from peerbench.tally import Tally
 
-POLL = 0.02  # seconds between reads of the done counter while a worker drains
+POLL = 0.02  # seconds between reads of the completion tally while a worker drains
 MEMORY_EVERY = 0.25  # seconds between samples of the worker tree's memory
-STALL = 90.0  # a drain fails when the counter does not move for this long (start-up included)
+STALL = 90.0  # a drain fails when the tally does not move for this long (start-up included)
 IDLE_SETTLE = 1.0  # seconds an idle worker rests after the warm-up jobs
 IDLE_WINDOW = 3.0  # seconds over which idle CPU is measured
 WARMUP = 3  # pickup jobs run (and dropped) before the samples: connections, imports, caches
@@ -71,7 +71,7 @@ def progress(message: str) -> None:
 class Bench:
     def __init__(self, server: RedisServer, folder: Path, plan: Plan) -> None:
         self.server, self.folder, self.plan = server, folder, plan
-        self.counter = server.client(1)
+        self.tally = Tally()
 
     # -- processes -----------------------------------------------------------------------------
     def env(self) -> dict[str, str]:
@@ -83,6 +83,7 @@ class Bench:
             "PYTHONUNBUFFERED": "1",
             "PEERS_REDIS_URL": self.server.url(0),
             "PEERS_COUNTER_URL": self.server.url(1),
+            "PEERS_TALLY_PORT": str(self.tally.port),
             "PEERS_CONCURRENCY": str(self.plan.concurrency),
         }
 
@@ -98,6 +99,7 @@ class Bench:
         declared queues, consumer groups) across the ``FLUSHALL`` between steps.
         """
         self.server.reset()
+        self.tally.reset()
         db = self.folder / f"{config.name}-{step}-{uuid.uuid4().hex[:8]}.db"
         client = self.client(config)
         try:
@@ -168,14 +170,14 @@ class Bench:
         return sample
 
     def redis_cpu(self) -> float:
-        """CPU seconds the Redis server has used (it serves the systems and the counter)."""
+        """CPU seconds the Redis server has used (the systems' only: drains report by UDP)."""
         return procs.cpu_seconds(self.server.pid)
 
     def done(self) -> int:
-        return int(self.counter.get(DONE) or 0)
+        return self.tally.read()[0]
 
     def watch(self, worker: procs.Worker, workload: str, n: int) -> Sample:
-        """Poll the counter until ``n`` jobs are done; measure the worker tree meanwhile."""
+        """Poll the tally until ``n`` jobs are done; measure the worker tree meanwhile."""
         cpu0: tuple[float, int, float] | None = None  # (worker CPU, done count, Redis CPU)
         peak_rss = peak_pss = 0
         next_memory = 0.0
@@ -204,14 +206,11 @@ class Bench:
             time.sleep(POLL)
         rss, pss = procs.memory(worker.pid)
         peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
-        stamps = [int(v) for v in self.counter.mget(FIRST, LAST) if v is not None]
-        if len(stamps) != 2:
-            raise RuntimeError("the counter has no first or last completion time")
-        first, final = stamps
+        count, first, final = self.tally.read()
         assert cpu0 is not None
         jobs_in_window = max(1, n - cpu0[1])
         return {
-            f"e2e_{workload}": (n - 1) / max(1e-6, (final - first) / 1e6),
+            f"e2e_{workload}": (count - 1) / max(1e-6, final - first),
             f"cpu_{workload}": 1000 * (cpu1 - cpu0[0]) / jobs_in_window,
             f"redis_cpu_{workload}": 1000 * (redis1 - cpu0[2]) / jobs_in_window,
             f"rss_{workload}": peak_rss / 2**20,

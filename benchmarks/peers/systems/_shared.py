@@ -1,19 +1,22 @@
-"""What every system's tasks share: the workloads and the completion counter.
+"""What every system's tasks share: the workloads and how a task reports that it finished.
 
 This module is imported by the tasks of every system, in whichever virtual environment that
 system runs, so it uses only the standard library and redis-py (which every venv has).
 
-Every task ends with one call to ``record``/``arecord``: one Lua script on the counter
-database (``$PEERS_COUNTER_URL``, a different Redis database than the systems' own) that
-increments the done counter and stamps the Redis ``TIME`` of the first and of the latest
-completion. A pickup sample (``sent > 0``) also pushes the time the task body started onto a
-list that the client pops. The harness detects completion the same way for every system: it
-reads that counter.
+Every task ends with one call to ``record``/``arecord``. A drained job sends one UDP datagram
+to the harness (``$PEERS_TALLY_PORT`` on 127.0.0.1), which counts them and stamps the first and
+the latest arrival: a ``sendto`` costs the same few microseconds from a thread, a forked process
+or a coroutine, so every system pays the same small, non-blocking price for being measured.
+(A round trip to Redis would cost an async task twice what it costs a thread: redis-py's asyncio
+client spends about twice the CPU per call of its synchronous one.) A pickup sample
+(``sent > 0``) also pushes the time its body started onto a Redis list, which the client pops:
+it is sent after the start was stamped, so its cost is not in the figure.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -25,18 +28,8 @@ WORKLOADS = ("noop", "sleep", "burn")
 SLEEP_SECONDS = 0.010  # the I/O-like workload
 BURN_SECONDS = 0.020  # CPU seconds of the calling thread that the CPU workload uses
 
-#: Counter keys (on the counter database, never touched by the systems themselves).
-DONE, FIRST, LAST, STARTED = "peers:done", "peers:first", "peers:last", "peers:started"
-
-RECORD_LUA = """
-local n = redis.call('INCR', KEYS[1])
-local t = redis.call('TIME')
-local now = t[1] .. string.format('%06d', tonumber(t[2]))
-if n == 1 then redis.call('SET', KEYS[2], now) end
-redis.call('SET', KEYS[3], now)
-if ARGV[1] ~= '' then redis.call('RPUSH', KEYS[4], ARGV[1]) end
-return n
-"""
+#: The list (on the counter database, never touched by the systems) of pickup samples' starts.
+STARTED = "peers:started"
 
 
 def env(name: str, default: str | None = None) -> str:
@@ -64,34 +57,42 @@ def burn() -> None:
             pass
 
 
-def _argv(sent: float, started: float) -> list[str]:
-    return [repr(started) if sent > 0 else ""]
+_tally: dict[int, tuple[socket.socket, tuple[str, int]]] = {}  # pid -> socket, harness address
+_sync: dict[int, Any] = {}  # pid -> client (a forked child makes its own)
+_async: dict[tuple[int, int], Any] = {}  # (pid, id(event loop)) -> client
 
 
-_KEYS = [DONE, FIRST, LAST, STARTED]
-_sync: dict[int, Any] = {}  # pid -> registered script (a forked child makes its own)
-_async: dict[tuple[int, int], Any] = {}  # (pid, id(event loop)) -> registered script
+def tally() -> None:
+    """Tell the harness that one job finished: one datagram, no reply awaited."""
+    entry = _tally.get(os.getpid())
+    if entry is None:
+        entry = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM),
+                 ("127.0.0.1", int(env("TALLY_PORT"))))  # fmt: skip
+        _tally[os.getpid()] = entry
+    entry[0].sendto(b"1", entry[1])
 
 
 def record(sent: float, started: float) -> None:
-    """Count one finished job (synchronous tasks)."""
-    script = _sync.get(os.getpid())
-    if script is None:
-        script = redis.Redis.from_url(counter_url()).register_script(RECORD_LUA)
-        _sync[os.getpid()] = script
-    script(keys=_KEYS, args=_argv(sent, started))
+    """Count one finished job (synchronous tasks); a pickup sample also reports its start."""
+    if sent > 0:
+        client = _sync.get(os.getpid())
+        if client is None:
+            client = _sync[os.getpid()] = redis.Redis.from_url(counter_url())
+        client.rpush(STARTED, repr(started))
+    tally()
 
 
 async def arecord(sent: float, started: float) -> None:
     """Count one finished job (coroutine tasks); one client per process and event loop."""
     import asyncio
 
-    key = (os.getpid(), id(asyncio.get_running_loop()))
-    script = _async.get(key)
-    if script is None:
-        script = aioredis.Redis.from_url(counter_url()).register_script(RECORD_LUA)
-        _async[key] = script
-    await script(keys=_KEYS, args=_argv(sent, started))
+    if sent > 0:
+        key = (os.getpid(), id(asyncio.get_running_loop()))
+        client = _async.get(key)
+        if client is None:
+            client = _async[key] = aioredis.Redis.from_url(counter_url())
+        await client.rpush(STARTED, repr(started))
+    tally()
 
 
 def run_sync(workload: str, sent: float) -> None:

@@ -62,6 +62,36 @@ local function clock(arg)
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 local function fnum(x) return string.format('%.17g', x) end
+-- One command over many members (at most 1000 arguments at a time, unpack's stack limit).
+local function bulk(cmd, key, items)
+  for i = 1, #items, 1000 do
+    redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+  end
+end
+-- Status changes of many jobs at once: what move() does per job, written once per key.
+local function changes()
+  local c = {counts = {}, out = {}, into = {}}
+  function c.add(id, queue, created, from, to)
+    c.counts[queue .. '\0' .. from] = (c.counts[queue .. '\0' .. from] or 0) - 1
+    c.counts[queue .. '\0' .. to] = (c.counts[queue .. '\0' .. to] or 0) + 1
+    local o = c.out[from] or {}
+    o[#o + 1] = id
+    c.out[from] = o
+    local i = c.into[to] or {}
+    i[#i + 1] = created
+    i[#i + 1] = id
+    c.into[to] = i
+  end
+  function c.flush()
+    for name, n in pairs(c.counts) do
+      if n ~= 0 then redis.call('HINCRBY', R .. 'counts', name, n) end
+    end
+    for st, ids in pairs(c.out) do bulk('ZREM', R .. 'i:st:' .. st, ids) end
+    for st, pairs_ in pairs(c.into) do bulk('ZADD', R .. 'i:st:' .. st, pairs_) end
+    c.counts, c.out, c.into = {}, {}, {}
+  end
+  return c
+end
 local function opt(s) if s == nil or s == '' then return nil end return string.sub(s, 2) end
 local function fields(id, ...)
   return redis.call('HMGET', R .. 'j:' .. id, ...)
@@ -144,7 +174,8 @@ local function promote(now, batch)
 end
 -- Does (id, token) hold a live lease? Returns the job's fields or nil.
 local LEASED = {'status', 'token', 'lease_until', 'queue', 'created_at', 'attempts',
-  'worker_id', 'cancel_requested', 'priority', 'losses'}
+  'worker_id', 'cancel_requested', 'priority', 'losses', 'result_ttl', 'task',
+  'concurrency_key', 'cap', 'key_cap'}
 local function holds(id, token, now)
   local f = fields(id, unpack(LEASED))
   if f[1] ~= 'running' or f[2] ~= token or tonumber(f[3]) <= now then return nil end
@@ -431,22 +462,25 @@ if #picked == 0 then
   end
 end
 for name, _ in pairs(dirty) do redis.call('HSET', R .. 'tat', name, buckets[name]) end
-local out = {}
+-- queued -> running (always allowed): each job's hash now, the shared keys once at the end.
+local out, runs, moved = {}, {}, changes()
 local until_ = now + lease
 for _, c in ipairs(picked) do
   local k = R .. 'j:' .. c.id
-  local token = redis.call('HINCRBY', k, 'token', 1)
-  local attempts = redis.call('HINCRBY', k, 'attempts', 1)
-  redis.call('HSET', k, 'worker_id', worker, 'lease_until', until_, 'started_at', now,
-    'updated_at', now)
+  local f = redis.call('HMGET', k, 'token', 'attempts', 'created_at')
+  local token, attempts = (tonumber(f[1]) or 0) + 1, (tonumber(f[2]) or 0) + 1
+  redis.call('HSET', k, 'token', token, 'attempts', attempts, 'status', 'running',
+    'worker_id', worker, 'lease_until', until_, 'started_at', now, 'updated_at', now)
   redis.call('HDEL', k, 'progress', 'progress_message', 'reserved')
   dequeue(c.id, c.queue, c.sprio)
-  redis.call('ZADD', R .. 'run', until_, c.id)
-  local e = move(c.id, c.queue, fields(c.id, 'created_at')[1], 'queued', 'running')
-  if e then return e end
+  runs[#runs + 1] = until_
+  runs[#runs + 1] = c.id
+  moved.add(c.id, c.queue, f[3], 'queued', 'running')
   hist(c.id, now, 'queued', 'running', 'claimed', attempts, token, worker, nil)
   out[#out + 1] = redis.call('HGETALL', k)
 end
+bulk('ZADD', R .. 'run', runs)
+moved.flush()
 return out
 """.replace("PROMOTE_BATCH", str(PROMOTE_BATCH))
     .replace("SUSPECT_SCAN - 1", str(SUSPECT_SCAN - 1))
@@ -490,27 +524,53 @@ return 'ok'
 
 # ARGV: now, cancel-instead detail, then ops (one per call): arg count, id, token, op, and
 # per op: finish -> target, reason, result, error, detail; retry -> retry_in, error, detail;
-# release -> nothing. Reply: per op {'lost'} or {'ok', HGETALL...}.
+# release -> nothing. Reply: per op 'lost' or 'ok'.
 FINISH = """
 local now = clock(ARGV[1])
 local instead = ARGV[2]
+-- Ended jobs: what leaves 'run', enters 'expire', frees slots; written once per key.
+local ran, expiring, woken, moved = {}, {}, {}, changes()
+local function flush()
+  bulk('ZREM', R .. 'run', ran)
+  bulk('ZADD', R .. 'expire', expiring)
+  moved.flush()
+  for queue, _ in pairs(woken) do redis.call('PUBLISH', R .. 'wake', queue) end
+  ran, expiring, woken = {}, {}, {}
+end
 local function finish(A)
   local id, op = A[1], A[3]
   local f = holds(id, A[2], now)
-  if not f then return {'lost'} end
+  if not f then return 'lost' end
   local k = R .. 'j:' .. id
   local queue, created = f[4], f[5]
   if op == 'finish' then
     local target, reason, result, error, detail = A[4], A[5], opt(A[6]), opt(A[7]), opt(A[8])
-    redis.call('HSET', k, 'finished_at', now, 'updated_at', now)
-    redis.call('HDEL', k, 'lease_until', 'result', 'error')
-    if result then redis.call('HSET', k, 'result', result) end
-    if error then redis.call('HSET', k, 'error', error) end
-    redis.call('ZREM', R .. 'run', id)
-    ended(id, now)
-    free_slots(id, queue)
-    local err = move(id, queue, created, 'running', target)
-    if err then return err end
+    if not ALLOWED['running'][target] then
+      return redis.error_reply('offload: transition running -> ' .. target .. ' of job ' ..
+        id .. ' is not allowed')
+    end
+    local sets, dels = {'finished_at', now, 'updated_at', now, 'status', target}, {'lease_until'}
+    if result then sets[#sets + 1] = 'result'; sets[#sets + 1] = result
+    else dels[#dels + 1] = 'result' end
+    if error then sets[#sets + 1] = 'error'; sets[#sets + 1] = error
+    else dels[#dels + 1] = 'error' end
+    redis.call('HSET', k, unpack(sets))
+    redis.call('HDEL', k, unpack(dels))
+    ran[#ran + 1] = id
+    if f[11] then
+      expiring[#expiring + 1] = now + tonumber(f[11])
+      expiring[#expiring + 1] = id
+    end
+    -- the slots it held (slots_of, from the fields holds() read)
+    if f[14] then
+      redis.call('HINCRBY', R .. 'slots', 't\0' .. f[12], -1)
+      woken[queue] = true
+    end
+    if f[15] and f[13] then
+      redis.call('HINCRBY', R .. 'slots', 'k\0' .. f[12] .. '\0' .. f[13], -1)
+      woken[queue] = true
+    end
+    moved.add(id, queue, created, 'running', target)
     hist(id, now, 'running', target, reason, f[6], f[2], f[7], detail)
   elseif f[8] == '1' then
     local err = cancel_instead(id, f, now, instead)
@@ -538,17 +598,21 @@ local function finish(A)
       hist(id, now, 'running', 'queued', 'released', f[6], f[2], f[7], nil)
     end
   end
-  return {'ok', unpack(redis.call('HGETALL', k))}
+  return 'ok'
 end
 local out = {}
 local pos = 3
 while pos <= #ARGV do
   local n = tonumber(ARGV[pos])
   local reply = finish({unpack(ARGV, pos + 1, pos + n)})
-  if reply.err then return reply end
+  if type(reply) == 'table' then  -- an error reply: keep what the earlier ops did consistent
+    flush()
+    return reply
+  end
   out[#out + 1] = reply
   pos = pos + 1 + n
 end
+flush()
 return out
 """
 

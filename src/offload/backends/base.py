@@ -88,7 +88,9 @@ class Backend(Protocol):
     async def progress(self, lease: Lease, fraction: float | None, message: str | None) -> None:
         """Record progress of a running job."""
 
-    async def complete(self, lease: Lease, result: Any) -> JobRecord:
+    # The four outcome writes return nothing: a worker never needs the record back, and a
+    # network backend saves reading and decoding it (read it with get() when needed).
+    async def complete(self, lease: Lease, result: Any) -> None:
         """running -> succeeded with a JSON result."""
 
     async def fail(
@@ -98,13 +100,13 @@ class Backend(Protocol):
         *,
         retry_in: float | None = None,
         reason: Reason = Reason.FAILED,
-    ) -> JobRecord:
+    ) -> None:
         """running -> failed; or with ``retry_in`` -> queued (0) or scheduled (> 0)."""
 
-    async def mark_cancelled(self, lease: Lease, error: dict[str, Any] | None = None) -> JobRecord:
+    async def mark_cancelled(self, lease: Lease, error: dict[str, Any] | None = None) -> None:
         """running -> cancelled, once the worker has stopped the job."""
 
-    async def release(self, lease: Lease) -> JobRecord:
+    async def release(self, lease: Lease) -> None:
         """running -> queued at once, refunding the attempt (graceful shutdown)."""
 
     async def cancel(self, job_id: str) -> JobRecord:

@@ -255,8 +255,8 @@ class MemoryBackend:
                 job, progress=fraction, progress_message=message, updated_at=now
             )
 
-    async def complete(self, lease: Lease, result: Any) -> JobRecord:
-        return self._finish(lease, State.SUCCEEDED, Reason.SUCCEEDED, result=result)
+    async def complete(self, lease: Lease, result: Any) -> None:
+        self._finish(lease, State.SUCCEEDED, Reason.SUCCEEDED, result=result)
 
     async def fail(
         self,
@@ -265,14 +265,16 @@ class MemoryBackend:
         *,
         retry_in: float | None = None,
         reason: Reason = Reason.FAILED,
-    ) -> JobRecord:
+    ) -> None:
         if retry_in is None:
-            return self._finish(lease, State.FAILED, reason, error=error)
+            self._finish(lease, State.FAILED, reason, error=error)
+            return
         with self._lock:
             now = self.clock.now()
             job = self._owned(lease, now)
             if job.cancel_requested:
-                return self._cancel_instead(job, now)
+                self._cancel_instead(job, now)
+                return
             target = State.SCHEDULED if retry_in > 0 else State.QUEUED
             record = replace(
                 job,
@@ -285,10 +287,9 @@ class MemoryBackend:
             )
             self._store(job, record, Reason.RETRY, now, detail=error.get("message"))
         self._wake()
-        return record
 
-    async def mark_cancelled(self, lease: Lease, error: dict[str, Any] | None = None) -> JobRecord:
-        return self._finish(lease, State.CANCELLED, Reason.CANCELLED, error=error)
+    async def mark_cancelled(self, lease: Lease, error: dict[str, Any] | None = None) -> None:
+        self._finish(lease, State.CANCELLED, Reason.CANCELLED, error=error)
 
     def _finish(
         self,
@@ -315,12 +316,13 @@ class MemoryBackend:
             self._store(job, record, reason, now, detail=detail)
             return record
 
-    async def release(self, lease: Lease) -> JobRecord:
+    async def release(self, lease: Lease) -> None:
         with self._lock:
             now = self.clock.now()
             job = self._owned(lease, now)
             if job.cancel_requested:
-                return self._cancel_instead(job, now)
+                self._cancel_instead(job, now)
+                return
             record = replace(
                 job,
                 status=State.QUEUED,
@@ -332,7 +334,6 @@ class MemoryBackend:
             )
             self._store(job, record, Reason.RELEASED, now)
         self._wake()
-        return record
 
     async def cancel(self, job_id: str) -> JobRecord:
         with self._lock:

@@ -25,6 +25,7 @@ from redis.backoff import NoBackoff
 
 from offload.backends._batch import Batcher
 from offload.backends._common import decode_cursor, encode_cursor
+from offload.backends._redis_conn import connection_class
 from offload.backends._redis_data import (
     RedisURL,
     job_from_hash,
@@ -97,7 +98,7 @@ class RedisBackend:
         self._pubsub: PubSub | None = None
         self._listener: asyncio.Task[None] | None = None
         self._submits = Batcher(self._submit_groups)
-        self._moves = Batcher(self._move_many)
+        self._moves: Batcher[tuple[Any, ...], None] = Batcher(self._move_many)
 
     @classmethod
     def from_url(
@@ -119,6 +120,7 @@ class RedisBackend:
                 socket_connect_timeout=5.0,
                 socket_timeout=15.0,
                 retry=Retry(NoBackoff(), 0),  # retries are ours: a claim must never run twice
+                connection_class=connection_class(),
             )
             client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
         except ValueError as exc:
@@ -338,8 +340,8 @@ class RedisBackend:
         if await self._script("progress", args, retry=True) == "lost":
             raise LeaseLost(lease.job_id, lease.token)
 
-    async def complete(self, lease: Lease, result: Any) -> JobRecord:
-        return await self._finish(lease, State.SUCCEEDED, Reason.SUCCEEDED, result=dumps(result))
+    async def complete(self, lease: Lease, result: Any) -> None:
+        await self._finish(lease, State.SUCCEEDED, Reason.SUCCEEDED, result=dumps(result))
 
     async def fail(
         self,
@@ -348,18 +350,19 @@ class RedisBackend:
         *,
         retry_in: float | None = None,
         reason: Reason = Reason.FAILED,
-    ) -> JobRecord:
+    ) -> None:
         if retry_in is None:
-            return await self._finish(lease, State.FAILED, reason, error=error)
-        return await self._move(
+            await self._finish(lease, State.FAILED, reason, error=error)
+            return
+        await self._move(
             lease, "retry", repr(float(retry_in)), dumps(error), opt(error.get("message"))
         )
 
-    async def mark_cancelled(self, lease: Lease, error: dict[str, Any] | None = None) -> JobRecord:
-        return await self._finish(lease, State.CANCELLED, Reason.CANCELLED, error=error)
+    async def mark_cancelled(self, lease: Lease, error: dict[str, Any] | None = None) -> None:
+        await self._finish(lease, State.CANCELLED, Reason.CANCELLED, error=error)
 
-    async def release(self, lease: Lease) -> JobRecord:
-        return await self._move(lease, "release")
+    async def release(self, lease: Lease) -> None:
+        await self._move(lease, "release")
 
     async def _finish(
         self,
@@ -369,33 +372,27 @@ class RedisBackend:
         *,
         result: bytes | None = None,
         error: dict[str, Any] | None = None,
-    ) -> JobRecord:
+    ) -> None:
         detail = error.get("message") if error else None
-        return await self._move(
+        await self._move(
             lease, "finish", target.value, reason.value,
             b"" if result is None else b"=" + result,
             b"" if error is None else b"=" + dumps(error), opt(detail),
         )  # fmt: skip
 
-    async def _move(self, lease: Lease, op: str, *extra: Any) -> JobRecord:
+    async def _move(self, lease: Lease, op: str, *extra: Any) -> None:
         """One move of a running job; concurrent moves share one script run."""
-        return await self._moves((lease.job_id, str(lease.token), op, *extra))
+        await self._moves((lease.job_id, str(lease.token), op, *extra))
 
-    async def _move_many(self, ops: Sequence[tuple[Any, ...]]) -> list[JobRecord | BaseException]:
+    async def _move_many(self, ops: Sequence[tuple[Any, ...]]) -> list[BaseException | None]:
         args: list[Any] = [self._now_arg(), CANCEL_INSTEAD]
         for op in ops:
             args += [len(op), *op]
         replies = await self._script("finish", args)
-        out: list[JobRecord | BaseException] = []
-        for op, reply in zip(ops, replies, strict=True):
-            if reply[0] == "lost":
-                out.append(LeaseLost(op[0], int(op[1])))
-            else:
-                try:
-                    out.append(self._job(reply[1:]))
-                except BackendError as exc:
-                    out.append(exc)
-        return out
+        return [
+            LeaseLost(op[0], int(op[1])) if reply == "lost" else None
+            for op, reply in zip(ops, replies, strict=True)
+        ]
 
     async def cancel(self, job_id: str) -> JobRecord:
         reply = await self._script("cancel", [self._now_arg(), job_id])

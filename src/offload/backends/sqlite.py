@@ -208,8 +208,8 @@ class SQLiteBackend:
     async def progress(self, lease: Lease, fraction: float | None, message: str | None) -> None:
         await self._writer.run(lambda c: tx.progress(c, self.clock.now(), lease, fraction, message))
 
-    async def complete(self, lease: Lease, result: Any) -> JobRecord:
-        return await self._move(
+    async def complete(self, lease: Lease, result: Any) -> None:
+        await self._move(
             lease,
             State.SUCCEEDED,
             Reason.SUCCEEDED,
@@ -224,25 +224,24 @@ class SQLiteBackend:
         *,
         retry_in: float | None = None,
         reason: Reason = Reason.FAILED,
-    ) -> JobRecord:
+    ) -> None:
         detail = error.get("message")
         encoded = {"result": None, "error": orjson.dumps(error)}
         if retry_in is None:
-            return await self._move(lease, State.FAILED, reason, FINISH, encoded, detail)
+            await self._move(lease, State.FAILED, reason, FINISH, encoded, detail)
+            return
         target = State.SCHEDULED if retry_in > 0 else State.QUEUED
         sets = "run_at = :now + :delay, error = :error, worker_id = NULL, lease_until = NULL"
-        return await self._move(
-            lease, target, Reason.RETRY, sets, {**encoded, "delay": retry_in}, detail
-        )
+        await self._move(lease, target, Reason.RETRY, sets, {**encoded, "delay": retry_in}, detail)
 
-    async def mark_cancelled(self, lease: Lease, error: dict[str, Any] | None = None) -> JobRecord:
+    async def mark_cancelled(self, lease: Lease, error: dict[str, Any] | None = None) -> None:
         encoded = {"result": None, "error": None if error is None else orjson.dumps(error)}
         detail = error.get("message") if error else None
-        return await self._move(lease, State.CANCELLED, Reason.CANCELLED, FINISH, encoded, detail)
+        await self._move(lease, State.CANCELLED, Reason.CANCELLED, FINISH, encoded, detail)
 
-    async def release(self, lease: Lease) -> JobRecord:
+    async def release(self, lease: Lease) -> None:
         sets = "attempts = attempts - 1, run_at = :now, worker_id = NULL, lease_until = NULL"
-        return await self._move(lease, State.QUEUED, Reason.RELEASED, sets, {})
+        await self._move(lease, State.QUEUED, Reason.RELEASED, sets, {})
 
     async def _move(
         self,
@@ -252,8 +251,8 @@ class SQLiteBackend:
         sets: str,
         params: dict[str, Any],
         detail: str | None = None,
-    ) -> JobRecord:
-        return await self._writer.run(
+    ) -> None:
+        await self._writer.run(
             lambda c: tx.move(
                 c, self.clock.now(), lease, target, reason, sets, params, detail=detail
             )

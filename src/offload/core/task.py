@@ -156,19 +156,34 @@ class TaskSpec:
                 out_kwargs[param.name] = value
         return out_args, out_kwargs
 
+    @cached_property
+    def _plain(self) -> tuple[str, ...] | None:
+        """The parameter names when none is variadic or keyword-only, else None."""
+        params = self.signature.parameters.values()
+        if any(p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params):
+            return None
+        return tuple(p.name for p in params)
+
     def decode_arguments(
         self, args: list[Any], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Turn stored JSON arguments back into the annotated types (datetimes, models...)."""
         if not args and not kwargs and not self._required:
             return (), {}
+        plain = self._plain
+        if not kwargs and plain is not None and len(args) == len(plain):
+            # Every parameter given by position (the usual job): nothing to bind.
+            return tuple(self._decode(n, v) for n, v in zip(plain, args, strict=True)), {}
         bound = self.bind(args, kwargs)
         for name, value in bound.arguments.items():
-            try:
-                bound.arguments[name] = self._adapters[name].validate_python(value)
-            except ValidationError as exc:
-                raise InvalidArguments(self.name, _describe(name, exc), argument=name) from None
+            bound.arguments[name] = self._decode(name, value)
         return bound.args, bound.kwargs
+
+    def _decode(self, name: str, value: Any) -> Any:
+        try:
+            return self._adapters[name].validate_python(value)
+        except ValidationError as exc:
+            raise InvalidArguments(self.name, _describe(name, exc), argument=name) from None
 
     def arguments_schema(self) -> dict[str, Any]:
         """A JSON schema object describing the task's parameters (for APIs and docs)."""

@@ -89,7 +89,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = asyncio.Event()
         self._stop_now = asyncio.Event()
-        self._slot_freed = asyncio.Event()
+        self._nudge: asyncio.Future[None] | None = None  # the claim loop waits for room on it
         self._grace: float = self.settings.shutdown_grace
         self.processed = 0
 
@@ -112,6 +112,7 @@ class Worker:
             self._grace = 0.0
             self._stop_now.set()
         self._stopping.set()
+        self._wake_claimer()
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT stop gracefully; a second one stops at once."""
@@ -185,8 +186,7 @@ class Worker:
         while not self._stopping.is_set():
             room = self._room()
             if not room:
-                self._slot_freed.clear()
-                await self._until(self._slot_freed.wait(), timeout=1.0)
+                await self._wait_for_room(1.0)
                 continue
             started = time.monotonic()
             try:
@@ -210,6 +210,22 @@ class Worker:
             if not jobs:
                 wait = self.backend.wait_for_work(list(room), self.settings.idle_wait)
                 await self._until(wait)
+
+    async def _wait_for_room(self, timeout: float) -> None:
+        """Sleep until a slot frees or the worker stops. A plain future, so the claim loop runs
+        in the very next loop turn: its claim goes out ahead of the finished jobs' writes."""
+        self._nudge = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._nudge
+        except TimeoutError:
+            pass
+        finally:
+            self._nudge = None
+
+    def _wake_claimer(self) -> None:
+        if self._nudge is not None and not self._nudge.done():
+            self._nudge.set_result(None)
 
     async def _until(self, aw: Awaitable[Any], timeout: float | None = None) -> None:
         """Await ``aw`` but return as soon as the worker is asked to stop."""
@@ -266,7 +282,7 @@ class Worker:
         job.executing = False
         self._executing -= 1
         self._per_queue[job.record.queue] -= 1
-        self._slot_freed.set()
+        self._wake_claimer()
         if self._executing == 1:  # a waiting suspect may run once it is the only job left
             for other in self._running.values():
                 if other.executing and other.gate is not None:
