@@ -40,6 +40,9 @@ class Settings:
     prune_batch: int = 500
     #: jobs claimed per backend round trip at most
     claim_batch: int = 32
+    #: jobs a worker may claim ahead of its free slots while its jobs are short (see
+    #: docs/guide/workers.md); they wait in memory for a slot; -1: as many as its slots
+    prefetch: int = -1
     log_format: str = "text"
     log_level: str = "INFO"
     host: str = "127.0.0.1"
@@ -62,6 +65,11 @@ class Settings:
             )
         if self.concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
+        if self.prefetch < -1 or self.claim_batch < 1:
+            raise ConfigurationError(
+                f"prefetch ({self.prefetch}) must be >= 0 (or -1: as many as the worker's "
+                f"slots) and claim_batch ({self.claim_batch}) at least 1"
+            )
         if self.result_ttl < 0 or self.prune_interval < 0 or self.prune_batch < 1:
             raise ConfigurationError(
                 f"result_ttl ({self.result_ttl:g}) and prune_interval ({self.prune_interval:g}) "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -44,7 +45,10 @@ class Running:
     lease: Lease
     ctx: JobContext
     task: asyncio.Task[None] | None = None
-    executing: bool = True
+    executing: bool = True  # claimed and its code not done yet (waiting for a slot included)
+    slots: asyncio.Semaphore | None = None  # the worker's slots, taken before the code runs
+    has_slot: bool = False
+    began: float = 0.0  # time.monotonic() when it got its slot
     gate: asyncio.Event | None = None  # a suspect waits here until it is the worker's only job
     stop_reason: StopReason | None = None
     pending_progress: tuple[float | None, str | None] | None = None
@@ -112,8 +116,12 @@ class JobRunner:
     async def execute(self, job: Running) -> Outcome:
         rec = job.record
         try:
-            if job.gate is not None:
+            if job.gate is not None:  # a suspect, first: it must not hold a slot while it waits
                 await job.gate.wait()
+            if job.slots is not None:  # a job claimed ahead waits here for a free slot
+                await job.slots.acquire()
+                job.has_slot = True
+                job.began = time.monotonic()
             spec = self.spec(rec.task)
             executor = self.executors[spec.executor]
             value = await executor.run(spec, job.ctx, rec.args, rec.kwargs, spec.timeout)

@@ -32,6 +32,9 @@ from offload.worker.scheduler import Scheduler
 
 log = logging.getLogger("offload.worker")
 
+#: A worker claims ahead of its free slots only while its jobs take less than this on average.
+SHORT_JOB = 0.05
+
 #: How loudly each outcome is logged: every success at INFO would cost more than a no-op job.
 OUTCOME_LEVELS = {
     "succeeded": logging.DEBUG,
@@ -84,7 +87,11 @@ class Worker:
             describe=self.describe,
         )  # fmt: skip
         self._running: dict[str, Running] = {}  # claimed and not yet recorded
-        self._executing = 0  # of those, the ones whose code still runs (they hold the slots)
+        self._executing = 0  # of those, the ones whose code has not ended (or not yet begun)
+        self._slots = asyncio.Semaphore(self.concurrency)  # held while a job's code runs
+        prefetch = self.settings.prefetch
+        self.prefetch = self.concurrency if prefetch < 0 else prefetch
+        self._job_seconds = float("inf")  # moving average of recent jobs' run time
         self._per_queue: dict[str, int] = dict.fromkeys(self.queues, 0)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = asyncio.Event()
@@ -173,7 +180,8 @@ class Worker:
     def _room(self) -> dict[str, int]:
         if any(job.record.losses > 0 and job.executing for job in self._running.values()):
             return {}  # a suspect runs alone: take nothing else until it ends
-        free = self.concurrency - self._executing - self._threads.detached
+        ahead = self.prefetch if self._job_seconds < SHORT_JOB else 0
+        free = self.concurrency + ahead - self._executing - self._threads.detached
         room: dict[str, int] = {}
         for queue, cap in self.queues.items():
             limit = free if cap is None else min(free, cap - self._per_queue[queue])
@@ -245,6 +253,7 @@ class Worker:
         ))  # fmt: skip
         if record.losses > 0 and self._executing:
             job.gate = asyncio.Event()  # a suspect: run it once the others are done
+        job.slots = self._slots
         self._running[record.id] = job
         self._executing += 1
         self._per_queue[record.queue] = self._per_queue.get(record.queue, 0) + 1
@@ -259,6 +268,10 @@ class Worker:
                       extra=fields)  # fmt: skip
         try:
             outcome = await self._runner.execute(job)
+            if job.has_slot:
+                ran = time.monotonic() - job.began
+                self._job_seconds = ran if self._job_seconds == float("inf") else (
+                    0.9 * self._job_seconds + 0.1 * ran)  # fmt: skip
             self._free_slot(job)  # only I/O is left: let the next claim share its transaction
             outcome = await self._runner.finish(job, outcome)
             if outcome.kind == "lost":
@@ -281,6 +294,9 @@ class Worker:
             return
         job.executing = False
         self._executing -= 1
+        if job.has_slot:
+            job.has_slot = False
+            self._slots.release()
         self._per_queue[job.record.queue] -= 1
         self._wake_claimer()
         if self._executing == 1:  # a waiting suspect may run once it is the only job left
@@ -336,6 +352,9 @@ class Worker:
 
     # -- shutdown ------------------------------------------------------------------------------
     async def _shutdown(self) -> None:
+        for job in list(self._running.values()):  # claimed ahead, not started: release them now
+            if job.executing and not job.has_slot:
+                self._stop_job(job.record.id, "shutdown")
         tasks = [j.task for j in self._running.values() if j.task is not None]
         if tasks and self._grace > 0:
             log.info("waiting up to %gs for %d running job(s)", self._grace, len(tasks))

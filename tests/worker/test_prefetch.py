@@ -1,0 +1,120 @@
+"""Claiming ahead: a worker with short jobs claims more than its free slots, never runs more
+than its concurrency at once, and gives back what it claimed ahead as soon as it stops."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import offload
+from offload.errors import ConfigurationError
+from offload.settings import Settings
+
+State = offload.State
+
+
+class Watch:
+    """What the task bodies see: how many run at once, and how many jobs the worker holds
+    whose code has not ended (running, or claimed ahead and waiting for a slot)."""
+
+    def __init__(self) -> None:
+        self.now = self.peak = self.held = 0
+        self.worker: offload.Worker | None = None
+
+    async def body(self, seconds: float) -> None:
+        assert self.worker is not None
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        self.held = max(self.held, sum(j.executing for j in self.worker._running.values()))
+        await asyncio.sleep(seconds)
+        self.now -= 1
+
+
+async def drain(app: offload.App, watch: Watch, jobs: int, seconds: float, **options: object
+                ) -> None:  # fmt: skip
+    @app.task(name="work")
+    async def work(s: float) -> None:
+        await watch.body(s)
+
+    handles = [await work.asubmit(seconds) for _ in range(jobs)]
+    worker = offload.Worker(app, **options)  # type: ignore[arg-type]
+    watch.worker = worker
+    task = asyncio.create_task(worker.run())
+    try:
+        for handle in handles:
+            await handle.aresult(timeout=20)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_short_jobs_are_claimed_ahead_but_never_run_beyond_concurrency(
+    app: offload.App,
+) -> None:
+    watch = Watch()
+    await drain(app, watch, 40, 0.005, concurrency=2)
+    assert watch.peak == 2
+    assert watch.held > 2  # jobs waited in the worker for a slot
+
+
+async def test_long_jobs_are_not_claimed_ahead(app: offload.App) -> None:
+    watch = Watch()
+    await drain(app, watch, 3, 0.08, concurrency=1)
+    assert (watch.peak, watch.held) == (1, 1)
+
+
+async def test_prefetch_zero_turns_claiming_ahead_off(app: offload.App) -> None:
+    watch = Watch()
+    await drain(app, watch, 30, 0.005, concurrency=2,
+                settings=app.settings.with_(prefetch=0))  # fmt: skip
+    assert (watch.peak, watch.held) == (2, 2)
+
+
+async def test_jobs_claimed_ahead_are_released_at_once_when_the_worker_stops(
+    app: offload.App,
+) -> None:
+    ran: list[str] = []
+
+    @app.task
+    async def short() -> None:
+        await asyncio.sleep(0.001)
+
+    @app.task
+    async def endless(name: str) -> None:
+        ran.append(name)
+        await asyncio.sleep(60)
+
+    worker = offload.Worker(app, concurrency=1, settings=app.settings.with_(shutdown_grace=0.3))
+    task = asyncio.create_task(worker.run())
+    try:
+        for _ in range(3):  # short jobs first: the worker learns that its jobs are short
+            await (await short.asubmit()).aresult(timeout=5)
+        first = await endless.asubmit("first")
+        ahead = await endless.asubmit("ahead")
+        for _ in range(500):
+            await ahead.arefresh()
+            if ahead.status is State.RUNNING:
+                break
+            await asyncio.sleep(0.01)
+        assert ahead.status is State.RUNNING  # claimed, waiting for the slot "first" holds
+        assert ran == ["first"]
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+    for handle in (first, ahead):
+        await handle.arefresh()
+        assert (handle.status, handle.attempts) == (State.QUEUED, 0)
+        assert (await handle.ahistory())[-1].reason.value == "released"
+    assert ran == ["first"]  # the job claimed ahead never started
+
+
+@pytest.mark.parametrize("value", [-2, -10])
+def test_a_negative_prefetch_other_than_minus_one_is_refused(value: int) -> None:
+    with pytest.raises(ConfigurationError, match="prefetch"):
+        Settings(prefetch=value)
+
+
+def test_prefetch_defaults_to_the_worker_slots(app: offload.App) -> None:
+    assert offload.Worker(app, concurrency=7).prefetch == 7
+    assert offload.Worker(app, concurrency=7, settings=app.settings.with_(prefetch=3)).prefetch == 3
