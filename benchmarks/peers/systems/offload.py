@@ -57,8 +57,8 @@ def backend_url(config: str) -> str:
 
 def knobs(config: str) -> list[str]:
     backend = (
-        "SQLite file in the run's temp folder, default `synchronous=FULL` (every submit COMMIT "
-        "is fsynced), WAL"
+        "SQLite file in the run's temp folder, WAL, default `synchronous=FULL` (every submit "
+        "COMMIT is fsynced; the worker's claims and outcomes are not fsynced on their own)"
         if config == "offload-sqlite"
         else "Redis, `redis://127.0.0.1:PORT/0?prefix=peers`"
     )
@@ -70,7 +70,8 @@ def knobs(config: str) -> list[str]:
         "(forkserver, niceness +10), started only by the CPU workload's worker (`:cpu_app`)",
         "delivery: at-least-once (leases, fencing tokens); results, state history and one "
         "history row per transition are always stored (result_ttl 7 days, offload's default)",
-        "claim batch 32, lease 30 s (defaults); `OFFLOAD_LOG_LEVEL=WARNING` (no line per job)",
+        "claim batch 32, lease 30 s, prefetch as many as the slots while jobs are under 50 ms "
+        "(defaults); `OFFLOAD_LOG_LEVEL=WARNING` (no line per job)",
         "submit: `await task.asubmit(sent)`; bulk: `app.asubmit_many` of 1,000 prepared jobs",
     ]
 

@@ -5,6 +5,12 @@ connection to a thread and await its result. The writer drains every operation t
 while the previous transaction committed and runs them all in one ``BEGIN IMMEDIATE`` ...
 ``COMMIT`` (each inside its own SAVEPOINT, so one failing operation does not undo the others):
 with ``synchronous=FULL`` many concurrent submits share one fsync.
+
+An operation is *durable* (the default: a submit, a cancel) or not (a worker's own bookkeeping:
+claims, renewals, outcomes, reaping). A batch with no durable operation commits with
+``synchronous=NORMAL`` when the writer was given a ``relaxed`` level: in WAL mode that commit
+survives any process crash, and only a power or OS failure can roll it back (the job then runs
+again: at-least-once). A durable commit fsyncs the log, and with it every earlier commit.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from offload.errors import BackendError, BackendUnavailable, OffloadError
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
-_Item = tuple[Op, asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+_Item = tuple[Op, asyncio.AbstractEventLoop, "asyncio.Future[Any]", bool]  # ..., durable
 
 MAX_BATCH = 512
 LOCK_RETRY_DEADLINE = 30.0
@@ -53,9 +59,14 @@ class SQLiteThread:
         connect: Callable[[], sqlite3.Connection],
         *,
         transactional: bool,
+        durable: str | None = None,
+        relaxed: str | None = None,
     ) -> None:
         self._connect = connect
         self._transactional = transactional
+        # synchronous levels for batches with and without a durable operation (None: as is)
+        self._levels = {True: durable, False: relaxed or durable}
+        self._level = durable
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._ready = threading.Event()
@@ -72,12 +83,12 @@ class SQLiteThread:
             self._queue.put(None)
             self._thread.join()
 
-    async def run(self, op: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, op: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         if not self._thread.is_alive():
             raise BackendError("the SQLite backend is closed; open it before use")
-        self._queue.put((op, loop, fut))
+        self._queue.put((op, loop, fut, durable))
         return await fut
 
     # -- thread side ---------------------------------------------------------------------------
@@ -113,7 +124,7 @@ class SQLiteThread:
             conn.close()
 
     def _run_one(self, conn: sqlite3.Connection, item: _Item) -> None:
-        op, loop, fut = item
+        op, loop, fut, _ = item
         deadline = time.monotonic() + LOCK_RETRY_DEADLINE
         while True:
             try:
@@ -127,6 +138,10 @@ class SQLiteThread:
                 return
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
+        level = self._levels[any(item[3] for item in batch)]
+        if level != self._level and level is not None:  # only outside a transaction
+            conn.execute(f"PRAGMA synchronous={level}")
+            self._level = level
         deadline = time.monotonic() + LOCK_RETRY_DEADLINE
         pause = LOCK_PAUSE_MIN
         while True:
@@ -140,11 +155,11 @@ class SQLiteThread:
                     pause = min(pause * 1.5, LOCK_PAUSE_MAX)
                     continue
                 error = translate(exc)
-                for _, loop, fut in batch:
+                for _, loop, fut, _ in batch:
                     _settle(loop, fut, False, error)
                 return
             settled = zip(batch, outcomes, strict=True)
-            _settle_all([(loop, fut, ok, value) for (_, loop, fut), (ok, value) in settled])
+            _settle_all([(loop, fut, ok, value) for (_, loop, fut, _), (ok, value) in settled])
             return
 
     @staticmethod
@@ -152,7 +167,7 @@ class SQLiteThread:
         conn.execute("BEGIN IMMEDIATE")
         outcomes: list[tuple[bool, Any]] = []
         single = len(batch) == 1
-        for op, _, _ in batch:
+        for op, _, _, _ in batch:
             if not single:
                 conn.execute("SAVEPOINT op")
             try:

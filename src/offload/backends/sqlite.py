@@ -2,8 +2,11 @@
 
 WAL journal, ``BEGIN IMMEDIATE`` for every write, ``synchronous=FULL`` unless the URL says
 ``?synchronous=normal``, a busy timeout, and group commit through one writer thread per backend
-object. Several API and worker processes on one machine may share one file. Never put the file
-on a network filesystem: SQLite's locking is not reliable there.
+object. Submits and cancels are fsynced; a worker's own writes (claims, renewals, outcomes,
+reaping, pruning) commit without an fsync of their own: a process crash keeps them, and a power
+failure can only roll them back, so that the job runs again (see docs/reliability.md). Several
+API and worker processes on one machine may share one file. Never put the file on a network
+filesystem: SQLite's locking is not reliable there.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from offload.backends import _sqlite_schema as schema
 from offload.backends import _sqlite_tx as tx
 from offload.backends._common import decode_cursor, encode_cursor, parse_url
 from offload.backends._sqlite_io import SQLiteThread, is_busy
+from offload.backends._sqlite_watch import Watcher
 from offload.backends.base import DEFAULT_MAX_LOSSES
 from offload.core.clock import Clock, SystemClock
 from offload.core.job import (
@@ -73,11 +77,13 @@ class SQLiteBackend:
         self.poll_interval = poll_interval
         self.clock = clock or SystemClock()
         self.max_losses = max_losses
+        relaxed = "NORMAL" if synchronous in ("full", "extra") else None
         self._writer = SQLiteThread(
-            "offload-sqlite-writer", self._connect_writer, transactional=True
-        )
+            "offload-sqlite-writer", self._connect_writer, transactional=True,
+            durable=synchronous.upper(), relaxed=relaxed,
+        )  # fmt: skip
         self._reader = SQLiteThread("offload-sqlite-reader", self._connect, transactional=False)
-        self._wake_conn: sqlite3.Connection | None = None
+        self._watcher = Watcher(self._connect_watcher, poll_interval)
         self._opened = False
 
     @classmethod
@@ -160,9 +166,7 @@ class SQLiteBackend:
         self._opened = False
         await asyncio.to_thread(self._writer.stop)
         await asyncio.to_thread(self._reader.stop)
-        if self._wake_conn is not None:
-            self._wake_conn.close()
-            self._wake_conn = None
+        await asyncio.to_thread(self._watcher.close)
 
     async def ping(self) -> None:
         try:
@@ -193,7 +197,8 @@ class SQLiteBackend:
         if limit <= 0 or not room:
             return []
         return await self._writer.run(
-            lambda c: tx.claim(c, self.clock.now(), worker_id, room, limit, lease_seconds, idle)
+            lambda c: tx.claim(c, self.clock.now(), worker_id, room, limit, lease_seconds, idle),
+            durable=False,
         )
 
     async def renew(
@@ -203,10 +208,14 @@ class SQLiteBackend:
         if not items:
             return RenewResult(frozenset(), frozenset())
         runner = self._reader if lease_seconds is None else self._writer
-        return await runner.run(lambda c: tx.renew(c, self.clock.now(), items, lease_seconds))
+        return await runner.run(
+            lambda c: tx.renew(c, self.clock.now(), items, lease_seconds), durable=False
+        )
 
     async def progress(self, lease: Lease, fraction: float | None, message: str | None) -> None:
-        await self._writer.run(lambda c: tx.progress(c, self.clock.now(), lease, fraction, message))
+        await self._writer.run(
+            lambda c: tx.progress(c, self.clock.now(), lease, fraction, message), durable=False
+        )
 
     async def complete(self, lease: Lease, result: Any) -> None:
         await self._move(
@@ -255,7 +264,8 @@ class SQLiteBackend:
         await self._writer.run(
             lambda c: tx.move(
                 c, self.clock.now(), lease, target, reason, sets, params, detail=detail
-            )
+            ),
+            durable=False,
         )
 
     async def cancel(self, job_id: str) -> JobRecord:
@@ -263,11 +273,11 @@ class SQLiteBackend:
 
     async def reap(self, limit: int = 100) -> int:
         return await self._writer.run(
-            lambda c: tx.reap(c, self.clock.now(), limit, self.max_losses)
+            lambda c: tx.reap(c, self.clock.now(), limit, self.max_losses), durable=False
         )
 
     async def prune(self, limit: int = 500) -> int:
-        return await self._writer.run(lambda c: tx.prune(c, self.clock.now(), limit))
+        return await self._writer.run(lambda c: tx.prune(c, self.clock.now(), limit), durable=False)
 
     # -- reads ---------------------------------------------------------------------------------
     async def get(self, job_id: str) -> JobRecord | None:
@@ -319,35 +329,34 @@ class SQLiteBackend:
         return [QueueStats(q, c) for q, c in counts.items()]
 
     async def heartbeat(self, worker: WorkerInfo, *, ttl: float) -> None:
-        await self._writer.run(lambda c: tx.heartbeat(c, self.clock.now(), worker, ttl))
+        await self._writer.run(
+            lambda c: tx.heartbeat(c, self.clock.now(), worker, ttl), durable=False
+        )
 
     async def workers(self) -> list[WorkerInfo]:
         return await self._reader.run(lambda c: tx.live_workers(c, self.clock.now()))
 
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
-        """Poll ``PRAGMA data_version`` (a counter of other connections' commits: microseconds
-        to read) until something changes, a scheduled job falls due, or ``timeout`` passes."""
-        conn = self._wake()
-        loop = asyncio.get_running_loop()
-        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        """Sleep until another connection commits (``PRAGMA data_version`` moves, polled by a
+        thread), a scheduled job falls due, or ``timeout`` passes; at once if work is ready."""
         marks = ",".join("?" * len(queues))
-        ready = conn.execute(
-            f"SELECT 1 FROM jobs WHERE status = 'queued' AND queue IN ({marks}) AND losses = 0 "
-            "AND capped = 0 LIMIT 1",  # a job waiting for a slot: a finished job wakes us
-            list(queues),
-        ).fetchone()
-        if ready is not None:
-            return
-        due = conn.execute("SELECT MIN(run_at) FROM jobs WHERE status = 'scheduled'").fetchone()[0]
-        wait = timeout if due is None else min(timeout, max(0.0, due - self.clock.now()))
-        deadline = loop.time() + wait
-        while loop.time() < deadline:
-            await asyncio.sleep(min(self.poll_interval, max(0.0, deadline - loop.time())))
-            if conn.execute("PRAGMA data_version").fetchone()[0] != version:
-                return
+        names = list(queues)
 
-    def _wake(self) -> sqlite3.Connection:
-        if self._wake_conn is None:
-            self._wake_conn = self._connect()
-            self._wake_conn.execute("PRAGMA busy_timeout = 100")
-        return self._wake_conn
+        def probe(conn: sqlite3.Connection) -> float:
+            ready = conn.execute(
+                f"SELECT 1 FROM jobs WHERE status = 'queued' AND queue IN ({marks}) "
+                "AND losses = 0 AND capped = 0 LIMIT 1",  # waiting for a slot: a finish wakes us
+                names,
+            ).fetchone()
+            if ready is not None:
+                return 0.0
+            due = conn.execute("SELECT MIN(run_at) FROM jobs WHERE status = 'scheduled'")
+            first = due.fetchone()[0]
+            return timeout if first is None else min(timeout, max(0.0, first - self.clock.now()))
+
+        await self._watcher.wait(probe)
+
+    def _connect_watcher(self) -> sqlite3.Connection:
+        conn = self._connect()
+        conn.execute("PRAGMA busy_timeout = 100")
+        return conn

@@ -1,0 +1,125 @@
+"""Idle workers' wake-up on SQLite: one thread polls ``PRAGMA data_version`` for all waiters.
+
+``data_version`` changes when another connection commits; reading it costs microseconds. The
+thread polls only while some coroutine waits, and wakes that coroutine's loop only when the
+version moved or its deadline passed, so an idle worker's event loop sleeps instead of waking
+every few milliseconds (which cost an idle worker several percent of a core). The thread also
+runs each waiter's first check (is work ready already? when is the next job due?) on its own
+connection, right after reading the version it compares against: a commit in between still
+moves the version, so no wake-up is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+#: Given the watcher's connection: seconds to wait at most (<= 0: work is ready now).
+Probe = Callable[[sqlite3.Connection], float]
+
+
+@dataclass(eq=False)
+class _Waiter:
+    probe: Probe
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None]
+    version: int | None = None  # None: not probed yet
+    deadline: float = 0.0  # time.monotonic()
+
+
+class Watcher:
+    def __init__(self, connect: Callable[[], sqlite3.Connection], interval: float) -> None:
+        self._connect = connect
+        self._interval = interval
+        self._waiters: list[_Waiter] = []
+        self._lock = threading.Lock()
+        self._work = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    async def wait(self, probe: Probe) -> None:
+        """Return once another connection commits, or after the time ``probe`` gives."""
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(probe, loop, loop.create_future())
+        with self._lock:
+            if self._closed:
+                return
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._main, name="offload-sqlite-watch",
+                                                daemon=True)  # fmt: skip
+                self._thread.start()
+            self._waiters.append(waiter)
+            self._work.set()
+        try:
+            await waiter.future
+        finally:
+            self._drop(waiter)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            thread, self._thread = self._thread, None
+            self._work.set()
+        if thread is not None:
+            thread.join()
+
+    def _drop(self, waiter: _Waiter) -> None:
+        with self._lock:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def _main(self) -> None:
+        try:
+            conn = self._connect()
+        except Exception:  # the waiters' claims report the problem
+            conn = None
+        try:
+            while True:
+                self._work.wait()
+                with self._lock:
+                    if self._closed:
+                        return
+                    waiters = list(self._waiters)
+                    if not waiters:
+                        self._work.clear()
+                        continue
+                self._poll(conn, waiters)
+                time.sleep(self._interval)
+        finally:
+            if conn is not None:
+                conn.close()
+            with self._lock:
+                for w in self._waiters:
+                    _wake(w)
+
+    def _poll(self, conn: sqlite3.Connection | None, waiters: list[_Waiter]) -> None:
+        try:
+            if conn is None:
+                raise sqlite3.OperationalError("no connection")
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            now = time.monotonic()
+            for w in waiters:
+                if w.version is None:
+                    w.version, w.deadline = version, now + w.probe(conn)
+                if version != w.version or now >= w.deadline:
+                    self._drop(w)
+                    _wake(w)
+        except sqlite3.Error:
+            for w in waiters:  # wake them: their next claim reports or retries
+                self._drop(w)
+                _wake(w)
+
+
+def _wake(w: _Waiter) -> None:
+    def done() -> None:
+        if not w.future.done():
+            w.future.set_result(None)
+
+    try:
+        w.loop.call_soon_threadsafe(done)
+    except RuntimeError:
+        pass  # that loop is closed: nobody waits any more
