@@ -94,10 +94,11 @@ async def test_jobs_claimed_ahead_are_released_at_once_when_the_worker_stops(
         ahead = await endless.asubmit("ahead")
         for _ in range(500):
             await ahead.arefresh()
-            if ahead.status is State.RUNNING:
+            if ahead.status is State.RUNNING and ran:
                 break
             await asyncio.sleep(0.01)
         assert ahead.status is State.RUNNING  # claimed, waiting for the slot "first" holds
+        await asyncio.sleep(0.1)
         assert ran == ["first"]
     finally:
         worker.stop()

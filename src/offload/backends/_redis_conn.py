@@ -8,10 +8,12 @@ and that packing was the largest single cost of a no-op job in the worker's prof
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis import exceptions as rex
 
 _pack: Callable[[tuple[Any, ...]], bytes] | None
 try:
@@ -34,3 +36,56 @@ class PackedConnection(aioredis.Connection):
 def connection_class() -> type[aioredis.Connection]:
     """The class for ``redis://`` pools (``rediss://`` and ``unix://`` keep redis-py's)."""
     return aioredis.Connection if _pack is None else PackedConnection
+
+
+class Lane:
+    """One connection of its own for a stream of calls that never overlap (a worker's claims,
+    its batches of outcomes, a process's batches of submits: each is sent by one batcher or
+    loop, one at a time). It skips the pool's checkout and return, which cost more CPU than
+    the whole round trip of a short script. A call that fails or is interrupted drops the
+    connection (its reply may still be on the way); the next call opens a new one."""
+
+    def __init__(self, pool: aioredis.ConnectionPool) -> None:
+        self._pool = pool
+        self._conn: aioredis.Connection | None = None
+        self._lock = asyncio.Lock()  # a safety net: the callers are sequential already
+
+    async def script(self, sha: str, source: str, keys: list[str], args: Sequence[Any]) -> Any:
+        """EVALSHA, loading the script first if the server does not know it (a restart)."""
+        async with self._lock:
+            try:
+                return await self._call("EVALSHA", sha, len(keys), *keys, *args)
+            except rex.NoScriptError:
+                await self._call("SCRIPT", "LOAD", source)
+                return await self._call("EVALSHA", sha, len(keys), *keys, *args)
+
+    async def _call(self, *args: Any) -> Any:
+        conn = self._conn
+        if conn is None:
+            conn = self._pool.make_connection()  # type: ignore[no-untyped-call]
+            self._conn = conn
+        try:
+            await conn.connect()  # no-op while connected
+            await conn.send_packed_command(conn.pack_command(*args), check_health=False)
+            response = await conn.read_response()
+        except rex.ResponseError:
+            raise  # the connection is fine: the server refused the command
+        except BaseException:
+            self._conn = None
+            await _drop(conn)
+            raise
+        if isinstance(response, rex.ResponseError):
+            raise response
+        return response
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await _drop(conn)
+
+
+async def _drop(conn: aioredis.Connection) -> None:
+    try:
+        await conn.disconnect(nowait=True)
+    except Exception:  # already broken: nothing more to release
+        pass

@@ -25,7 +25,7 @@ from redis.backoff import NoBackoff
 
 from offload.backends._batch import Batcher
 from offload.backends._common import decode_cursor, encode_cursor
-from offload.backends._redis_conn import connection_class
+from offload.backends._redis_conn import Lane, connection_class
 from offload.backends._redis_data import (
     RedisURL,
     job_from_hash,
@@ -94,6 +94,7 @@ class RedisBackend:
         self.max_losses = max_losses
         self._client: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
+        self._lanes: dict[str, Lane] = {}  # a connection each for the hot, sequential scripts
         self._wake = asyncio.Event()
         self._pubsub: PubSub | None = None
         self._listener: asyncio.Task[None] | None = None
@@ -131,6 +132,9 @@ class RedisBackend:
             await client.aclose()
             raise
         self._scripts = {name: client.register_script(script(name)) for name in SCRIPTS}
+        # Claims come from one claim loop, outcomes and submits from one batcher each: never
+        # two at once, so each gets a connection of its own (see Lane).
+        self._lanes = {name: Lane(pool) for name in ("claim", "finish", "submit")}
         self._client = client
 
     async def _check_server(self, client: aioredis.Redis) -> None:
@@ -178,6 +182,9 @@ class RedisBackend:
 
     async def close(self) -> None:
         client, self._client = self._client, None
+        lanes, self._lanes = self._lanes, {}
+        for lane in lanes.values():
+            await lane.close()
         if self._listener is not None:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
@@ -237,6 +244,12 @@ class RedisBackend:
 
     async def _script(self, name: str, args: Sequence[Any], *, retry: bool = False) -> Any:
         runner = self._scripts[name]
+        lane = self._lanes.get(name)
+        if lane is not None:
+            keys = [self.root]
+            return await self._run(
+                lambda c: lane.script(runner.sha, runner.script, keys, args), retry=retry
+            )
         return await self._run(lambda c: runner(keys=[self.root], args=args, client=c), retry=retry)
 
     # -- writes --------------------------------------------------------------------------------

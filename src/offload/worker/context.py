@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from offload.errors import Cancelled, OffloadError
 
 ProgressSink = Callable[[float | None, str | None], None]
+#: Guards the lazy parts of every JobContext (most jobs never need a cancel event or a group).
+_LAZY = threading.Lock()
 
 
 @dataclass(eq=False)
@@ -27,9 +29,8 @@ class JobContext:
     attempt: int
     queue: str
     _sink: ProgressSink = field(repr=False)
-    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    _cancel: threading.Event | None = field(default=None, repr=False)  # made on first need
     _process_groups: set[int] = field(default_factory=set, repr=False)
-    _groups_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def progress(self, fraction: float | None = None, message: str | None = None) -> None:
         """Report progress: ``fraction`` in [0, 1] and/or a short message."""
@@ -40,35 +41,42 @@ class JobContext:
     @property
     def cancelled(self) -> bool:
         """Whether the job should stop now."""
-        return self._cancel.is_set()
+        event = self._cancel
+        return event is not None and event.is_set()
 
     def check_cancelled(self) -> None:
         """Raise :class:`offload.Cancelled` if the job should stop."""
-        if self._cancel.is_set():
+        if self.cancelled:
             raise Cancelled(f"job {self.id} was cancelled")
 
     def wait_cancelled(self, timeout: float | None = None) -> bool:
         """Block up to ``timeout`` seconds for a cancel; True if one came (a cancellable sleep)."""
-        return self._cancel.wait(timeout)
+        return self.cancel_event.wait(timeout)
 
     # -- used by the worker and run_process ----------------------------------------------------
     def request_cancel(self) -> None:
-        self._cancel.set()
+        self.cancel_event.set()
 
     @property
     def cancel_event(self) -> threading.Event:
-        return self._cancel
+        event = self._cancel
+        if event is None:
+            with _LAZY:
+                if self._cancel is None:
+                    self._cancel = threading.Event()
+                event = self._cancel
+        return event
 
     def add_process_group(self, pgid: int) -> None:
-        with self._groups_lock:
+        with _LAZY:
             self._process_groups.add(pgid)
 
     def discard_process_group(self, pgid: int) -> None:
-        with self._groups_lock:
+        with _LAZY:
             self._process_groups.discard(pgid)
 
     def process_groups(self) -> list[int]:
-        with self._groups_lock:
+        with _LAZY:
             return list(self._process_groups)
 
 
