@@ -144,18 +144,23 @@ local function dequeue(id, queue, prio)
   redis.call('ZREM', R .. 's:' .. queue, id)
 end
 -- The slots a capped job holds while it runs (see offload.backends._gate).
-local function slots_of(id)
-  local f = fields(id, 'task', 'concurrency_key', 'cap', 'key_cap')
+local function slots_for(task, key, cap, key_cap)
   local out = {}
-  if f[3] then out[#out + 1] = {'t\0' .. f[1], tonumber(f[3])} end
-  if f[4] and f[2] then out[#out + 1] = {'k\0' .. f[1] .. '\0' .. f[2], tonumber(f[4])} end
+  if cap then out[#out + 1] = {'t\0' .. task, tonumber(cap)} end
+  if key_cap and key then out[#out + 1] = {'k\0' .. task .. '\0' .. key, tonumber(key_cap)} end
   return out
+end
+local function slots_of(id)
+  return slots_for(unpack(fields(id, 'task', 'concurrency_key', 'cap', 'key_cap')))
+end
+-- Give back the slots a job held; true if it held any (workers may wait for one).
+local function release_slots(held)
+  for _, slot in ipairs(held) do redis.call('HINCRBY', R .. 'slots', slot[1], -1) end
+  return #held > 0
 end
 -- A job leaves running: give back its slots, and wake workers that may wait for one.
 local function free_slots(id, queue)
-  local held = slots_of(id)
-  for _, slot in ipairs(held) do redis.call('HINCRBY', R .. 'slots', slot[1], -1) end
-  if #held > 0 then redis.call('PUBLISH', R .. 'wake', queue) end
+  if release_slots(slots_of(id)) then redis.call('PUBLISH', R .. 'wake', queue) end
 end
 local function promote(now, batch)
   local due = redis.call('ZRANGEBYSCORE', R .. 'sched', '-inf', now, 'LIMIT', 0, batch)
@@ -561,15 +566,7 @@ local function finish(A)
       expiring[#expiring + 1] = now + tonumber(f[11])
       expiring[#expiring + 1] = id
     end
-    -- the slots it held (slots_of, from the fields holds() read)
-    if f[14] then
-      redis.call('HINCRBY', R .. 'slots', 't\0' .. f[12], -1)
-      woken[queue] = true
-    end
-    if f[15] and f[13] then
-      redis.call('HINCRBY', R .. 'slots', 'k\0' .. f[12] .. '\0' .. f[13], -1)
-      woken[queue] = true
-    end
+    if release_slots(slots_for(f[12], f[13], f[14], f[15])) then woken[queue] = true end
     moved.add(id, queue, created, 'running', target)
     hist(id, now, 'running', target, reason, f[6], f[2], f[7], detail)
   elseif f[8] == '1' then
