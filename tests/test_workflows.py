@@ -487,17 +487,53 @@ def test_a_worker_killed_mid_step_resumes_the_chain(workers: Workers) -> None:
 
 
 @pytest.mark.slow
-def test_crashes_between_submitting_the_next_step_and_recording_success(
+def test_the_next_step_does_not_exist_until_the_last_ones_success_is_recorded(
     workers: Workers,
 ) -> None:
-    """The worst moment to die: a step's successors are stored, its own success is not."""
+    """The hand-off is one backend operation: a worker killed after step a's code returned but
+    before its outcome was written leaves no step b behind, so b can never run while a may
+    still run again; a runs again (at-least-once), then b and c once each."""
+    app, step, _ = client(workers.url)
+    try:
+        ledger = workers.ledger
+        wf = app.submit_workflow(chain(
+            step.s(1, ledger=str(ledger), tag="a"),
+            step.s(ledger=str(ledger), tag="b"),
+            step.s(ledger=str(ledger), tag="c"),
+        ))  # fmt: skip
+        first = workers.start("w1", WF_STALL_TAGS="a")
+        workers.start("w2")  # claims whatever becomes claimable meanwhile
+        workers.wait(lambda: (ledger / "stalled-a").exists(), "step a to end on w1")
+        time.sleep(0.5)  # time for w2 to claim a successor, were there one
+        assert wf.steps()[1] is None, "step b exists before a's success was recorded"
+        assert workers.runs()["b"] == 0
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(10)
+        assert wf.result(timeout=30) == 4
+        assert_succeeded_once(app, wf)
+        assert workers.runs() == Counter({"a": 2, "b": 1, "c": 1})
+        a, b, _ = wf.steps()
+        assert a is not None
+        assert b is not None
+        a_done = max(t.at for t in a.history() if t.to_status is State.SUCCEEDED)
+        b_started = min(t.at for t in b.history() if t.to_status is State.RUNNING)
+        assert a_done <= b_started
+    finally:
+        app.close()
+
+
+@pytest.mark.slow
+def test_crashes_between_a_steps_code_and_recording_its_success(
+    workers: Workers,
+) -> None:
+    """The worst moment to die: a step's code succeeded, nothing of it is recorded yet."""
     app, step, fan = client(workers.url)
     try:
         ledger = str(workers.ledger)
         wf = app.submit_workflow(chain(
-            step.s(1, ledger=ledger, tag="a"),  # dies after submitting the group's members
+            step.s(1, ledger=ledger, tag="a"),  # dies before recording its success
             group(step.s(ledger=ledger, tag="m0"),
-                  step.s(ledger=ledger, tag="m1", nap_first=0.3)),  # dies after its join
+                  step.s(ledger=ledger, tag="m1", nap_first=0.3)),  # likewise
             fan.s(ledger=ledger, tag="fan"),
         ))  # fmt: skip
         crash = {"WF_CRASH_TAGS": "a,m1"}

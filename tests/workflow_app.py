@@ -3,13 +3,15 @@
 
 Every run of a task appends one JSON line (tag, pid, attempt) to ``<ledger>/<pid>.jsonl``, so a
 test can count how many times each step really ran. With ``WF_CRASH_TAGS=a,b`` the worker
-SIGKILLs itself once per tag in the window that matters most: after a step succeeded and its
-successors were submitted, before its success is recorded (``<ledger>/crashed-<tag>`` says it
-happened).
+SIGKILLs itself once per tag in the window that matters most: after a step's code succeeded,
+before its success (and with it, its successors) is recorded (``<ledger>/crashed-<tag>`` says
+it happened). With ``WF_STALL_TAGS=a`` the worker instead stalls there (``<ledger>/stalled-<tag>``
+says it got there), for a test to kill it at its leisure.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -57,21 +59,28 @@ def build(url: str | None = None) -> offload.App:
 app = build()
 
 
-def _crash_after_continuing(tags: set[str]) -> None:
+def _hook_before_recording(crash: set[str], stall: set[str]) -> None:
     original = JobRunner.record
 
-    async def record(self: JobRunner, job: Running, outcome: Outcome) -> bool:
+    async def record(self: JobRunner, job: Running, outcome: Outcome) -> Outcome | None:
         kwargs: dict[str, Any] = job.record.kwargs
         tag, ledger = kwargs.get("tag"), kwargs.get("ledger")
-        if outcome.kind == "succeeded" and tag in tags and ledger is not None:
+        if outcome.kind == "succeeded" and tag in crash and ledger is not None:
             mark = Path(ledger) / f"crashed-{tag}"
             if not mark.exists():
                 mark.write_text(str(os.getpid()))
                 os.kill(os.getpid(), signal.SIGKILL)
+        if outcome.kind == "succeeded" and tag in stall and ledger is not None:
+            (Path(ledger) / f"stalled-{tag}").write_text(str(os.getpid()))
+            await asyncio.sleep(3600)  # the test kills the worker here
         return await original(self, job, outcome)
 
     JobRunner.record = record  # type: ignore[method-assign]
 
 
-if os.environ.get("WF_CRASH_TAGS"):
-    _crash_after_continuing(set(os.environ["WF_CRASH_TAGS"].split(",")))
+def _tags(name: str) -> set[str]:
+    return {tag for tag in os.environ.get(name, "").split(",") if tag}
+
+
+if os.environ.get("WF_CRASH_TAGS") or os.environ.get("WF_STALL_TAGS"):
+    _hook_before_recording(_tags("WF_CRASH_TAGS"), _tags("WF_STALL_TAGS"))

@@ -33,6 +33,7 @@ as ``%.17g`` strings; never through ``tostring`` or cjson, which keep 14 digits.
 
 from __future__ import annotations
 
+from offload.backends.base import IDEMPOTENCY_WINDOW
 from offload.core.states import TRANSITIONS
 
 #: Most due scheduled jobs one claim promotes (the rest wait for the next claim).
@@ -213,10 +214,9 @@ end
 # The 18 strings: id, task, queue, priority, delay, run_at, idempotency key, fingerprint,
 # concurrency key, tenant, args, kwargs, meta, result_ttl, cap, key_cap, rate, key_rate
 # (optional ones "" or "=" + value).
-SUBMIT = """
-local now = clock(ARGV[1])
-local window = tonumber(ARGV[2])
-local out = {fnum(now)}
+# The submit machinery as functions over the script's ``now`` and ``window`` (FINISH uses it
+# too: a workflow step's success submits what follows it in the same script run).
+SUBMIT_LIB = """
 local seen = {}  -- idempotency key -> {job id, fingerprint}, as stored by earlier groups
 local zadds, counts, ready = {}, {}, {}
 local function zadd(key, score, member)
@@ -277,8 +277,8 @@ local function store(job)
   -- The submit's own history entry is implied by created_at and submitted_as.
   return {'new', status, fnum(run_at)}
 end
-for g = 3, #ARGV do
-  local jobs = cjson.decode(ARGV[g])
+-- One group of jobs (one submit call), all or none: {'conflict', key, job id} or {'ok', ...}.
+local function submit_group(jobs)
   -- Pass 1: resolve idempotency keys; write nothing yet.
   local mine, plan, conflict = {}, {}, nil
   for i, job in ipairs(jobs) do
@@ -294,7 +294,7 @@ for g = 3, #ARGV do
     end
   end
   if conflict then
-    out[#out + 1] = conflict
+    return conflict
   else
     -- Pass 2: store the new jobs; a repeated key names the job stored first.
     local group = {'ok'}
@@ -310,10 +310,11 @@ for g = 3, #ARGV do
       redis.call('SET', ik, entry[1] .. '\\0' .. entry[2] .. '\\0' .. fnum(now + window),
         'PX', math.floor(window * 1000) + 60000)
     end
-    out[#out + 1] = group
+    return group
   end
 end
 -- Apply the collected updates: a queue that had nothing ready wakes idle workers.
+local function apply_submits()
 local parts = {['q:'] = 'qp:', ['c:'] = 'cp:'}
 local woke = {}
 for name, r in pairs(ready) do
@@ -333,8 +334,23 @@ for name, r in pairs(ready) do
   end
   if woke[name] then redis.call('PUBLISH', R .. 'wake', r.queue) end
 end
+zadds, counts, ready = {}, {}, {}
+end
+"""
+
+SUBMIT = (
+    """
+local now = clock(ARGV[1])
+local window = tonumber(ARGV[2])
+"""
+    + SUBMIT_LIB
+    + """
+local out = {fnum(now)}
+for g = 3, #ARGV do out[#out + 1] = submit_group(cjson.decode(ARGV[g])) end
+apply_submits()
 return out
 """
+)
 
 #: Jobs waiting for a concurrency slot one claim looks past, per queue.
 CAPPED_SCAN = 64
@@ -528,17 +544,24 @@ return 'ok'
 """
 
 # ARGV: now, cancel-instead detail, then ops (one per call): arg count, id, token, op, and
-# per op: finish -> target, reason, result, error, detail; retry -> retry_in, error, detail;
-# release -> nothing. Reply: per op 'lost' or 'ok'.
-FINISH = """
+# per op: finish -> target, reason, result, error, detail, jobs to submit with it ("" or "="
+# + a JSON array of SUBMIT's job arrays); retry -> retry_in, error, detail; release ->
+# nothing. Reply: per op 'lost', 'ok' or 'conflict\\0<key>\\0<job id>' (nothing written).
+FINISH = (
+    """
 local now = clock(ARGV[1])
 local instead = ARGV[2]
+local window = """
+    + repr(IDEMPOTENCY_WINDOW)
+    + SUBMIT_LIB
+    + """
 -- Ended jobs: what leaves 'run', enters 'expire', frees slots; written once per key.
 local ran, expiring, woken, moved = {}, {}, {}, changes()
 local function flush()
   bulk('ZREM', R .. 'run', ran)
   bulk('ZADD', R .. 'expire', expiring)
   moved.flush()
+  apply_submits()
   for queue, _ in pairs(woken) do redis.call('PUBLISH', R .. 'wake', queue) end
   ran, expiring, woken = {}, {}, {}
 end
@@ -553,6 +576,11 @@ local function finish(A)
     if not ALLOWED['running'][target] then
       return redis.error_reply('offload: transition running -> ' .. target .. ' of job ' ..
         id .. ' is not allowed')
+    end
+    local after = opt(A[9])  -- a workflow step's successors: stored with its success
+    if after then
+      local group = submit_group(cjson.decode(after))
+      if group[1] == 'conflict' then return 'conflict\0' .. group[2] .. '\0' .. group[3] end
     end
     local sets, dels = {'finished_at', now, 'updated_at', now, 'status', target}, {'lease_until'}
     if result then sets[#sets + 1] = 'result'; sets[#sets + 1] = result
@@ -612,6 +640,7 @@ end
 flush()
 return out
 """
+)
 
 CANCEL = """
 local now = clock(ARGV[1])

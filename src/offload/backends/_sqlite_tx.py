@@ -334,6 +334,23 @@ def move(
     return job
 
 
+def succeed_then(
+    conn: sqlite3.Connection,
+    now: float,
+    lease: Lease,
+    sets: str,
+    params: dict[str, Any],
+    then: list[NewJob],
+) -> None:
+    """A workflow step's success and the submit of what follows it, in one transaction (any
+    error rolls back both). Jobs of ``then`` that exist already are left as they are."""
+    move(conn, now, lease, State.SUCCEEDED, Reason.SUCCEEDED, sets, params)
+    ids = [job.id for job in then]
+    marks = ", ".join("?" * len(ids))
+    have = {row[0] for row in conn.execute(f"SELECT id FROM jobs WHERE id IN ({marks})", ids)}
+    submit(conn, now, [job for job in then if job.id not in have])
+
+
 def cancel(conn: sqlite3.Connection, now: float, job_id: str) -> JobRecord:
     job = fetch(conn, job_id)
     if job is None:

@@ -90,8 +90,16 @@ class Backend(Protocol):
 
     # The four outcome writes return nothing: a worker never needs the record back, and a
     # network backend saves reading and decoding it (read it with get() when needed).
-    async def complete(self, lease: Lease, result: Any) -> None:
-        """running -> succeeded with a JSON result."""
+    async def complete(self, lease: Lease, result: Any, *, then: Sequence[NewJob] = ()) -> None:
+        """running -> succeeded with a JSON result.
+
+        ``then`` (what follows a workflow step) is submitted in the same atomic operation: the
+        step's success and its successors are stored together or not at all, so no successor
+        can run while the step could still run again. A job of ``then`` whose id exists already
+        is left as it is; its idempotency key behaves as in :meth:`submit` (a different
+        fingerprint raises IdempotencyConflict and nothing is written). A lost lease raises
+        LeaseLost and nothing is written either.
+        """
 
     async def fail(
         self,

@@ -69,53 +69,60 @@ class MemoryBackend:
     # -- writes --------------------------------------------------------------------------------
     async def submit(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
         with self._lock:
-            now = self.clock.now()
-            stored: list[JobRecord] = []
-            fresh: dict[str, JobRecord] = {}
-            keys: dict[str, tuple[str, str | None, float]] = {}
-            for new in jobs:
-                existing = self._idempotent_match(new, now, keys, fresh)
-                if existing is not None:
-                    stored.append(existing)
-                    continue
-                run_at = new.run_at if new.run_at is not None else now + max(0.0, new.delay)
-                status = State.SCHEDULED if run_at > now else State.QUEUED
-                record = JobRecord(
-                    id=new.id,
-                    task=new.task,
-                    queue=new.queue,
-                    status=status,
-                    args=_copy(new.args),
-                    kwargs=_copy(new.kwargs),
-                    priority=new.priority,
-                    attempts=0,
-                    losses=0,
-                    run_at=run_at,
-                    created_at=now,
-                    updated_at=now,
-                    idempotency_key=new.idempotency_key,
-                    concurrency_key=new.concurrency_key,
-                    tenant=new.tenant,
-                    meta=_copy(new.meta),
-                )
-                if record.id in self._jobs or record.id in fresh:
-                    raise ValueError(f"job id {record.id} already exists")
-                stored.append(record)
-                fresh[record.id] = record
-                if new.idempotency_key is not None:
-                    keys[self._idem_key(new)] = (new.id, new.fingerprint, now + IDEMPOTENCY_WINDOW)
-            self._idempotency.update(keys)
-            for record in fresh.values():
-                self._jobs[record.id] = record
-                self._record(record, None, Reason.SUBMITTED, now)
-            for new in jobs:
-                if new.id in fresh and new.result_ttl is not None:
-                    self._ttl[new.id] = new.result_ttl
-                if new.id in fresh and new.limits is not None:
-                    self._limits[new.id] = new.limits
+            stored, fresh = self._submit(jobs, self.clock.now())
         if fresh:
             self._wake()
         return stored
+
+    def _submit(
+        self, jobs: Sequence[NewJob], now: float
+    ) -> tuple[list[JobRecord], dict[str, JobRecord]]:
+        """Store new jobs (all or none: every check comes before the first write); the caller
+        holds the lock. Returns every job as stored, and the ones stored now."""
+        stored: list[JobRecord] = []
+        fresh: dict[str, JobRecord] = {}
+        keys: dict[str, tuple[str, str | None, float]] = {}
+        for new in jobs:
+            existing = self._idempotent_match(new, now, keys, fresh)
+            if existing is not None:
+                stored.append(existing)
+                continue
+            run_at = new.run_at if new.run_at is not None else now + max(0.0, new.delay)
+            status = State.SCHEDULED if run_at > now else State.QUEUED
+            record = JobRecord(
+                id=new.id,
+                task=new.task,
+                queue=new.queue,
+                status=status,
+                args=_copy(new.args),
+                kwargs=_copy(new.kwargs),
+                priority=new.priority,
+                attempts=0,
+                losses=0,
+                run_at=run_at,
+                created_at=now,
+                updated_at=now,
+                idempotency_key=new.idempotency_key,
+                concurrency_key=new.concurrency_key,
+                tenant=new.tenant,
+                meta=_copy(new.meta),
+            )
+            if record.id in self._jobs or record.id in fresh:
+                raise ValueError(f"job id {record.id} already exists")
+            stored.append(record)
+            fresh[record.id] = record
+            if new.idempotency_key is not None:
+                keys[self._idem_key(new)] = (new.id, new.fingerprint, now + IDEMPOTENCY_WINDOW)
+        self._idempotency.update(keys)
+        for record in fresh.values():
+            self._jobs[record.id] = record
+            self._record(record, None, Reason.SUBMITTED, now)
+        for new in jobs:
+            if new.id in fresh and new.result_ttl is not None:
+                self._ttl[new.id] = new.result_ttl
+            if new.id in fresh and new.limits is not None:
+                self._limits[new.id] = new.limits
+        return stored, fresh
 
     def _idem_key(self, new: NewJob) -> str:
         return f"{new.tenant}\x00{new.idempotency_key}"
@@ -255,8 +262,14 @@ class MemoryBackend:
                 job, progress=fraction, progress_message=message, updated_at=now
             )
 
-    async def complete(self, lease: Lease, result: Any) -> None:
-        self._finish(lease, State.SUCCEEDED, Reason.SUCCEEDED, result=result)
+    async def complete(self, lease: Lease, result: Any, *, then: Sequence[NewJob] = ()) -> None:
+        with self._lock:
+            now = self.clock.now()
+            self._owned(lease, now)  # before any write: a lost lease stores nothing
+            _, fresh = self._submit([job for job in then if job.id not in self._jobs], now)
+            self._end(lease, now, State.SUCCEEDED, Reason.SUCCEEDED, result)
+        if fresh:
+            self._wake()
 
     async def fail(
         self,
@@ -301,20 +314,31 @@ class MemoryBackend:
         error: dict[str, Any] | None = None,
     ) -> JobRecord:
         with self._lock:
-            now = self.clock.now()
-            job = self._owned(lease, now)
-            record = replace(
-                job,
-                status=target,
-                result=_copy(result),
-                error=_copy(error),
-                lease_until=None,
-                finished_at=now,
-                updated_at=now,
-            )
-            detail = error.get("message") if error else None
-            self._store(job, record, reason, now, detail=detail)
-            return record
+            return self._end(lease, self.clock.now(), target, reason, result, error)
+
+    def _end(
+        self,
+        lease: Lease,
+        now: float,
+        target: State,
+        reason: Reason,
+        result: Any = None,
+        error: dict[str, Any] | None = None,
+    ) -> JobRecord:
+        """running -> a terminal state; the caller holds the lock."""
+        job = self._owned(lease, now)
+        record = replace(
+            job,
+            status=target,
+            result=_copy(result),
+            error=_copy(error),
+            lease_until=None,
+            finished_at=now,
+            updated_at=now,
+        )
+        detail = error.get("message") if error else None
+        self._store(job, record, reason, now, detail=detail)
+        return record
 
     async def release(self, lease: Lease) -> None:
         with self._lock:

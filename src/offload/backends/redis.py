@@ -190,7 +190,10 @@ class RedisBackend:
             await asyncio.gather(self._listener, return_exceptions=True)
             self._listener = None
         if self._pubsub is not None:
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            # redis-py < 6 leaves PubSub.aclose unannotated: binding it to a typed name (not
+            # calling it directly) type-checks on every supported version without an ignore.
+            close_pubsub: Callable[[], Awaitable[None]] = self._pubsub.aclose
+            await close_pubsub()
             self._pubsub = None
         if client is not None:
             await client.aclose()
@@ -270,14 +273,7 @@ class RedisBackend:
             for job in jobs:
                 blobs = (dumps(job.args), dumps(job.kwargs), dumps(job.meta))
                 blobs_of_group.append(blobs)
-                rows.append((
-                    job.id, job.task, job.queue, str(int(job.priority)), repr(float(job.delay)),
-                    "" if job.run_at is None else "=" + repr(float(job.run_at)),
-                    opt(job.idempotency_key), job.fingerprint or "", opt(job.concurrency_key),
-                    job.tenant, blobs[0].decode(), blobs[1].decode(), blobs[2].decode(),
-                    "" if job.result_ttl is None else "=" + repr(float(job.result_ttl)),
-                    *_limit_fields(job.limits),
-                ))  # fmt: skip
+                rows.append(_submit_row(job, blobs))
             args.append(orjson.dumps(rows))
             encoded.append(blobs_of_group)
         # Safe to repeat: an id that already exists is returned as stored.
@@ -353,8 +349,13 @@ class RedisBackend:
         if await self._script("progress", args, retry=True) == "lost":
             raise LeaseLost(lease.job_id, lease.token)
 
-    async def complete(self, lease: Lease, result: Any) -> None:
-        await self._finish(lease, State.SUCCEEDED, Reason.SUCCEEDED, result=dumps(result))
+    async def complete(self, lease: Lease, result: Any, *, then: Sequence[NewJob] = ()) -> None:
+        rows = [_submit_row(job, (dumps(job.args), dumps(job.kwargs), dumps(job.meta)))
+                for job in then]  # fmt: skip
+        await self._finish(
+            lease, State.SUCCEEDED, Reason.SUCCEEDED, result=dumps(result),
+            then=b"=" + orjson.dumps(rows) if rows else b"",
+        )  # fmt: skip
 
     async def fail(
         self,
@@ -385,12 +386,13 @@ class RedisBackend:
         *,
         result: bytes | None = None,
         error: dict[str, Any] | None = None,
+        then: bytes = b"",
     ) -> None:
         detail = error.get("message") if error else None
         await self._move(
             lease, "finish", target.value, reason.value,
             b"" if result is None else b"=" + result,
-            b"" if error is None else b"=" + dumps(error), opt(detail),
+            b"" if error is None else b"=" + dumps(error), opt(detail), then,
         )  # fmt: skip
 
     async def _move(self, lease: Lease, op: str, *extra: Any) -> None:
@@ -402,10 +404,7 @@ class RedisBackend:
         for op in ops:
             args += [len(op), *op]
         replies = await self._script("finish", args)
-        return [
-            LeaseLost(op[0], int(op[1])) if reply == "lost" else None
-            for op, reply in zip(ops, replies, strict=True)
-        ]
+        return [_move_error(op, reply) for op, reply in zip(ops, replies, strict=True)]
 
     async def cancel(self, job_id: str) -> JobRecord:
         reply = await self._script("cancel", [self._now_arg(), job_id])
@@ -572,6 +571,28 @@ class RedisBackend:
                 continue
             if message is not None:
                 self._wake.set()
+
+
+def _submit_row(job: NewJob, blobs: tuple[bytes, bytes, bytes]) -> tuple[str, ...]:
+    """One job as the SUBMIT machinery reads it; ``blobs`` are its encoded args, kwargs, meta."""
+    return (
+        job.id, job.task, job.queue, str(int(job.priority)), repr(float(job.delay)),
+        "" if job.run_at is None else "=" + repr(float(job.run_at)),
+        opt(job.idempotency_key), job.fingerprint or "", opt(job.concurrency_key),
+        job.tenant, blobs[0].decode(), blobs[1].decode(), blobs[2].decode(),
+        "" if job.result_ttl is None else "=" + repr(float(job.result_ttl)),
+        *_limit_fields(job.limits),
+    )  # fmt: skip
+
+
+def _move_error(op: tuple[Any, ...], reply: str) -> BaseException | None:
+    """The error one op of a FINISH run stands for, if any."""
+    if reply == "lost":
+        return LeaseLost(op[0], int(op[1]))
+    if reply.startswith("conflict\0"):
+        _, key, job_id = reply.split("\0", 2)
+        return IdempotencyConflict(key, job_id)
+    return None
 
 
 def _limit_fields(limits: Limits | None) -> tuple[str, str, str, str]:

@@ -217,13 +217,14 @@ class SQLiteBackend:
             lambda c: tx.progress(c, self.clock.now(), lease, fraction, message), durable=False
         )
 
-    async def complete(self, lease: Lease, result: Any) -> None:
-        await self._move(
-            lease,
-            State.SUCCEEDED,
-            Reason.SUCCEEDED,
-            FINISH,
-            {"result": orjson.dumps(result), "error": None},
+    async def complete(self, lease: Lease, result: Any, *, then: Sequence[NewJob] = ()) -> None:
+        params = {"result": orjson.dumps(result), "error": None}
+        if not then:
+            await self._move(lease, State.SUCCEEDED, Reason.SUCCEEDED, FINISH, params)
+            return
+        items = list(then)
+        await self._writer.run(  # it submits jobs: durable like any submit
+            lambda c: tx.succeed_then(c, self.clock.now(), lease, FINISH, params, items)
         )
 
     async def fail(

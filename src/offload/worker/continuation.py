@@ -1,8 +1,10 @@
-"""Workflows on the worker: what follows a step is submitted *before* its success is recorded.
+"""Workflows on the worker: what follows a step is stored *with* its success, in one backend
+operation (``Backend.complete(lease, result, then=jobs)``).
 
-A crash between the two re-runs the step (at-least-once); its second submit of the next step
-returns the job the first one made (deterministic id and idempotency key), so no step is lost
-and none is submitted twice. A group member submits its *join* job the same way. The join
+So no successor can run while the step could still run again: a crash before that write re-runs
+the step (at-least-once) and nothing of what follows exists yet; after it, the step is done for
+good. Successors have deterministic ids and idempotency keys, so a step that ran twice (its
+lease lost) submits them once. A group member stores its *join* job the same way. The join
 waits until its member's success is recorded, then looks at every member: if all succeeded it
 submits what follows the group with their results in member order; if not, it ends, because
 the member recorded last has a join that will find them all (or the group failed and nothing
@@ -15,7 +17,7 @@ from collections import OrderedDict
 from typing import Any
 
 from offload.backends import Backend
-from offload.core.job import JobRecord
+from offload.core.job import JobRecord, NewJob
 from offload.core.limits import Limits
 from offload.core.registry import TaskRegistry
 from offload.core.retry import RetryPolicy
@@ -65,15 +67,29 @@ class Continuation:
             store.MARKER_TASK: TaskSpec(_marker, store.MARKER_TASK, executor="async"),
         }
 
-    async def on_success(self, record: JobRecord, result: Any) -> None:
-        """Step ``record`` succeeded with ``result`` (not yet recorded): submit what follows."""
+    async def successors(self, record: JobRecord, result: Any) -> list[NewJob]:
+        """Step ``record`` succeeded with ``result`` (not yet recorded): the jobs that follow
+        it, to be stored together with its success (``Backend.complete(..., then=...)``)."""
+        plan, path = await self._step_plan(record)
+        if plan is None:
+            return []
+        return await store.successors(self.backend, plan, path, result, trigger=record,
+                                      limits_of=self._limits)  # fmt: skip
+
+    async def recorded(self, record: JobRecord, then: list[NewJob]) -> None:
+        """The step's success and ``then`` are stored: cancel them if the workflow was
+        cancelled meanwhile."""
+        plan, _ = await self._step_plan(record)
+        if plan is not None:
+            await store.recheck(self.backend, plan, [job.id for job in then])
+
+    async def _step_plan(self, record: JobRecord) -> tuple[Plan | None, str]:
         info = record.meta["workflow"]
         plan = await self._plan(info["id"], record)
         step = plan.node(info["path"])
         if not isinstance(step, StepNode) or plan.step_id(step) != record.id:
-            return  # a copy of a step (``app.retry``) runs on its own: the workflow ignores it
-        await store.advance(self.backend, plan, info["path"], result, trigger=record,
-                            limits_of=self._limits)  # fmt: skip
+            return None, ""  # a copy of a step (``app.retry``) runs on its own
+        return plan, info["path"]
 
     async def join(self, workflow_id: str, group: str, member: int) -> str:
         """The built-in join task: see the module's docstring."""

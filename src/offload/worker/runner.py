@@ -11,13 +11,14 @@ from typing import Any, Literal
 
 from offload.backends import Backend
 from offload.core.codec import to_json_value
-from offload.core.job import JobRecord, Lease
+from offload.core.job import JobRecord, Lease, NewJob
 from offload.core.registry import TaskRegistry
 from offload.core.states import Reason
 from offload.core.task import TaskSpec
 from offload.errors import (
     BackendError,
     Cancelled,
+    IdempotencyConflict,
     InvalidArguments,
     JobTimeout,
     LeaseLost,
@@ -62,6 +63,7 @@ class Outcome:
     error: dict[str, Any] | None = field(default=None)
     retry_in: float | None = None
     reason: Reason = Reason.FAILED
+    then: list[NewJob] = field(default_factory=list)  # a workflow step's successors
 
 
 class JobRunner:
@@ -88,19 +90,22 @@ class JobRunner:
             await asyncio.gather(job.progress_writer, return_exceptions=True)
         if outcome.kind == "succeeded" and is_step(job.record):
             outcome = await self.continue_workflow(job, outcome)
-        if not await self.record(job, outcome):
+        written = await self.record(job, outcome)
+        if written is None:
             return Outcome("lost")
-        return outcome
+        if written.then:
+            await self._recheck(job, written.then)
+        return written
 
     async def continue_workflow(self, job: Running, outcome: Outcome) -> Outcome:
-        """Submit the step's successors before its success is written: a crash in between
-        runs the step again, and its successors are submitted once (they are idempotent).
-        Retries while the backend is away; an error that cannot pass fails the step."""
+        """The step's successors, to be stored with its success in one backend operation
+        (see offload.worker.continuation). Retries while the backend is away; an error that
+        cannot pass fails the step."""
         pause = 0.05
         while True:
             try:
-                await self.continuation.on_success(job.record, outcome.result)
-                return outcome
+                then = await self.continuation.successors(job.record, outcome.result)
+                return Outcome("succeeded", result=outcome.result, then=then)
             except BackendError as exc:
                 if job.stop_reason == "lost":  # another worker runs it now: it continues there
                     return Outcome("lost")
@@ -112,6 +117,13 @@ class JobRunner:
                 log.error("job %s: the next workflow step cannot be submitted: %s",
                           job.record.id, exc)  # fmt: skip
                 return Outcome("failed", error=error_info(exc))
+
+    async def _recheck(self, job: Running, then: list[NewJob]) -> None:
+        try:
+            await self.continuation.recorded(job.record, then)
+        except Exception as exc:  # the canceller cancels what it finds; log what it may miss
+            log.warning("job %s: cannot check whether its workflow was cancelled: %s",
+                        job.record.id, exc)  # fmt: skip
 
     async def execute(self, job: Running) -> Outcome:
         rec = job.record
@@ -166,27 +178,32 @@ class JobRunner:
         delay = exc.delay if isinstance(exc, Retry) else policy.delay(attempt, self.rng)
         return Outcome("retry", error=info, retry_in=delay, reason=reason)
 
-    async def record(self, job: Running, outcome: Outcome) -> bool:
+    async def record(self, job: Running, outcome: Outcome) -> Outcome | None:
         """Write the outcome, conditional on the lease; retry while the backend is away.
 
-        Returns False when the outcome was discarded because the lease is gone.
+        Returns the outcome written (a step whose successors cannot be stored fails), or None
+        when it was discarded because the lease is gone.
         """
         if outcome.kind == "lost":
-            return False
+            return None
         pause = 0.05
         while True:
             try:
                 await self._write(job.lease, outcome)
-                return True
+                return outcome
             except LeaseLost:
                 log.warning(
                     "job %s: lease lost before its outcome (%s) was written; discarded",
                     job.record.id, outcome.kind,
                 )  # fmt: skip
-                return False
+                return None
+            except IdempotencyConflict as exc:  # a successor's key names another request
+                log.error("job %s: the next workflow step cannot be submitted: %s",
+                          job.record.id, exc)  # fmt: skip
+                outcome = Outcome("failed", error=error_info(exc))
             except BackendError as exc:
                 if job.stop_reason == "lost":
-                    return False
+                    return None
                 log.warning("job %s: cannot record outcome yet (%s); retrying", job.record.id, exc)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 2.0)
@@ -194,7 +211,7 @@ class JobRunner:
     async def _write(self, lease: Lease, outcome: Outcome) -> None:
         match outcome.kind:
             case "succeeded":
-                await self.backend.complete(lease, outcome.result)
+                await self.backend.complete(lease, outcome.result, then=outcome.then)
             case "failed":
                 await self.backend.fail(lease, outcome.error or {}, reason=outcome.reason)
             case "retry":

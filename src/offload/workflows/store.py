@@ -128,6 +128,18 @@ async def cancel_quietly(backend: Backend, job_id: str) -> None:
         pass
 
 
+def first_jobs(
+    plan: Plan, node: Node, value: Any, *, tenant: str, limits_of: LimitsOf,
+    inherited: dict[str, Any] | None = None,
+) -> list[NewJob]:  # fmt: skip
+    """The jobs of the first steps of ``node``, each receiving ``value``."""
+    return [
+        step_job(plan, step, value, tenant=tenant, limits=limits_of(step.task),
+                 inherited=inherited)
+        for step in first_steps(node)
+    ]  # fmt: skip
+
+
 async def start(
     backend: Backend, plan: Plan, node: Node, value: Any, *, tenant: str, limits_of: LimitsOf,
     inherited: dict[str, Any] | None = None, fresh: bool = False,
@@ -135,37 +147,49 @@ async def start(
     """Submit the first steps of ``node`` (idempotently), each receiving ``value``.
 
     ``fresh``: the workflow is new (its id too), so none of them can exist yet."""
-    jobs = [
-        step_job(plan, step, value, tenant=tenant, limits=limits_of(step.task),
-                 inherited=inherited)
-        for step in first_steps(node)
-    ]  # fmt: skip
+    jobs = first_jobs(plan, node, value, tenant=tenant, limits_of=limits_of, inherited=inherited)
     return await (backend.submit(jobs) if fresh else submit_once(backend, jobs))
+
+
+async def successors(
+    backend: Backend, plan: Plan, path: str, result: Any, *, trigger: JobRecord,
+    limits_of: LimitsOf,
+) -> list[NewJob]:  # fmt: skip
+    """The jobs that follow the node at ``path`` once it succeeded with ``result``: none when
+    the workflow is complete or cancelled. Whoever stores them calls :func:`recheck` after."""
+    step = plan.following(path)
+    if step is None or await is_cancelled(backend, plan):
+        return []
+    inherited = {k: trigger.meta[k] for k in INHERITED_META if k in trigger.meta}
+    if isinstance(step, StartNode):
+        return first_jobs(plan, step.node, result, tenant=trigger.tenant, limits_of=limits_of,
+                          inherited=inherited)  # fmt: skip
+    assert isinstance(step, JoinMember)
+    job = join_job(
+        plan, step.group, step.member, queue=trigger.queue, priority=trigger.priority,
+        tenant=trigger.tenant, inherited=inherited,
+    )  # fmt: skip
+    return [job]
+
+
+async def recheck(backend: Backend, plan: Plan, job_ids: Sequence[str]) -> None:
+    """Jobs of ``plan`` were just stored: if it was cancelled meanwhile (its canceller may not
+    have seen them), cancel them."""
+    if job_ids and await is_cancelled(backend, plan):
+        for job_id in job_ids:
+            await cancel_quietly(backend, job_id)
 
 
 async def advance(
     backend: Backend, plan: Plan, path: str, result: Any, *, trigger: JobRecord,
     limits_of: LimitsOf,
 ) -> None:  # fmt: skip
-    """The node at ``path`` succeeded with ``result`` (or is about to be recorded so): submit
-    what follows it, unless the workflow was cancelled."""
-    step = plan.following(path)
-    if step is None or await is_cancelled(backend, plan):
-        return
-    inherited = {k: trigger.meta[k] for k in INHERITED_META if k in trigger.meta}
-    if isinstance(step, StartNode):
-        records = await start(backend, plan, step.node, result, tenant=trigger.tenant,
-                              limits_of=limits_of, inherited=inherited)  # fmt: skip
-    else:
-        assert isinstance(step, JoinMember)
-        job = join_job(
-            plan, step.group, step.member, queue=trigger.queue, priority=trigger.priority,
-            tenant=trigger.tenant, inherited=inherited,
-        )  # fmt: skip
-        records = await submit_once(backend, [job])
-    if await is_cancelled(backend, plan):  # cancelled meanwhile: it may not have seen these
-        for record in records:
-            await cancel_quietly(backend, record.id)
+    """The node at ``path`` succeeded with ``result``: submit what follows it, unless the
+    workflow was cancelled. (A step's worker stores its successors together with its success
+    instead, in one backend operation: see ``Backend.complete``.)"""
+    jobs = await successors(backend, plan, path, result, trigger=trigger, limits_of=limits_of)
+    records = await submit_once(backend, jobs) if jobs else []
+    await recheck(backend, plan, [record.id for record in records])
 
 
 async def read_steps(backend: Backend, plan: Plan) -> dict[str, JobRecord | None]:
