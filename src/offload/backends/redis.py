@@ -199,13 +199,13 @@ class RedisBackend:
             await client.aclose()
 
     async def ping(self) -> None:
-        await self._run(lambda c: c.ping(), retry=True)
+        await self._run(lambda c: cast(Awaitable[object], c.ping()), retry=True)  # see _hash
 
     async def now(self) -> float:
         if self.clock is not None:
             return self.clock.now()
         seconds, micros = await self._run(lambda c: c.time(), retry=True)
-        return seconds + micros / 1e6
+        return float(seconds) + float(micros) / 1e6
 
     # -- plumbing ------------------------------------------------------------------------------
     @property
@@ -428,8 +428,11 @@ class RedisBackend:
         return job_from_hash(h, key) if h else None
 
     async def _hash(self, key: str) -> dict[str, str]:
-        raw = await self._run(lambda c: c.hgetall(key), retry=True)
-        return cast(dict[str, str], raw)  # decode_responses=True
+        # decode_responses=True; the cast also covers redis-py < 6, whose stubs say "awaitable
+        # or not" for every command of the asyncio client.
+        return await self._run(
+            lambda c: cast(Awaitable[dict[str, str]], c.hgetall(key)), retry=True
+        )
 
     async def list_jobs(self, flt: JobFilter) -> Page:
         """Newest first from the smallest index that fits the filter, checking the rest of the
