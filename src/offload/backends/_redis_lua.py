@@ -33,6 +33,7 @@ as ``%.17g`` strings; never through ``tostring`` or cjson, which keep 14 digits.
 
 from __future__ import annotations
 
+from offload.core.bounds import PRIORITY_MAX, PRIORITY_MIN
 from offload.core.states import TRANSITIONS
 
 #: Most due scheduled jobs one claim promotes (the rest wait for the next claim).
@@ -62,6 +63,8 @@ local function clock(arg)
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 local function fnum(x) return string.format('%.17g', x) end
+-- A number that can be a score or a time: not nil, not NaN, not infinite.
+local function finite(x) return x ~= nil and x == x and x ~= math.huge and x ~= -math.huge end
 -- One command over many members (at most 1000 arguments at a time, unpack's stack limit).
 local function bulk(cmd, key, items)
   for i = 1, #items, 1000 do
@@ -188,8 +191,8 @@ local function holds(id, token, now)
 end
 -- A job just ended: start its retention clock, if it has one.
 local function ended(id, now)
-  local ttl = redis.call('HGET', R .. 'j:' .. id, 'result_ttl')
-  if ttl then redis.call('ZADD', R .. 'expire', now + tonumber(ttl), id) end
+  local ttl = tonumber(redis.call('HGET', R .. 'j:' .. id, 'result_ttl'))
+  if finite(ttl) then redis.call('ZADD', R .. 'expire', now + ttl, id) end
 end
 -- A running job that would run again, but whose cancel was requested: cancel it instead.
 local function cancel_instead(id, f, now, detail)
@@ -277,11 +280,36 @@ local function store(job)
   -- The submit's own history entry is implied by created_at and submitted_as.
   return {'new', status, fnum(run_at)}
 end
+-- Why a job's numbers cannot be stored (nil: they can). Checked before a group writes.
+local function invalid(job)
+  local prio = tonumber(job[4])
+  if not finite(prio) or prio < PRIORITY_MIN or prio > PRIORITY_MAX
+    or job[4] ~= string.format('%d', prio) then
+    return 'priority ' .. job[4] .. ' is not a whole number from PRIORITY_MIN to PRIORITY_MAX'
+  end
+  if not finite(tonumber(job[5])) then return 'delay ' .. job[5] .. ' is not finite' end
+  local numbers = {run_at = job[6], result_ttl = job[14], concurrency = job[15],
+    key_concurrency = job[16], rate_limit = job[17], key_rate_limit = job[18]}
+  for name, raw in pairs(numbers) do
+    local v = opt(raw)
+    if v and not (finite(tonumber(v)) and (name == 'run_at' or tonumber(v) >= 0)) then
+      return name .. ' ' .. v .. ' is not a finite number >= 0'
+    end
+  end
+  return nil
+end
 for g = 3, #ARGV do
   local jobs = cjson.decode(ARGV[g])
-  -- Pass 1: resolve idempotency keys; write nothing yet.
+  -- Pass 1: check numbers, resolve idempotency keys; write nothing yet.
   local mine, plan, conflict = {}, {}, nil
-  for i, job in ipairs(jobs) do
+  for _, job in ipairs(jobs) do
+    local why = invalid(job)
+    if why then
+      conflict = {'invalid', 'job ' .. job[1] .. ': ' .. why}
+      break
+    end
+  end
+  for i, job in ipairs(conflict and {} or jobs) do
     local key = opt(job[7])
     if key then
       local ik = R .. 'idem:' .. job[10] .. '\\0' .. key
@@ -334,7 +362,7 @@ for name, r in pairs(ready) do
   if woke[name] then redis.call('PUBLISH', R .. 'wake', r.queue) end
 end
 return out
-"""
+""".replace("PRIORITY_MIN", str(PRIORITY_MIN)).replace("PRIORITY_MAX", str(PRIORITY_MAX))
 
 #: Jobs waiting for a concurrency slot one claim looks past, per queue.
 CAPPED_SCAN = 64
@@ -343,6 +371,9 @@ CLAIM = (
     """
 local now = clock(ARGV[1])
 local worker, lease, limit, idle = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
+if not (finite(lease) and lease > 0) then
+  return redis.error_reply('offload: lease ' .. ARGV[3] .. ' is not a finite number > 0')
+end
 local err = promote(now, PROMOTE_BATCH)
 if err then return err end
 local cands = {}
@@ -438,7 +469,14 @@ local function defer(c, start)
   hist(c.id, now, 'queued', 'scheduled', 'rate_limited', f[2], f[3], f[4], nil)
 end
 local picked = {}
+-- A queued id whose job hash is gone (evicted, deleted) or not queued: drop it, write nothing.
+local function present(c)
+  if fields(c.id, 'status')[1] == 'queued' then return true end
+  dequeue(c.id, c.queue, c.sprio)
+  return false
+end
 local function consider(c)
+  if not present(c) then return false end
   local verdict = true
   if c.limited then verdict = decide(c.id) end
   if verdict == true then
@@ -497,6 +535,9 @@ local now = clock(ARGV[1])
 local extend = ARGV[2] ~= ''
 local until_ = nil
 if extend then until_ = now + tonumber(ARGV[2]) end
+if extend and not finite(until_) then
+  return redis.error_reply('offload: lease ' .. ARGV[2] .. ' is not a finite number')
+end
 local lost, cancel = {}, {}
 for i = 3, #ARGV, 2 do
   local id = ARGV[i]
@@ -544,6 +585,9 @@ local function flush()
 end
 local function finish(A)
   local id, op = A[1], A[3]
+  if op == 'retry' and not (finite(tonumber(A[4])) and tonumber(A[4]) >= 0) then
+    return 'invalid'  -- before any write: a bad delay must not half-apply the batch
+  end
   local f = holds(id, A[2], now)
   if not f then return 'lost' end
   local k = R .. 'j:' .. id
@@ -562,7 +606,7 @@ local function finish(A)
     redis.call('HSET', k, unpack(sets))
     redis.call('HDEL', k, unpack(dels))
     ran[#ran + 1] = id
-    if f[11] then
+    if finite(tonumber(f[11])) then
       expiring[#expiring + 1] = now + tonumber(f[11])
       expiring[#expiring + 1] = id
     end
@@ -648,8 +692,10 @@ for _, id in ipairs(expired) do
   local k = R .. 'j:' .. id
   local f = fields(id, unpack(LEASED))
   redis.call('ZREM', R .. 'run', id)
-  if f[1] == 'running' and f[8] ~= '1' then free_slots(id, f[4]) end  -- cancel_instead frees
-  if f[1] == 'running' then
+  -- A missing or partial hash (no queue, no created_at) has nothing left to requeue.
+  local live = f[1] == 'running' and f[4] and f[5]
+  if live and f[8] ~= '1' then free_slots(id, f[4]) end  -- cancel_instead frees
+  if live then
     local losses = redis.call('HINCRBY', k, 'losses', 1)
     if f[8] == '1' then
       local err = cancel_instead(id, f, now, ARGV[4])

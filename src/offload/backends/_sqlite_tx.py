@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 
 from offload.backends import _sqlite_schema as schema
-from offload.backends._common import check_transition
-from offload.backends._gate import Gate
+from offload.backends._common import check_new_job, check_transition
+from offload.backends._gate import Gate, Slot
 from offload.backends.base import CANCEL_INSTEAD, IDEMPOTENCY_WINDOW
 from offload.core.job import JobRecord, Lease, NewJob, RenewResult, WorkerInfo
 from offload.core.limits import Limits
@@ -32,6 +32,8 @@ OWNED = "id = ? AND token = ? AND status = 'running' AND lease_until > ?"
 
 
 def submit(conn: sqlite3.Connection, now: float, jobs: list[NewJob]) -> list[JobRecord]:
+    for new in jobs:  # before the first write: no bad number can half-apply a submit
+        check_new_job(new)
     stored: list[JobRecord] = []
     for new in jobs:
         existing = idempotent_match(conn, new, now)
@@ -187,16 +189,16 @@ def _defer(conn: sqlite3.Connection, now: float, deferred: list[tuple[float, str
         )
 
 
-def _running_in(conn: sqlite3.Connection, slot: str) -> int:
-    """Running capped jobs holding a slot (names: see offload.backends._gate)."""
-    kind, task, *key = slot.split("\0")
-    if kind == "t":
+def _running_in(conn: sqlite3.Connection, slot: Slot) -> int:
+    """Running capped jobs holding a slot (see offload.backends._gate)."""
+    params: tuple[str, ...] = (slot.task,)
+    if slot.key is None:
         sql = "task = ? AND cap IS NOT NULL"
     else:
         sql = "task = ? AND concurrency_key = ? AND key_cap IS NOT NULL"
+        params = (slot.task, slot.key)
     row = conn.execute(
-        f"SELECT COUNT(*) FROM jobs WHERE status = 'running' AND capped = 1 AND {sql}",
-        (task, *key),
+        f"SELECT COUNT(*) FROM jobs WHERE status = 'running' AND capped = 1 AND {sql}", params
     ).fetchone()
     return int(row[0])
 

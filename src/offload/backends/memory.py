@@ -13,8 +13,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from offload.backends._common import check_transition, decode_cursor, encode_cursor
-from offload.backends._gate import Gate, slot_names
+from offload.backends._common import (
+    check_new_job,
+    check_retry_in,
+    check_transition,
+    decode_cursor,
+    encode_cursor,
+)
+from offload.backends._gate import Gate, Slot, slot_names
 from offload.backends.base import CANCEL_INSTEAD, DEFAULT_MAX_LOSSES, IDEMPOTENCY_WINDOW
 from offload.core.clock import Clock, SystemClock
 from offload.core.codec import dumps, loads
@@ -68,6 +74,8 @@ class MemoryBackend:
 
     # -- writes --------------------------------------------------------------------------------
     async def submit(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
+        for job in jobs:
+            check_new_job(job)
         with self._lock:
             now = self.clock.now()
             stored: list[JobRecord] = []
@@ -197,14 +205,14 @@ class MemoryBackend:
             self._buckets.update(gate.buckets)
             return claimed
 
-    def _running_in(self, slot: str) -> int:
+    def _running_in(self, slot: Slot) -> int:
         """Running capped jobs that hold ``slot`` (see offload.backends._gate)."""
         return sum(
             1
             for job_id, limits in self._limits.items()
             if (job := self._jobs.get(job_id)) is not None
             and job.status is State.RUNNING
-            and any(name == slot for name, _ in slot_names(job.task, job.concurrency_key, limits))
+            and any(s.name == slot.name for s in slot_names(job.task, job.concurrency_key, limits))
         )
 
     def _promote_due(self, now: float) -> None:
@@ -266,6 +274,7 @@ class MemoryBackend:
         retry_in: float | None = None,
         reason: Reason = Reason.FAILED,
     ) -> None:
+        check_retry_in(retry_in)
         if retry_in is None:
             self._finish(lease, State.FAILED, reason, error=error)
             return

@@ -22,7 +22,7 @@ import orjson
 
 from offload.backends import _sqlite_schema as schema
 from offload.backends import _sqlite_tx as tx
-from offload.backends._common import decode_cursor, encode_cursor, parse_url
+from offload.backends._common import check_retry_in, decode_cursor, encode_cursor, parse_url
 from offload.backends._sqlite_io import SQLiteThread, is_busy
 from offload.backends._sqlite_watch import Watcher
 from offload.backends.base import DEFAULT_MAX_LOSSES
@@ -234,6 +234,7 @@ class SQLiteBackend:
         retry_in: float | None = None,
         reason: Reason = Reason.FAILED,
     ) -> None:
+        check_retry_in(retry_in)
         detail = error.get("message")
         encoded = {"result": None, "error": orjson.dumps(error)}
         if retry_in is None:

@@ -1,0 +1,104 @@
+"""Backend contract, bad input: a job or an outcome whose numbers cannot be stored is refused
+for its own caller before anything is written, and never half-applies a batch (issue 23).
+
+Runs unchanged against every backend kind in conftest, like test_contract.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+import pytest
+
+from offload.backends.base import Backend
+from offload.core.job import Lease
+from offload.core.limits import Limits
+from offload.core.states import State
+from offload.errors import SerializationError
+
+from .test_contract import (
+    ALL,
+    LEASE,
+    MakeJob,
+    claim_one,
+    nothing_claimable,
+    stored,
+    submit_one,
+)
+
+BAD_FIELDS: list[dict[str, Any]] = [
+    {"delay": math.nan},
+    {"delay": math.inf},
+    {"run_at": math.nan},
+    {"run_at": math.inf},
+    {"result_ttl": math.nan},
+    {"result_ttl": math.inf},
+    {"priority": 2**53 + 1},
+    {"priority": -(2**31) - 1},
+    {"limits": Limits(rate=math.nan)},
+    {"limits": Limits(key_rate=math.inf)},
+]
+
+
+@pytest.mark.parametrize(
+    "bad", BAD_FIELDS, ids=lambda f: "-".join(f"{k}={v}" for k, v in f.items())
+)
+async def test_a_job_with_a_number_that_cannot_be_stored_is_refused_with_its_batch(
+    backend: Backend, make: MakeJob, bad: dict[str, Any]
+) -> None:
+    good, wrong = make(), make(**bad)
+    with pytest.raises(ValueError, match=wrong.id):
+        await backend.submit([good, wrong])
+    assert await backend.get(good.id) is None
+    assert await backend.get(wrong.id) is None
+    assert await nothing_claimable(backend)
+
+
+async def test_a_bad_submit_fails_only_its_own_caller(backend: Backend, make: MakeJob) -> None:
+    goods = [make() for _ in range(3)]
+    calls = [
+        backend.submit([goods[0]]),
+        backend.submit([make(run_at=math.nan)]),
+        backend.submit([make(meta={"tags": {1, 2}})]),
+        backend.submit([goods[1], goods[2]]),
+    ]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(results[1], ValueError)
+    assert isinstance(results[2], ValueError | SerializationError | TypeError)
+    for job in goods:
+        assert (await stored(backend, job.id)).status is State.QUEUED
+    claimed = await backend.claim("w1", ALL, 10, LEASE)
+    assert sorted(j.id for j in claimed) == sorted(j.id for j in goods)
+
+
+@pytest.mark.parametrize("delay", [math.nan, math.inf, -1.0])
+async def test_a_retry_delay_that_is_not_finite_is_refused_and_the_lease_kept(
+    backend: Backend, make: MakeJob, delay: float
+) -> None:
+    await submit_one(backend, make())
+    record, lease = await claim_one(backend)
+    with pytest.raises(ValueError, match="retry"):
+        await backend.fail(lease, {"message": "again"}, retry_in=delay)
+    assert (await stored(backend, record.id)).status is State.RUNNING
+    await backend.complete(lease, "done")
+    assert (await stored(backend, record.id)).status is State.SUCCEEDED
+
+
+async def test_a_refused_retry_leaves_a_concurrent_completion_whole(
+    backend: Backend, make: MakeJob
+) -> None:
+    await backend.submit([make(result_ttl=60.0), make()])
+    claimed = await backend.claim("w1", ALL, 2, LEASE)
+    first, second = (Lease(j.id, j.token) for j in claimed)
+    done, refused = await asyncio.gather(
+        backend.complete(first, "ok"),
+        backend.fail(second, {"message": "x"}, retry_in=math.nan),
+        return_exceptions=True,
+    )
+    assert done is None
+    assert isinstance(refused, ValueError)
+    assert (await stored(backend, first.job_id)).status is State.SUCCEEDED
+    [stats] = [s for s in await backend.stats() if s.queue == "default"]
+    assert stats.count(State.RUNNING) == 1
