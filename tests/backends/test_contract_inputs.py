@@ -102,3 +102,21 @@ async def test_a_refused_retry_leaves_a_concurrent_completion_whole(
     assert (await stored(backend, first.job_id)).status is State.SUCCEEDED
     [stats] = [s for s in await backend.stats() if s.queue == "default"]
     assert stats.count(State.RUNNING) == 1
+
+
+@pytest.mark.parametrize("key", ["a\0b", "a\0", "\0", "k\0task\0x"])
+async def test_a_concurrency_key_with_nul_holds_its_cap_and_stalls_nothing(
+    backend: Backend, make: MakeJob, key: str
+) -> None:
+    capped = Limits(key_concurrency=1)
+    first, second = (
+        make(concurrency_key=key, limits=capped),
+        make(concurrency_key=key, limits=capped),
+    )
+    plain = make()
+    await backend.submit([first, second, plain])
+    claimed = {j.id: j for j in await backend.claim("w1", ALL, 10, LEASE)}
+    assert sorted(claimed) == sorted([first.id, plain.id])
+    await backend.complete(Lease(first.id, claimed[first.id].token), None)
+    [again] = await backend.claim("w1", ALL, 10, LEASE)
+    assert again.id == second.id
