@@ -120,3 +120,28 @@ async def test_a_concurrency_key_with_nul_holds_its_cap_and_stalls_nothing(
     await backend.complete(Lease(first.id, claimed[first.id].token), None)
     [again] = await backend.claim("w1", ALL, 10, LEASE)
     assert again.id == second.id
+
+
+async def test_a_thousand_jobs_waiting_for_one_key_hide_no_other_key(
+    backend: Backend, make: MakeJob
+) -> None:
+    capped = Limits(key_concurrency=1)
+    flood = [make(concurrency_key="A", limits=capped) for _ in range(1000)]
+    other = make(concurrency_key="B", limits=capped)
+    await backend.submit(flood)
+    await backend.submit([other])
+    [first] = await backend.claim("w1", ALL, 1, LEASE)
+    assert first.id == flood[0].id
+    assert [j.id for j in await backend.claim("w1", ALL, 1, LEASE)] == [other.id]
+    assert await backend.claim("w1", ALL, 10, LEASE) == []  # A's slot is still taken
+    await backend.cancel(flood[1].id)  # a waiting job leaves: the rest still get their turn
+    await backend.complete(Lease(first.id, first.token), None)
+    [second] = await backend.claim("w1", ALL, 10, LEASE)
+    assert second.id == flood[2].id
+    await backend.cancel(flood[3].id)
+    await backend.complete(Lease(second.id, second.token), None)
+    [third] = await backend.claim("w1", ALL, 10, LEASE)
+    assert third.id == flood[4].id
+    await backend.complete(Lease(third.id, third.token), None)
+    await backend.cancel(flood[5].id)  # the next in line leaves before any claim
+    assert [j.id for j in await backend.claim("w1", ALL, 10, LEASE)] == [flood[6].id]

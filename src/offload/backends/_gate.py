@@ -78,13 +78,17 @@ class Gate:
             self.buckets[name] = self.now if stored is None else stored
         return self.buckets[name]
 
+    def full(self, task: str, key: str | None, limits: Limits) -> bool:
+        """Whether a job of ``task`` would find one of its slots full now."""
+        return any(self._count(slot) >= slot.cap for slot in slot_names(task, key, limits))
+
     def decide(self, task: str, key: str | None, limits: Limits, reserved: bool) -> bool | float:
         """True: start it now (its slots are taken). False: no free slot, leave it queued.
         A float: defer it to that time, where its start is reserved (``reserved`` jobs have
         one already and skip the rate limit)."""
-        slots = slot_names(task, key, limits)
-        if any(self._count(slot) >= slot.cap for slot in slots):
+        if self.full(task, key, limits):
             return False
+        slots = slot_names(task, key, limits)
         if not reserved:
             buckets = bucket_names(task, key, limits)
             start = max([self.now, *(self._bucket(name) for name, _ in buckets)])

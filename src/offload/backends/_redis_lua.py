@@ -15,6 +15,8 @@ Layout under the root ``R``:
 - ``R c:<queue>:<priority>``   zset of ready jobs of *limited* tasks (caps or rate limits: a
                                claim checks them), score run_at; ``R cp:<queue>`` priorities
 - ``R s:<queue>``              zset of ready *suspects* (losses > 0), score run_at
+- ``R park:<slot>``            zset of queued jobs of limited tasks that found ``slot`` full at a
+                               claim, score run_at: out of the claims' way until it frees
 - ``R slots``                  hash ``t\0<task>`` / ``k\0<task>\0<key>`` -> running capped jobs
 - ``R tat``                    hash: rate bucket (same names) -> next allowed start
 - ``R sched``                  zset of scheduled jobs, score run_at
@@ -136,16 +138,6 @@ local function enqueue(id, queue, prio, run_at, losses)
   redis.call('ZADD', qp, -tonumber(prio), prio)
   if was_empty then redis.call('PUBLISH', R .. 'wake', queue) end
 end
-local function dequeue(id, queue, prio)
-  for _, p in ipairs({{'q:', 'qp:'}, {'c:', 'cp:'}}) do
-    local qk = R .. p[1] .. queue .. ':' .. prio
-    if redis.call('ZREM', qk, id) == 1 then
-      if redis.call('EXISTS', qk) == 0 then redis.call('ZREM', R .. p[2] .. queue, prio) end
-      return
-    end
-  end
-  redis.call('ZREM', R .. 's:' .. queue, id)
-end
 -- The slots a capped job holds while it runs (see offload.backends._gate).
 local function slots_for(task, key, cap, key_cap)
   local out = {}
@@ -156,9 +148,33 @@ end
 local function slots_of(id)
   return slots_for(unpack(fields(id, 'task', 'concurrency_key', 'cap', 'key_cap')))
 end
+local function dequeue(id, queue, prio)
+  for _, p in ipairs({{'q:', 'qp:'}, {'c:', 'cp:'}}) do
+    local qk = R .. p[1] .. queue .. ':' .. prio
+    if redis.call('ZREM', qk, id) == 1 then
+      if redis.call('EXISTS', qk) == 0 then redis.call('ZREM', R .. p[2] .. queue, prio) end
+      return
+    end
+  end
+  if redis.call('ZREM', R .. 's:' .. queue, id) == 1 then return end
+  for _, slot in ipairs(slots_of(id)) do redis.call('ZREM', R .. 'park:' .. slot[1], id) end
+end
+-- Make up to n jobs parked on a full slot claimable again (the slot has room now).
+local function unpark(slot, n)
+  local k = R .. 'park:' .. slot
+  local ids = redis.call('ZRANGE', k, 0, n - 1, 'WITHSCORES')
+  for j = 1, #ids, 2 do
+    redis.call('ZREM', k, ids[j])
+    local f = fields(ids[j], 'status', 'queue', 'priority', 'losses')
+    if f[1] == 'queued' then enqueue(ids[j], f[2], f[3], tonumber(ids[j + 1]), f[4] or 0) end
+  end
+end
 -- Give back the slots a job held; true if it held any (workers may wait for one).
 local function release_slots(held)
-  for _, slot in ipairs(held) do redis.call('HINCRBY', R .. 'slots', slot[1], -1) end
+  for _, slot in ipairs(held) do
+    redis.call('HINCRBY', R .. 'slots', slot[1], -1)
+    unpark(slot[1], 1)
+  end
   return #held > 0
 end
 -- A job leaves running: give back its slots, and wake workers that may wait for one.
@@ -366,6 +382,8 @@ return out
 
 #: Jobs waiting for a concurrency slot one claim looks past, per queue.
 CAPPED_SCAN = 64
+#: Most jobs one claim parks because their slot is full (each is parked once per wait).
+PARK_BATCH = 1000
 
 CLAIM = (
     """
@@ -383,16 +401,47 @@ local function before(a, b)
   if a.run_at ~= b.run_at then return a.run_at < b.run_at end
   return a.id < b.id
 end
+local counts, buckets, dirty = {}, {}, {}
+local function running_in(slot)
+  if counts[slot] == nil then
+    counts[slot] = tonumber(redis.call('HGET', R .. 'slots', slot) or '0')
+  end
+  return counts[slot]
+end
+-- A limited job whose slot is full is parked on that slot (see unpark), so that however many
+-- wait for one key, the jobs behind them are seen; at most PARK_BATCH parks per claim.
+local parks = 0
+local function park(qk, id, run_at)
+  if parks >= PARK_BATCH then return false end
+  for _, slot in ipairs(slots_of(id)) do
+    if running_in(slot[1]) >= slot[2] then
+      parks = parks + 1
+      redis.call('ZREM', qk, id)
+      redis.call('ZADD', R .. 'park:' .. slot[1], run_at, id)
+      return true
+    end
+  end
+  return false
+end
 local function gather(queue, part, parts, want)
   local got = 0
   for _, p in ipairs(redis.call('ZRANGE', R .. parts .. queue, 0, -1)) do
-    local ids = redis.call('ZRANGE', R .. part .. queue .. ':' .. p, 0, want - got - 1,
-      'WITHSCORES')
-    for j = 1, #ids, 2 do
-      cands[#cands + 1] = {id = ids[j], run_at = tonumber(ids[j + 1]), prio = tonumber(p),
-        queue = queue, sprio = p, limited = part == 'c:'}
+    local qk, start = R .. part .. queue .. ':' .. p, 0
+    while got < want do
+      local ids = redis.call('ZRANGE', qk, start, start + want - got - 1, 'WITHSCORES')
+      if #ids == 0 then break end
+      for j = 1, #ids, 2 do
+        if part == 'c:' and park(qk, ids[j], ids[j + 1]) then
+          start = start - 1
+        else
+          cands[#cands + 1] = {id = ids[j], run_at = tonumber(ids[j + 1]), prio = tonumber(p),
+            queue = queue, sprio = p, limited = part == 'c:'}
+          got = got + 1
+        end
+        start = start + 1
+      end
     end
-    got = got + #ids / 2
+    if redis.call('EXISTS', qk) == 0 then redis.call('ZREM', R .. parts .. queue, p) end
     if got >= want then break end
   end
 end
@@ -418,13 +467,6 @@ for i = 6, #ARGV, 2 do
 end
 table.sort(cands, before)
 -- The limits of each candidate: start now, wait for a slot, or defer (see _gate.py).
-local counts, buckets, dirty = {}, {}, {}
-local function running_in(slot)
-  if counts[slot] == nil then
-    counts[slot] = tonumber(redis.call('HGET', R .. 'slots', slot) or '0')
-  end
-  return counts[slot]
-end
 local function bucket(name)
   if buckets[name] == nil then
     local v = redis.call('HGET', R .. 'tat', name)
@@ -528,6 +570,7 @@ return out
 """.replace("PROMOTE_BATCH", str(PROMOTE_BATCH))
     .replace("SUSPECT_SCAN - 1", str(SUSPECT_SCAN - 1))
     .replace("CAPPED_SCAN", str(CAPPED_SCAN))
+    .replace("PARK_BATCH", str(PARK_BATCH))
 )
 
 RENEW = """
@@ -673,7 +716,11 @@ if status == 'running' then
   redis.call('HSET', k, 'cancel_requested', '1')
 else
   if status == 'scheduled' then redis.call('ZREM', R .. 'sched', id)
-  else dequeue(id, f[2], f[3]) end
+  else
+    dequeue(id, f[2], f[3])
+    -- It may have been the one unparked for a slot with room: give its turn to the next.
+    for _, slot in ipairs(slots_of(id)) do unpark(slot[1], 1) end
+  end
   redis.call('HSET', k, 'finished_at', now)
   ended(id, now)
   local err = move(id, f[2], f[4], status, 'cancelled')

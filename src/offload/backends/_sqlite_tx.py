@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -24,7 +25,8 @@ from offload.errors import IdempotencyConflict, InvalidTransition, JobNotFound, 
 
 SELECT_JOB = f"SELECT {schema.JOB_COLUMNS} FROM jobs"
 NO_LIMITS = Limits()
-#: Jobs waiting for a concurrency slot one claim looks past, per queue.
+#: Jobs of limited tasks with a free slot one claim considers beyond what it wants, per queue
+#: (a later candidate may still find its slot taken by an earlier one of the same claim).
 CAPPED_SCAN = 64
 #: Set with every move to a final state: when prune may delete the job (never without a ttl).
 EXPIRES = "expires_at = :now + result_ttl"
@@ -109,19 +111,19 @@ def claim(
         "ORDER BY priority DESC, run_at, id LIMIT ?"
     )
     patient = now if idle else now - lease_seconds  # suspects due by then may be taken
+    gate = Gate(now, lambda slot: _running_in(conn, slot), lambda b: _next_start(conn, b))
     candidates: list[tuple[Any, ...]] = []
     suspects: list[tuple[Any, ...]] = []
     for queue, cap in room.items():
         wanted = min(cap, limit)
         candidates += conn.execute(pick.format("losses = 0 AND capped = 0"), (queue, wanted))
-        # Jobs waiting for a slot are skipped: look past them (a bounded way).
-        candidates += conn.execute(
-            pick.format("losses = 0 AND capped = 1"), (queue, wanted + CAPPED_SCAN)
-        )
+        # Jobs whose slot is full are passed over, however many: they never hide the rest.
+        capped = conn.execute(pick.format("losses = 0 AND capped = 1"), (queue, -1))
+        candidates += islice((r for r in capped if not _full(gate, r)), wanted + CAPPED_SCAN)
+        capped.close()
         suspects += conn.execute(pick.format("losses > 0 AND run_at <= ?"), (queue, patient, 1))
     candidates.sort(key=_claim_order)
     suspects.sort(key=_claim_order)
-    gate = Gate(now, lambda slot: _running_in(conn, slot), lambda b: _next_start(conn, b))
     chosen: list[str] = []
     deferred: list[tuple[float, str]] = []
     if suspects and (not candidates or _claim_order(suspects[0]) < _claim_order(candidates[0])):
@@ -155,6 +157,10 @@ def claim(
         [schema.history_row(j, State.QUEUED, Reason.CLAIMED, now) for j in claimed],
     )
     return claimed
+
+
+def _full(gate: Gate, row: tuple[Any, ...]) -> bool:
+    return gate.full(row[5], row[6], Limits(row[7], row[8], row[9], row[10]))
 
 
 def _gate(
