@@ -145,3 +145,11 @@ async def test_a_thousand_jobs_waiting_for_one_key_hide_no_other_key(
     await backend.complete(Lease(third.id, third.token), None)
     await backend.cancel(flood[5].id)  # the next in line leaves before any claim
     assert [j.id for j in await backend.claim("w1", ALL, 10, LEASE)] == [flood[6].id]
+
+
+async def test_wait_for_work_returns_at_once_for_a_capped_job_with_a_free_slot(
+    backend: Backend, make: MakeJob
+) -> None:
+    await submit_one(backend, make(concurrency_key="k", limits=Limits(key_concurrency=1)))
+    await asyncio.wait_for(backend.wait_for_work(["default"], timeout=60.0), timeout=10.0)
+    assert len(await backend.claim("w1", ALL, 10, LEASE)) == 1

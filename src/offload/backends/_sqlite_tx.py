@@ -159,6 +159,21 @@ def claim(
     return claimed
 
 
+def capped_ready(conn: sqlite3.Connection, now: float, queues: list[str]) -> bool:
+    """Whether a queued job of a capped task in ``queues`` has a free slot (one row read per
+    distinct task and key; a job still waiting is woken by the finish that frees its slot)."""
+    marks = ",".join("?" * len(queues))
+    gate = Gate(now, lambda slot: _running_in(conn, slot), lambda b: _next_start(conn, b))
+    rows = conn.execute(
+        "SELECT DISTINCT 0, 0, 0, 0, 0, task, concurrency_key, cap, key_cap, rate, key_rate "
+        f"FROM jobs WHERE status = 'queued' AND queue IN ({marks}) AND losses = 0 AND capped = 1",
+        queues,
+    )
+    found = any(not _full(gate, row) for row in rows)
+    rows.close()
+    return found
+
+
 def _full(gate: Gate, row: tuple[Any, ...]) -> bool:
     return gate.full(row[5], row[6], Limits(row[7], row[8], row[9], row[10]))
 

@@ -493,11 +493,12 @@ class MemoryBackend:
                 for j in self._jobs.values()
                 if j.status is State.SCHEDULED and j.queue in queues
             ]
+            gate = Gate(now, self._running_in, self._buckets.get)
             if any(
                 j.status is State.QUEUED
                 and j.queue in queues
                 and j.losses == 0
-                and not self._capped(j.id)  # those wait for a slot: a finished job wakes us
+                and not self._waits_for_slot(gate, j)  # a finished job wakes those
                 for j in self._jobs.values()
             ):
                 return
@@ -561,6 +562,10 @@ class MemoryBackend:
     def _capped(self, job_id: str) -> bool:
         limits = self._limits.get(job_id)
         return limits is not None and limits.capped
+
+    def _waits_for_slot(self, gate: Gate, job: JobRecord) -> bool:
+        limits = self._limits.get(job.id)
+        return limits is not None and gate.full(job.task, job.concurrency_key, limits)
 
     def _wake(self) -> None:
         with self._lock:

@@ -346,10 +346,10 @@ class SQLiteBackend:
         def probe(conn: sqlite3.Connection) -> float:
             ready = conn.execute(
                 f"SELECT 1 FROM jobs WHERE status = 'queued' AND queue IN ({marks}) "
-                "AND losses = 0 AND capped = 0 LIMIT 1",  # waiting for a slot: a finish wakes us
+                "AND losses = 0 AND capped = 0 LIMIT 1",
                 names,
             ).fetchone()
-            if ready is not None:
+            if ready is not None or tx.capped_ready(conn, self.clock.now(), names):
                 return 0.0
             due = conn.execute("SELECT MIN(run_at) FROM jobs WHERE status = 'scheduled'")
             first = due.fetchone()[0]
