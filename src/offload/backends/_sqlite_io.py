@@ -16,6 +16,7 @@ again: at-least-once). A durable commit fsyncs the log, and with it every earlie
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import sqlite3
 import threading
@@ -24,6 +25,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from offload.errors import BackendError, BackendUnavailable, OffloadError
+
+log = logging.getLogger("offload.backends.sqlite")
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
@@ -71,24 +74,32 @@ class SQLiteThread:
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
+        # Taken to accept a call or to close: every accepted call is queued before the stop.
+        self._gate = threading.Lock()
+        self._open = False
 
     def start(self) -> None:
+        self._open = True
         self._thread.start()
         self._ready.wait()
         if self._startup_error is not None:
             raise self._startup_error
 
     def stop(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
+        with self._gate:
+            was_open, self._open = self._open, False
+            if was_open:
+                self._queue.put(None)
+        self._thread.join()
+        self._fail_pending()  # only after a crash could anything be left
 
     async def run(self, op: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        if not self._thread.is_alive():
-            raise BackendError("the SQLite backend is closed; open it before use")
-        self._queue.put((op, loop, fut, durable))
+        with self._gate:
+            if not self._open:
+                raise BackendError("the SQLite backend is closed; open it before use")
+            self._queue.put((op, loop, fut, durable))
         return await fut
 
     # -- thread side ---------------------------------------------------------------------------
@@ -97,31 +108,79 @@ class SQLiteThread:
             conn = self._connect()
         except BaseException as exc:
             self._startup_error = exc
+            self._open = False
             self._ready.set()
             return
         self._ready.set()
         try:
-            while True:
-                item = self._queue.get()
-                if item is None:
-                    return
-                batch = [item]
-                while len(batch) < MAX_BATCH:
-                    try:
-                        nxt = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        self._queue.put(None)
-                        break
-                    batch.append(nxt)
+            self._serve(conn)
+        except BaseException:  # a bug or a lost connection: refuse calls loudly from now on
+            log.critical("the %s thread stopped; the backend refuses calls", self._thread.name,
+                         exc_info=True)  # fmt: skip
+            with self._gate:
+                self._open = False
+        finally:
+            conn.close()
+            self._fail_pending()
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            try:
                 if self._transactional:
                     self._run_batch(conn, batch)
                 else:
                     for one in batch:
                         self._run_one(conn, one)
-        finally:
+            except BaseException as exc:  # outside any operation: fail this batch
+                error = BackendError(f"SQLite error outside any operation: {exc!r}")
+                for _, loop, fut, _ in batch:
+                    _settle(loop, fut, False, error)
+                if not isinstance(exc, Exception):
+                    raise
+                log.error("SQLite %s batch failed: %s", self._thread.name, exc, exc_info=True)
+                conn = self._recover(conn)  # and keep serving
+
+    def _next_batch(self) -> list[_Item] | None:
+        item = self._queue.get()
+        if item is None:
+            return None
+        batch = [item]
+        while len(batch) < MAX_BATCH:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                self._queue.put(None)
+                break
+            batch.append(nxt)
+        return batch
+
+    def _recover(self, conn: sqlite3.Connection) -> sqlite3.Connection:
+        """The connection after a failure outside any operation: rolled back, or a new one
+        (raises when none can be made: the thread then stops and fails every call)."""
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            return conn
+        except sqlite3.Error:
             conn.close()
+            self._level = self._levels[True]
+            return self._connect()
+
+    def _fail_pending(self) -> None:
+        """Answer every call still queued: nothing will run it."""
+        error = BackendError("the SQLite backend was closed before this call ran; retry it")
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                _settle(item[1], item[2], False, error)
 
     def _run_one(self, conn: sqlite3.Connection, item: _Item) -> None:
         op, loop, fut, _ = item

@@ -49,6 +49,10 @@ SYNCHRONOUS_MODES = ("off", "normal", "full", "extra")
 FINISH = f"result = :result, error = :error, lease_until = NULL, finished_at = :now, {tx.EXPIRES}"
 
 
+#: Seconds past its timeout an idle wait may last at most, whatever its wake-up thread does.
+WAIT_MARGIN = 1.0
+
+
 class SQLiteBackend:
     """Jobs in one SQLite file."""
 
@@ -355,7 +359,10 @@ class SQLiteBackend:
             first = due.fetchone()[0]
             return timeout if first is None else min(timeout, max(0.0, first - self.clock.now()))
 
-        await self._watcher.wait(probe)
+        try:  # the watcher wakes every waiter even if it fails; this bound is a last resort
+            await asyncio.wait_for(self._watcher.wait(probe), timeout + WAIT_MARGIN)
+        except TimeoutError:
+            pass
 
     def _connect_watcher(self) -> sqlite3.Connection:
         conn = self._connect()
