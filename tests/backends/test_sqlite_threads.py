@@ -115,3 +115,21 @@ async def test_a_watcher_that_could_not_connect_tries_again(tmp_path: Path) -> N
         assert probed, "the watcher never connected again"
     finally:
         await asyncio.to_thread(watcher.close)
+
+
+async def test_a_submit_whose_caller_gave_up_while_the_file_was_locked_is_not_stored(
+    store: SQLiteBackend,
+) -> None:
+    holder = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        given_up = job()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(store.submit([given_up]), 0.3)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    later = job()
+    await asyncio.wait_for(store.submit([later]), DEADLINE)  # the writer has moved past it
+    assert await store.get(later.id) is not None
+    assert await store.get(given_up.id) is None

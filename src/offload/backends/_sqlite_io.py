@@ -22,6 +22,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from offload.errors import BackendError, BackendUnavailable, OffloadError
@@ -30,7 +31,19 @@ log = logging.getLogger("offload.backends.sqlite")
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
-_Item = tuple[Op, asyncio.AbstractEventLoop, "asyncio.Future[Any]", bool]  # ..., durable
+
+
+@dataclass(eq=False, slots=True)
+class _Item:
+    """One queued call. ``state`` moves under the thread's lock: a call its caller gave up
+    on before the thread took it is never run (a submit that raised is not stored)."""
+
+    op: Op
+    loop: asyncio.AbstractEventLoop
+    fut: asyncio.Future[Any]
+    durable: bool
+    state: str = "queued"  # -> "taken" (running; back to queued if its batch retries) or "dropped"
+
 
 MAX_BATCH = 512
 LOCK_RETRY_DEADLINE = 30.0
@@ -99,8 +112,30 @@ class SQLiteThread:
         with self._gate:
             if not self._open:
                 raise BackendError("the SQLite backend is closed; open it before use")
-            self._queue.put((op, loop, fut, durable))
-        return await fut
+            item = _Item(op, loop, fut, durable)
+            self._queue.put(item)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            with self._gate:
+                if item.state == "queued":
+                    item.state = "dropped"
+            raise
+
+    def _take(self, item: _Item) -> bool:
+        """Whether to run ``item`` now (False: its caller gave up before it started)."""
+        with self._gate:
+            if item.state == "dropped":
+                return False
+            item.state = "taken"
+            return True
+
+    def _requeue(self, batch: list[_Item]) -> None:
+        """A batch rolled back to be retried: its callers may still give up until it reruns."""
+        with self._gate:
+            for item in batch:
+                if item.state == "taken":
+                    item.state = "queued"
 
     # -- thread side ---------------------------------------------------------------------------
     def _main(self) -> None:
@@ -136,8 +171,8 @@ class SQLiteThread:
                         self._run_one(conn, one)
             except BaseException as exc:  # outside any operation: fail this batch
                 error = BackendError(f"SQLite error outside any operation: {exc!r}")
-                for _, loop, fut, _ in batch:
-                    _settle(loop, fut, False, error)
+                for item in batch:
+                    _settle(item.loop, item.fut, False, error)
                 if not isinstance(exc, Exception):
                     raise
                 log.error("SQLite %s batch failed: %s", self._thread.name, exc, exc_info=True)
@@ -180,24 +215,26 @@ class SQLiteThread:
             except queue.Empty:
                 return
             if item is not None:
-                _settle(item[1], item[2], False, error)
+                _settle(item.loop, item.fut, False, error)
 
     def _run_one(self, conn: sqlite3.Connection, item: _Item) -> None:
-        op, loop, fut, _ = item
         deadline = time.monotonic() + LOCK_RETRY_DEADLINE
         while True:
+            if not self._take(item):
+                return
             try:
-                _settle(loop, fut, True, op(conn))
+                _settle(item.loop, item.fut, True, item.op(conn))
                 return
             except BaseException as exc:
                 if is_busy(exc) and time.monotonic() < deadline:
+                    self._requeue([item])
                     time.sleep(0.005)
                     continue
-                _settle(loop, fut, False, translate(exc))
+                _settle(item.loop, item.fut, False, translate(exc))
                 return
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
-        level = self._levels[any(item[3] for item in batch)]
+        level = self._levels[any(item.durable for item in batch)]
         if level != self._level and level is not None:  # only outside a transaction
             conn.execute(f"PRAGMA synchronous={level}")
             self._level = level
@@ -210,27 +247,30 @@ class SQLiteThread:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 if is_busy(exc) and time.monotonic() < deadline:
+                    self._requeue(batch)
                     time.sleep(pause)
                     pause = min(pause * 1.5, LOCK_PAUSE_MAX)
                     continue
                 error = translate(exc)
-                for _, loop, fut, _ in batch:
-                    _settle(loop, fut, False, error)
+                for item in batch:
+                    _settle(item.loop, item.fut, False, error)
                 return
             settled = zip(batch, outcomes, strict=True)
-            _settle_all([(loop, fut, ok, value) for (_, loop, fut, _), (ok, value) in settled])
+            _settle_all([(item.loop, item.fut, ok, value) for item, (ok, value) in settled])
             return
 
-    @staticmethod
-    def _transaction(conn: sqlite3.Connection, batch: list[_Item]) -> list[tuple[bool, Any]]:
+    def _transaction(self, conn: sqlite3.Connection, batch: list[_Item]) -> list[tuple[bool, Any]]:
         conn.execute("BEGIN IMMEDIATE")
         outcomes: list[tuple[bool, Any]] = []
         single = len(batch) == 1
-        for op, _, _, _ in batch:
+        for item in batch:
+            if not self._take(item):
+                outcomes.append((False, asyncio.CancelledError()))
+                continue
             if not single:
                 conn.execute("SAVEPOINT op")
             try:
-                outcomes.append((True, op(conn)))
+                outcomes.append((True, item.op(conn)))
             except Exception as exc:
                 if is_busy(exc):
                     raise
