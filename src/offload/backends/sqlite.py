@@ -23,7 +23,7 @@ import orjson
 from offload.backends import _sqlite_schema as schema
 from offload.backends import _sqlite_tx as tx
 from offload.backends._common import check_retry_in, decode_cursor, encode_cursor, parse_url
-from offload.backends._sqlite_io import SQLiteThread, is_busy
+from offload.backends._sqlite_io import LOCK_RETRY_DEADLINE, SQLiteThread, is_busy
 from offload.backends._sqlite_watch import Watcher
 from offload.backends.base import DEFAULT_MAX_LOSSES
 from offload.core.clock import Clock, SystemClock
@@ -146,9 +146,18 @@ class SQLiteBackend:
         return conn
 
     def _create_schema(self) -> None:
+        """Read the schema version; only a file without the current schema is written to
+        (waiting for the write lock like every writer does, LOCK_RETRY_DEADLINE at most)."""
         conn = self._connect()
+        deadline = time.monotonic() + LOCK_RETRY_DEADLINE
         try:
-            schema.create_schema(conn)
+            while schema.stored_version(conn) != schema.SCHEMA_VERSION:
+                try:
+                    schema.create_schema(conn)
+                except sqlite3.Error as exc:
+                    if not (is_busy(exc) and time.monotonic() < deadline):
+                        raise
+                    time.sleep(0.01)
         except sqlite3.Error as exc:
             raise ConfigurationError(
                 f"cannot prepare SQLite database {self.path!r}: {exc}"
