@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from offload.backends.base import Backend
+from offload.core.clock import ManualClock
 from offload.core.job import Lease
 from offload.core.limits import Limits
 from offload.core.states import State
@@ -153,3 +154,22 @@ async def test_wait_for_work_returns_at_once_for_a_capped_job_with_a_free_slot(
     await submit_one(backend, make(concurrency_key="k", limits=Limits(key_concurrency=1)))
     await asyncio.wait_for(backend.wait_for_work(["default"], timeout=60.0), timeout=10.0)
     assert len(await backend.claim("w1", ALL, 10, LEASE)) == 1
+
+
+@pytest.mark.parametrize("fingerprint", ["same", "other"])
+async def test_after_prune_a_key_protects_nothing_and_makes_a_new_job(
+    backend: Backend, clock: ManualClock, make: MakeJob, fingerprint: str
+) -> None:
+    first = make(idempotency_key="k", fingerprint="same", result_ttl=10.0)
+    await submit_one(backend, first)
+    _, lease = await claim_one(backend)
+    await backend.complete(lease, "done")
+    clock.advance(11.0)
+    assert await backend.prune() == 1
+    again = make(idempotency_key="k", fingerprint=fingerprint)
+    record = await submit_one(backend, again)  # within the 24 h window: no conflict
+    assert record.id == again.id
+    assert record.status is State.QUEUED
+    assert (
+        await submit_one(backend, make(idempotency_key="k", fingerprint=fingerprint))
+    ).id == again.id

@@ -87,11 +87,11 @@ def idempotent_match(conn: sqlite3.Connection, new: NewJob, now: float) -> JobRe
     ).fetchone()
     if row is None:
         return None
+    job = fetch(conn, row[0])
+    if job is None:  # pruned: the key no longer protects anything, whatever the request
+        return None
     if row[1] != new.fingerprint:
         raise IdempotencyConflict(new.idempotency_key, row[0])
-    job = fetch(conn, row[0])
-    if job is None:  # pruned; the key no longer protects anything
-        return None
     return job
 
 

@@ -142,9 +142,12 @@ class MemoryBackend:
         if entry is None or entry[2] <= now:
             return None
         job_id, fingerprint, _ = entry
+        job = pending_jobs.get(job_id) or self._jobs.get(job_id)
+        if job is None:  # pruned: the key no longer protects anything, whatever the request
+            return None
         if fingerprint != new.fingerprint:
             raise IdempotencyConflict(new.idempotency_key, job_id)
-        return pending_jobs.get(job_id) or self._jobs.get(job_id)  # None once pruned
+        return job
 
     async def claim(
         self,
