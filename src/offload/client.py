@@ -20,6 +20,7 @@ import orjson
 
 from offload._portal import Portal, before_interpreter_exit
 from offload.backends import Backend, open_backend
+from offload.core.bounds import check_priority, check_seconds, check_time
 from offload.core.ids import new_job_id
 from offload.core.job import JobFilter, JobRecord, NewJob
 from offload.core.limits import Limits, check_cap, parse_rate
@@ -415,11 +416,11 @@ class SubmitOptions:
         concurrency_key: str | None = None, queue: str | None = None, tenant: str | None = None,
         meta: dict[str, Any] | None = None,
     ) -> None:  # fmt: skip
-        if delay is not None and delay < 0:
-            raise ValueError("delay must be >= 0 seconds")
-        self.priority = priority
-        self.delay = delay
-        self.run_at = run_at
+        self.priority = None if priority is None else check_priority(priority)
+        self.delay = None if delay is None else check_seconds(delay, "delay")
+        self.run_at = (
+            run_at if run_at is None or isinstance(run_at, datetime) else check_time(run_at)
+        )
         self.idempotency_key = idempotency_key
         self.concurrency_key = concurrency_key
         self.queue = queue

@@ -27,6 +27,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -170,8 +171,8 @@ class Retry(OffloadError):
     """
 
     def __init__(self, delay: float = 0.0, reason: str = "") -> None:
-        if delay < 0:
-            raise ValueError("Retry delay must be >= 0 seconds")
+        if not isinstance(delay, int | float) or not math.isfinite(delay) or delay < 0:
+            raise ValueError(f"Retry delay must be a finite number >= 0 seconds, not {delay!r}")
         self.delay = float(delay)
         self.reason = reason
         super().__init__(reason or f"retry requested in {delay:g}s")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -53,6 +54,10 @@ class Settings:
     strict: bool = False
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigurationError(f"{f.name} must be a finite number, not {value!r}")
         if self.lease_seconds <= 0 or self.renew_interval < 0 or self.reap_interval < 0:
             raise ConfigurationError("lease_seconds must be > 0 and intervals >= 0")
         for name in ("renew_interval", "reap_interval"):

@@ -7,14 +7,17 @@ A kind whose module cannot be imported errors (it never skips): a missing backen
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from offload.backends.base import Backend
 from offload.backends.memory import MemoryBackend
 from offload.core.clock import ManualClock
+from offload.core.job import NewJob
 from rediskit import redis_namespace_url
 
 BackendFactory = Callable[[Path, ManualClock], Backend]
@@ -43,6 +46,21 @@ BACKENDS: dict[str, BackendFactory] = {
     "sqlite": _sqlite,
     "redis": _redis,
 }
+
+
+@pytest.fixture
+def make() -> Callable[..., NewJob]:
+    """Build NewJobs with ids that sort in the order they are made."""
+    counter = itertools.count(1)
+
+    def make(**fields: Any) -> NewJob:
+        fields.setdefault("id", f"{next(counter):032x}")
+        fields.setdefault("task", "tasks.echo")
+        fields.setdefault("args", [])
+        fields.setdefault("kwargs", {})
+        return NewJob(**fields)
+
+    return make
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ tests of ``wait_for_work`` use small real timeouts with generous bounds.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -34,21 +33,6 @@ PAYLOAD: dict[str, Any] = {
     "ints": [0, -1, 2**53, -(2**53)],
     "empty": {"list": [], "dict": {}, "str": ""},
 }
-
-
-@pytest.fixture
-def make() -> MakeJob:
-    """Build NewJobs with ids that sort in the order they are made."""
-    counter = itertools.count(1)
-
-    def make(**fields: Any) -> NewJob:
-        fields.setdefault("id", f"{next(counter):032x}")
-        fields.setdefault("task", "tasks.echo")
-        fields.setdefault("args", [])
-        fields.setdefault("kwargs", {})
-        return NewJob(**fields)
-
-    return make
 
 
 async def submit_one(backend: Backend, job: NewJob) -> JobRecord:

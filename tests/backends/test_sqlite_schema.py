@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -68,3 +69,42 @@ async def test_a_newer_database_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(ConfigurationError, match="newer than this offload"):
         await SQLiteBackend(str(path)).open()
+
+
+async def test_opening_a_current_database_writes_nothing_so_a_held_lock_does_not_fail_it(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "jobs.db")
+    first = SQLiteBackend(path)
+    await first.open()
+    await first.close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process is inside a long write
+    try:
+        late = SQLiteBackend(path, busy_timeout=0.2)
+        await late.open()  # before: ConfigurationError "database is locked" after 0.2 s
+        assert await late.get("none") is None
+        await late.close()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+async def test_creating_the_schema_waits_for_the_write_lock_like_other_writers(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "jobs.db")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("CREATE TABLE other (x)")
+    holder.execute("BEGIN IMMEDIATE")
+    backend = SQLiteBackend(path, busy_timeout=0.2)
+    opening = asyncio.create_task(backend.open())
+    await asyncio.sleep(0.6)  # longer than the busy timeout
+    holder.execute("ROLLBACK")
+    holder.close()
+    await asyncio.wait_for(opening, 20.0)
+    await backend.close()
+    check = sqlite3.connect(path)
+    assert schema.stored_version(check) == schema.SCHEMA_VERSION
+    check.close()

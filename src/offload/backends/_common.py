@@ -6,6 +6,9 @@ import base64
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
+from offload.core.bounds import check_finite, check_priority, check_seconds, check_time
+from offload.core.job import NewJob
+from offload.core.limits import Limits, check_cap
 from offload.core.states import State, can_transition
 from offload.errors import ConfigurationError, InvalidTransition
 
@@ -14,6 +17,34 @@ def check_transition(job_id: str, current: State | None, target: State) -> None:
     """Raise InvalidTransition unless the one transition table allows the move."""
     if not can_transition(current, target):
         raise InvalidTransition(job_id, current.value if current else "new", target.value)
+
+
+def check_new_job(job: NewJob) -> None:
+    """Refuse a job whose numbers cannot be stored exactly (non-finite, priority out of
+    range) with a ValueError naming the field; every backend calls this before any write."""
+    what = f"job {job.id}:"
+    check_priority(job.priority, f"{what} priority")
+    check_finite(job.delay, f"{what} delay")
+    if job.run_at is not None:
+        check_time(job.run_at, f"{what} run_at")
+    if job.result_ttl is not None:
+        check_seconds(job.result_ttl, f"{what} result_ttl")
+    if job.limits is not None:
+        check_limits(job.limits, what)
+
+
+def check_limits(limits: Limits, what: str) -> None:
+    check_cap(limits.concurrency, f"{what} concurrency")
+    check_cap(limits.key_concurrency, f"{what} key_concurrency")
+    for name, rate in (("rate_limit", limits.rate), ("key_rate_limit", limits.key_rate)):
+        if rate is not None:
+            check_seconds(rate, f"{what} {name} interval", positive=True)
+
+
+def check_retry_in(retry_in: float | None) -> None:
+    """Refuse a retry delay that is not a finite number >= 0 seconds (ValueError)."""
+    if retry_in is not None:
+        check_seconds(retry_in, "retry_in")
 
 
 def encode_cursor(created_at: float, job_id: str) -> str:

@@ -15,6 +15,8 @@ Layout under the root ``R``:
 - ``R c:<queue>:<priority>``   zset of ready jobs of *limited* tasks (caps or rate limits: a
                                claim checks them), score run_at; ``R cp:<queue>`` priorities
 - ``R s:<queue>``              zset of ready *suspects* (losses > 0), score run_at
+- ``R park:<slot>``            zset of queued jobs of limited tasks that found ``slot`` full at a
+                               claim, score run_at: out of the claims' way until it frees
 - ``R slots``                  hash ``t\0<task>`` / ``k\0<task>\0<key>`` -> running capped jobs
 - ``R tat``                    hash: rate bucket (same names) -> next allowed start
 - ``R sched``                  zset of scheduled jobs, score run_at
@@ -34,6 +36,7 @@ as ``%.17g`` strings; never through ``tostring`` or cjson, which keep 14 digits.
 from __future__ import annotations
 
 from offload.backends.base import IDEMPOTENCY_WINDOW
+from offload.core.bounds import PRIORITY_MAX, PRIORITY_MIN
 from offload.core.states import TRANSITIONS
 
 #: Most due scheduled jobs one claim promotes (the rest wait for the next claim).
@@ -63,6 +66,8 @@ local function clock(arg)
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 local function fnum(x) return string.format('%.17g', x) end
+-- A number that can be a score or a time: not nil, not NaN, not infinite.
+local function finite(x) return x ~= nil and x == x and x ~= math.huge and x ~= -math.huge end
 -- One command over many members (at most 1000 arguments at a time, unpack's stack limit).
 local function bulk(cmd, key, items)
   for i = 1, #items, 1000 do
@@ -134,16 +139,6 @@ local function enqueue(id, queue, prio, run_at, losses)
   redis.call('ZADD', qp, -tonumber(prio), prio)
   if was_empty then redis.call('PUBLISH', R .. 'wake', queue) end
 end
-local function dequeue(id, queue, prio)
-  for _, p in ipairs({{'q:', 'qp:'}, {'c:', 'cp:'}}) do
-    local qk = R .. p[1] .. queue .. ':' .. prio
-    if redis.call('ZREM', qk, id) == 1 then
-      if redis.call('EXISTS', qk) == 0 then redis.call('ZREM', R .. p[2] .. queue, prio) end
-      return
-    end
-  end
-  redis.call('ZREM', R .. 's:' .. queue, id)
-end
 -- The slots a capped job holds while it runs (see offload.backends._gate).
 local function slots_for(task, key, cap, key_cap)
   local out = {}
@@ -154,9 +149,33 @@ end
 local function slots_of(id)
   return slots_for(unpack(fields(id, 'task', 'concurrency_key', 'cap', 'key_cap')))
 end
+local function dequeue(id, queue, prio)
+  for _, p in ipairs({{'q:', 'qp:'}, {'c:', 'cp:'}}) do
+    local qk = R .. p[1] .. queue .. ':' .. prio
+    if redis.call('ZREM', qk, id) == 1 then
+      if redis.call('EXISTS', qk) == 0 then redis.call('ZREM', R .. p[2] .. queue, prio) end
+      return
+    end
+  end
+  if redis.call('ZREM', R .. 's:' .. queue, id) == 1 then return end
+  for _, slot in ipairs(slots_of(id)) do redis.call('ZREM', R .. 'park:' .. slot[1], id) end
+end
+-- Make up to n jobs parked on a full slot claimable again (the slot has room now).
+local function unpark(slot, n)
+  local k = R .. 'park:' .. slot
+  local ids = redis.call('ZRANGE', k, 0, n - 1, 'WITHSCORES')
+  for j = 1, #ids, 2 do
+    redis.call('ZREM', k, ids[j])
+    local f = fields(ids[j], 'status', 'queue', 'priority', 'losses')
+    if f[1] == 'queued' then enqueue(ids[j], f[2], f[3], tonumber(ids[j + 1]), f[4] or 0) end
+  end
+end
 -- Give back the slots a job held; true if it held any (workers may wait for one).
 local function release_slots(held)
-  for _, slot in ipairs(held) do redis.call('HINCRBY', R .. 'slots', slot[1], -1) end
+  for _, slot in ipairs(held) do
+    redis.call('HINCRBY', R .. 'slots', slot[1], -1)
+    unpark(slot[1], 1)
+  end
   return #held > 0
 end
 -- A job leaves running: give back its slots, and wake workers that may wait for one.
@@ -189,8 +208,8 @@ local function holds(id, token, now)
 end
 -- A job just ended: start its retention clock, if it has one.
 local function ended(id, now)
-  local ttl = redis.call('HGET', R .. 'j:' .. id, 'result_ttl')
-  if ttl then redis.call('ZADD', R .. 'expire', now + tonumber(ttl), id) end
+  local ttl = tonumber(redis.call('HGET', R .. 'j:' .. id, 'result_ttl'))
+  if finite(ttl) then redis.call('ZADD', R .. 'expire', now + ttl, id) end
 end
 -- A running job that would run again, but whose cancel was requested: cancel it instead.
 local function cancel_instead(id, f, now, detail)
@@ -209,8 +228,9 @@ end
 
 # ARGV: now, idempotency window, then one JSON array per group (one group per submit call,
 # each all-or-none) of jobs, each an array of 18 strings (see RedisBackend._submit_groups).
-# Reply: now, then per group {'conflict', key, job id} or {'ok', per job {'new', status, run_at}
-# or {'old', HGETALL...}}. Index and queue updates are collected and sent once per key.
+# Reply: now, then per group {'invalid', why}, {'conflict', key, job id} or {'ok', per job
+# {'new', status, run_at} or {'old', HGETALL...}}. Index and queue updates are collected and
+# sent once per key.
 # The 18 strings: id, task, queue, priority, delay, run_at, idempotency key, fingerprint,
 # concurrency key, tenant, args, kwargs, meta, result_ttl, cap, key_cap, rate, key_rate
 # (optional ones "" or "=" + value).
@@ -277,11 +297,37 @@ local function store(job)
   -- The submit's own history entry is implied by created_at and submitted_as.
   return {'new', status, fnum(run_at)}
 end
--- One group of jobs (one submit call), all or none: {'conflict', key, job id} or {'ok', ...}.
+-- Why a job's numbers cannot be stored (nil: they can). Checked before a group writes.
+local function invalid(job)
+  local prio = tonumber(job[4])
+  if not finite(prio) or prio < PRIORITY_MIN or prio > PRIORITY_MAX
+    or job[4] ~= string.format('%d', prio) then
+    return 'priority ' .. job[4] .. ' is not a whole number from PRIORITY_MIN to PRIORITY_MAX'
+  end
+  if not finite(tonumber(job[5])) then return 'delay ' .. job[5] .. ' is not finite' end
+  local numbers = {run_at = job[6], result_ttl = job[14], concurrency = job[15],
+    key_concurrency = job[16], rate_limit = job[17], key_rate_limit = job[18]}
+  for name, raw in pairs(numbers) do
+    local v = opt(raw)
+    if v and not (finite(tonumber(v)) and (name == 'run_at' or tonumber(v) >= 0)) then
+      return name .. ' ' .. v .. ' is not a finite number >= 0'
+    end
+  end
+  return nil
+end
+-- One group of jobs (one submit call), all or none: {'invalid', why}, {'conflict', key, job
+-- id} or {'ok', ...}.
 local function submit_group(jobs)
-  -- Pass 1: resolve idempotency keys; write nothing yet.
+  -- Pass 1: check numbers, resolve idempotency keys; write nothing yet.
   local mine, plan, conflict = {}, {}, nil
-  for i, job in ipairs(jobs) do
+  for _, job in ipairs(jobs) do
+    local why = invalid(job)
+    if why then
+      conflict = {'invalid', 'job ' .. job[1] .. ': ' .. why}
+      break
+    end
+  end
+  for i, job in ipairs(conflict and {} or jobs) do
     local key = opt(job[7])
     if key then
       local ik = R .. 'idem:' .. job[10] .. '\\0' .. key
@@ -336,7 +382,7 @@ for name, r in pairs(ready) do
 end
 zadds, counts, ready = {}, {}, {}
 end
-"""
+""".replace("PRIORITY_MIN", str(PRIORITY_MIN)).replace("PRIORITY_MAX", str(PRIORITY_MAX))
 
 SUBMIT = (
     """
@@ -354,11 +400,16 @@ return out
 
 #: Jobs waiting for a concurrency slot one claim looks past, per queue.
 CAPPED_SCAN = 64
+#: Most jobs one claim parks because their slot is full (each is parked once per wait).
+PARK_BATCH = 1000
 
 CLAIM = (
     """
 local now = clock(ARGV[1])
 local worker, lease, limit, idle = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
+if not (finite(lease) and lease > 0) then
+  return redis.error_reply('offload: lease ' .. ARGV[3] .. ' is not a finite number > 0')
+end
 local err = promote(now, PROMOTE_BATCH)
 if err then return err end
 local cands = {}
@@ -368,16 +419,47 @@ local function before(a, b)
   if a.run_at ~= b.run_at then return a.run_at < b.run_at end
   return a.id < b.id
 end
+local counts, buckets, dirty = {}, {}, {}
+local function running_in(slot)
+  if counts[slot] == nil then
+    counts[slot] = tonumber(redis.call('HGET', R .. 'slots', slot) or '0')
+  end
+  return counts[slot]
+end
+-- A limited job whose slot is full is parked on that slot (see unpark), so that however many
+-- wait for one key, the jobs behind them are seen; at most PARK_BATCH parks per claim.
+local parks = 0
+local function park(qk, id, run_at)
+  if parks >= PARK_BATCH then return false end
+  for _, slot in ipairs(slots_of(id)) do
+    if running_in(slot[1]) >= slot[2] then
+      parks = parks + 1
+      redis.call('ZREM', qk, id)
+      redis.call('ZADD', R .. 'park:' .. slot[1], run_at, id)
+      return true
+    end
+  end
+  return false
+end
 local function gather(queue, part, parts, want)
   local got = 0
   for _, p in ipairs(redis.call('ZRANGE', R .. parts .. queue, 0, -1)) do
-    local ids = redis.call('ZRANGE', R .. part .. queue .. ':' .. p, 0, want - got - 1,
-      'WITHSCORES')
-    for j = 1, #ids, 2 do
-      cands[#cands + 1] = {id = ids[j], run_at = tonumber(ids[j + 1]), prio = tonumber(p),
-        queue = queue, sprio = p, limited = part == 'c:'}
+    local qk, start = R .. part .. queue .. ':' .. p, 0
+    while got < want do
+      local ids = redis.call('ZRANGE', qk, start, start + want - got - 1, 'WITHSCORES')
+      if #ids == 0 then break end
+      for j = 1, #ids, 2 do
+        if part == 'c:' and park(qk, ids[j], ids[j + 1]) then
+          start = start - 1
+        else
+          cands[#cands + 1] = {id = ids[j], run_at = tonumber(ids[j + 1]), prio = tonumber(p),
+            queue = queue, sprio = p, limited = part == 'c:'}
+          got = got + 1
+        end
+        start = start + 1
+      end
     end
-    got = got + #ids / 2
+    if redis.call('EXISTS', qk) == 0 then redis.call('ZREM', R .. parts .. queue, p) end
     if got >= want then break end
   end
 end
@@ -403,13 +485,6 @@ for i = 6, #ARGV, 2 do
 end
 table.sort(cands, before)
 -- The limits of each candidate: start now, wait for a slot, or defer (see _gate.py).
-local counts, buckets, dirty = {}, {}, {}
-local function running_in(slot)
-  if counts[slot] == nil then
-    counts[slot] = tonumber(redis.call('HGET', R .. 'slots', slot) or '0')
-  end
-  return counts[slot]
-end
 local function bucket(name)
   if buckets[name] == nil then
     local v = redis.call('HGET', R .. 'tat', name)
@@ -454,7 +529,14 @@ local function defer(c, start)
   hist(c.id, now, 'queued', 'scheduled', 'rate_limited', f[2], f[3], f[4], nil)
 end
 local picked = {}
+-- A queued id whose job hash is gone (evicted, deleted) or not queued: drop it, write nothing.
+local function present(c)
+  if fields(c.id, 'status')[1] == 'queued' then return true end
+  dequeue(c.id, c.queue, c.sprio)
+  return false
+end
 local function consider(c)
+  if not present(c) then return false end
   local verdict = true
   if c.limited then verdict = decide(c.id) end
   if verdict == true then
@@ -506,6 +588,7 @@ return out
 """.replace("PROMOTE_BATCH", str(PROMOTE_BATCH))
     .replace("SUSPECT_SCAN - 1", str(SUSPECT_SCAN - 1))
     .replace("CAPPED_SCAN", str(CAPPED_SCAN))
+    .replace("PARK_BATCH", str(PARK_BATCH))
 )
 
 RENEW = """
@@ -513,6 +596,9 @@ local now = clock(ARGV[1])
 local extend = ARGV[2] ~= ''
 local until_ = nil
 if extend then until_ = now + tonumber(ARGV[2]) end
+if extend and not finite(until_) then
+  return redis.error_reply('offload: lease ' .. ARGV[2] .. ' is not a finite number')
+end
 local lost, cancel = {}, {}
 for i = 3, #ARGV, 2 do
   local id = ARGV[i]
@@ -546,7 +632,8 @@ return 'ok'
 # ARGV: now, cancel-instead detail, then ops (one per call): arg count, id, token, op, and
 # per op: finish -> target, reason, result, error, detail, jobs to submit with it ("" or "="
 # + a JSON array of SUBMIT's job arrays); retry -> retry_in, error, detail; release ->
-# nothing. Reply: per op 'lost', 'ok' or 'conflict\\0<key>\\0<job id>' (nothing written).
+# nothing. Reply: per op 'lost', 'ok', 'invalid' (a bad retry delay), or for the successors
+# 'invalid\\0<why>' or 'conflict\\0<key>\\0<job id>' (then nothing is written).
 FINISH = (
     """
 local now = clock(ARGV[1])
@@ -567,6 +654,9 @@ local function flush()
 end
 local function finish(A)
   local id, op = A[1], A[3]
+  if op == 'retry' and not (finite(tonumber(A[4])) and tonumber(A[4]) >= 0) then
+    return 'invalid'  -- before any write: a bad delay must not half-apply the batch
+  end
   local f = holds(id, A[2], now)
   if not f then return 'lost' end
   local k = R .. 'j:' .. id
@@ -580,7 +670,8 @@ local function finish(A)
     local after = opt(A[9])  -- a workflow step's successors: stored with its success
     if after then
       local group = submit_group(cjson.decode(after))
-      if group[1] == 'conflict' then return 'conflict\0' .. group[2] .. '\0' .. group[3] end
+      if group[1] == 'invalid' then return 'invalid\\0' .. group[2] end
+      if group[1] == 'conflict' then return 'conflict\\0' .. group[2] .. '\\0' .. group[3] end
     end
     local sets, dels = {'finished_at', now, 'updated_at', now, 'status', target}, {'lease_until'}
     if result then sets[#sets + 1] = 'result'; sets[#sets + 1] = result
@@ -590,7 +681,7 @@ local function finish(A)
     redis.call('HSET', k, unpack(sets))
     redis.call('HDEL', k, unpack(dels))
     ran[#ran + 1] = id
-    if f[11] then
+    if finite(tonumber(f[11])) then
       expiring[#expiring + 1] = now + tonumber(f[11])
       expiring[#expiring + 1] = id
     end
@@ -658,7 +749,11 @@ if status == 'running' then
   redis.call('HSET', k, 'cancel_requested', '1')
 else
   if status == 'scheduled' then redis.call('ZREM', R .. 'sched', id)
-  else dequeue(id, f[2], f[3]) end
+  else
+    dequeue(id, f[2], f[3])
+    -- It may have been the one unparked for a slot with room: give its turn to the next.
+    for _, slot in ipairs(slots_of(id)) do unpark(slot[1], 1) end
+  end
   redis.call('HSET', k, 'finished_at', now)
   ended(id, now)
   local err = move(id, f[2], f[4], status, 'cancelled')
@@ -677,8 +772,10 @@ for _, id in ipairs(expired) do
   local k = R .. 'j:' .. id
   local f = fields(id, unpack(LEASED))
   redis.call('ZREM', R .. 'run', id)
-  if f[1] == 'running' and f[8] ~= '1' then free_slots(id, f[4]) end  -- cancel_instead frees
-  if f[1] == 'running' then
+  -- A missing or partial hash (no queue, no created_at) has nothing left to requeue.
+  local live = f[1] == 'running' and f[4] and f[5]
+  if live and f[8] ~= '1' then free_slots(id, f[4]) end  -- cancel_instead frees
+  if live then
     local losses = redis.call('HINCRBY', k, 'losses', 1)
     if f[8] == '1' then
       local err = cancel_instead(id, f, now, ARGV[4])
@@ -705,11 +802,16 @@ end
 return #expired
 """
 
-# ARGV: now, queues...  -> {innocent work ready (0/1), earliest due or '', now}
+# ARGV: now, queues...  -> {innocent work ready (0/1), earliest due or '', now}. Jobs of
+# limited tasks count: a claim parks those whose slot is full (see CLAIM), so what is left in
+# ``c:`` can start or be deferred.
 READY = """
 local now = clock(ARGV[1])
 for i = 2, #ARGV do
-  if redis.call('EXISTS', R .. 'qp:' .. ARGV[i]) == 1 then return {1, '', fnum(now)} end
+  if redis.call('EXISTS', R .. 'qp:' .. ARGV[i]) == 1 or
+    redis.call('EXISTS', R .. 'cp:' .. ARGV[i]) == 1 then
+    return {1, '', fnum(now)}
+  end
 end
 local due = redis.call('ZRANGE', R .. 'sched', 0, 0, 'WITHSCORES')
 if #due == 0 then return {0, '', fnum(now)} end

@@ -16,18 +16,34 @@ again: at-least-once). A durable commit fsyncs the log, and with it every earlie
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from offload.errors import BackendError, BackendUnavailable, OffloadError
 
+log = logging.getLogger("offload.backends.sqlite")
+
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
-_Item = tuple[Op, asyncio.AbstractEventLoop, "asyncio.Future[Any]", bool]  # ..., durable
+
+
+@dataclass(eq=False, slots=True)
+class _Item:
+    """One queued call. ``state`` moves under the thread's lock: a call its caller gave up
+    on before the thread took it is never run (a submit that raised is not stored)."""
+
+    op: Op
+    loop: asyncio.AbstractEventLoop
+    fut: asyncio.Future[Any]
+    durable: bool
+    state: str = "queued"  # -> "taken" (running; back to queued if its batch retries) or "dropped"
+
 
 MAX_BATCH = 512
 LOCK_RETRY_DEADLINE = 30.0
@@ -71,25 +87,55 @@ class SQLiteThread:
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
+        # Taken to accept a call or to close: every accepted call is queued before the stop.
+        self._gate = threading.Lock()
+        self._open = False
 
     def start(self) -> None:
+        self._open = True
         self._thread.start()
         self._ready.wait()
         if self._startup_error is not None:
             raise self._startup_error
 
     def stop(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
+        with self._gate:
+            was_open, self._open = self._open, False
+            if was_open:
+                self._queue.put(None)
+        self._thread.join()
+        self._fail_pending()  # only after a crash could anything be left
 
     async def run(self, op: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        if not self._thread.is_alive():
-            raise BackendError("the SQLite backend is closed; open it before use")
-        self._queue.put((op, loop, fut, durable))
-        return await fut
+        with self._gate:
+            if not self._open:
+                raise BackendError("the SQLite backend is closed; open it before use")
+            item = _Item(op, loop, fut, durable)
+            self._queue.put(item)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            with self._gate:
+                if item.state == "queued":
+                    item.state = "dropped"
+            raise
+
+    def _take(self, item: _Item) -> bool:
+        """Whether to run ``item`` now (False: its caller gave up before it started)."""
+        with self._gate:
+            if item.state == "dropped":
+                return False
+            item.state = "taken"
+            return True
+
+    def _requeue(self, batch: list[_Item]) -> None:
+        """A batch rolled back to be retried: its callers may still give up until it reruns."""
+        with self._gate:
+            for item in batch:
+                if item.state == "taken":
+                    item.state = "queued"
 
     # -- thread side ---------------------------------------------------------------------------
     def _main(self) -> None:
@@ -97,48 +143,98 @@ class SQLiteThread:
             conn = self._connect()
         except BaseException as exc:
             self._startup_error = exc
+            self._open = False
             self._ready.set()
             return
         self._ready.set()
         try:
-            while True:
-                item = self._queue.get()
-                if item is None:
-                    return
-                batch = [item]
-                while len(batch) < MAX_BATCH:
-                    try:
-                        nxt = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        self._queue.put(None)
-                        break
-                    batch.append(nxt)
+            self._serve(conn)
+        except BaseException:  # a bug or a lost connection: refuse calls loudly from now on
+            log.critical("the %s thread stopped; the backend refuses calls", self._thread.name,
+                         exc_info=True)  # fmt: skip
+            with self._gate:
+                self._open = False
+        finally:
+            conn.close()
+            self._fail_pending()
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            try:
                 if self._transactional:
                     self._run_batch(conn, batch)
                 else:
                     for one in batch:
                         self._run_one(conn, one)
-        finally:
-            conn.close()
+            except BaseException as exc:  # outside any operation: fail this batch
+                error = BackendError(f"SQLite error outside any operation: {exc!r}")
+                for item in batch:
+                    _settle(item.loop, item.fut, False, error)
+                if not isinstance(exc, Exception):
+                    raise
+                log.error("SQLite %s batch failed: %s", self._thread.name, exc, exc_info=True)
+                conn = self._recover(conn)  # and keep serving
 
-    def _run_one(self, conn: sqlite3.Connection, item: _Item) -> None:
-        op, loop, fut, _ = item
-        deadline = time.monotonic() + LOCK_RETRY_DEADLINE
+    def _next_batch(self) -> list[_Item] | None:
+        item = self._queue.get()
+        if item is None:
+            return None
+        batch = [item]
+        while len(batch) < MAX_BATCH:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                self._queue.put(None)
+                break
+            batch.append(nxt)
+        return batch
+
+    def _recover(self, conn: sqlite3.Connection) -> sqlite3.Connection:
+        """The connection after a failure outside any operation: rolled back, or a new one
+        (raises when none can be made: the thread then stops and fails every call)."""
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            return conn
+        except sqlite3.Error:
+            conn.close()
+            self._level = self._levels[True]
+            return self._connect()
+
+    def _fail_pending(self) -> None:
+        """Answer every call still queued: nothing will run it."""
+        error = BackendError("the SQLite backend was closed before this call ran; retry it")
         while True:
             try:
-                _settle(loop, fut, True, op(conn))
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                _settle(item.loop, item.fut, False, error)
+
+    def _run_one(self, conn: sqlite3.Connection, item: _Item) -> None:
+        deadline = time.monotonic() + LOCK_RETRY_DEADLINE
+        while True:
+            if not self._take(item):
+                return
+            try:
+                _settle(item.loop, item.fut, True, item.op(conn))
                 return
             except BaseException as exc:
                 if is_busy(exc) and time.monotonic() < deadline:
+                    self._requeue([item])
                     time.sleep(0.005)
                     continue
-                _settle(loop, fut, False, translate(exc))
+                _settle(item.loop, item.fut, False, translate(exc))
                 return
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
-        level = self._levels[any(item[3] for item in batch)]
+        level = self._levels[any(item.durable for item in batch)]
         if level != self._level and level is not None:  # only outside a transaction
             conn.execute(f"PRAGMA synchronous={level}")
             self._level = level
@@ -151,27 +247,30 @@ class SQLiteThread:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 if is_busy(exc) and time.monotonic() < deadline:
+                    self._requeue(batch)
                     time.sleep(pause)
                     pause = min(pause * 1.5, LOCK_PAUSE_MAX)
                     continue
                 error = translate(exc)
-                for _, loop, fut, _ in batch:
-                    _settle(loop, fut, False, error)
+                for item in batch:
+                    _settle(item.loop, item.fut, False, error)
                 return
             settled = zip(batch, outcomes, strict=True)
-            _settle_all([(loop, fut, ok, value) for (_, loop, fut, _), (ok, value) in settled])
+            _settle_all([(item.loop, item.fut, ok, value) for item, (ok, value) in settled])
             return
 
-    @staticmethod
-    def _transaction(conn: sqlite3.Connection, batch: list[_Item]) -> list[tuple[bool, Any]]:
+    def _transaction(self, conn: sqlite3.Connection, batch: list[_Item]) -> list[tuple[bool, Any]]:
         conn.execute("BEGIN IMMEDIATE")
         outcomes: list[tuple[bool, Any]] = []
         single = len(batch) == 1
-        for op, _, _, _ in batch:
+        for item in batch:
+            if not self._take(item):
+                outcomes.append((False, asyncio.CancelledError()))
+                continue
             if not single:
                 conn.execute("SAVEPOINT op")
             try:
-                outcomes.append((True, op(conn)))
+                outcomes.append((True, item.op(conn)))
             except Exception as exc:
                 if is_busy(exc):
                     raise

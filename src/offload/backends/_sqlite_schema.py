@@ -120,6 +120,18 @@ MIGRATIONS = {
 }
 
 
+def stored_version(conn: sqlite3.Connection) -> int | None:
+    """The schema version the file says it has (None: no schema yet). Reads only: never
+    waits for another process's write lock."""
+    try:
+        row = conn.execute("SELECT value FROM offload_meta WHERE key = 'schema'").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None
+        raise
+    return None if row is None else int(row[0])
+
+
 def create_schema(conn: sqlite3.Connection) -> None:
     """Create or upgrade the tables, in one transaction: safe when processes race to do it."""
     conn.execute("BEGIN IMMEDIATE")

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+from itertools import islice
 from typing import Any
 
 import orjson
 
 from offload.backends import _sqlite_schema as schema
-from offload.backends._common import check_transition
-from offload.backends._gate import Gate
+from offload.backends._common import check_new_job, check_transition
+from offload.backends._gate import Gate, Slot
 from offload.backends.base import CANCEL_INSTEAD, IDEMPOTENCY_WINDOW
 from offload.core.job import JobRecord, Lease, NewJob, RenewResult, WorkerInfo
 from offload.core.limits import Limits
@@ -24,7 +25,8 @@ from offload.errors import IdempotencyConflict, InvalidTransition, JobNotFound, 
 
 SELECT_JOB = f"SELECT {schema.JOB_COLUMNS} FROM jobs"
 NO_LIMITS = Limits()
-#: Jobs waiting for a concurrency slot one claim looks past, per queue.
+#: Jobs of limited tasks with a free slot one claim considers beyond what it wants, per queue
+#: (a later candidate may still find its slot taken by an earlier one of the same claim).
 CAPPED_SCAN = 64
 #: Set with every move to a final state: when prune may delete the job (never without a ttl).
 EXPIRES = "expires_at = :now + result_ttl"
@@ -32,6 +34,8 @@ OWNED = "id = ? AND token = ? AND status = 'running' AND lease_until > ?"
 
 
 def submit(conn: sqlite3.Connection, now: float, jobs: list[NewJob]) -> list[JobRecord]:
+    for new in jobs:  # before the first write: no bad number can half-apply a submit
+        check_new_job(new)
     stored: list[JobRecord] = []
     for new in jobs:
         existing = idempotent_match(conn, new, now)
@@ -83,11 +87,11 @@ def idempotent_match(conn: sqlite3.Connection, new: NewJob, now: float) -> JobRe
     ).fetchone()
     if row is None:
         return None
+    job = fetch(conn, row[0])
+    if job is None:  # pruned: the key no longer protects anything, whatever the request
+        return None
     if row[1] != new.fingerprint:
         raise IdempotencyConflict(new.idempotency_key, row[0])
-    job = fetch(conn, row[0])
-    if job is None:  # pruned; the key no longer protects anything
-        return None
     return job
 
 
@@ -107,19 +111,19 @@ def claim(
         "ORDER BY priority DESC, run_at, id LIMIT ?"
     )
     patient = now if idle else now - lease_seconds  # suspects due by then may be taken
+    gate = Gate(now, lambda slot: _running_in(conn, slot), lambda b: _next_start(conn, b))
     candidates: list[tuple[Any, ...]] = []
     suspects: list[tuple[Any, ...]] = []
     for queue, cap in room.items():
         wanted = min(cap, limit)
         candidates += conn.execute(pick.format("losses = 0 AND capped = 0"), (queue, wanted))
-        # Jobs waiting for a slot are skipped: look past them (a bounded way).
-        candidates += conn.execute(
-            pick.format("losses = 0 AND capped = 1"), (queue, wanted + CAPPED_SCAN)
-        )
+        # Jobs whose slot is full are passed over, however many: they never hide the rest.
+        capped = conn.execute(pick.format("losses = 0 AND capped = 1"), (queue, -1))
+        candidates += islice((r for r in capped if not _full(gate, r)), wanted + CAPPED_SCAN)
+        capped.close()
         suspects += conn.execute(pick.format("losses > 0 AND run_at <= ?"), (queue, patient, 1))
     candidates.sort(key=_claim_order)
     suspects.sort(key=_claim_order)
-    gate = Gate(now, lambda slot: _running_in(conn, slot), lambda b: _next_start(conn, b))
     chosen: list[str] = []
     deferred: list[tuple[float, str]] = []
     if suspects and (not candidates or _claim_order(suspects[0]) < _claim_order(candidates[0])):
@@ -155,6 +159,25 @@ def claim(
     return claimed
 
 
+def capped_ready(conn: sqlite3.Connection, now: float, queues: list[str]) -> bool:
+    """Whether a queued job of a capped task in ``queues`` has a free slot (one row read per
+    distinct task and key; a job still waiting is woken by the finish that frees its slot)."""
+    marks = ",".join("?" * len(queues))
+    gate = Gate(now, lambda slot: _running_in(conn, slot), lambda b: _next_start(conn, b))
+    rows = conn.execute(
+        "SELECT DISTINCT 0, 0, 0, 0, 0, task, concurrency_key, cap, key_cap, rate, key_rate "
+        f"FROM jobs WHERE status = 'queued' AND queue IN ({marks}) AND losses = 0 AND capped = 1",
+        queues,
+    )
+    found = any(not _full(gate, row) for row in rows)
+    rows.close()
+    return found
+
+
+def _full(gate: Gate, row: tuple[Any, ...]) -> bool:
+    return gate.full(row[5], row[6], Limits(row[7], row[8], row[9], row[10]))
+
+
 def _gate(
     gate: Gate, row: tuple[Any, ...], chosen: list[str], deferred: list[tuple[float, str]]
 ) -> bool:
@@ -187,16 +210,16 @@ def _defer(conn: sqlite3.Connection, now: float, deferred: list[tuple[float, str
         )
 
 
-def _running_in(conn: sqlite3.Connection, slot: str) -> int:
-    """Running capped jobs holding a slot (names: see offload.backends._gate)."""
-    kind, task, *key = slot.split("\0")
-    if kind == "t":
+def _running_in(conn: sqlite3.Connection, slot: Slot) -> int:
+    """Running capped jobs holding a slot (see offload.backends._gate)."""
+    params: tuple[str, ...] = (slot.task,)
+    if slot.key is None:
         sql = "task = ? AND cap IS NOT NULL"
     else:
         sql = "task = ? AND concurrency_key = ? AND key_cap IS NOT NULL"
+        params = (slot.task, slot.key)
     row = conn.execute(
-        f"SELECT COUNT(*) FROM jobs WHERE status = 'running' AND capped = 1 AND {sql}",
-        (task, *key),
+        f"SELECT COUNT(*) FROM jobs WHERE status = 'running' AND capped = 1 AND {sql}", params
     ).fetchone()
     return int(row[0])
 

@@ -12,6 +12,7 @@ moves the version, so no wake-up is lost.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 import time
@@ -20,6 +21,9 @@ from dataclasses import dataclass
 
 #: Given the watcher's connection: seconds to wait at most (<= 0: work is ready now).
 Probe = Callable[[sqlite3.Connection], float]
+#: Seconds between attempts to connect while the watcher has no connection.
+RECONNECT_PAUSE = 0.5
+log = logging.getLogger("offload.backends.sqlite")
 
 
 @dataclass(eq=False)
@@ -48,7 +52,7 @@ class Watcher:
         with self._lock:
             if self._closed:
                 return
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._main, name="offload-sqlite-watch",
                                                 daemon=True)  # fmt: skip
                 self._thread.start()
@@ -73,10 +77,7 @@ class Watcher:
                 self._waiters.remove(waiter)
 
     def _main(self) -> None:
-        try:
-            conn = self._connect()
-        except Exception:  # the waiters' claims report the problem
-            conn = None
+        conn: sqlite3.Connection | None = None
         try:
             while True:
                 self._work.wait()
@@ -87,8 +88,13 @@ class Watcher:
                     if not waiters:
                         self._work.clear()
                         continue
-                self._poll(conn, waiters)
+                conn = conn or self._reconnect(waiters)
+                if conn is not None and not self._poll(conn, waiters):
+                    conn.close()
+                    conn = None
                 time.sleep(self._interval)
+        except BaseException:  # a bug: say so; the next wait starts a new thread
+            log.critical("the SQLite wake-up thread stopped", exc_info=True)
         finally:
             if conn is not None:
                 conn.close()
@@ -96,10 +102,21 @@ class Watcher:
                 for w in self._waiters:
                     _wake(w)
 
-    def _poll(self, conn: sqlite3.Connection | None, waiters: list[_Waiter]) -> None:
+    def _reconnect(self, waiters: list[_Waiter]) -> sqlite3.Connection | None:
+        """A new connection, or None after a pause that wakes the waiters (their claims
+        report the problem, at most once per RECONNECT_PAUSE instead of in a tight loop)."""
         try:
-            if conn is None:
-                raise sqlite3.OperationalError("no connection")
+            return self._connect()
+        except Exception as exc:
+            log.warning("SQLite wake-up thread cannot connect (%s); retrying", exc)
+        time.sleep(RECONNECT_PAUSE)
+        self._wake_all(waiters)
+        return None
+
+    def _poll(self, conn: sqlite3.Connection, waiters: list[_Waiter]) -> bool:
+        """Wake the waiters whose version moved or whose time is up; False when the
+        connection failed (every waiter is woken: its next claim reports or retries)."""
+        try:
             version = conn.execute("PRAGMA data_version").fetchone()[0]
             now = time.monotonic()
             for w in waiters:
@@ -109,9 +126,17 @@ class Watcher:
                     self._drop(w)
                     _wake(w)
         except sqlite3.Error:
-            for w in waiters:  # wake them: their next claim reports or retries
-                self._drop(w)
-                _wake(w)
+            self._wake_all(waiters)
+            return False
+        except Exception:
+            log.exception("an SQLite wake-up probe failed")
+            self._wake_all(waiters)
+        return True
+
+    def _wake_all(self, waiters: list[_Waiter]) -> None:
+        for w in waiters:
+            self._drop(w)
+            _wake(w)
 
 
 def _wake(w: _Waiter) -> None:

@@ -13,8 +13,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from offload.backends._common import check_transition, decode_cursor, encode_cursor
-from offload.backends._gate import Gate, slot_names
+from offload.backends._common import (
+    check_new_job,
+    check_retry_in,
+    check_transition,
+    decode_cursor,
+    encode_cursor,
+)
+from offload.backends._gate import Gate, Slot, slot_names
 from offload.backends.base import CANCEL_INSTEAD, DEFAULT_MAX_LOSSES, IDEMPOTENCY_WINDOW
 from offload.core.clock import Clock, SystemClock
 from offload.core.codec import dumps, loads
@@ -68,6 +74,8 @@ class MemoryBackend:
 
     # -- writes --------------------------------------------------------------------------------
     async def submit(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
+        for job in jobs:
+            check_new_job(job)
         with self._lock:
             stored, fresh = self._submit(jobs, self.clock.now())
         if fresh:
@@ -141,9 +149,12 @@ class MemoryBackend:
         if entry is None or entry[2] <= now:
             return None
         job_id, fingerprint, _ = entry
+        job = pending_jobs.get(job_id) or self._jobs.get(job_id)
+        if job is None:  # pruned: the key no longer protects anything, whatever the request
+            return None
         if fingerprint != new.fingerprint:
             raise IdempotencyConflict(new.idempotency_key, job_id)
-        return pending_jobs.get(job_id) or self._jobs.get(job_id)  # None once pruned
+        return job
 
     async def claim(
         self,
@@ -204,14 +215,14 @@ class MemoryBackend:
             self._buckets.update(gate.buckets)
             return claimed
 
-    def _running_in(self, slot: str) -> int:
+    def _running_in(self, slot: Slot) -> int:
         """Running capped jobs that hold ``slot`` (see offload.backends._gate)."""
         return sum(
             1
             for job_id, limits in self._limits.items()
             if (job := self._jobs.get(job_id)) is not None
             and job.status is State.RUNNING
-            and any(name == slot for name, _ in slot_names(job.task, job.concurrency_key, limits))
+            and any(s.name == slot.name for s in slot_names(job.task, job.concurrency_key, limits))
         )
 
     def _promote_due(self, now: float) -> None:
@@ -279,6 +290,7 @@ class MemoryBackend:
         retry_in: float | None = None,
         reason: Reason = Reason.FAILED,
     ) -> None:
+        check_retry_in(retry_in)
         if retry_in is None:
             self._finish(lease, State.FAILED, reason, error=error)
             return
@@ -508,11 +520,12 @@ class MemoryBackend:
                 for j in self._jobs.values()
                 if j.status is State.SCHEDULED and j.queue in queues
             ]
+            gate = Gate(now, self._running_in, self._buckets.get)
             if any(
                 j.status is State.QUEUED
                 and j.queue in queues
                 and j.losses == 0
-                and not self._capped(j.id)  # those wait for a slot: a finished job wakes us
+                and not self._waits_for_slot(gate, j)  # a finished job wakes those
                 for j in self._jobs.values()
             ):
                 return
@@ -576,6 +589,10 @@ class MemoryBackend:
     def _capped(self, job_id: str) -> bool:
         limits = self._limits.get(job_id)
         return limits is not None and limits.capped
+
+    def _waits_for_slot(self, gate: Gate, job: JobRecord) -> bool:
+        limits = self._limits.get(job.id)
+        return limits is not None and gate.full(job.task, job.concurrency_key, limits)
 
     def _wake(self) -> None:
         with self._lock:

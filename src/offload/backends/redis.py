@@ -24,7 +24,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from offload.backends._batch import Batcher
-from offload.backends._common import decode_cursor, encode_cursor
+from offload.backends._common import (
+    check_new_job,
+    check_retry_in,
+    decode_cursor,
+    encode_cursor,
+)
 from offload.backends._redis_conn import Lane, connection_class
 from offload.backends._redis_data import (
     RedisURL,
@@ -61,6 +66,7 @@ from offload.errors import (
     InvalidTransition,
     JobNotFound,
     LeaseLost,
+    SerializationError,
 )
 
 log = logging.getLogger("offload.backends.redis")
@@ -265,42 +271,52 @@ class RedisBackend:
     async def _submit_groups(
         self, groups: Sequence[list[NewJob]]
     ) -> list[list[JobRecord] | BaseException]:
+        """One script run for many submit calls. A call whose jobs cannot be encoded or
+        stored gets its own error; the other calls of the batch go on."""
+        out: list[list[JobRecord] | BaseException] = []
+        sent: list[tuple[int, list[NewJob], list[_Blobs]]] = []
         args: list[Any] = [self._now_arg(), repr(IDEMPOTENCY_WINDOW)]
-        encoded: list[list[tuple[bytes, bytes, bytes]]] = []
         for jobs in groups:
-            rows = []
-            blobs_of_group = []
-            for job in jobs:
-                blobs = (dumps(job.args), dumps(job.kwargs), dumps(job.meta))
-                blobs_of_group.append(blobs)
-                rows.append(_submit_row(job, blobs))
+            try:
+                rows, blobs = _encode_group(jobs)
+            except (ValueError, SerializationError) as exc:
+                out.append(exc)
+                continue
+            sent.append((len(out), jobs, blobs))
+            out.append([])
             args.append(orjson.dumps(rows))
-            encoded.append(blobs_of_group)
+        if not sent:
+            return out
         # Safe to repeat: an id that already exists is returned as stored.
         reply = await self._script("submit", args, retry=True)
         now = float(reply[0])
-        out: list[list[JobRecord] | BaseException] = []
-        for jobs, blobs_of_group, group in zip(groups, encoded, reply[1:], strict=True):
-            if group[0] == "conflict":
-                out.append(IdempotencyConflict(group[1], group[2]))
-                continue
-            records = []
-            for job, blobs, item in zip(jobs, blobs_of_group, group[1:], strict=True):
-                if item[0] == "old":
-                    records.append(self._job(item[1:]))
-                    continue
-                records.append(
-                    JobRecord(
-                        id=job.id, task=job.task, queue=job.queue, status=State(item[1]),
-                        args=orjson.loads(blobs[0]), kwargs=orjson.loads(blobs[1]),
-                        priority=int(job.priority), attempts=0, losses=0, run_at=float(item[2]),
-                        created_at=now, updated_at=now, idempotency_key=job.idempotency_key,
-                        concurrency_key=job.concurrency_key, tenant=job.tenant,
-                        meta=orjson.loads(blobs[2]),
-                    )
-                )  # fmt: skip
-            out.append(records)
+        for (slot, jobs, blobs_of_group), group in zip(sent, reply[1:], strict=True):
+            out[slot] = self._submitted(jobs, blobs_of_group, group, now)
         return out
+
+    def _submitted(
+        self, jobs: list[NewJob], blobs_of_group: list[_Blobs], group: Sequence[Any], now: float
+    ) -> list[JobRecord] | BaseException:
+        if group[0] == "conflict":
+            return IdempotencyConflict(group[1], group[2])
+        if group[0] == "invalid":
+            return ValueError(group[1])
+        records = []
+        for job, blobs, item in zip(jobs, blobs_of_group, group[1:], strict=True):
+            if item[0] == "old":
+                records.append(self._job(item[1:]))
+                continue
+            records.append(
+                JobRecord(
+                    id=job.id, task=job.task, queue=job.queue, status=State(item[1]),
+                    args=orjson.loads(blobs[0]), kwargs=orjson.loads(blobs[1]),
+                    priority=int(job.priority), attempts=0, losses=0, run_at=float(item[2]),
+                    created_at=now, updated_at=now, idempotency_key=job.idempotency_key,
+                    concurrency_key=job.concurrency_key, tenant=job.tenant,
+                    meta=orjson.loads(blobs[2]),
+                )
+            )  # fmt: skip
+        return records
 
     def _job(self, flat: Sequence[str]) -> JobRecord:
         h = pairs(flat)
@@ -350,8 +366,7 @@ class RedisBackend:
             raise LeaseLost(lease.job_id, lease.token)
 
     async def complete(self, lease: Lease, result: Any, *, then: Sequence[NewJob] = ()) -> None:
-        rows = [_submit_row(job, (dumps(job.args), dumps(job.kwargs), dumps(job.meta)))
-                for job in then]  # fmt: skip
+        rows, _ = _encode_group(then)
         await self._finish(
             lease, State.SUCCEEDED, Reason.SUCCEEDED, result=dumps(result),
             then=b"=" + orjson.dumps(rows) if rows else b"",
@@ -365,6 +380,7 @@ class RedisBackend:
         retry_in: float | None = None,
         reason: Reason = Reason.FAILED,
     ) -> None:
+        check_retry_in(retry_in)
         if retry_in is None:
             await self._finish(lease, State.FAILED, reason, error=error)
             return
@@ -576,22 +592,37 @@ class RedisBackend:
                 self._wake.set()
 
 
-def _submit_row(job: NewJob, blobs: tuple[bytes, bytes, bytes]) -> tuple[str, ...]:
-    """One job as the SUBMIT machinery reads it; ``blobs`` are its encoded args, kwargs, meta."""
-    return (
-        job.id, job.task, job.queue, str(int(job.priority)), repr(float(job.delay)),
-        "" if job.run_at is None else "=" + repr(float(job.run_at)),
-        opt(job.idempotency_key), job.fingerprint or "", opt(job.concurrency_key),
-        job.tenant, blobs[0].decode(), blobs[1].decode(), blobs[2].decode(),
-        "" if job.result_ttl is None else "=" + repr(float(job.result_ttl)),
-        *_limit_fields(job.limits),
-    )  # fmt: skip
+_Blobs = tuple[bytes, bytes, bytes]
+
+
+def _encode_group(jobs: Sequence[NewJob]) -> tuple[list[tuple[str, ...]], list[_Blobs]]:
+    """The SUBMIT machinery's rows for one call's jobs (ValueError or SerializationError when
+    a job cannot be stored)."""
+    rows: list[tuple[str, ...]] = []
+    blobs_of_group = []
+    for job in jobs:
+        check_new_job(job)
+        blobs = (dumps(job.args), dumps(job.kwargs), dumps(job.meta))
+        blobs_of_group.append(blobs)
+        rows.append((
+            job.id, job.task, job.queue, str(int(job.priority)), repr(float(job.delay)),
+            "" if job.run_at is None else "=" + repr(float(job.run_at)),
+            opt(job.idempotency_key), job.fingerprint or "", opt(job.concurrency_key),
+            job.tenant, blobs[0].decode(), blobs[1].decode(), blobs[2].decode(),
+            "" if job.result_ttl is None else "=" + repr(float(job.result_ttl)),
+            *_limit_fields(job.limits),
+        ))  # fmt: skip
+    return rows, blobs_of_group
 
 
 def _move_error(op: tuple[Any, ...], reply: str) -> BaseException | None:
     """The error one op of a FINISH run stands for, if any."""
     if reply == "lost":
         return LeaseLost(op[0], int(op[1]))
+    if reply == "invalid":
+        return ValueError(f"job {op[0]}: a retry delay must be a finite number >= 0 seconds")
+    if reply.startswith("invalid\0"):  # a successor of a workflow step
+        return ValueError(reply.split("\0", 1)[1])
     if reply.startswith("conflict\0"):
         _, key, job_id = reply.split("\0", 2)
         return IdempotencyConflict(key, job_id)

@@ -22,8 +22,8 @@ import orjson
 
 from offload.backends import _sqlite_schema as schema
 from offload.backends import _sqlite_tx as tx
-from offload.backends._common import decode_cursor, encode_cursor, parse_url
-from offload.backends._sqlite_io import SQLiteThread, is_busy
+from offload.backends._common import check_retry_in, decode_cursor, encode_cursor, parse_url
+from offload.backends._sqlite_io import LOCK_RETRY_DEADLINE, SQLiteThread, is_busy
 from offload.backends._sqlite_watch import Watcher
 from offload.backends.base import DEFAULT_MAX_LOSSES
 from offload.core.clock import Clock, SystemClock
@@ -47,6 +47,10 @@ from offload.errors import (
 SYNCHRONOUS_MODES = ("off", "normal", "full", "extra")
 #: What a move to a final state sets besides the status.
 FINISH = f"result = :result, error = :error, lease_until = NULL, finished_at = :now, {tx.EXPIRES}"
+
+
+#: Seconds past its timeout an idle wait may last at most, whatever its wake-up thread does.
+WAIT_MARGIN = 1.0
 
 
 class SQLiteBackend:
@@ -142,9 +146,18 @@ class SQLiteBackend:
         return conn
 
     def _create_schema(self) -> None:
+        """Read the schema version; only a file without the current schema is written to
+        (waiting for the write lock like every writer does, LOCK_RETRY_DEADLINE at most)."""
         conn = self._connect()
+        deadline = time.monotonic() + LOCK_RETRY_DEADLINE
         try:
-            schema.create_schema(conn)
+            while schema.stored_version(conn) != schema.SCHEMA_VERSION:
+                try:
+                    schema.create_schema(conn)
+                except sqlite3.Error as exc:
+                    if not (is_busy(exc) and time.monotonic() < deadline):
+                        raise
+                    time.sleep(0.01)
         except sqlite3.Error as exc:
             raise ConfigurationError(
                 f"cannot prepare SQLite database {self.path!r}: {exc}"
@@ -235,6 +248,7 @@ class SQLiteBackend:
         retry_in: float | None = None,
         reason: Reason = Reason.FAILED,
     ) -> None:
+        check_retry_in(retry_in)
         detail = error.get("message")
         encoded = {"result": None, "error": orjson.dumps(error)}
         if retry_in is None:
@@ -346,16 +360,19 @@ class SQLiteBackend:
         def probe(conn: sqlite3.Connection) -> float:
             ready = conn.execute(
                 f"SELECT 1 FROM jobs WHERE status = 'queued' AND queue IN ({marks}) "
-                "AND losses = 0 AND capped = 0 LIMIT 1",  # waiting for a slot: a finish wakes us
+                "AND losses = 0 AND capped = 0 LIMIT 1",
                 names,
             ).fetchone()
-            if ready is not None:
+            if ready is not None or tx.capped_ready(conn, self.clock.now(), names):
                 return 0.0
             due = conn.execute("SELECT MIN(run_at) FROM jobs WHERE status = 'scheduled'")
             first = due.fetchone()[0]
             return timeout if first is None else min(timeout, max(0.0, first - self.clock.now()))
 
-        await self._watcher.wait(probe)
+        try:  # the watcher wakes every waiter even if it fails; this bound is a last resort
+            await asyncio.wait_for(self._watcher.wait(probe), timeout + WAIT_MARGIN)
+        except TimeoutError:
+            pass
 
     def _connect_watcher(self) -> sqlite3.Connection:
         conn = self._connect()

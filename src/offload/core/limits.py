@@ -3,6 +3,7 @@ task and per concurrency key) and rate limits (starts per period, per task and p
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -46,9 +47,13 @@ def parse_rate(text: str, *, what: str = "rate_limit") -> float:
         )
     count = int(match["count"])
     every = float(match["every"] or 1) * _UNITS[match["unit"][0]]
-    if count <= 0 or every <= 0:
-        raise ValueError(f"{what} {text!r} must allow at least one start per period")
-    return every / count
+    interval = every / count if 0 < count < 2**53 else 0.0
+    if interval <= 0 or not math.isfinite(interval):
+        raise ValueError(
+            f"{what} {text!r} must allow at least one start per period, with a period and a "
+            "count that are finite positive numbers"
+        )
+    return interval
 
 
 def check_cap(value: int | None, what: str) -> int | None:

@@ -11,6 +11,7 @@ from typing import Any, Literal, get_type_hints
 from pydantic import PydanticSchemaGenerationError, PydanticUserError, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
+from offload.core.bounds import check_priority, check_seconds
 from offload.core.codec import to_json_value
 from offload.core.job import DEFAULT_QUEUE
 from offload.core.limits import Limits
@@ -50,12 +51,11 @@ class TaskSpec:
             raise ValueError(f"task {self.name!r}: executor='async' needs an async def function")
         if self.executor != "async" and inspect.iscoroutinefunction(self.func):
             raise ValueError(f"task {self.name!r}: an async def task runs with executor='async'")
-        if self.timeout is not None and self.timeout <= 0:
-            raise ValueError(f"task {self.name!r}: timeout must be > 0 seconds")
-        if self.result_ttl is not None and self.result_ttl < 0:
-            raise ValueError(
-                f"task {self.name!r}: result_ttl must be >= 0 seconds, not {self.result_ttl!r}"
-            )
+        if self.timeout is not None:
+            check_seconds(self.timeout, f"task {self.name!r}: timeout", positive=True)
+        if self.result_ttl is not None:
+            check_seconds(self.result_ttl, f"task {self.name!r}: result_ttl")
+        check_priority(self.priority, f"task {self.name!r}: priority")
 
     @cached_property
     def signature(self) -> inspect.Signature:
