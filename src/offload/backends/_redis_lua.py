@@ -40,7 +40,7 @@ from offload.core.bounds import PRIORITY_MAX, PRIORITY_MIN
 from offload.core.states import TRANSITIONS
 
 #: Most due scheduled jobs one claim promotes (the rest wait for the next claim).
-PROMOTE_BATCH = 1000
+PROMOTE_BATCH = 100
 #: Most suspects per queue one claim looks at.
 SUSPECT_SCAN = 100
 
@@ -402,6 +402,8 @@ return out
 CAPPED_SCAN = 64
 #: Most jobs one claim parks because their slot is full (each is parked once per wait).
 PARK_BATCH = 1000
+#: Priorities one claim reads at a time (it reads only as many pages as it needs).
+PRIORITY_PAGE = 16
 
 CLAIM = (
     """
@@ -429,21 +431,36 @@ end
 -- A limited job whose slot is full is parked on that slot (see unpark), so that however many
 -- wait for one key, the jobs behind them are seen; at most PARK_BATCH parks per claim.
 local parks = 0
-local function park(qk, id, run_at)
-  if parks >= PARK_BATCH then return false end
+local function full_slot(id)
+  if parks >= PARK_BATCH then return nil end
   for _, slot in ipairs(slots_of(id)) do
-    if running_in(slot[1]) >= slot[2] then
-      parks = parks + 1
-      redis.call('ZREM', qk, id)
-      redis.call('ZADD', R .. 'park:' .. slot[1], run_at, id)
-      return true
-    end
+    if running_in(slot[1]) >= slot[2] then return slot[1] end
   end
-  return false
+  return nil
+end
+local function park(qk, id, run_at)
+  local slot = full_slot(id)
+  if not slot then return false end
+  parks = parks + 1
+  redis.call('ZREM', qk, id)
+  redis.call('ZADD', R .. 'park:' .. slot, run_at, id)
+  return true
+end
+-- The queue's priorities, best first, a page at a time: a claim reads as many as it needs.
+local function priorities(key)
+  local page, at, i = {}, 0, 0
+  return function()
+    i = i + 1
+    if i > #page then
+      page, i = redis.call('ZRANGE', key, at, at + PRIORITY_PAGE - 1), 1
+      at = at + PRIORITY_PAGE
+    end
+    return page[i]
+  end
 end
 local function gather(queue, part, parts, want)
-  local got = 0
-  for _, p in ipairs(redis.call('ZRANGE', R .. parts .. queue, 0, -1)) do
+  local got, emptied = 0, {}
+  for p in priorities(R .. parts .. queue) do
     local qk, start = R .. part .. queue .. ':' .. p, 0
     while got < want do
       local ids = redis.call('ZRANGE', qk, start, start + want - got - 1, 'WITHSCORES')
@@ -459,9 +476,10 @@ local function gather(queue, part, parts, want)
         start = start + 1
       end
     end
-    if redis.call('EXISTS', qk) == 0 then redis.call('ZREM', R .. parts .. queue, p) end
+    if redis.call('EXISTS', qk) == 0 then emptied[#emptied + 1] = p end
     if got >= want then break end
   end
+  for _, p in ipairs(emptied) do redis.call('ZREM', R .. parts .. queue, p) end
 end
 local room = {}
 for i = 6, #ARGV, 2 do
@@ -546,6 +564,14 @@ local function consider(c)
   if verdict ~= false then
     local e = defer(c, verdict)
     if e then return e end
+  else
+    -- Its slot filled up during this claim: park it too, so that what stays ready can start.
+    local slot = full_slot(c.id)
+    if slot then
+      parks = parks + 1
+      dequeue(c.id, c.queue, c.sprio)
+      redis.call('ZADD', R .. 'park:' .. slot, c.run_at, c.id)
+    end
   end
   return false
 end
@@ -589,6 +615,7 @@ return out
     .replace("SUSPECT_SCAN - 1", str(SUSPECT_SCAN - 1))
     .replace("CAPPED_SCAN", str(CAPPED_SCAN))
     .replace("PARK_BATCH", str(PARK_BATCH))
+    .replace("PRIORITY_PAGE", str(PRIORITY_PAGE))
 )
 
 RENEW = """
