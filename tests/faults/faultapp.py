@@ -202,6 +202,21 @@ async def agrandchild(pidfile: str) -> str:
     return done.stdout
 
 
+def _orphan_command(pidfile: str) -> list[str]:
+    # The command writes its own pid, then becomes a long sleep (exec keeps the pid).
+    return ["sh", "-c", f"echo $$ > '{pidfile}.tmp'; mv '{pidfile}.tmp' '{pidfile}'; exec sleep 60"]
+
+
+async def orphan_cmd(pidfile: str) -> str:
+    """A long ``run_process`` command from an async task (its worker is killed meanwhile)."""
+    return (await offload.run_process(_orphan_command(pidfile))).stdout
+
+
+def orphan_cmd_sync(pidfile: str) -> str:
+    """The thread variant, through ``run_process_sync``."""
+    return offload.run_process_sync(_orphan_command(pidfile)).stdout
+
+
 def poison() -> None:
     """Kill the worker process that runs this job."""
     os.kill(os.getpid(), signal.SIGKILL)
@@ -220,6 +235,8 @@ TASKS: list[tuple[Callable[..., Any], dict[str, Any]]] = [
     (agrandchild, {}),
     (grandchild, {"name": "grandchild_timeout", "timeout": 1.0}),
     (agrandchild, {"name": "agrandchild_timeout", "timeout": 1.0}),
+    (orphan_cmd, {}),
+    (orphan_cmd_sync, {}),
     (poison, {}),
     (quick, {}),
     (tally, {}),
@@ -235,6 +252,7 @@ PROCESS_TASKS: list[tuple[Callable[..., Any], dict[str, Any]]] = [
     (tally_process, {}),
     (tally_process, {"name": "tally_process_t", "timeout": 1.0}),
     (nap, {"name": "nap_process"}),
+    (orphan_cmd_sync, {"name": "orphan_process"}),
 ]
 
 
