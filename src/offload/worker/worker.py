@@ -161,9 +161,21 @@ class Worker:
             self._executors["process"] = self._process_executor()
         for executor in self._executors.values():
             await executor.start()
+        await self._first_heartbeat()
         self._keeper.start()
         log.info("worker %s serving %s with %d slots", self.id, _describe(self.queues),
                  self.concurrency)  # fmt: skip
+
+    async def _first_heartbeat(self) -> None:
+        """Be on the list of live workers before claiming: a claimed job's worker must be alive
+        there, or other workers would take it for a dead one's."""
+        sent_at = time.monotonic()
+        try:
+            await self.backend.heartbeat(self.describe(), ttl=self.settings.dead_after)
+        except BackendError as exc:
+            log.warning("worker heartbeat failed: %s; no claims until one succeeds", exc)
+            return
+        self._keeper.alive_since(sent_at)
 
     def _process_executor(self) -> Executor:
         from offload.worker.executors.process import ProcessExecutor
@@ -178,6 +190,8 @@ class Worker:
 
     # -- claiming ------------------------------------------------------------------------------
     def _room(self) -> dict[str, int]:
+        if not self._keeper.heartbeat_fresh():
+            return {}  # others may take this worker for dead: a job claimed now would be lost
         if any(job.record.losses > 0 and job.executing for job in self._running.values()):
             return {}  # a suspect runs alone: take nothing else until it ends
         ahead = self.prefetch if self._job_seconds < SHORT_JOB else 0
