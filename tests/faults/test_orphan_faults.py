@@ -2,7 +2,8 @@
 
 Real worker processes on SQLite and Redis (``faults``), checked by the history checker at
 teardown. Orphans: the ``run_process`` command of an async task, of a thread task and of a job
-in the process pool, and every pool child, are gone soon after ``kill -9`` of their worker.
+in the process pool, a command's own child, and every pool child, are gone soon after
+``kill -9`` of their worker.
 Recovery: with the default lease (30 s), a SIGKILLed worker's job is claimed again by another
 worker once the dead worker's heartbeat lapses (``dead_after``, 5 s), long before its lease
 ends; a live worker whose event loop is blocked keeps its job. The measured recovery time is
@@ -57,13 +58,20 @@ def claims(history: list[Transition]) -> list[Transition]:
 
 @pytest.mark.parametrize(
     ("task", "env"),
-    [("orphan_cmd", None), ("orphan_cmd_sync", None), ("orphan_process", PROCESS_POOL)],
+    [
+        ("orphan_cmd", None),
+        ("orphan_cmd_sync", None),
+        ("orphan_process", PROCESS_POOL),
+        ("agrandchild", None),  # the command's own child: killed with the group (the warden)
+        ("grandchild", None),
+    ],
 )
 def test_sigkill_of_the_worker_takes_its_commands_and_pool_children_with_it(
     faults: Faults, tmp_path: Path, task: str, env: dict[str, str] | None
 ) -> None:
-    """The issue-16 orphan: a 60 s command outlived its killed worker. Now the command, and
-    every process the worker started (pool children, the fork server), are gone within 2 s."""
+    """The issue-16 orphan: a 60 s command outlived its killed worker. Now the command (or,
+    for the grandchild tasks, the command's own child), and every process the worker started
+    (pool children, the fork server, the warden), are gone within 2 s."""
     worker = faults.start("a", env=env)
     pidfile = tmp_path / "command.pid"
     job = faults.submit(task, str(pidfile))

@@ -6,10 +6,21 @@ import contextvars
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from offload.errors import Cancelled, OffloadError
 
 ProgressSink = Callable[[float | None, str | None], None]
+
+
+class GroupWatcher(Protocol):
+    """Who else must know a job's live process groups (the worker's warden)."""
+
+    def watch(self, pgid: int) -> None: ...
+
+    def unwatch(self, pgid: int) -> None: ...
+
+
 #: Guards the lazy parts of every JobContext (most jobs never need a cancel event or a group).
 _LAZY = threading.Lock()
 
@@ -31,6 +42,7 @@ class JobContext:
     _sink: ProgressSink = field(repr=False)
     _cancel: threading.Event | None = field(default=None, repr=False)  # made on first need
     _process_groups: set[int] = field(default_factory=set, repr=False)
+    _watcher: GroupWatcher | None = field(default=None, repr=False)
 
     def progress(self, fraction: float | None = None, message: str | None = None) -> None:
         """Report progress: ``fraction`` in [0, 1] and/or a short message."""
@@ -70,10 +82,14 @@ class JobContext:
     def add_process_group(self, pgid: int) -> None:
         with _LAZY:
             self._process_groups.add(pgid)
+        if self._watcher is not None:
+            self._watcher.watch(pgid)
 
     def discard_process_group(self, pgid: int) -> None:
         with _LAZY:
             self._process_groups.discard(pgid)
+        if self._watcher is not None:
+            self._watcher.unwatch(pgid)
 
     def process_groups(self) -> list[int]:
         with _LAZY:

@@ -29,6 +29,7 @@ from offload.worker.executors.thread import ThreadExecutor
 from offload.worker.lease import LeaseKeeper
 from offload.worker.runner import JobRunner, Running, StopReason
 from offload.worker.scheduler import Scheduler
+from offload.worker.warden import Warden
 
 log = logging.getLogger("offload.worker")
 
@@ -75,6 +76,7 @@ class Worker:
         self.started_at = time.time()
         self.app_path = app_path
         self.backend = app.new_backend()
+        self._warden = Warden()  # kills run_process groups if this process dies (kill -9)
         self._threads = ThreadExecutor(self.concurrency)
         self._executors: dict[str, Executor] = {"async": AsyncExecutor(), "thread": self._threads}
         self._runner = JobRunner(app.registry, self.backend, self._executors)
@@ -161,6 +163,7 @@ class Worker:
             self._executors["process"] = self._process_executor()
         for executor in self._executors.values():
             await executor.start()
+        self._warden.start()
         await self._first_heartbeat()
         self._keeper.start()
         log.info("worker %s serving %s with %d slots", self.id, _describe(self.queues),
@@ -263,7 +266,7 @@ class Worker:
         lease = Lease(record.id, record.token)
         job = Running(record, lease, JobContext(
             id=record.id, task=record.task, attempt=record.attempts, queue=record.queue,
-            _sink=lambda f, m: self._progress(record.id, f, m),
+            _sink=lambda f, m: self._progress(record.id, f, m), _watcher=self._warden,
         ))  # fmt: skip
         if record.losses > 0 and self._executing:
             job.gate = asyncio.Event()  # a suspect: run it once the others are done
@@ -385,6 +388,7 @@ class Worker:
         await asyncio.gather(*(j.task for j in leftover if j.task), return_exceptions=True)
         for job in leftover:
             _kill_groups(job.ctx)
+        await asyncio.to_thread(self._warden.close)
         await asyncio.to_thread(self._keeper.stop)
         for executor in self._executors.values():
             await executor.close(grace=1.0)
