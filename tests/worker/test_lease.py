@@ -6,6 +6,8 @@ import asyncio
 import threading
 import time
 
+import pytest
+
 from offload.backends.memory import MemoryBackend
 from offload.core.job import Lease, RenewResult
 from offload.settings import Settings
@@ -45,3 +47,25 @@ def test_a_lease_that_cannot_be_renewed_is_reported_lost_before_it_expires() -> 
         keeper.stop()
     # Fenced before the lease could have expired (plus scheduling slack), despite hung calls.
     assert lost_at[0] - claimed < settings.lease_seconds + 0.3
+
+
+def test_holds_until_the_lease_or_the_heartbeat_could_have_lapsed() -> None:
+    """``holds`` (behind ``offload.current().still_owner()``) is the fencing horizon: a tracked
+    lease whose worker heartbeat is fresh; not after dead_after without one, nor untracked."""
+    settings = Settings(lease_seconds=30, heartbeat_interval=0.1, dead_after=0.3)
+    keeper = LeaseKeeper(
+        MemoryBackend(), "w", settings, on_lost=lambda job_id: None,
+        on_cancel=lambda job_id: None, describe=lambda: pytest.fail("the keeper is not started"),
+    )  # fmt: skip
+    keeper.track(Lease("job", 1), time.monotonic())
+    assert not keeper.holds("job")
+    sent_at = time.monotonic()
+    keeper.alive_since(sent_at)
+    assert keeper.holds("job")
+    assert not keeper.holds("other")
+    while time.monotonic() < sent_at + settings.dead_after:
+        time.sleep(0.02)  # no heartbeat since: others may now take the worker for dead
+    assert not keeper.holds("job")
+    keeper.alive_since(time.monotonic())
+    keeper.untrack("job")
+    assert not keeper.holds("job")

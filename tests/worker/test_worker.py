@@ -152,6 +152,31 @@ async def test_cancelling_running_jobs(app: offload.App) -> None:
             assert job.status is State.CANCELLED
 
 
+async def test_still_owner_is_true_while_running_and_false_once_cancelled(
+    app: offload.App,
+) -> None:
+    """The fencing check a task makes before publishing output (docs/guide: tasks that write
+    files): true for the run that owns the job, false once the job was cancelled."""
+    seen: list[bool] = []
+    started = threading.Event()
+
+    @app.task
+    def publish() -> None:
+        ctx = offload.current()
+        seen.append(ctx.still_owner())
+        started.set()
+        ctx.wait_cancelled(30)
+        seen.append(ctx.still_owner())
+
+    async with running(app):
+        job = await publish.asubmit()
+        await wait_for(started.is_set)
+        await job.acancel()
+        with pytest.raises(offload.JobCancelled):
+            await job.aresult(timeout=5)
+    assert seen == [True, False]
+
+
 async def test_results_that_are_not_json_fail_clearly(app: offload.App) -> None:
     @app.task
     def bad() -> object:

@@ -95,6 +95,16 @@ class LeaseKeeper:
         with self._lock:
             self._alive_until = max(self._alive_until, sent_at + self._settings.dead_after)
 
+    def holds(self, job_id: str) -> bool:
+        """Whether this worker surely still owns ``job_id``: its lease is tracked, and neither
+        the lease nor the worker's heartbeat can have lapsed yet (the fencing horizon)."""
+        with self._lock:
+            held = self._held.get(job_id)
+            horizon = (
+                self._alive_until if held is None else min(self._alive_until, held.valid_until)
+            )
+        return held is not None and time.monotonic() < horizon - SAFETY_MARGIN
+
     def heartbeat_fresh(self) -> bool:
         """Whether other workers surely still count this worker as alive."""
         with self._lock:

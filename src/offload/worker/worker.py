@@ -267,6 +267,7 @@ class Worker:
         job = Running(record, lease, JobContext(
             id=record.id, task=record.task, attempt=record.attempts, queue=record.queue,
             _sink=lambda f, m: self._progress(record.id, f, m), _watcher=self._warden,
+            _owner_check=lambda: self._keeper.holds(record.id),
         ))  # fmt: skip
         if record.losses > 0 and self._executing:
             job.gate = asyncio.Event()  # a suspect: run it once the others are done
