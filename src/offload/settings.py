@@ -29,6 +29,10 @@ class Settings:
     #: reclaims its jobs, long before their leases expire. A worker that cannot heartbeat for
     #: this long stops its own jobs first (fencing), so a live worker's job never runs twice
     dead_after: float = 5.0
+    #: a job that was running on this many workers when they died runs alone on its worker
+    #: (nothing else runs beside it); with fewer losses it runs beside other jobs. 1 is the
+    #: cautious choice: every job caught in a worker's death then runs alone, one at a time
+    run_alone_after: int = 2
     #: seconds between checks for cancel requests of running jobs
     cancel_poll: float = 0.5
     #: seconds running jobs get to finish after SIGTERM before they are released
@@ -73,6 +77,10 @@ class Settings:
             raise ConfigurationError(
                 f"heartbeat_interval ({self.heartbeat_interval:g}s) must be > 0 and at most half "
                 f"of dead_after ({self.dead_after:g}s), so one late heartbeat is not a death"
+            )
+        if self.run_alone_after < 1:
+            raise ConfigurationError(
+                f"run_alone_after ({self.run_alone_after}) must be at least 1 (worker losses)"
             )
         if self.concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")

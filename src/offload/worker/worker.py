@@ -195,7 +195,7 @@ class Worker:
     def _room(self) -> dict[str, int]:
         if not self._keeper.heartbeat_fresh():
             return {}  # others may take this worker for dead: a job claimed now would be lost
-        if any(job.record.losses > 0 and job.executing for job in self._running.values()):
+        if any(self._alone(job.record) and job.executing for job in self._running.values()):
             return {}  # a suspect runs alone: take nothing else until it ends
         ahead = self.prefetch if self._job_seconds < SHORT_JOB else 0
         free = self.concurrency + ahead - self._executing - self._threads.detached
@@ -205,6 +205,15 @@ class Worker:
             if limit > 0:
                 room[queue] = limit
         return room
+
+    def _alone(self, record: JobRecord) -> bool:
+        """Whether ``record`` must run with nothing beside it (it was there when workers died)."""
+        return record.losses >= self.settings.run_alone_after
+
+    def _takes_suspects(self) -> bool:
+        """Whether to claim suspects now (jobs whose worker died; the backend gives one per
+        claim). When a first loss does not isolate a job, a busy worker takes them too."""
+        return not self._executing or self.settings.run_alone_after > 1
 
     async def _claim_loop(self) -> None:
         pause = 0.05
@@ -217,7 +226,7 @@ class Worker:
             try:
                 jobs = await self.backend.claim(
                     self.id, room, min(max(room.values()), self.settings.claim_batch),
-                    self.settings.lease_seconds, idle=not self._executing,
+                    self.settings.lease_seconds, idle=self._takes_suspects(),
                 )  # fmt: skip
             except BackendError as exc:
                 log.warning("claim failed: %s; retrying in %.2fs", exc, pause)
@@ -269,7 +278,7 @@ class Worker:
             _sink=lambda f, m: self._progress(record.id, f, m), _watcher=self._warden,
             _owner_check=lambda: self._keeper.holds(record.id),
         ))  # fmt: skip
-        if record.losses > 0 and self._executing:
+        if self._alone(record) and self._executing:
             job.gate = asyncio.Event()  # a suspect: run it once the others are done
         job.slots = self._slots
         self._running[record.id] = job
