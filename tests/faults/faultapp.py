@@ -202,9 +202,23 @@ async def agrandchild(pidfile: str) -> str:
     return done.stdout
 
 
-def _orphan_command(pidfile: str) -> list[str]:
-    # The command writes its own pid, then becomes a long sleep (exec keeps the pid).
-    return ["sh", "-c", f"echo $$ > '{pidfile}.tmp'; mv '{pidfile}.tmp' '{pidfile}'; exec sleep 60"]
+def _orphan_command(pidfile: str, seconds: float = 60.0) -> list[str]:
+    # The command writes its own pid, then becomes a sleep (exec keeps the pid).
+    write = f"echo $$ > '{pidfile}.tmp'; mv '{pidfile}.tmp' '{pidfile}'"
+    return ["sh", "-c", f"{write}; exec sleep {seconds}"]
+
+
+async def chain_step(done: list[str], ledger: str, step: str, victim: str) -> list[str]:
+    """One step of a three-command pipeline (the exam generator's shape, as a workflow chain).
+
+    Its command writes its pid to ``<ledger>/<step>.<run>.pid`` and sleeps: 30 s on the first
+    run of the ``victim`` step (its worker is killed meanwhile), 0.2 s otherwise.
+    """
+    run = _begin(ledger)
+    seconds = 30.0 if step == victim and run == 1 else 0.2
+    await offload.run_process(_orphan_command(f"{ledger}/{step}.{run}.pid", seconds))
+    _ledger(ledger, "end", outcome="returned")
+    return [*done, step]
 
 
 async def orphan_cmd(pidfile: str) -> str:
@@ -237,6 +251,7 @@ TASKS: list[tuple[Callable[..., Any], dict[str, Any]]] = [
     (agrandchild, {"name": "agrandchild_timeout", "timeout": 1.0}),
     (orphan_cmd, {}),
     (orphan_cmd_sync, {}),
+    (chain_step, {}),
     (poison, {}),
     (quick, {}),
     (tally, {}),

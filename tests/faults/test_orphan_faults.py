@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from faultkit import Faults, pid_gone, wait_until
 
+import offload
 from offload import Transition
 
 pytestmark = pytest.mark.slow
@@ -117,3 +118,34 @@ def test_a_live_worker_with_a_blocked_event_loop_keeps_its_job(faults: Faults) -
     faults.marker("k", 1)
     faults.wait_status(job, "succeeded", timeout=30)
     assert len(claims(faults.histories([job.id])[job.id])) == 1
+
+
+@pytest.mark.parametrize("victim", ["data", "render", "compile"])
+def test_kill_during_each_step_of_a_chain_of_commands(faults: Faults, victim: str) -> None:
+    """The exam generator's pipeline: data -> render -> compile, each step a ``run_process``
+    command. The worker is SIGKILLed while the ``victim`` step's command runs; a second worker
+    finishes the workflow. The killed command is gone before its re-run starts (no overlap),
+    every step succeeds, and only the victim ran twice (the history checker counts the runs)."""
+    faults.lease, faults.reap = 5.0, 1.0  # as in the recovery test: dead_after, heartbeat
+    ledger = faults.ledger
+    a = faults.start("a", env=DEFAULT_TIMINGS)
+    step = offload.Task(faults.app, faults.app.registry.get("chain_step"))
+    flow = offload.chain(
+        step.s([], str(ledger), "data", victim),
+        step.s(str(ledger), "render", victim),
+        step.s(str(ledger), "compile", victim),
+    )
+    workflow = faults.app.submit_workflow(flow)
+    first = ledger / f"{victim}.1.pid"
+    wait_until(lambda: first.exists(), 20, f"the {victim} command")
+    command = int(first.read_text())
+    faults.start("b", env=DEFAULT_TIMINGS)
+    a.signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait_until(lambda: pid_gone(command), ORPHAN_DEADLINE, "the killed step's command to die")
+    rerun = ledger / f"{victim}.2.pid"
+    wait_until(lambda: rerun.exists(), 30, f"the {victim} step to run again")
+    faults.measured["recovery_after_sigkill_s"] = round(time.monotonic() - killed_at, 2)
+    assert workflow.result(timeout=30) == ["data", "render", "compile"]
+    runs = sorted(p.name for p in ledger.glob("*.pid"))
+    assert runs == sorted([*(f"{s}.1.pid" for s in ("data", "render", "compile")), rerun.name])
