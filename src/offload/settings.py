@@ -24,6 +24,16 @@ class Settings:
     renew_interval: float = 0.0
     #: seconds between sweeps for expired leases, done by every worker; 0: a third of the lease
     reap_interval: float = 0.0
+    #: seconds between a worker's heartbeats (sent by its lease thread, like renewals)
+    heartbeat_interval: float = 1.0
+    #: seconds without a heartbeat after which a worker is presumed dead: any live worker then
+    #: reclaims its jobs, long before their leases expire. A worker that cannot heartbeat for
+    #: this long stops its own jobs first (fencing), so a live worker's job never runs twice
+    dead_after: float = 5.0
+    #: a job that was running on this many workers when they died runs alone on its worker
+    #: (nothing else runs beside it); with fewer losses it runs beside other jobs. 1 is the
+    #: cautious choice: every job caught in a worker's death then runs alone, one at a time
+    run_alone_after: int = 2
     #: seconds between checks for cancel requests of running jobs
     cancel_poll: float = 0.5
     #: seconds running jobs get to finish after SIGTERM before they are released
@@ -67,6 +77,15 @@ class Settings:
             raise ConfigurationError(
                 f"renew_interval ({self.renew_interval:g}s) must be shorter than lease_seconds "
                 f"({self.lease_seconds:g}s); a third of it is a good choice"
+            )
+        if not 0 < self.heartbeat_interval <= self.dead_after / 2:
+            raise ConfigurationError(
+                f"heartbeat_interval ({self.heartbeat_interval:g}s) must be > 0 and at most half "
+                f"of dead_after ({self.dead_after:g}s), so one late heartbeat is not a death"
+            )
+        if self.run_alone_after < 1:
+            raise ConfigurationError(
+                f"run_alone_after ({self.run_alone_after}) must be at least 1 (worker losses)"
             )
         if self.concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")

@@ -664,6 +664,32 @@ async def test_reaped_job_fences_out_its_old_owner(
     assert (done.result, done.worker_id) == ("fresh", "new")
 
 
+async def test_reclaim_dead_reaps_the_jobs_of_workers_whose_heartbeat_lapsed(
+    backend: Backend, clock: ManualClock, make: MakeJob
+) -> None:
+    """Before its lease ends, a job of a worker with no live heartbeat goes back to the queue
+    (and its old owner is fenced out); a live worker's job, and a job claimed less than
+    ``grace`` ago, stay running."""
+    await backend.submit([make(), make(), make()])
+    await backend.heartbeat(worker_info("dead"), ttl=5)
+    await backend.heartbeat(worker_info("alive"), ttl=5)
+    lost, old = await claim_one(backend, worker="dead", lease=100)
+    kept, _ = await claim_one(backend, worker="alive", lease=100)
+    clock.advance(4)
+    assert await backend.reclaim_dead(grace=5) == 0  # dead's heartbeat is still live
+    await backend.heartbeat(worker_info("alive"), ttl=5)
+    clock.advance(2)  # dead's heartbeat lapsed 1 s ago; alive's is 2 s old
+    fresh, _ = await claim_one(backend, worker="dead", lease=100)
+    assert await backend.reclaim_dead(grace=5) == 1
+    requeued = await stored(backend, lost.id)
+    assert (requeued.status, requeued.losses) == (State.QUEUED, 1)
+    assert (await backend.history(lost.id))[-1].reason is Reason.LEASE_EXPIRED
+    assert (await stored(backend, kept.id)).status is State.RUNNING
+    assert (await stored(backend, fresh.id)).status is State.RUNNING  # claimed too recently
+    with pytest.raises(LeaseLost):
+        await backend.complete(old, "stale")
+
+
 async def lose_once(backend: Backend, clock: ManualClock, job: NewJob) -> JobRecord:
     """Submit ``job`` (into an empty backend), claim it and let its lease expire."""
     await submit_one(backend, job)

@@ -202,6 +202,35 @@ async def agrandchild(pidfile: str) -> str:
     return done.stdout
 
 
+def _orphan_command(pidfile: str, seconds: float = 60.0) -> list[str]:
+    # The command writes its own pid, then becomes a sleep (exec keeps the pid).
+    write = f"echo $$ > '{pidfile}.tmp'; mv '{pidfile}.tmp' '{pidfile}'"
+    return ["sh", "-c", f"{write}; exec sleep {seconds}"]
+
+
+async def chain_step(done: list[str], ledger: str, step: str, victim: str) -> list[str]:
+    """One step of a three-command pipeline (the exam generator's shape, as a workflow chain).
+
+    Its command writes its pid to ``<ledger>/<step>.<run>.pid`` and sleeps: 30 s on the first
+    run of the ``victim`` step (its worker is killed meanwhile), 0.2 s otherwise.
+    """
+    run = _begin(ledger)
+    seconds = 30.0 if step == victim and run == 1 else 0.2
+    await offload.run_process(_orphan_command(f"{ledger}/{step}.{run}.pid", seconds))
+    _ledger(ledger, "end", outcome="returned")
+    return [*done, step]
+
+
+async def orphan_cmd(pidfile: str) -> str:
+    """A long ``run_process`` command from an async task (its worker is killed meanwhile)."""
+    return (await offload.run_process(_orphan_command(pidfile))).stdout
+
+
+def orphan_cmd_sync(pidfile: str) -> str:
+    """The thread variant, through ``run_process_sync``."""
+    return offload.run_process_sync(_orphan_command(pidfile)).stdout
+
+
 def poison() -> None:
     """Kill the worker process that runs this job."""
     os.kill(os.getpid(), signal.SIGKILL)
@@ -220,6 +249,9 @@ TASKS: list[tuple[Callable[..., Any], dict[str, Any]]] = [
     (agrandchild, {}),
     (grandchild, {"name": "grandchild_timeout", "timeout": 1.0}),
     (agrandchild, {"name": "agrandchild_timeout", "timeout": 1.0}),
+    (orphan_cmd, {}),
+    (orphan_cmd_sync, {}),
+    (chain_step, {}),
     (poison, {}),
     (quick, {}),
     (tally, {}),
@@ -235,6 +267,7 @@ PROCESS_TASKS: list[tuple[Callable[..., Any], dict[str, Any]]] = [
     (tally_process, {}),
     (tally_process, {"name": "tally_process_t", "timeout": 1.0}),
     (nap, {"name": "nap_process"}),
+    (orphan_cmd_sync, {"name": "orphan_process"}),
 ]
 
 

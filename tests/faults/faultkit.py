@@ -306,6 +306,9 @@ class Faults:
         self.summary: Summary | None = None
         #: Numbers a test measured, published with its summary (docs/reliability.md).
         self.measured: dict[str, Any] = {}
+        #: The history checker's bound for a lost lease: reaped within lease + reap + slack
+        #: (a test with other timings says so here).
+        self.lease, self.reap = LEASE, REAP
         import faultapp
 
         self.app: offload.App = faultapp.build(self.url, process=True)
@@ -580,8 +583,8 @@ class Faults:
                 faults=list(self.faults),
                 stats=self.counts(),
                 reapers_back=self.reapers_back,
-                lease=LEASE,
-                reap=REAP,
+                lease=self.lease,
+                reap=self.reap,
                 slack=CHECK_SLACK,
             )
         )

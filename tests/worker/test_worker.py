@@ -152,6 +152,31 @@ async def test_cancelling_running_jobs(app: offload.App) -> None:
             assert job.status is State.CANCELLED
 
 
+async def test_still_owner_is_true_while_running_and_false_once_cancelled(
+    app: offload.App,
+) -> None:
+    """The fencing check a task makes before publishing output (docs/guide: tasks that write
+    files): true for the run that owns the job, false once the job was cancelled."""
+    seen: list[bool] = []
+    started = threading.Event()
+
+    @app.task
+    def publish() -> None:
+        ctx = offload.current()
+        seen.append(ctx.still_owner())
+        started.set()
+        ctx.wait_cancelled(30)
+        seen.append(ctx.still_owner())
+
+    async with running(app):
+        job = await publish.asubmit()
+        await wait_for(started.is_set)
+        await job.acancel()
+        with pytest.raises(offload.JobCancelled):
+            await job.aresult(timeout=5)
+    assert seen == [True, False]
+
+
 async def test_results_that_are_not_json_fail_clearly(app: offload.App) -> None:
     @app.task
     def bad() -> object:
@@ -295,8 +320,9 @@ async def test_a_job_whose_lease_is_lost_is_stopped_and_its_result_dropped(
 
 
 async def test_a_busy_worker_runs_a_waiting_suspect_alone(fast_settings: Settings) -> None:
+    # With run_alone_after=1, a job caught in a single worker's death runs alone.
     backend = MemoryBackend()
-    app = offload.App(backend, settings=fast_settings)
+    app = offload.App(backend, settings=fast_settings.with_(run_alone_after=1))
     spans: dict[str, tuple[float, float]] = {}
 
     @app.task
@@ -388,3 +414,50 @@ async def test_workers_prune_jobs_whose_result_ttl_ran_out(app: offload.App) -> 
             await asyncio.sleep(0.05)
     assert await backend.history(short.id) == []
     assert (await long.arefresh()).record.status is State.SUCCEEDED
+
+
+async def lost_jobs(backend: MemoryBackend, times: int, *jobs: offload.Job) -> None:
+    """Make suspects: each of ``jobs`` was running on ``times`` workers that vanished."""
+    for _ in range(times):
+        claimed = await backend.claim("vanished", {"default": len(jobs)}, len(jobs), 0.05,
+                                      idle=True)  # fmt: skip
+        while claimed:  # the backend hands out one suspect per claim
+            claimed = await backend.claim("vanished", {"default": 9}, 9, 0.05, idle=True)
+        await asyncio.sleep(0.1)
+        assert await backend.reap() == len(jobs)
+
+
+async def test_by_default_jobs_of_one_dead_worker_run_side_by_side_but_repeat_ones_alone(
+    fast_settings: Settings,
+) -> None:
+    """Slots follow the living: the jobs of a worker that died once run with the normal
+    concurrency (not one at a time); a job that was there when two workers died runs alone."""
+    backend = MemoryBackend()
+    app = offload.App(backend, settings=fast_settings)
+    assert fast_settings.run_alone_after == 2
+    spans: dict[str, tuple[float, float]] = {}
+
+    @app.task
+    async def step(name: str, seconds: float) -> None:
+        start = time.monotonic()
+        await asyncio.sleep(seconds)
+        spans[name] = (start, time.monotonic())
+
+    innocent = [await step.asubmit(f"innocent{i}", 0.4) for i in range(3)]
+    await lost_jobs(backend, 1, *innocent)
+    async with running(app, concurrency=4):
+        for job in innocent:
+            await job.aresult(timeout=10)
+    starts = [spans[f"innocent{i}"][0] for i in range(3)]
+    ends = [spans[f"innocent{i}"][1] for i in range(3)]
+    assert max(starts) < min(ends)  # all three ran at the same time
+
+    spans.clear()
+    repeat = await step.asubmit("repeat", 0.3)
+    await lost_jobs(backend, 2, repeat)
+    others = [await step.asubmit(f"other{i}", 0.3) for i in range(4)]
+    async with running(app, concurrency=4):
+        for job in (repeat, *others):
+            await job.aresult(timeout=10)
+    start, end = spans["repeat"]
+    assert [n for n, (s, e) in spans.items() if n != "repeat" and s < end and e > start] == []

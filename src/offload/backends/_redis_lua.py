@@ -829,6 +829,26 @@ end
 return #expired
 """
 
+# ARGV: now, grace, limit -> how many leases of dead workers' jobs were ended (then run REAP)
+RECLAIM = """
+local now = clock(ARGV[1])
+local since = now - tonumber(ARGV[2])
+local ended = 0
+local live = redis.call('ZRANGEBYSCORE', R .. 'run', '(' .. fnum(now), '+inf', 'LIMIT', 0,
+  tonumber(ARGV[3]))
+for _, id in ipairs(live) do
+  local f = fields(id, 'status', 'worker_id', 'started_at')
+  local expiry = f[2] and redis.call('ZSCORE', R .. 'wexp', f[2])
+  if f[1] == 'running' and f[3] and tonumber(f[3]) <= since
+      and (not expiry or tonumber(expiry) <= now) then
+    redis.call('HSET', R .. 'j:' .. id, 'lease_until', now)
+    redis.call('ZADD', R .. 'run', now, id)
+    ended = ended + 1
+  end
+end
+return ended
+"""
+
 # ARGV: now, queues...  -> {innocent work ready (0/1), earliest due or '', now}. Jobs of
 # limited tasks count: a claim parks those whose slot is full (see CLAIM), so what is left in
 # ``c:`` can start or be deferred.
@@ -909,6 +929,7 @@ SCRIPTS: dict[str, str] = {
     "finish": FINISH,
     "cancel": CANCEL,
     "reap": REAP,
+    "reclaim": RECLAIM,
     "ready": READY,
     "heartbeat": HEARTBEAT,
     "workers": WORKERS,

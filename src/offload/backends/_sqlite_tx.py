@@ -435,6 +435,26 @@ def reap(conn: sqlite3.Connection, now: float, limit: int, max_losses: int) -> i
     return len(rows)
 
 
+def reclaim_dead(
+    conn: sqlite3.Connection, now: float, grace: float, limit: int, max_losses: int
+) -> int:
+    """End the leases of running jobs whose worker has no live heartbeat, then reap them.
+
+    Only jobs claimed at least ``grace`` seconds ago: a worker heartbeats before it claims, so
+    its heartbeat cannot be missing for a job it claimed moments ago. The owner, if it lives
+    after all, loses its lease (renew and finish see an expired lease) and its outcome is
+    discarded, as for any expired lease.
+    """
+    ended = conn.execute(
+        "UPDATE jobs SET lease_until = :now WHERE id IN (SELECT id FROM jobs WHERE "
+        "status = 'running' AND lease_until > :now AND started_at <= :since AND NOT EXISTS "
+        "(SELECT 1 FROM workers w WHERE w.id = jobs.worker_id AND w.expires_at > :now) "
+        "LIMIT :limit)",
+        {"now": now, "since": now - grace, "limit": limit},
+    ).rowcount
+    return reap(conn, now, limit, max_losses) if ended else 0
+
+
 def prune(conn: sqlite3.Connection, now: float, limit: int) -> int:
     """Delete up to ``limit`` ended jobs past their expiry, their history, and stale
     idempotency keys."""

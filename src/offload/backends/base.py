@@ -126,6 +126,12 @@ class Backend(Protocol):
     async def reap(self, limit: int = 100) -> int:
         """Return jobs whose lease expired to the queue (or fail them as worker_lost)."""
 
+    async def reclaim_dead(self, grace: float, limit: int = 100) -> int:
+        """Reap, before their leases expire, the running jobs of workers that have no live
+        heartbeat and claimed them at least ``grace`` seconds ago. Returns 0 when there were
+        none, else how many jobs the reap that follows moved. Fenced like ``reap``: the old
+        owner's lease is gone."""
+
     async def prune(self, limit: int = 500) -> int:
         """Delete up to ``limit`` ended jobs whose ``result_ttl`` ran out since they ended,
         with their history; return how many. Jobs submitted without a result_ttl are kept."""

@@ -429,6 +429,24 @@ class MemoryBackend:
             self._wake()
         return len(expired)
 
+    async def reclaim_dead(self, grace: float, limit: int = 100) -> int:
+        with self._lock:
+            now = self.clock.now()
+            live = {wid for wid, (_, expires) in self._workers.items() if expires > now}
+            dead = [
+                j
+                for j in self._jobs.values()
+                if j.status is State.RUNNING
+                and j.lease_until is not None
+                and j.lease_until > now
+                and j.started_at is not None
+                and j.started_at <= now - grace
+                and j.worker_id not in live
+            ][:limit]
+            for job in dead:
+                self._jobs[job.id] = replace(job, lease_until=now)
+        return await self.reap(limit) if dead else 0
+
     def _cancel_instead(
         self, job: JobRecord, now: float, *, run: JobRecord | None = None
     ) -> JobRecord:

@@ -434,6 +434,10 @@ class RedisBackend:
         args = [self._now_arg(), limit, self.max_losses, CANCEL_INSTEAD]
         return int(await self._script("reap", args))
 
+    async def reclaim_dead(self, grace: float, limit: int = 100) -> int:
+        ended = int(await self._script("reclaim", [self._now_arg(), repr(float(grace)), limit]))
+        return await self.reap(limit) if ended else 0
+
     async def prune(self, limit: int = 500) -> int:
         return int(await self._script("prune", [self._now_arg(), limit]))
 

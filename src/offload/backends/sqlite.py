@@ -291,6 +291,12 @@ class SQLiteBackend:
             lambda c: tx.reap(c, self.clock.now(), limit, self.max_losses), durable=False
         )
 
+    async def reclaim_dead(self, grace: float, limit: int = 100) -> int:
+        return await self._writer.run(
+            lambda c: tx.reclaim_dead(c, self.clock.now(), grace, limit, self.max_losses),
+            durable=False,
+        )
+
     async def prune(self, limit: int = 500) -> int:
         return await self._writer.run(lambda c: tx.prune(c, self.clock.now(), limit), durable=False)
 

@@ -6,10 +6,21 @@ import contextvars
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from offload.errors import Cancelled, OffloadError
 
 ProgressSink = Callable[[float | None, str | None], None]
+
+
+class GroupWatcher(Protocol):
+    """Who else must know a job's live process groups (the worker's warden)."""
+
+    def watch(self, pgid: int) -> None: ...
+
+    def unwatch(self, pgid: int) -> None: ...
+
+
 #: Guards the lazy parts of every JobContext (most jobs never need a cancel event or a group).
 _LAZY = threading.Lock()
 
@@ -31,6 +42,8 @@ class JobContext:
     _sink: ProgressSink = field(repr=False)
     _cancel: threading.Event | None = field(default=None, repr=False)  # made on first need
     _process_groups: set[int] = field(default_factory=set, repr=False)
+    _watcher: GroupWatcher | None = field(default=None, repr=False)
+    _owner_check: Callable[[], bool] | None = field(default=None, repr=False)
 
     def progress(self, fraction: float | None = None, message: str | None = None) -> None:
         """Report progress: ``fraction`` in [0, 1] and/or a short message."""
@@ -48,6 +61,20 @@ class JobContext:
         """Raise :class:`offload.Cancelled` if the job should stop."""
         if self.cancelled:
             raise Cancelled(f"job {self.id} was cancelled")
+
+    def still_owner(self) -> bool:
+        """Whether this run still owns the job: call it right before publishing output that
+        another run could also write (renaming a finished file into place, say).
+
+        False once the job was cancelled, timed out or lost its lease, and from the moment the
+        worker can no longer be sure that no other worker has taken the job over (its lease or
+        heartbeat could not be renewed in time). A fencing check, not a lock: keep the step it
+        guards short (a rename), and make it idempotent. In a process-pool child it is False
+        only once the job was cancelled: a child whose worker loses the job is killed.
+        """
+        if self.cancelled:
+            return False
+        return self._owner_check is None or self._owner_check()
 
     def wait_cancelled(self, timeout: float | None = None) -> bool:
         """Block up to ``timeout`` seconds for a cancel; True if one came (a cancellable sleep)."""
@@ -70,10 +97,14 @@ class JobContext:
     def add_process_group(self, pgid: int) -> None:
         with _LAZY:
             self._process_groups.add(pgid)
+        if self._watcher is not None:
+            self._watcher.watch(pgid)
 
     def discard_process_group(self, pgid: int) -> None:
         with _LAZY:
             self._process_groups.discard(pgid)
+        if self._watcher is not None:
+            self._watcher.unwatch(pgid)
 
     def process_groups(self) -> list[int]:
         with _LAZY:

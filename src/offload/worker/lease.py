@@ -5,6 +5,11 @@ holds the GIL in pure Python, does not stop renewal. It also polls for cancel re
 expired leases of other (dead) workers. When renewal keeps failing (the backend is unreachable),
 it fences itself: a job whose lease must be presumed expired is reported lost, so the worker
 stops it before another worker can have claimed it.
+
+It heartbeats every ``heartbeat_interval`` seconds; a worker silent for ``dead_after`` seconds is
+dead, and every live worker reclaims such a worker's jobs at once (``Backend.reclaim_dead``)
+instead of waiting for their leases to expire. The same fencing covers that: a worker that could
+not heartbeat for ``dead_after`` seconds stops its jobs before another worker can reclaim them.
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ class LeaseKeeper:
         self._loop_ref: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._main, name="offload-leases", daemon=True)
+        # time.monotonic() by which the worker surely counts as dead without a new heartbeat
+        self._alive_until = float("inf") if describe is None else float("-inf")
         self.reaped = 0
         self.pruned = 0
 
@@ -83,6 +90,26 @@ class LeaseKeeper:
         with self._lock:
             self._held[lease.job_id] = _Held(lease, claimed_at + self._settings.lease_seconds)
 
+    def alive_since(self, sent_at: float) -> None:
+        """A heartbeat sent at ``sent_at`` (time.monotonic()) was recorded by the backend."""
+        with self._lock:
+            self._alive_until = max(self._alive_until, sent_at + self._settings.dead_after)
+
+    def holds(self, job_id: str) -> bool:
+        """Whether this worker surely still owns ``job_id``: its lease is tracked, and neither
+        the lease nor the worker's heartbeat can have lapsed yet (the fencing horizon)."""
+        with self._lock:
+            held = self._held.get(job_id)
+            horizon = (
+                self._alive_until if held is None else min(self._alive_until, held.valid_until)
+            )
+        return held is not None and time.monotonic() < horizon - SAFETY_MARGIN
+
+    def heartbeat_fresh(self) -> bool:
+        """Whether other workers surely still count this worker as alive."""
+        with self._lock:
+            return time.monotonic() < self._alive_until - SAFETY_MARGIN
+
     def untrack(self, job_id: str) -> None:
         with self._lock:
             self._held.pop(job_id, None)
@@ -101,15 +128,18 @@ class LeaseKeeper:
         self._loop_ref = asyncio.get_running_loop()
         await self._backend.open()
         try:
-            next_renew = next_reap = time.monotonic()
+            next_renew = next_reap = next_beat = time.monotonic()
             next_prune = next_reap + s.prune_interval
-            tick = min(s.cancel_poll, s.renew_interval, s.reap_interval)
+            tick = min(s.cancel_poll, s.renew_interval, s.reap_interval, s.heartbeat_interval)
             while not self._stop.is_set():
                 now = time.monotonic()
+                if now >= next_beat:
+                    next_beat = now + s.heartbeat_interval
+                    await self._heartbeat(s.dead_after)
+                    await self._reclaim(s.dead_after)
                 if now >= next_renew:
                     next_renew = now + s.renew_interval
                     await self._renew(s.lease_seconds)
-                    await self._heartbeat(max(s.lease_seconds, 3 * s.renew_interval))
                 else:
                     await self._renew(None)
                 self._fence()
@@ -132,12 +162,27 @@ class LeaseKeeper:
     async def _heartbeat(self, ttl: float) -> None:
         if self._describe is None:
             return
+        sent_at = time.monotonic()
         try:
             await asyncio.wait_for(
                 self._backend.heartbeat(self._describe(), ttl=ttl), self._patience()
             )
         except Exception as exc:
             log.warning("worker heartbeat failed: %s", _reason(exc))
+            return
+        if ttl > 0:
+            self.alive_since(sent_at)
+
+    async def _reclaim(self, grace: float) -> None:
+        """Give back the jobs of workers that stopped heartbeating (they died)."""
+        try:
+            reaped = await asyncio.wait_for(self._backend.reclaim_dead(grace), self._patience())
+        except Exception as exc:
+            log.warning("reclaiming dead workers' jobs failed: %s", _reason(exc))
+            return
+        if reaped:
+            log.warning("reclaimed %d job(s) of dead worker(s)", reaped)
+            self.reaped += reaped
 
     async def _renew(self, lease_seconds: float | None) -> None:
         held = self._snapshot()
@@ -185,12 +230,20 @@ class LeaseKeeper:
         held = self._snapshot()
         if not held:
             return self._settings.renew_interval
-        return max(0.05, min(h.valid_until for h in held) - time.monotonic() - SAFETY_MARGIN)
+        return max(0.05, self._valid_until(held) - time.monotonic() - SAFETY_MARGIN)
+
+    def _valid_until(self, held: list[_Held]) -> float:
+        """When the first of ``held`` may be claimed by another worker, at the earliest."""
+        with self._lock:
+            alive_until = self._alive_until
+        return min(alive_until, min(h.valid_until for h in held))
 
     def _fence(self) -> None:
         now = time.monotonic()
+        with self._lock:
+            alive_until = self._alive_until
         for h in self._snapshot():
-            if now >= h.valid_until - SAFETY_MARGIN:
+            if now >= min(h.valid_until, alive_until) - SAFETY_MARGIN:
                 log.warning(
                     "lease on job %s could not be renewed in time; stopping it", h.lease.job_id
                 )

@@ -5,7 +5,8 @@ and everything it spawns share one process group. When a call ends before the co
 ``timeout`` passes, the job is cancelled, or any other exception interrupts the wait) the whole
 group is stopped: SIGTERM to the group, up to ``kill_grace`` seconds for the command to exit, then
 SIGKILL to whatever is left of the group. The command is always reaped before the call returns or
-raises.
+raises. On Linux the command also gets SIGKILL when the worker dies without cleanup (``kill -9``,
+the OOM killer): see ``offload.worker.lifeline``.
 
 Inside a running job the group is registered on the job context from spawn until reaping, so a
 worker that shuts down can kill groups that are still alive. stdout and stderr are read
@@ -28,6 +29,7 @@ from typing import IO, Any
 
 from offload.errors import Cancelled, ProcessError, ProcessTimeout
 from offload.worker.context import JobContext, current_or_none
+from offload.worker.lifeline import parent_death_signal
 
 __all__ = ["ProcessResult", "run_process", "run_process_sync"]
 
@@ -90,6 +92,7 @@ async def run_process(
         cwd=cwd,
         env=env,
         start_new_session=True,
+        preexec_fn=parent_death_signal(signal.SIGKILL),
     )
     with _registered(current_or_none(), proc.pid):
         try:
@@ -141,6 +144,7 @@ def run_process_sync(
         cwd=cwd,
         env=env,
         start_new_session=True,
+        preexec_fn=parent_death_signal(signal.SIGKILL),
     )
     deadline = None if timeout is None else time.monotonic() + timeout
     threads: list[threading.Thread] = []

@@ -29,6 +29,7 @@ from offload.worker.executors.thread import ThreadExecutor
 from offload.worker.lease import LeaseKeeper
 from offload.worker.runner import JobRunner, Running, StopReason
 from offload.worker.scheduler import Scheduler
+from offload.worker.warden import Warden
 
 log = logging.getLogger("offload.worker")
 
@@ -75,6 +76,7 @@ class Worker:
         self.started_at = time.time()
         self.app_path = app_path
         self.backend = app.new_backend()
+        self._warden = Warden()  # kills run_process groups if this process dies (kill -9)
         self._threads = ThreadExecutor(self.concurrency)
         self._executors: dict[str, Executor] = {"async": AsyncExecutor(), "thread": self._threads}
         self._runner = JobRunner(app.registry, self.backend, self._executors)
@@ -161,9 +163,22 @@ class Worker:
             self._executors["process"] = self._process_executor()
         for executor in self._executors.values():
             await executor.start()
+        self._warden.start()
+        await self._first_heartbeat()
         self._keeper.start()
         log.info("worker %s serving %s with %d slots", self.id, _describe(self.queues),
                  self.concurrency)  # fmt: skip
+
+    async def _first_heartbeat(self) -> None:
+        """Be on the list of live workers before claiming: a claimed job's worker must be alive
+        there, or other workers would take it for a dead one's."""
+        sent_at = time.monotonic()
+        try:
+            await self.backend.heartbeat(self.describe(), ttl=self.settings.dead_after)
+        except BackendError as exc:
+            log.warning("worker heartbeat failed: %s; no claims until one succeeds", exc)
+            return
+        self._keeper.alive_since(sent_at)
 
     def _process_executor(self) -> Executor:
         from offload.worker.executors.process import ProcessExecutor
@@ -178,7 +193,9 @@ class Worker:
 
     # -- claiming ------------------------------------------------------------------------------
     def _room(self) -> dict[str, int]:
-        if any(job.record.losses > 0 and job.executing for job in self._running.values()):
+        if not self._keeper.heartbeat_fresh():
+            return {}  # others may take this worker for dead: a job claimed now would be lost
+        if any(self._alone(job.record) and job.executing for job in self._running.values()):
             return {}  # a suspect runs alone: take nothing else until it ends
         ahead = self.prefetch if self._job_seconds < SHORT_JOB else 0
         free = self.concurrency + ahead - self._executing - self._threads.detached
@@ -188,6 +205,15 @@ class Worker:
             if limit > 0:
                 room[queue] = limit
         return room
+
+    def _alone(self, record: JobRecord) -> bool:
+        """Whether ``record`` must run with nothing beside it (it was there when workers died)."""
+        return record.losses >= self.settings.run_alone_after
+
+    def _takes_suspects(self) -> bool:
+        """Whether to claim suspects now (jobs whose worker died; the backend gives one per
+        claim). When a first loss does not isolate a job, a busy worker takes them too."""
+        return not self._executing or self.settings.run_alone_after > 1
 
     async def _claim_loop(self) -> None:
         pause = 0.05
@@ -200,7 +226,7 @@ class Worker:
             try:
                 jobs = await self.backend.claim(
                     self.id, room, min(max(room.values()), self.settings.claim_batch),
-                    self.settings.lease_seconds, idle=not self._executing,
+                    self.settings.lease_seconds, idle=self._takes_suspects(),
                 )  # fmt: skip
             except BackendError as exc:
                 log.warning("claim failed: %s; retrying in %.2fs", exc, pause)
@@ -249,9 +275,10 @@ class Worker:
         lease = Lease(record.id, record.token)
         job = Running(record, lease, JobContext(
             id=record.id, task=record.task, attempt=record.attempts, queue=record.queue,
-            _sink=lambda f, m: self._progress(record.id, f, m),
+            _sink=lambda f, m: self._progress(record.id, f, m), _watcher=self._warden,
+            _owner_check=lambda: self._keeper.holds(record.id),
         ))  # fmt: skip
-        if record.losses > 0 and self._executing:
+        if self._alone(record) and self._executing:
             job.gate = asyncio.Event()  # a suspect: run it once the others are done
         job.slots = self._slots
         self._running[record.id] = job
@@ -371,6 +398,7 @@ class Worker:
         await asyncio.gather(*(j.task for j in leftover if j.task), return_exceptions=True)
         for job in leftover:
             _kill_groups(job.ctx)
+        await asyncio.to_thread(self._warden.close)
         await asyncio.to_thread(self._keeper.stop)
         for executor in self._executors.values():
             await executor.close(grace=1.0)

@@ -18,7 +18,9 @@ and child -> parent::
 
 The child first lowers its CPU priority by ``nice`` (see ``ProcessExecutor``). It ignores SIGINT
 (the parent owns Ctrl-C). On SIGTERM it SIGKILLs every process group the running job started
-with ``run_process`` and exits at once. It exits cleanly when the parent closes the pipe.
+with ``run_process`` and exits at once. It exits cleanly when the parent closes the pipe. When
+the worker dies without closing it (``kill -9``), the child does as on SIGTERM: it learns of the
+death from its lifeline pipe and, on Linux, from a parent-death SIGTERM (``worker.lifeline``).
 """
 
 from __future__ import annotations
@@ -35,13 +37,22 @@ from offload.core.registry import TaskRegistry
 from offload.errors import Cancelled, Retry, SerializationError
 from offload.worker.context import JobContext, bind, unbind
 from offload.worker.failure import error_info
+from offload.worker.lifeline import arm_parent_death_signal, watch_lifeline
 
 Message = dict[str, Any]
 TERMINATED_EXIT_CODE = 128 + signal.SIGTERM
 
 
-def main(conn: Connection[Any, Any], app_path: str, nice: int = 0) -> None:
-    """Entry point of a child process: serve requests from ``conn`` until it closes."""
+def main(
+    conn: Connection[Any, Any],
+    app_path: str,
+    nice: int = 0,
+    lifeline: Connection[Any, Any] | None = None,
+) -> None:
+    """Entry point of a child process: serve requests from ``conn`` until it closes.
+
+    ``lifeline`` is a pipe only the worker can write to: its EOF means the worker died.
+    """
     # A group of its own: a signal meant for the worker's group (Ctrl-C, a service manager)
     # must not kill a running job behind the worker's back; the worker decides its fate.
     os.setpgid(0, 0)
@@ -50,6 +61,9 @@ def main(conn: Connection[Any, Any], app_path: str, nice: int = 0) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     child = _Child(conn)
     signal.signal(signal.SIGTERM, child.on_sigterm)
+    arm_parent_death_signal(signal.SIGTERM)  # Linux: our parent (worker or fork server) died
+    if lifeline is not None:
+        watch_lifeline(lifeline, child.die)
     try:
         registry = _resolve_registry(app_path)
     except Exception as exc:
@@ -125,6 +139,10 @@ class _Child:
         self.send({"type": "progress", "id": job_id, "fraction": fraction, "message": message})
 
     def on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        """Kill the running job's process groups, then leave without cleanup."""
+        self.die()
+
+    def die(self) -> None:
         """Kill the running job's process groups, then leave without cleanup."""
         running = self._running
         for pgid in running.process_groups() if running is not None else []:

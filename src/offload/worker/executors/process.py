@@ -95,7 +95,7 @@ class ProcessExecutor:
         launched = await asyncio.gather(
             *(asyncio.to_thread(self._launch) for _ in range(self.size))
         )
-        children = [self._adopt(*pair, idle=False) for pair in launched]
+        children = [self._adopt(*parts, idle=False) for parts in launched]
         try:
             for child in children:
                 await child.until_ready(None)
@@ -158,20 +158,30 @@ class ProcessExecutor:
         self._idle.put_nowait(child)
         return _unwrap(outcome)
 
-    def _launch(self) -> tuple[BaseProcess, Connection[Any, Any]]:
+    def _launch(self) -> tuple[BaseProcess, Connection[Any, Any], Connection[Any, Any]]:
         parent_end, child_end = self._mp.Pipe()
+        # The child reads EOF from its lifeline once the worker is gone, however it went.
+        lifeline_end, keep_alive = self._mp.Pipe(duplex=False)
         process = self._mp.Process(
             target=_child.main,
-            args=(child_end, self.app_path, self.nice),
+            args=(child_end, self.app_path, self.nice, lifeline_end),
             daemon=True,
             name="offload-child",
         )
         process.start()
         child_end.close()
-        return process, parent_end
+        lifeline_end.close()
+        return process, parent_end, keep_alive
 
-    def _adopt(self, process: BaseProcess, conn: Connection[Any, Any], *, idle: bool) -> _Child:
-        child = _Child(process, conn)
+    def _adopt(
+        self,
+        process: BaseProcess,
+        conn: Connection[Any, Any],
+        keep_alive: Connection[Any, Any],
+        *,
+        idle: bool,
+    ) -> _Child:
+        child = _Child(process, conn, keep_alive)
         self._children.add(child)
         if idle:
             self._idle.put_nowait(child)
@@ -211,8 +221,11 @@ class ProcessExecutor:
 class _Child:
     """One child process as the parent sees it: its pipe and the messages read from it."""
 
-    def __init__(self, process: BaseProcess, conn: Connection[Any, Any]) -> None:
+    def __init__(
+        self, process: BaseProcess, conn: Connection[Any, Any], keep_alive: Connection[Any, Any]
+    ) -> None:
         self.process, self.conn, self.pid = process, conn, process.pid or 0
+        self.keep_alive = keep_alive  # never written: closing it (or dying) ends the child
         self.inbox: asyncio.Queue[Message] = asyncio.Queue()
         self.ready = self.busy = self.gone = self.stopping = False
         asyncio.get_running_loop().add_reader(conn.fileno(), self._on_readable)
@@ -297,6 +310,7 @@ class _Child:
             if process.exitcode is None:  # a second cancel interrupted the wait
                 process.kill()
                 process.join(timeout=1.0)
+            self.keep_alive.close()  # after the exit: an idle child leaves cleanly on its own
             with contextlib.suppress(ValueError):  # still running: leave it to the finalizer
                 process.close()
 
