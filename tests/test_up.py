@@ -6,6 +6,7 @@ import asyncio
 import gc
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +17,6 @@ import uvloop
 import offload.up
 from offload.errors import ConfigurationError
 from offload.service.auth import TokenTable
-from offload.settings import Settings
 from offload.up import check_bind, run_up, serve
 from upkit import RunningUp
 
@@ -48,6 +48,34 @@ def test_binding_beyond_loopback_needs_tokens() -> None:
     check_bind("0.0.0.0", TokenTable.parse("secret=acme:admin"))
 
 
+SETTINGS_APP = """
+import offload
+from offload.settings import Settings
+app = offload.App(settings=Settings(backend="memory://"))
+"""
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_checks_the_bind_against_the_tokens_the_api_serves(
+    workers: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OFFLOAD_TOKENS in the environment, an App whose own Settings have none: refused."""
+    (tmp_path / "settingsapp.py").write_text(SETTINGS_APP)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("OFFLOAD_TOKENS", "secret=acme:admin")
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: calls.append(kw))
+    with pytest.raises(ConfigurationError, match="App's settings have no tokens"):
+        serve("settingsapp:app", host="0.0.0.0", port=1, workers=workers)
+    assert calls == []
+    with pytest.raises(ConfigurationError, match="App's settings have no tokens"):
+        asyncio.run(offload.up.up("settingsapp:app", host="0.0.0.0", port=1, concurrency=1))
+    monkeypatch.setenv("OFFLOAD_APP", "settingsapp:app")
+    monkeypatch.setenv("OFFLOAD_SERVE_HOST", "0.0.0.0")
+    with pytest.raises(ConfigurationError, match="have no tokens"):
+        offload.up.asgi_from_env()
+
+
 @pytest.fixture
 def unfrozen() -> Iterator[None]:
     """Undo a ``gc.freeze()`` of the code under test, for the tests that follow."""
@@ -63,7 +91,7 @@ def test_serve_freezes_the_built_heap_and_leaves_out_the_access_log(
     monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: calls.append(kw))
     monkeypatch.setenv("OFFLOAD_APP", "")  # serve() sets it for its uvicorn processes
     gc.unfreeze()
-    serve("offload.demo:app", host="127.0.0.1", port=1, workers=workers, settings=Settings())
+    serve("offload.demo:app", host="127.0.0.1", port=1, workers=workers)
     assert calls[0]["access_log"] is False
     if workers == 1:
         assert gc.get_freeze_count() > 0

@@ -218,7 +218,7 @@ def _serve(ns: argparse.Namespace) -> int:
     settings = Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
     host, port = ns.host or settings.host, ns.port or settings.port
-    serve(ns.app, host=host, port=port, workers=ns.workers, settings=settings)
+    serve(ns.app, host=host, port=port, workers=ns.workers)
     return 0
 
 

@@ -24,17 +24,19 @@ from collections.abc import Callable, Iterator
 import uvicorn
 from fastapi import FastAPI
 
+from offload.client import App
 from offload.errors import ConfigurationError
 from offload.loader import load_app
 from offload.service.app import create_app
 from offload.service.auth import TokenTable
-from offload.settings import Settings
 from offload.worker.worker import Worker
 
 log = logging.getLogger("offload.up")
 
 #: The app ``offload up`` serves when none is named: one task per executor.
 DEMO_APP = "offload.demo:app"
+#: the address ``offload serve --workers N`` binds, for the bind check of each process
+_HOST_VAR = "OFFLOAD_SERVE_HOST"
 
 
 def check_bind(host: str, tokens: TokenTable) -> None:
@@ -56,9 +58,29 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def build_api(app: App, host: str) -> FastAPI:
+    """The HTTP API of ``app``, checked against ``host`` with the very token table it serves.
+
+    The bind check reads the API's own tokens (not the environment), so an App built with
+    ``Settings(...)`` that carry no tokens cannot listen beyond loopback unauthenticated.
+    """
+    api = create_app(app)
+    tokens: TokenTable = api.state.service.tokens
+    if not tokens.enabled and not _is_loopback(host) and os.environ.get("OFFLOAD_TOKENS"):
+        raise ConfigurationError(
+            f"refusing to listen on {host}: OFFLOAD_TOKENS is set, but the App's settings have "
+            "no tokens (it was built with Settings(...) that do not read the environment), so "
+            "the API would accept anyone. Pass tokens=... in its Settings, or use "
+            "Settings.from_env()"
+        )
+    check_bind(host, tokens)
+    return api
+
+
 def asgi_from_env() -> FastAPI:
-    """uvicorn factory for ``offload serve --workers N``: the app named by ``$OFFLOAD_APP``."""
-    api = create_app(load_app(os.environ["OFFLOAD_APP"]))
+    """uvicorn factory for ``offload serve --workers N``: the app named by ``$OFFLOAD_APP``,
+    bind-checked again against ``$OFFLOAD_SERVE_HOST`` in each process."""
+    api = build_api(load_app(os.environ["OFFLOAD_APP"]), os.environ.get(_HOST_VAR, "127.0.0.1"))
     freeze_heap()
     return api
 
@@ -73,15 +95,15 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
-def serve(app_path: str, *, host: str, port: int, workers: int, settings: Settings) -> None:
+def serve(app_path: str, *, host: str, port: int, workers: int) -> None:
     """Run the HTTP API of ``app_path`` (several uvicorn processes with ``workers`` > 1)."""
-    check_bind(host, TokenTable.from_setting(settings.tokens))
+    api = build_api(load_app(app_path), host)  # the parent refuses before any child starts
     if workers > 1:
         os.environ["OFFLOAD_APP"] = app_path
+        os.environ[_HOST_VAR] = host
         uvicorn.run("offload.up:asgi_from_env", factory=True, host=host, port=port,
                     workers=workers, access_log=False)  # fmt: skip
     else:
-        api = create_app(load_app(app_path))
         freeze_heap()
         uvicorn.run(api, host=host, port=port, access_log=False)
 
@@ -117,8 +139,8 @@ async def up(app_path: str | None, *, host: str, port: int, concurrency: int | N
     """
     path = app_path or DEMO_APP
     app = load_app(path)
-    check_bind(host, TokenTable.from_setting(app.settings.tokens))
-    config = uvicorn.Config(create_app(app), host=host, port=port, lifespan="on", access_log=False)
+    api = build_api(app, host)
+    config = uvicorn.Config(api, host=host, port=port, lifespan="on", access_log=False)
     server = _Server(config)
     worker = Worker(app, concurrency=concurrency, app_path=path, name="up")
     freeze_heap()
