@@ -388,3 +388,34 @@ async def test_workers_prune_jobs_whose_result_ttl_ran_out(app: offload.App) -> 
             await asyncio.sleep(0.05)
     assert await backend.history(short.id) == []
     assert (await long.arefresh()).record.status is State.SUCCEEDED
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text for you")
+
+
+async def test_an_exception_whose_str_raises_is_still_recorded(app: offload.App) -> None:
+    @app.task
+    def broken() -> None:
+        raise Unprintable()
+
+    async with running(app):
+        job = await broken.asubmit()
+        with pytest.raises(offload.JobFailed):
+            await job.aresult(timeout=5)
+    assert job.attempts == 1
+    assert job.record.error is not None
+    assert job.record.error["type"] == "Unprintable"
+    assert "Unprintable" in job.record.error["message"]
+
+
+async def test_results_json_cannot_hold_fail_instead_of_becoming_null(app: offload.App) -> None:
+    @app.task
+    def not_a_number() -> dict[str, float]:
+        return {"x": float("nan")}
+
+    async with running(app):
+        job = await not_a_number.asubmit()
+        with pytest.raises(offload.JobFailed, match="nan, which JSON cannot represent"):
+            await job.aresult(timeout=5)
