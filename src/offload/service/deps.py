@@ -28,6 +28,9 @@ class ServiceState:
     config: ServiceConfig
     metrics: Metrics
     limiter: RateLimiter
+    #: what else readiness depends on (``offload up``: its embedded worker); returns why the
+    #: service is not ready, or None when it is
+    not_ready: Callable[[], str | None] | None = None
 
 
 async def service_state(request: Request) -> ServiceState:

@@ -29,6 +29,7 @@ from offload.worker.executors.thread import ThreadExecutor
 from offload.worker.lease import LeaseKeeper
 from offload.worker.runner import JobRunner, Running, StopReason
 from offload.worker.scheduler import Scheduler
+from offload.worker.startup import open_when_up
 
 log = logging.getLogger("offload.worker")
 
@@ -99,6 +100,8 @@ class Worker:
         self._nudge: asyncio.Future[None] | None = None  # the claim loop waits for room on it
         self._grace: float = self.settings.shutdown_grace
         self.processed = 0
+        #: True from start-up (backend open) until shutdown begins: what readiness reports
+        self.serving = False
 
     def describe(self) -> WorkerInfo:
         """This worker as the list of live workers shows it (called from the keeper thread)."""
@@ -134,6 +137,8 @@ class Worker:
 
     async def run(self) -> None:
         """Serve until ``stop()``; then drain, release and close everything."""
+        if not await open_when_up(self.backend, self._stopping):
+            return  # stopped before the backend ever answered: nothing was started
         await self._start()
         watch = asyncio.create_task(self._watch_parent()) if self.parent_pid else None
         ticks = asyncio.create_task(self.scheduler.run()) if self.scheduler else None
@@ -156,7 +161,6 @@ class Worker:
 
     async def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        await self.backend.open()
         if any(spec.executor == "process" for spec in self.app.registry):
             self._executors["process"] = self._process_executor()
         for executor in self._executors.values():
@@ -164,6 +168,7 @@ class Worker:
         self._keeper.start()
         log.info("worker %s serving %s with %d slots", self.id, _describe(self.queues),
                  self.concurrency)  # fmt: skip
+        self.serving = True
 
     def _process_executor(self) -> Executor:
         from offload.worker.executors.process import ProcessExecutor
@@ -352,6 +357,7 @@ class Worker:
 
     # -- shutdown ------------------------------------------------------------------------------
     async def _shutdown(self) -> None:
+        self.serving = False
         for job in list(self._running.values()):  # claimed ahead, not started: release them now
             if job.executing and not job.has_slot:
                 self._stop_job(job.record.id, "shutdown")
