@@ -31,6 +31,7 @@ from offload.errors import BackendUnavailable, ConfigurationError
 from offload.loader import load_app
 from offload.service.app import create_app
 from offload.service.auth import TokenTable
+from offload.service.config import ServiceConfig
 from offload.worker.worker import Worker
 
 log = logging.getLogger("offload.up")
@@ -66,7 +67,8 @@ def build_api(app: App, host: str, *, not_ready: Callable[[], str | None] | None
     The bind check reads the API's own tokens (not the environment), so an App built with
     ``Settings(...)`` that carry no tokens cannot listen beyond loopback unauthenticated.
     """
-    api = create_app(app, not_ready=not_ready)
+    config = ServiceConfig(bound_to_loopback=_is_loopback(host))
+    api = create_app(app, config=config, not_ready=not_ready)
     tokens: TokenTable = api.state.service.tokens
     if not tokens.enabled and not _is_loopback(host) and os.environ.get("OFFLOAD_TOKENS"):
         raise ConfigurationError(

@@ -9,10 +9,11 @@ import base64
 import dataclasses
 
 import pytest
-from servicekit import ACME_READ, ACME_SUBMIT, Service
+from servicekit import ACME_READ, ACME_SUBMIT, JSON_TYPE, TOKENS, Service, Start
 
 from offload.client import SubmitOptions
 from offload.core.validate import MAX_DEPTH, MAX_EPOCH
+from offload.service import ServiceConfig
 
 JSON = {**ACME_SUBMIT, "Content-Type": "application/json"}
 
@@ -135,3 +136,65 @@ async def test_queue_names_and_keys_keep_to_their_character_set(
     assert r.status_code == 422, r.text
     assert field.replace("_", " ") in r.json()["error"]["message"].replace("_", " ")
     assert await stored_jobs(svc) == []
+
+
+# -- abuse: cross-site requests, DNS rebinding, headers, token guessing ------------------------
+
+
+async def test_a_request_that_changes_state_without_a_token_must_be_json(anon: Service) -> None:
+    job = await anon.submit()
+    for headers in ({}, {"Content-Type": "text/plain"},
+                    {"Content-Type": "application/x-www-form-urlencoded"}):  # fmt: skip
+        r = await anon.client.post(f"/v1/jobs/{job['id']}/cancel", headers=headers)
+        assert r.status_code == 415, (headers, r.text)
+    assert (await anon.client.get(f"/v1/jobs/{job['id']}")).json()["status"] == "queued"
+    ok = await anon.client.post(f"/v1/jobs/{job['id']}/cancel", headers=JSON_TYPE)
+    assert ok.status_code == 200
+
+
+async def test_without_tokens_a_loopback_bind_answers_only_loopback_hosts(start: Start) -> None:
+    svc = await start(config=ServiceConfig(bound_to_loopback=True))
+    for host in ("127.0.0.1:8000", "localhost", "[::1]:8000", "LOCALHOST:1"):
+        r = await svc.client.get("/v1/jobs", headers={"Host": host})
+        assert r.status_code == 200, host
+    for host in ("evil.example", "evil.example:8000", "127.0.0.1.evil.example", "0.0.0.0"):
+        r = await svc.client.get("/v1/jobs", headers={"Host": host})
+        assert r.status_code == 421, host
+        assert r.json()["error"]["code"] == "misdirected_request"
+    with_tokens = await start(tokens=TOKENS, config=ServiceConfig(bound_to_loopback=True))
+    r = await with_tokens.client.get("/v1/jobs", headers={**ACME_READ, "Host": "api.example"})
+    assert r.status_code == 200
+
+
+async def test_answers_are_not_cached_or_sniffed(svc: Service) -> None:
+    for path, headers in (("/v1/jobs", ACME_READ), ("/v1/jobs/nope", ACME_READ),
+                          ("/v1/jobs", {}), ("/health/ready", {})):  # fmt: skip
+        r = await svc.client.get(path, headers=headers)
+        assert r.headers["cache-control"] == "no-store", path
+        assert r.headers["x-content-type-options"] == "nosniff", path
+
+
+async def test_requests_with_no_or_a_wrong_token_are_rate_limited(start: Start) -> None:
+    svc = await start(tokens=TOKENS, config=ServiceConfig(rate_limit=0.01, rate_burst=3))
+    codes = [
+        (
+            await svc.client.get("/v1/jobs", headers={"Authorization": f"Bearer guess-{i}"})
+        ).status_code
+        for i in range(5)
+    ]
+    assert codes[:3] == [401, 401, 401]
+    assert codes[3:] == [429, 429]
+    # A tenant with a valid token has a bucket of its own.
+    assert (await svc.client.get("/v1/jobs", headers=ACME_READ)).status_code == 200
+
+
+async def test_a_queue_no_task_declares_is_accepted_with_a_warning(svc: Service) -> None:
+    r = await svc.client.post(
+        "/v1/jobs", json={"task": "add", "args": [1, 2], "queue": "nobody"}, headers=ACME_SUBMIT
+    )
+    assert r.status_code == 202
+    assert "no task declares queue 'nobody'" in r.headers["offload-warning"]
+    declared = await svc.client.post(
+        "/v1/jobs", json={"task": "add", "args": [1, 2], "queue": "emails"}, headers=ACME_SUBMIT
+    )
+    assert "offload-warning" not in declared.headers

@@ -20,7 +20,11 @@ from offload.service.dashboard import router as dashboard
 from offload.service.deps import ServiceState
 from offload.service.errors import install_error_handlers
 from offload.service.metrics import Metrics
-from offload.service.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from offload.service.middleware import (
+    BodyLimitMiddleware,
+    LoopbackHostMiddleware,
+    RequestContextMiddleware,
+)
 from offload.service.ratelimit import RateLimiter
 from offload.settings import Settings
 
@@ -80,6 +84,8 @@ def create_app(
     # Requests refused by middleware never reach the router: match them here for metrics.
     known = [route for router in routers for route in router.routes]
     api.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    if config.bound_to_loopback and not state.tokens.enabled:
+        api.add_middleware(LoopbackHostMiddleware)
     api.add_middleware(
         RequestContextMiddleware,
         metrics=state.metrics,
