@@ -419,3 +419,35 @@ async def test_results_json_cannot_hold_fail_instead_of_becoming_null(app: offlo
         job = await not_a_number.asubmit()
         with pytest.raises(offload.JobFailed, match="nan, which JSON cannot represent"):
             await job.aresult(timeout=5)
+
+
+async def test_results_error_and_progress_messages_are_capped(app: offload.App) -> None:
+    @app.task
+    def big() -> str:
+        return "x" * 500
+
+    @app.task
+    def loud() -> None:
+        offload.current().progress(0.5, "p" * 100)
+        raise ValueError("e" * 5000)
+
+    caps = app.settings.with_(max_result_bytes=200, max_error_chars=300, max_progress_chars=20)
+    async with running(app, settings=caps):
+        too_big = await big.asubmit()
+        with pytest.raises(offload.JobFailed, match="more than max_result_bytes"):
+            await too_big.aresult(timeout=5)
+        failing = await loud.asubmit()
+        with pytest.raises(offload.JobFailed):
+            await failing.aresult(timeout=5)
+    assert too_big.record.result is None
+    assert too_big.record.error is not None
+    assert too_big.record.error["type"] == "ResultTooLarge"
+    error = failing.record.error
+    assert error is not None
+    assert error["message"] == "e" * 300 + "... [4700 more characters cut]"
+    assert failing.record.progress_message == "p" * 20 + "... [80 more characters cut]"
+
+
+def test_caps_must_be_positive() -> None:
+    with pytest.raises(offload.ConfigurationError, match="max_result_bytes"):
+        Settings(max_result_bytes=0)

@@ -26,6 +26,7 @@ from offload.worker.context import JobContext
 from offload.worker.executors.asyncio_ import AsyncExecutor
 from offload.worker.executors.base import Executor
 from offload.worker.executors.thread import ThreadExecutor
+from offload.worker.failure import clip
 from offload.worker.lease import LeaseKeeper
 from offload.worker.runner import JobRunner, Running, StopReason
 from offload.worker.scheduler import Scheduler
@@ -78,7 +79,7 @@ class Worker:
         self.backend = app.new_backend()
         self._threads = ThreadExecutor(self.concurrency)
         self._executors: dict[str, Executor] = {"async": AsyncExecutor(), "thread": self._threads}
-        self._runner = JobRunner(app.registry, self.backend, self._executors)
+        self._runner = JobRunner(app.registry, self.backend, self._executors, self.settings)
         schedules = [s for s in app.schedules.values() if s.queue in self.queues]
         self.scheduler = Scheduler(app, self.backend, schedules) if schedules else None
         self._keeper = LeaseKeeper(
@@ -325,6 +326,8 @@ class Worker:
             job.task.cancel()
 
     def _progress(self, job_id: str, fraction: float | None, message: str | None) -> None:
+        if message is not None:
+            message = clip(message, self.settings.max_progress_chars)
         loop = self._loop
         if loop is None:
             return
