@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from offload.cli import main
+from offload.client import App
 from offload.console import parse_queues, parse_value
 from offload.errors import ConfigurationError
 
@@ -72,16 +73,39 @@ def test_submit_status_jobs_cancel(project: Path, capsys: pytest.CaptureFixture[
         (["jobs", "--backend", "sqlite:////no/such/dir/x.db"], "does not exist"),
         (["jobs", "--backend", "ftp://x"], "unsupported backend URL scheme"),
         (["submit", "add", "--kw", "1=2", "--app", "cliapp:app"], "must look like name=value"),
+        (["jobs", "--limit", "-5"], "--limit must be at least 1, not -5"),
+        (["jobs", "--limit", "0"], "--limit must be at least 1"),
+        (["jobs", "--backend", ""], "--backend is empty"),
+        (["status", "x", "--backend", " "], "--backend is empty"),
     ],
 )
 def test_errors_are_one_clear_line_and_exit_1(
     project: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
+    with App() as app:  # the project's store exists (read-only commands never create one)
+        app.jobs()
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert message in err
     assert err.startswith("offload: error:")
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["jobs"], ["status", "0123"], ["cancel", "0123"], ["prune"], ["jobs", "--backend", ""]],
+)
+def test_read_commands_never_create_a_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OFFLOAD_BACKEND", raising=False)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "does not exist" in err or "--backend is empty" in err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cancel_of_a_finished_job_says_why(

@@ -200,3 +200,59 @@ def test_settings_intervals_follow_the_lease_unless_set() -> None:
     assert (pinned.renew_interval, pinned.reap_interval) == (1.0, 30.0)
     with pytest.raises(offload.ConfigurationError, match="must be shorter"):
         offload.Settings(lease_seconds=5, renew_interval=10)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"run_at": 253402300800},  # a second past 9999-12-31T23:59:59Z: seconds, never ms
+        {"run_at": -1},
+        {"run_at": True},
+        {"run_at": float("nan")},
+        {"run_at": "9999-12-31T23:59:59-12:00"},
+        {"run_at": 2_000_000_000, "delay": 5},
+        {"queue": "a\x00b"},
+        {"concurrency_key": "<no spaces>"},
+    ],
+)
+def test_bad_submit_options_are_refused_before_anything_is_stored(
+    app: offload.App, options: dict[str, object]
+) -> None:
+    @app.task
+    def noop() -> None: ...
+
+    with pytest.raises(ValueError, match=r"run_at|queue|concurrency_key"):
+        noop.options(**options).submit()
+    assert app.jobs() == []
+
+
+def test_a_task_queue_name_keeps_to_the_character_set(app: offload.App) -> None:
+    with pytest.raises(ValueError, match="queue name"):
+        app.task(queue="pdf\n")(lambda: None)
+
+
+def test_arguments_json_cannot_hold_are_invalid(app: offload.App) -> None:
+    @app.task
+    def take(x: object) -> None: ...
+
+    for bad in (float("inf"), [float("nan")], {"x": -float("inf")}):
+        with pytest.raises(offload.InvalidArguments, match="JSON cannot represent"):
+            take.submit(bad)
+    deep: object = 1
+    for _ in range(100):
+        deep = [deep]
+    with pytest.raises(offload.InvalidArguments, match="nested more than"):
+        take.submit(deep)
+    assert app.jobs() == []
+
+
+def test_an_idempotency_key_covers_every_submit_option(app: offload.App) -> None:
+    @app.task
+    def charge(order: int) -> None: ...
+
+    first = charge.options(idempotency_key="order-9").submit(1)
+    for change in ({"priority": 3}, {"delay": 10}, {"run_at": 2_000_000_000},
+                   {"concurrency_key": "c"}):  # fmt: skip
+        with pytest.raises(offload.IdempotencyConflict):
+            charge.options(idempotency_key="order-9", **change).submit(1)
+    assert [j.id for j in app.jobs()] == [first.id]

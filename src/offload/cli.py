@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from offload import console
+from offload.backends.sqlite_check import require_existing
 from offload.client import App, SubmitOptions
 from offload.core.schedule import describe_schedules
 from offload.core.states import State
@@ -164,9 +165,12 @@ def _backend_options(p: argparse.ArgumentParser) -> None:
 
 
 def _app_for(ns: argparse.Namespace) -> App:
-    if getattr(ns, "app", None):
-        return load_app(ns.app)
-    return App(ns.backend) if ns.backend else App()
+    """The App whose store a command reads; its SQLite file must exist (never made here)."""
+    if ns.backend is not None and not ns.backend.strip():
+        raise ConfigurationError("--backend is empty; give a URL such as sqlite:///offload.db")
+    app = load_app(ns.app) if ns.app else App(ns.backend or None)
+    require_existing(app.settings.backend)
+    return app
 
 
 def _worker(ns: argparse.Namespace) -> int:
@@ -218,7 +222,7 @@ def _serve(ns: argparse.Namespace) -> int:
     settings = Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
     host, port = ns.host or settings.host, ns.port or settings.port
-    serve(ns.app, host=host, port=port, workers=ns.workers, settings=settings)
+    serve(ns.app, host=host, port=port, workers=ns.workers)
     return 0
 
 
@@ -273,6 +277,8 @@ def _cancel(ns: argparse.Namespace) -> int:
 
 
 def _jobs(ns: argparse.Namespace) -> int:
+    if ns.limit < 1:
+        raise ConfigurationError(f"--limit must be at least 1, not {ns.limit}")
     with _app_for(ns) as app:
         jobs = app.jobs(status=ns.status, task=ns.task, queue=ns.queue, limit=ns.limit)
     console.show_table([j.record for j in jobs], as_json=ns.json)

@@ -20,7 +20,8 @@ import orjson
 
 from offload._portal import Portal, before_interpreter_exit
 from offload.backends import Backend, open_backend
-from offload.core.bounds import check_priority, check_seconds, check_time
+from offload.core import validate
+from offload.core.bounds import check_priority, check_seconds
 from offload.core.ids import new_job_id
 from offload.core.job import JobFilter, JobRecord, NewJob
 from offload.core.limits import Limits, check_cap, parse_rate
@@ -267,24 +268,25 @@ class App(AppWorkflows):
         """Validate and encode a submission (raises before anything is stored)."""
         json_args, json_kwargs = spec.encode_arguments(args, kwargs)
         queue = options.queue or spec.queue
+        priority = spec.priority if options.priority is None else options.priority
         fingerprint = None
         if options.idempotency_key is not None:
+            # Everything that shapes the job: the same key with any of it changed is a 409.
             body = orjson.dumps(
-                [spec.name, json_args, json_kwargs, queue], option=orjson.OPT_SORT_KEYS
-            )
+                [spec.name, json_args, json_kwargs, queue, priority, options.delay,
+                 options.run_at, options.concurrency_key],
+                option=orjson.OPT_SORT_KEYS,
+            )  # fmt: skip
             fingerprint = hashlib.sha256(body).hexdigest()
-        run_at = (
-            options.run_at.timestamp() if isinstance(options.run_at, datetime) else options.run_at
-        )
         return NewJob(
             id=new_job_id(),
             task=spec.name,
             args=json_args,
             kwargs=json_kwargs,
             queue=queue,
-            priority=spec.priority if options.priority is None else options.priority,
+            priority=priority,
             delay=max(0.0, options.delay or 0.0),
-            run_at=run_at,
+            run_at=options.run_at,
             idempotency_key=options.idempotency_key,
             fingerprint=fingerprint,
             concurrency_key=options.concurrency_key,
@@ -416,14 +418,15 @@ class SubmitOptions:
         concurrency_key: str | None = None, queue: str | None = None, tenant: str | None = None,
         meta: dict[str, Any] | None = None,
     ) -> None:  # fmt: skip
+        validate.check_schedule(delay, run_at)
         self.priority = None if priority is None else check_priority(priority)
         self.delay = None if delay is None else check_seconds(delay, "delay")
-        self.run_at = (
-            run_at if run_at is None or isinstance(run_at, datetime) else check_time(run_at)
-        )
+        self.run_at = None if run_at is None else validate.run_at_epoch(run_at)
         self.idempotency_key = idempotency_key
-        self.concurrency_key = concurrency_key
-        self.queue = queue
+        self.concurrency_key = (
+            None if concurrency_key is None else validate.concurrency_key(concurrency_key)
+        )
+        self.queue = None if queue is None else validate.queue_name(queue)
         self.tenant = tenant
         self.meta = meta
 

@@ -115,7 +115,7 @@ class _Plans:
         timeout = httpx.Timeout(self.timeout, read=read_timeout or self.timeout)
         content = None if json is None else orjson.dumps(json)
         all_headers = {**self.headers, **(headers or {})}
-        if content is not None:
+        if content is not None or method != "GET":  # the API asks it of every POST
             all_headers["Content-Type"] = "application/json"
         return httpx.Request(
             method, self.base_url + path, content=content, headers=all_headers,

@@ -62,6 +62,13 @@ class Settings:
     #: refuse to start when the backend's server may lose acknowledged jobs (Redis: eviction
     #: on, or persistence off); otherwise that is logged as a warning
     strict: bool = False
+    #: largest result a task may return, in bytes of JSON; a bigger one fails the job (store
+    #: large outputs elsewhere and return a reference)
+    max_result_bytes: int = 4 * 1024 * 1024
+    #: longest error message kept on a job, in characters (the rest is cut, marked so)
+    max_error_chars: int = 8_000
+    #: longest progress message kept on a job, in characters (the rest is cut, marked so)
+    max_progress_chars: int = 1_000
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -98,6 +105,12 @@ class Settings:
             raise ConfigurationError(
                 f"result_ttl ({self.result_ttl:g}) and prune_interval ({self.prune_interval:g}) "
                 f"must be >= 0 seconds and prune_batch ({self.prune_batch}) at least 1"
+            )
+        caps = ("max_result_bytes", "max_error_chars", "max_progress_chars")
+        if any(getattr(self, name) < 1 for name in caps):
+            raise ConfigurationError(
+                ", ".join(f"{name} ({getattr(self, name)})" for name in caps)
+                + " must each be at least 1"
             )
         if self.log_format not in ("text", "json"):
             raise ConfigurationError("log_format must be 'text' or 'json'")

@@ -19,22 +19,27 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable, Iterator
 
 import uvicorn
 from fastapi import FastAPI
 
-from offload.errors import ConfigurationError
+from offload.backends.sqlite_check import require_sound
+from offload.client import App
+from offload.errors import BackendUnavailable, ConfigurationError
 from offload.loader import load_app
 from offload.service.app import create_app
 from offload.service.auth import TokenTable
-from offload.settings import Settings
+from offload.service.config import ServiceConfig
 from offload.worker.worker import Worker
 
 log = logging.getLogger("offload.up")
 
 #: The app ``offload up`` serves when none is named: one task per executor.
 DEMO_APP = "offload.demo:app"
+#: the address ``offload serve --workers N`` binds, for the bind check of each process
+_HOST_VAR = "OFFLOAD_SERVE_HOST"
 
 
 def check_bind(host: str, tokens: TokenTable) -> None:
@@ -56,9 +61,30 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def build_api(app: App, host: str, *, not_ready: Callable[[], str | None] | None = None) -> FastAPI:
+    """The HTTP API of ``app``, checked against ``host`` with the very token table it serves.
+
+    The bind check reads the API's own tokens (not the environment), so an App built with
+    ``Settings(...)`` that carry no tokens cannot listen beyond loopback unauthenticated.
+    """
+    config = ServiceConfig(bound_to_loopback=_is_loopback(host))
+    api = create_app(app, config=config, not_ready=not_ready)
+    tokens: TokenTable = api.state.service.tokens
+    if not tokens.enabled and not _is_loopback(host) and os.environ.get("OFFLOAD_TOKENS"):
+        raise ConfigurationError(
+            f"refusing to listen on {host}: OFFLOAD_TOKENS is set, but the App's settings have "
+            "no tokens (it was built with Settings(...) that do not read the environment), so "
+            "the API would accept anyone. Pass tokens=... in its Settings, or use "
+            "Settings.from_env()"
+        )
+    check_bind(host, tokens)
+    return api
+
+
 def asgi_from_env() -> FastAPI:
-    """uvicorn factory for ``offload serve --workers N``: the app named by ``$OFFLOAD_APP``."""
-    api = create_app(load_app(os.environ["OFFLOAD_APP"]))
+    """uvicorn factory for ``offload serve --workers N``: the app named by ``$OFFLOAD_APP``,
+    bind-checked again against ``$OFFLOAD_SERVE_HOST`` in each process."""
+    api = build_api(load_app(os.environ["OFFLOAD_APP"]), os.environ.get(_HOST_VAR, "127.0.0.1"))
     freeze_heap()
     return api
 
@@ -73,15 +99,15 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
-def serve(app_path: str, *, host: str, port: int, workers: int, settings: Settings) -> None:
+def serve(app_path: str, *, host: str, port: int, workers: int) -> None:
     """Run the HTTP API of ``app_path`` (several uvicorn processes with ``workers`` > 1)."""
-    check_bind(host, TokenTable.from_setting(settings.tokens))
+    api = build_api(load_app(app_path), host)  # the parent refuses before any child starts
     if workers > 1:
         os.environ["OFFLOAD_APP"] = app_path
+        os.environ[_HOST_VAR] = host
         uvicorn.run("offload.up:asgi_from_env", factory=True, host=host, port=port,
                     workers=workers, access_log=False)  # fmt: skip
     else:
-        api = create_app(load_app(app_path))
         freeze_heap()
         uvicorn.run(api, host=host, port=port, access_log=False)
 
@@ -112,15 +138,19 @@ def run_up(app_path: str | None, *, host: str, port: int, concurrency: int | Non
 async def up(app_path: str | None, *, host: str, port: int, concurrency: int | None) -> None:
     """API, dashboard and a worker in this process, until SIGINT/SIGTERM.
 
-    The first signal stops the server and lets running jobs finish for ``shutdown_grace``;
-    a second one releases them at once. Nothing is lost either way.
+    It binds its port and opens its backend before anything starts, so a busy port or a bad
+    database is one clear error (a backend that is merely down is waited for: readiness says
+    503 until the embedded worker runs). The first signal stops the server and lets running
+    jobs finish for ``shutdown_grace``; a second one releases them at once. Nothing is lost
+    either way.
     """
     path = app_path or DEMO_APP
     app = load_app(path)
-    check_bind(host, TokenTable.from_setting(app.settings.tokens))
-    config = uvicorn.Config(create_app(app), host=host, port=port, lifespan="on", access_log=False)
-    server = _Server(config)
     worker = Worker(app, concurrency=concurrency, app_path=path, name="up")
+    api = build_api(app, host, not_ready=lambda: None if worker.serving else _NO_WORKER)
+    sock = bind(host, port)
+    await open_backend(app)
+    server = _Server(uvicorn.Config(api, lifespan="on", access_log=False))
     freeze_heap()
 
     def on_signal(sig: signal.Signals) -> None:
@@ -130,13 +160,50 @@ async def up(app_path: str | None, *, host: str, port: int, concurrency: int | N
         server.force_exit = not first
         worker.stop(graceful=first)
 
+    def on_worker_end(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None and not server.should_exit:
+            log.error("the embedded worker stopped: %s; shutting down", task.exception())
+            server.should_exit = True
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
     working = asyncio.create_task(worker.run())
+    working.add_done_callback(on_worker_end)
     log.info("offload up: %s on http://%s:%d with an embedded worker", path, host, port)
     try:
-        await server.serve()
+        await server.serve(sockets=[sock])
     finally:
         worker.stop()
         await working
+
+
+_NO_WORKER = "the embedded worker is not running (yet): see the log"
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, or one ConfigurationError that says why not."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise ConfigurationError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; is another server using "
+            "it? Choose another with --port"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+async def open_backend(app: App) -> None:
+    """Open the backend now, so a wrong one (a bad URL, an unopenable or corrupted SQLite file)
+    is one clear error; a backend that is only unavailable is waited for by the worker."""
+    require_sound(app.settings.backend)
+    try:
+        await app.backend()
+    except BackendUnavailable as exc:
+        log.warning("backend unavailable at start: %s; waiting for it", exc)

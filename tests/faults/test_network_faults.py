@@ -273,12 +273,8 @@ def test_offload_up_keeps_running_jobs_after_its_redis_connection_was_reset(
 ) -> None:
     faults = outage
     ledger = str(faults.ledger)
-    port = free_port()
-    up = faults.spawn("up", [sys.executable, "-m", "offload", "up", "faultapp:app", "--port",
-                             str(port)], env={"OFFLOAD_BACKEND": url(proxy.port)})  # fmt: skip
-    up.reaps = True
-    api = Api(up, f"http://127.0.0.1:{port}")
-    up.wait_log(" serving ", timeout=30)
+    api = spawn_up(faults, proxy.port)
+    api.process.wait_log(" serving ", timeout=30)
     wait_until(lambda: _ready(api), 30, "offload up to be ready")
     first, _ = submit_until_accepted(api, ledger, "first", 0)
     faults.wait_status(faults.app.get_job(first), State.SUCCEEDED, 10)
@@ -292,8 +288,47 @@ def test_offload_up_keeps_running_jobs_after_its_redis_connection_was_reset(
     faults.wait_status(faults.app.get_job(second), State.SUCCEEDED, 5)
 
 
+def spawn_up(faults: Faults, redis_port: int) -> Api:
+    """A real ``offload up`` of ``faultapp`` on a free port, its Redis at ``redis_port``."""
+    port = free_port()
+    up = faults.spawn("up", [sys.executable, "-m", "offload", "up", "faultapp:app", "--port",
+                             str(port)], env={"OFFLOAD_BACKEND": url(redis_port)})  # fmt: skip
+    up.reaps = True
+    return Api(up, f"http://127.0.0.1:{port}")
+
+
 def _ready(api: Api) -> bool:
     try:
         return httpx.get(f"{api.base}/health/ready", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_offload_up_waits_for_a_backend_that_is_down_at_start(
+    outage: Faults, redis_server: RedisServer
+) -> None:
+    """Redis unreachable when ``offload up`` starts, reachable later: readiness says 503 until
+    the embedded worker runs, and then a job submitted meanwhile runs (no silent dead worker)."""
+    faults = outage
+    ledger = str(faults.ledger)
+    proxy = Proxy(redis_server.port)  # its port refuses connections until it starts
+    api = spawn_up(faults, proxy.port)
+    api.process.wait_log("backend unavailable at start", timeout=30)
+    wait_until(lambda: _answers(api), 30, "offload up to answer")
+    assert httpx.get(f"{api.base}/health/ready", timeout=5).status_code == 503
+    proxy.start()
+    try:
+        api.process.wait_log(" serving ", timeout=30)
+        wait_until(lambda: _ready(api), 30, "offload up to be ready")
+        job, _ = submit_until_accepted(api, ledger, "late", 0)
+        faults.acknowledge([job])
+        faults.wait_status(faults.app.get_job(job), State.SUCCEEDED, 10)
+    finally:
+        proxy.close()
+
+
+def _answers(api: Api) -> bool:
+    try:
+        return httpx.get(f"{api.base}/health/live", timeout=2).status_code == 200
     except httpx.TransportError:
         return False

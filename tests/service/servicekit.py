@@ -27,6 +27,8 @@ ACME_ADMIN = {"Authorization": "Bearer acme-admin-token"}
 ACME_SUBMIT = {"Authorization": "Bearer acme-submit-token"}
 ACME_READ = {"Authorization": "Bearer acme-read-token"}
 GLOBEX_ADMIN = {"Authorization": "Bearer globex-admin-token"}
+#: what a request without a token that changes state must say (a body or not)
+JSON_TYPE = {"Content-Type": "application/json"}
 
 
 #: ``start(tokens=..., config=..., backend=...)``: the ``start`` fixture of conftest.py

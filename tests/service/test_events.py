@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from servicekit import ACME_READ, ACME_SUBMIT, TOKENS, DownBackend, Service, Start, sse_events
+from servicekit import (
+    ACME_READ,
+    ACME_SUBMIT,
+    JSON_TYPE,
+    TOKENS,
+    DownBackend,
+    Service,
+    Start,
+    sse_events,
+)
 
 from offload.core.job import Lease
 from offload.service import ServiceConfig
@@ -61,7 +70,7 @@ async def test_idle_streams_get_keep_alive_comments(start: Start) -> None:
         if event == ":":
             comments += 1
             if comments == 2:
-                await svc.client.post(f"/v1/jobs/{job['id']}/cancel")
+                await svc.client.post(f"/v1/jobs/{job['id']}/cancel", headers=JSON_TYPE)
     assert comments >= 2
 
 

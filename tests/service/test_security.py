@@ -6,7 +6,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from servicekit import ACME_ADMIN, ACME_READ, ACME_SUBMIT, GLOBEX_ADMIN, TOKENS, Service, Start
+from servicekit import (
+    ACME_ADMIN,
+    ACME_READ,
+    ACME_SUBMIT,
+    GLOBEX_ADMIN,
+    JSON_TYPE,
+    TOKENS,
+    Service,
+    Start,
+)
 
 from offload.errors import ConfigurationError
 from offload.service import Role, ServiceConfig, TokenTable
@@ -40,7 +49,7 @@ async def test_without_tokens_everyone_is_the_default_tenants_admin(anon: Servic
     record = await (await anon.backend()).get(job["id"])
     assert record is not None
     assert record.tenant == "default"
-    r = await anon.client.post(f"/v1/jobs/{job['id']}/cancel")
+    r = await anon.client.post(f"/v1/jobs/{job['id']}/cancel", headers=JSON_TYPE)
     assert r.status_code == 200
 
 

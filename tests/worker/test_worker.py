@@ -461,3 +461,66 @@ async def test_by_default_jobs_of_one_dead_worker_run_side_by_side_but_repeat_on
             await job.aresult(timeout=10)
     start, end = spans["repeat"]
     assert [n for n, (s, e) in spans.items() if n != "repeat" and s < end and e > start] == []
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text for you")
+
+
+async def test_an_exception_whose_str_raises_is_still_recorded(app: offload.App) -> None:
+    @app.task
+    def broken() -> None:
+        raise Unprintable()
+
+    async with running(app):
+        job = await broken.asubmit()
+        with pytest.raises(offload.JobFailed):
+            await job.aresult(timeout=5)
+    assert job.attempts == 1
+    assert job.record.error is not None
+    assert job.record.error["type"] == "Unprintable"
+    assert "Unprintable" in job.record.error["message"]
+
+
+async def test_results_json_cannot_hold_fail_instead_of_becoming_null(app: offload.App) -> None:
+    @app.task
+    def not_a_number() -> dict[str, float]:
+        return {"x": float("nan")}
+
+    async with running(app):
+        job = await not_a_number.asubmit()
+        with pytest.raises(offload.JobFailed, match="nan, which JSON cannot represent"):
+            await job.aresult(timeout=5)
+
+
+async def test_results_error_and_progress_messages_are_capped(app: offload.App) -> None:
+    @app.task
+    def big() -> str:
+        return "x" * 500
+
+    @app.task
+    def loud() -> None:
+        offload.current().progress(0.5, "p" * 100)
+        raise ValueError("e" * 5000)
+
+    caps = app.settings.with_(max_result_bytes=200, max_error_chars=300, max_progress_chars=20)
+    async with running(app, settings=caps):
+        too_big = await big.asubmit()
+        with pytest.raises(offload.JobFailed, match="more than max_result_bytes"):
+            await too_big.aresult(timeout=5)
+        failing = await loud.asubmit()
+        with pytest.raises(offload.JobFailed):
+            await failing.aresult(timeout=5)
+    assert too_big.record.result is None
+    assert too_big.record.error is not None
+    assert too_big.record.error["type"] == "ResultTooLarge"
+    error = failing.record.error
+    assert error is not None
+    assert error["message"] == "e" * 300 + "... [4700 more characters cut]"
+    assert failing.record.progress_message == "p" * 20 + "... [80 more characters cut]"
+
+
+def test_caps_must_be_positive() -> None:
+    with pytest.raises(offload.ConfigurationError, match="max_result_bytes"):
+        Settings(max_result_bytes=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
@@ -55,6 +56,8 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor.encode()).decode()
         at, job_id = raw.split("|", 1)
+        if not math.isfinite(float(at)):  # nan or inf: no page starts there
+            raise ValueError(at)
         return float(at), job_id
     except (ValueError, UnicodeDecodeError):
         raise ConfigurationError(

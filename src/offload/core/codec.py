@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
+from offload.core.validate import check_json
 from offload.errors import SerializationError
 
 JSONValue = Any  # what orjson.loads can return: None, bool, int, float, str, list, dict
@@ -32,13 +33,16 @@ def to_json_value(value: Any) -> JSONValue:
     else that JSON cannot hold raises SerializationError.
     """
     try:
-        plain = to_jsonable_python(value)
+        plain = to_jsonable_python(value, inf_nan_mode="constants")  # checked below
     except PydanticSerializationError as exc:
         raise SerializationError(
             f"value of type {type(value).__name__} is not JSON: {exc}"
         ) from None
     try:
+        check_json(plain, f"value of type {type(value).__name__}")
         orjson.dumps(plain)
+    except ValueError as exc:
+        raise SerializationError(str(exc)) from None
     except TypeError as exc:
         raise SerializationError(
             f"value of type {type(value).__name__} is not JSON: {exc}"

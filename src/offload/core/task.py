@@ -11,6 +11,7 @@ from typing import Any, Literal, get_type_hints
 from pydantic import PydanticSchemaGenerationError, PydanticUserError, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
+from offload.core import validate
 from offload.core.bounds import check_priority, check_seconds
 from offload.core.codec import to_json_value
 from offload.core.job import DEFAULT_QUEUE
@@ -47,6 +48,7 @@ class TaskSpec:
             raise ValueError(f"task name {self.name!r} must be non-empty with no whitespace")
         if self.executor not in EXECUTOR_KINDS:
             raise ValueError(f"executor must be one of {EXECUTOR_KINDS}, not {self.executor!r}")
+        validate.queue_name(self.queue)
         if self.executor == "async" and not inspect.iscoroutinefunction(self.func):
             raise ValueError(f"task {self.name!r}: executor='async' needs an async def function")
         if self.executor != "async" and inspect.iscoroutinefunction(self.func):
@@ -127,6 +129,7 @@ class TaskSpec:
         for name, value in bound.arguments.items():
             adapter = self._adapters[name]
             try:
+                validate.check_json(value, f"argument {name!r}")
                 validated = adapter.validate_python(value)
                 encoded[name] = to_json_value(adapter.dump_python(validated, mode="json"))
             except ValidationError as exc:
@@ -135,6 +138,8 @@ class TaskSpec:
                 raise InvalidArguments(
                     self.name, f"argument {name!r} is not a JSON value: {exc}", argument=name
                 ) from None
+            except ValueError as exc:  # from check_json (the others are ValueErrors too)
+                raise InvalidArguments(self.name, str(exc), argument=name) from None
         return self._split(encoded, len(args), kwargs)
 
     def _split(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -20,7 +20,11 @@ from offload.service.dashboard import router as dashboard
 from offload.service.deps import ServiceState
 from offload.service.errors import install_error_handlers
 from offload.service.metrics import Metrics
-from offload.service.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from offload.service.middleware import (
+    BodyLimitMiddleware,
+    LoopbackHostMiddleware,
+    RequestContextMiddleware,
+)
 from offload.service.ratelimit import RateLimiter
 from offload.settings import Settings
 
@@ -33,13 +37,15 @@ def create_app(
     settings: Settings | None = None,
     tokens: TokenTable | None = None,
     config: ServiceConfig | None = None,
+    not_ready: Callable[[], str | None] | None = None,
 ) -> FastAPI:
     """Build the HTTP API of ``app``.
 
     ``tokens`` default to ``settings.tokens`` (``OFFLOAD_TOKENS``, see
     :mod:`offload.service.auth`), and ``settings`` to ``app.settings``. With no tokens every
     caller is the anonymous admin of tenant ``default``. The lifespan opens the app's backend
-    and closes it; every piece of state lives on ``fastapi_app.state.service``.
+    and closes it; every piece of state lives on ``fastapi_app.state.service``. ``not_ready``
+    adds to the readiness probe: it returns why the service is not ready, or None.
     """
     settings = settings or app.settings
     config = config or ServiceConfig()
@@ -49,6 +55,7 @@ def create_app(
         config=config,
         metrics=Metrics(),
         limiter=RateLimiter(config.rate_limit, config.rate_burst),
+        not_ready=not_ready,
     )
 
     @asynccontextmanager
@@ -77,6 +84,8 @@ def create_app(
     # Requests refused by middleware never reach the router: match them here for metrics.
     known = [route for router in routers for route in router.routes]
     api.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    if config.bound_to_loopback and not state.tokens.enabled:
+        api.add_middleware(LoopbackHostMiddleware)
     api.add_middleware(
         RequestContextMiddleware,
         metrics=state.metrics,

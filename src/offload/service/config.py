@@ -25,6 +25,9 @@ class ServiceConfig:
     events_heartbeat: float = 15.0
     #: value of the Retry-After header when the backend is unavailable (503)
     unavailable_retry_after: int = 5
+    #: the server listens on a loopback address only; then, without tokens, it answers only
+    #: requests whose Host is a loopback name (a defence against DNS rebinding)
+    bound_to_loopback: bool = False
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:

@@ -28,6 +28,9 @@ class ServiceState:
     config: ServiceConfig
     metrics: Metrics
     limiter: RateLimiter
+    #: what else readiness depends on (``offload up``: its embedded worker); returns why the
+    #: service is not ready, or None when it is
+    not_ready: Callable[[], str | None] | None = None
 
 
 async def service_state(request: Request) -> ServiceState:
@@ -45,18 +48,29 @@ async def authenticate(
     svc: Service,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The caller, from ``Authorization: Bearer <token>``; rate-limited per tenant."""
-    principal = _principal(svc.tokens, credentials)
-    wait = svc.limiter.acquire(principal.tenant)
+    """The caller, from ``Authorization: Bearer <token>``; rate-limited per tenant, and a
+    caller with no valid token per client address (so guessing tokens is rate-limited too)."""
+    try:
+        principal = _principal(svc.tokens, credentials)
+    except ApiError:
+        client = request.client.host if request.client else "unknown"
+        _limit(svc, f"unauthenticated:{client}", f"address {client}", {"client": client})
+        raise
+    tenant = principal.tenant
+    _limit(svc, tenant, f"tenant {tenant!r}", {"tenant": tenant})
+    return principal
+
+
+def _limit(svc: ServiceState, bucket: str, who: str, details: dict[str, str]) -> None:
+    wait = svc.limiter.acquire(bucket)
     if wait > 0:
         raise ApiError(
             429,
             "rate_limited",
-            f"too many requests for tenant {principal.tenant!r}; retry after the delay given",
-            {"tenant": principal.tenant},
+            f"too many requests for {who}; retry after the delay given",
+            details,
             headers={"Retry-After": RateLimiter.retry_after(wait)},
         )
-    return principal
 
 
 def _principal(tokens: TokenTable, credentials: HTTPAuthorizationCredentials | None) -> Principal:

@@ -21,7 +21,10 @@ log = logging.getLogger("offload.service")
 
 REQUEST_ID_HEADER = "x-request-id"
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_LOOPBACK_HOST = re.compile(r"^(?:localhost|127(?:\.\d{1,3}){3}|\[::1\])(?::\d{1,5})?$")
+#: headers of every answer that lack them: no caching of job data, no content sniffing
+_SAFE_HEADERS = ((b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"))
 _JSON_TYPE = re.compile(r"^application/(?:[\w.+-]+\+)?json$")
 
 
@@ -69,6 +72,8 @@ class RequestContextMiddleware:
                 answered = time.perf_counter()
                 headers = list(message.get("headers", []))
                 headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                present = {name.lower() for name, _ in headers}
+                headers += [pair for pair in _SAFE_HEADERS if pair[0] not in present]
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -119,10 +124,16 @@ class BodyLimitMiddleware:
             if len(body) > self.max_bytes:
                 await self._too_large(send)
                 return
-        if body and not _is_json(_header(scope, b"content-type")):
+        if not _is_json(_header(scope, b"content-type")) and (
+            body or _header(scope, b"authorization") is None
+        ):
+            # A body must be JSON; and a request without a token must say it is JSON even with
+            # no body, which a page of another site cannot do without a CORS preflight (that
+            # this service never grants): no cross-site cancel of a developer's local jobs.
             await _refuse(
                 send, 415, "unsupported_media_type",
-                "request bodies must be JSON: send 'Content-Type: application/json'",
+                "requests that change state must be JSON: send 'Content-Type: application/json'"
+                " (also with an empty body)",
             )  # fmt: skip
             return
         await self.app(scope, _replay(bytes(body), receive), send)
@@ -165,3 +176,25 @@ async def _refuse(
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class LoopbackHostMiddleware:
+    """Answer only requests whose ``Host`` is a loopback name (421 otherwise).
+
+    For a service without tokens on a loopback address: a page of another site that points
+    its own name at 127.0.0.1 (DNS rebinding) sends its name as the Host, and is refused.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        host = _header(scope, b"host") if scope["type"] == "http" else "localhost"
+        if host is not None and _LOOPBACK_HOST.match(host.lower()):
+            await self.app(scope, receive, send)
+            return
+        await _refuse(
+            send, 421, "misdirected_request",
+            f"this service answers only to a loopback Host (127.0.0.1, localhost), not "
+            f"{(host or '')[:100]!r}; set OFFLOAD_TOKENS to serve other names",
+        )  # fmt: skip

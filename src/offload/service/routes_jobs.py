@@ -53,6 +53,22 @@ async def own_job(svc: ServiceState, caller: Principal, job_id: str) -> JobRecor
     return record
 
 
+#: a 202 that needs a second look carries this header (today: a queue no task declares)
+WARNING_HEADER = "Offload-Warning"
+
+
+def undeclared_queue(svc: ServiceState, queue: str) -> str | None:
+    """Why a job in ``queue`` may never run, if no task declares it (workers serve declared
+    queues unless started with ``--queues``); any submitter may use such a queue."""
+    declared = sorted({spec.queue for spec in svc.app.registry})
+    if queue in declared:
+        return None
+    return (
+        f"no task declares queue {queue!r}: only a worker started with --queues {queue} will "
+        f"run this job (declared: {', '.join(declared)})"
+    )
+
+
 @router.post("/jobs", status_code=202, responses={**_AUTH, **_SUBMIT})
 async def submit_job(
     body: SubmitRequest,
@@ -67,6 +83,8 @@ async def submit_job(
     With ``Idempotency-Key``, the same key (per tenant, for 24 hours) returns the same job;
     reusing it with a different request answers 409.
     """
+    if body.queue is not None and (warning := undeclared_queue(svc, body.queue)):
+        response.headers[WARNING_HEADER] = warning
     options = SubmitOptions(
         queue=body.queue, priority=body.priority, delay=body.delay, run_at=body.run_at_epoch(),
         idempotency_key=idempotency_key, concurrency_key=body.concurrency_key,

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from offload.core.schedule import describe_schedules
-from offload.service.deps import Reader, Service
+from offload.service.deps import Reader, Service, ServiceState
 from offload.service.errors import ApiError
 from offload.service.metrics import CONTENT_TYPE
 from offload.service.schemas import (
@@ -77,18 +77,26 @@ async def live() -> Health:
 
 @probes.get("/health/ready", responses={503: {"model": ErrorOut}})
 async def ready(svc: Service) -> Health:
-    """Readiness: the backend answers a ping (503 with Retry-After when it does not)."""
+    """Readiness: the backend answers a ping, and whatever else the service depends on runs
+    (``offload up``: its embedded worker); 503 with Retry-After when not."""
     try:
         await (await svc.app.backend()).ping()
     except Exception as exc:
         log.warning("readiness check failed: %s", exc)
-        raise ApiError(
-            503,
-            "not_ready",
-            f"the backend does not answer ({type(exc).__name__}); retry later",
-            headers={"Retry-After": str(svc.config.unavailable_retry_after)},
-        ) from None
+        raise _not_ready(svc, f"the backend does not answer ({type(exc).__name__})") from None
+    reason = svc.not_ready() if svc.not_ready is not None else None
+    if reason is not None:
+        raise _not_ready(svc, reason)
     return Health(status="ok")
+
+
+def _not_ready(svc: ServiceState, reason: str) -> ApiError:
+    return ApiError(
+        503,
+        "not_ready",
+        f"{reason}; retry later",
+        headers={"Retry-After": str(svc.config.unavailable_retry_after)},
+    )
 
 
 @probes.get(

@@ -6,11 +6,12 @@ idempotency key are never sent back.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from offload.core import validate
 from offload.core.job import JobRecord, QueueStats, Transition, WorkerInfo
 from offload.core.limits import Limits
 from offload.core.states import Reason, State
@@ -19,12 +20,17 @@ from offload.core.task import ExecutorKind, TaskSpec
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^\S+$")]
 #: Far enough for any real schedule, near enough for every backend's number types.
 MAX_SECONDS = 10 * 365 * 24 * 3600.0
-MAX_EPOCH = 253402300799.0  # 9999-12-31T23:59:59Z
+MAX_EPOCH = validate.MAX_EPOCH
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MIN_SECONDS = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH).total_seconds()
 
 
 def at(ts: float) -> datetime:
-    """Epoch seconds as an aware UTC datetime."""
-    return datetime.fromtimestamp(ts, UTC)
+    """Epoch seconds as an aware UTC datetime; a stored time out of datetime's range is shown
+    clamped to it, so that a job can always be read (never a 500 for a value on disk)."""
+    if ts != ts:  # NaN
+        return _EPOCH
+    return _EPOCH + timedelta(seconds=min(max(ts, _MIN_SECONDS), MAX_EPOCH))
 
 
 def maybe_at(ts: float | None) -> datetime | None:
@@ -39,22 +45,51 @@ class SubmitRequest(BaseModel):
     task: Name = Field(description="name of a registered task (see GET /v1/tasks)")
     args: list[Any] = Field(default_factory=list, description="positional arguments")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments")
-    queue: Name | None = Field(None, description="overrides the task's queue")
+    queue: Name | None = Field(
+        None, description=f"overrides the task's queue; {validate.QUEUE_NAME_RULE}"
+    )
     priority: int | None = Field(
         None, ge=-(2**31), le=2**31 - 1, description="higher runs first; default: the task's"
     )
     delay: float | None = Field(None, ge=0, le=MAX_SECONDS, description="seconds to wait")
     run_at: datetime | Annotated[float, Field(ge=0, le=MAX_EPOCH)] | None = Field(
-        None, description="when to run: ISO 8601 (UTC if no offset) or epoch seconds"
+        None,
+        description="when to run: ISO 8601 (UTC if no offset) or epoch seconds (not "
+        "milliseconds), up to 9999-12-31T23:59:59Z; not together with delay",
     )
     concurrency_key: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
-        None, description="jobs sharing a key count against its concurrency cap"
+        None,
+        description=f"jobs sharing a key count against its concurrency cap; {validate.KEY_RULE}",
     )
 
+    @field_validator("run_at", mode="before")
+    @classmethod
+    def _run_at(cls, value: object) -> float | None:
+        return None if value is None else validate.run_at_epoch(value)
+
+    @field_validator("queue")
+    @classmethod
+    def _queue(cls, value: str | None) -> str | None:
+        return None if value is None else validate.queue_name(value)
+
+    @field_validator("concurrency_key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        return None if value is None else validate.concurrency_key(value)
+
+    @field_validator("args", "kwargs")
+    @classmethod
+    def _json(cls, value: Any, info: ValidationInfo) -> Any:
+        validate.check_json(value, str(info.field_name))
+        return value
+
+    @model_validator(mode="after")
+    def _schedule(self) -> SubmitRequest:
+        validate.check_schedule(self.delay, self.run_at)
+        return self
+
     def run_at_epoch(self) -> float | None:
-        if isinstance(self.run_at, datetime):
-            when = self.run_at if self.run_at.tzinfo else self.run_at.replace(tzinfo=UTC)
-            return when.timestamp()
+        assert not isinstance(self.run_at, datetime)  # the validator made it epoch seconds
         return self.run_at
 
 

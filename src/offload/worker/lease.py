@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from offload.backends import Backend
 from offload.core.job import Lease, WorkerInfo
 from offload.settings import Settings
+from offload.worker.failure import describe
 
 log = logging.getLogger("offload.worker")
 
@@ -254,4 +255,4 @@ class LeaseKeeper:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "no answer in time"
-    return str(exc) or type(exc).__name__
+    return describe(exc)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from offload.backends import Backend
-from offload.core.codec import to_json_value
+from offload.core.codec import dumps, to_json_value
 from offload.core.job import JobRecord, Lease, NewJob
 from offload.core.registry import TaskRegistry
 from offload.core.states import Reason
@@ -26,11 +26,12 @@ from offload.errors import (
     SerializationError,
     TaskNotFound,
 )
+from offload.settings import Settings
 from offload.worker.context import JobContext
 from offload.worker.continuation import Continuation, is_step
 from offload.worker.executors.base import Executor
 from offload.worker.executors.process import ChildError
-from offload.worker.failure import error_info
+from offload.worker.failure import clip_error, error_info, result_too_large
 
 log = logging.getLogger("offload.worker")
 
@@ -70,8 +71,10 @@ class JobRunner:
     """Executes jobs and writes their outcomes; shared by all of a worker's jobs."""
 
     def __init__(
-        self, registry: TaskRegistry, backend: Backend, executors: dict[str, Executor]
-    ) -> None:
+        self, registry: TaskRegistry, backend: Backend, executors: dict[str, Executor],
+        settings: Settings,
+    ) -> None:  # fmt: skip
+        self.settings = settings  # its caps on results and error messages
         self.registry = registry
         self.backend = backend
         self.executors = executors
@@ -137,7 +140,12 @@ class JobRunner:
             spec = self.spec(rec.task)
             executor = self.executors[spec.executor]
             value = await executor.run(spec, job.ctx, rec.args, rec.kwargs, spec.timeout)
-            return Outcome("succeeded", result=to_json_value(value))
+            result = to_json_value(value)
+            size = len(dumps(result))
+            if size > self.settings.max_result_bytes:  # retrying cannot help
+                limit = self.settings.max_result_bytes
+                return Outcome("failed", error=result_too_large(size, limit, rec.task))
+            return Outcome("succeeded", result=result)
         except asyncio.CancelledError:
             _uncancel()
             return self._stopped(job, None)
@@ -209,6 +217,9 @@ class JobRunner:
                 pause = min(pause * 2, 2.0)
 
     async def _write(self, lease: Lease, outcome: Outcome) -> None:
+        if outcome.error is not None:
+            error = clip_error(outcome.error, self.settings.max_error_chars)
+            outcome = Outcome(outcome.kind, outcome.result, error, outcome.retry_in, outcome.reason)
         match outcome.kind:
             case "succeeded":
                 await self.backend.complete(lease, outcome.result, then=outcome.then)

@@ -26,9 +26,11 @@ from offload.worker.context import JobContext
 from offload.worker.executors.asyncio_ import AsyncExecutor
 from offload.worker.executors.base import Executor
 from offload.worker.executors.thread import ThreadExecutor
+from offload.worker.failure import clip
 from offload.worker.lease import LeaseKeeper
 from offload.worker.runner import JobRunner, Running, StopReason
 from offload.worker.scheduler import Scheduler
+from offload.worker.startup import open_when_up
 from offload.worker.warden import Warden
 
 log = logging.getLogger("offload.worker")
@@ -79,7 +81,7 @@ class Worker:
         self._warden = Warden()  # kills run_process groups if this process dies (kill -9)
         self._threads = ThreadExecutor(self.concurrency)
         self._executors: dict[str, Executor] = {"async": AsyncExecutor(), "thread": self._threads}
-        self._runner = JobRunner(app.registry, self.backend, self._executors)
+        self._runner = JobRunner(app.registry, self.backend, self._executors, self.settings)
         schedules = [s for s in app.schedules.values() if s.queue in self.queues]
         self.scheduler = Scheduler(app, self.backend, schedules) if schedules else None
         self._keeper = LeaseKeeper(
@@ -101,6 +103,8 @@ class Worker:
         self._nudge: asyncio.Future[None] | None = None  # the claim loop waits for room on it
         self._grace: float = self.settings.shutdown_grace
         self.processed = 0
+        #: True from start-up (backend open) until shutdown begins: what readiness reports
+        self.serving = False
 
     def describe(self) -> WorkerInfo:
         """This worker as the list of live workers shows it (called from the keeper thread)."""
@@ -136,6 +140,8 @@ class Worker:
 
     async def run(self) -> None:
         """Serve until ``stop()``; then drain, release and close everything."""
+        if not await open_when_up(self.backend, self._stopping):
+            return  # stopped before the backend ever answered: nothing was started
         await self._start()
         watch = asyncio.create_task(self._watch_parent()) if self.parent_pid else None
         ticks = asyncio.create_task(self.scheduler.run()) if self.scheduler else None
@@ -158,7 +164,6 @@ class Worker:
 
     async def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        await self.backend.open()
         if any(spec.executor == "process" for spec in self.app.registry):
             self._executors["process"] = self._process_executor()
         for executor in self._executors.values():
@@ -168,6 +173,7 @@ class Worker:
         self._keeper.start()
         log.info("worker %s serving %s with %d slots", self.id, _describe(self.queues),
                  self.concurrency)  # fmt: skip
+        self.serving = True
 
     async def _first_heartbeat(self) -> None:
         """Be on the list of live workers before claiming: a claimed job's worker must be alive
@@ -347,6 +353,8 @@ class Worker:
             job.task.cancel()
 
     def _progress(self, job_id: str, fraction: float | None, message: str | None) -> None:
+        if message is not None:
+            message = clip(message, self.settings.max_progress_chars)
         loop = self._loop
         if loop is None:
             return
@@ -379,6 +387,7 @@ class Worker:
 
     # -- shutdown ------------------------------------------------------------------------------
     async def _shutdown(self) -> None:
+        self.serving = False
         for job in list(self._running.values()):  # claimed ahead, not started: release them now
             if job.executing and not job.has_slot:
                 self._stop_job(job.record.id, "shutdown")

@@ -24,7 +24,9 @@ function authHeaders() {
 }
 
 async function api(path, method = "GET") {
-  const response = await fetch(path, { method, headers: authHeaders() });
+  // A request that changes state says it is JSON, as the API asks of every such request.
+  const json = method === "GET" ? {} : { "Content-Type": "application/json" };
+  const response = await fetch(path, { method, headers: { ...authHeaders(), ...json } });
   let body = null;
   try {
     body = await response.json();
