@@ -34,7 +34,7 @@ from offload.core.schedule import (
 )
 from offload.core.states import State
 from offload.core.task import ExecutorKind, TaskSpec, infer_executor
-from offload.errors import InvalidTransition, JobNotFound
+from offload.errors import BackendUnavailable, InvalidTransition, JobNotFound, OffloadError
 from offload.jobs import Job
 from offload.settings import Settings
 from offload.workflows.methods import AppWorkflows, TaskSignatures
@@ -307,6 +307,21 @@ class App(AppWorkflows):
         """Store many prepared jobs in one backend operation (all or none)."""
         records = await (await self.backend()).submit(jobs)
         return [Job(self, r) for r in records]
+
+    async def aping(self) -> None:
+        """Readiness: return once the backend answers a ping; raise
+        :class:`~offload.BackendUnavailable` when it does not (the integrations' error
+        handlers answer that with 503 and ``Retry-After``). For the app's own health route."""
+        try:
+            await (await self.backend()).ping()
+        except OffloadError:
+            raise
+        except Exception as exc:
+            raise BackendUnavailable(f"the backend does not answer a ping: {exc!r}") from exc
+
+    def ping(self) -> None:
+        """:meth:`aping` from synchronous code (a Flask view, a gunicorn worker)."""
+        self.run_sync(self.aping())
 
     async def anow(self) -> float:
         """The backend's clock (epoch seconds): the time ticks and due times are read from."""

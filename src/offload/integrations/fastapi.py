@@ -29,6 +29,10 @@
 - :func:`lifespan` opens and closes the App's backend with the application and, with
   ``worker=True``, runs an embedded worker in the web process (small deployments).
 - :func:`accepted` answers 202 with the job, in the service's JSON, and its ``Location``.
+- :func:`handle_errors` (done by :func:`mount` unless ``error_handlers=False``) answers offload's
+  exceptions raised in the application's own endpoints as the HTTP API does: ``JobNotFound``
+  404, ``InvalidArguments`` and ``TaskNotFound`` 422, ``BackendUnavailable`` 503 with
+  ``Retry-After``. ``await jobs.aping()`` in a health route is then a readiness check.
 """
 
 from __future__ import annotations
@@ -64,18 +68,20 @@ from offload.service import routes_jobs
 from offload.service.auth import TokenTable
 from offload.service.config import ServiceConfig
 from offload.service.deps import ServiceState
-from offload.service.errors import install_error_handlers
+from offload.service.errors import TRANSLATED, install_error_handlers, translate
 from offload.service.metrics import Metrics
 from offload.service.ratelimit import RateLimiter
 from offload.service.schemas import JobOut
 from offload.worker.worker import Worker
 
-__all__ = ["OffloadApp", "accepted", "get_app", "lifespan", "mount", "use_app"]
+__all__ = ["OffloadApp", "accepted", "get_app", "handle_errors", "lifespan", "mount", "use_app"]
 
 log = logging.getLogger("offload.integrations.fastapi")
 
 _SERVICE_PREFIX = "/v1/jobs"  # where routes_jobs lives in `offload serve`
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+#: Retry-After (seconds) of a 503 when the backend is unavailable, as ``offload serve`` answers
+UNAVAILABLE_RETRY_AFTER = ServiceConfig().unavailable_retry_after
 
 ErrorHandler = Callable[[Request, Exception], Coroutine[Any, Any, Response]]
 
@@ -132,6 +138,7 @@ def mount(
     tokens: TokenTable | None = None,
     config: ServiceConfig | None = None,
     dependencies: Sequence[Any] | None = None,
+    error_handlers: bool = True,
 ) -> None:
     """Serve the job routes of ``app`` in ``api`` under ``prefix``.
 
@@ -145,6 +152,9 @@ def mount(
     before every job route, e.g. ``[Depends(require_staff)]`` to put them behind your own
     authentication. ``config`` sets the rate limit and the event stream's timings (the body
     size limit of ``offload serve`` is its middleware's, not applied here).
+
+    With ``error_handlers`` (the default) the whole application answers offload's exceptions
+    as the HTTP API does (see :func:`handle_errors`).
 
     One offload mount per application: the routes keep their state on ``api.state``.
     """
@@ -180,6 +190,8 @@ def mount(
             tags=route.tags,
         )
     api.include_router(router)
+    if error_handlers:
+        handle_errors(api, retry_after=config.unavailable_retry_after)
 
 
 def _service_error_handlers(config: ServiceConfig) -> dict[type, ErrorHandler]:
@@ -191,6 +203,26 @@ def _service_error_handlers(config: ServiceConfig) -> dict[type, ErrorHandler]:
         for key, handler in scratch.exception_handlers.items()
         if isinstance(key, type)
     }
+
+
+def handle_errors(api: Starlette, *, retry_after: int = UNAVAILABLE_RETRY_AFTER) -> None:
+    """Answer offload's exceptions raised anywhere in ``api`` as the HTTP API does, in its
+    shape ``{"error": {"code", "message", "details"}}``: ``JobNotFound`` 404,
+    ``TaskNotFound`` and ``InvalidArguments`` 422, ``IdempotencyConflict`` and
+    ``InvalidTransition`` 409, ``BackendError`` (``BackendUnavailable``) 503 with
+    ``Retry-After: <retry_after>``.
+
+    A handler the application already has for one of these classes is kept, and one it
+    registers later replaces offload's. Other exceptions (``HTTPException``, validation
+    errors, your own) keep the application's handling.
+    """
+
+    async def on_offload_error(request: Request, exc: Exception) -> Response:
+        return translate(exc, retry_after=retry_after).response()
+
+    for exc_class in TRANSLATED:
+        if exc_class not in api.exception_handlers:
+            api.add_exception_handler(exc_class, on_offload_error)
 
 
 def _check_prefix(prefix: str) -> str:
