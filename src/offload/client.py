@@ -36,6 +36,7 @@ from offload.core.states import State
 from offload.core.task import ExecutorKind, TaskSpec, infer_executor
 from offload.errors import BackendUnavailable, InvalidTransition, JobNotFound, OffloadError
 from offload.jobs import Job
+from offload.logs import REQUEST_ID
 from offload.settings import Settings
 from offload.workflows.methods import AppWorkflows, TaskSignatures
 
@@ -288,7 +289,7 @@ class App(AppWorkflows):
             fingerprint=fingerprint,
             concurrency_key=options.concurrency_key,
             tenant=options.tenant or "default",
-            meta=dict(options.meta or {}),
+            meta=_with_request_id(options.meta),
             result_ttl=self.settings.result_ttl if spec.result_ttl is None else spec.result_ttl,
             limits=spec.limits,
         )
@@ -416,6 +417,14 @@ class App(AppWorkflows):
         while pruned := await backend.prune(batch):
             total += pruned
         return total
+
+
+def _with_request_id(meta: dict[str, Any] | None) -> dict[str, Any]:
+    """The job's meta, with the id of the request being served (if any) as ``request_id``."""
+    request_id = REQUEST_ID.get()
+    if request_id is None or (meta and "request_id" in meta):
+        return dict(meta or {})
+    return {**(meta or {}), "request_id": request_id}
 
 
 class SubmitOptions:

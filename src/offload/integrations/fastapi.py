@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import uuid
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -59,11 +57,13 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute, APIRouter
 from starlette.applications import Starlette
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from offload.client import App
 from offload.console import parse_queues
 from offload.errors import BackendUnavailable, ConfigurationError
 from offload.jobs import Job
+from offload.logs import REQUEST_ID, request_id_from
 from offload.service import routes_jobs
 from offload.service.auth import TokenTable
 from offload.service.config import ServiceConfig
@@ -74,12 +74,14 @@ from offload.service.ratelimit import RateLimiter
 from offload.service.schemas import JobOut
 from offload.worker.worker import Worker
 
-__all__ = ["OffloadApp", "accepted", "get_app", "handle_errors", "lifespan", "mount", "use_app"]
+__all__ = [
+    "OffloadApp", "RequestIdMiddleware", "accepted", "get_app", "handle_errors", "lifespan",
+    "mount", "use_app",
+]  # fmt: skip
 
 log = logging.getLogger("offload.integrations.fastapi")
 
 _SERVICE_PREFIX = "/v1/jobs"  # where routes_jobs lives in `offload serve`
-_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 #: Retry-After (seconds) of a 503 when the backend is unavailable, as ``offload serve`` answers
 UNAVAILABLE_RETRY_AFTER = ServiceConfig().unavailable_retry_after
 
@@ -119,7 +121,7 @@ class _JobRoute(APIRoute):
         async def route(request: Request) -> Response:
             mount: _Mount = request.app.state.offload_mount
             state = request.scope.setdefault("state", {})
-            state.setdefault("request_id", _request_id(request))
+            state.setdefault("request_id", request_id_from(request.headers.get("x-request-id")))
             try:
                 response = await handle(request)
             except Exception as exc:
@@ -153,7 +155,8 @@ def mount(
     authentication. ``config`` sets the rate limit and the event stream's timings (the body
     size limit of ``offload serve`` is its middleware's, not applied here).
 
-    With ``error_handlers`` (the default) the whole application answers offload's exceptions
+    Every request of ``api`` gets an id (:class:`RequestIdMiddleware`). With
+    ``error_handlers`` (the default) the whole application answers offload's exceptions
     as the HTTP API does (see :func:`handle_errors`).
 
     One offload mount per application: the routes keep their state on ``api.state``.
@@ -190,6 +193,7 @@ def mount(
             tags=route.tags,
         )
     api.include_router(router)
+    api.add_middleware(RequestIdMiddleware)
     if error_handlers:
         handle_errors(api, retry_after=config.unavailable_retry_after)
 
@@ -232,11 +236,6 @@ def _check_prefix(prefix: str) -> str:
     return prefix
 
 
-def _request_id(request: Request) -> str:
-    given = request.headers.get("x-request-id")
-    return given if given and _SANE_REQUEST_ID.match(given) else uuid.uuid4().hex
-
-
 def _location(request: Request, prefix: str, job_id: str) -> str:
     """The URL path of job ``job_id`` under ``prefix`` (behind the app's ``root_path``)."""
     root = str(request.scope.get("root_path", "")).rstrip("/")
@@ -253,6 +252,40 @@ def accepted(job: Job, request: Request, *, prefix: str = "/jobs") -> JSONRespon
         status_code=202,
         headers={"Location": _location(request, prefix, job.id)},
     )
+
+
+class RequestIdMiddleware:
+    """Give every HTTP request an id: the client's ``X-Request-ID`` if sane, else a new one.
+
+    While the request is served the id is in ``offload.logs.REQUEST_ID``, so that JSON log
+    lines (uvicorn's access line included) carry it and the jobs the request submits keep it
+    in their meta (their worker's lines carry it too); it is also ``request.state.request_id``
+    and the answer's ``X-Request-ID``. :func:`mount` adds it; without ``mount``,
+    ``api.add_middleware(RequestIdMiddleware)``.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers", ())).get(b"x-request-id", b"").decode("latin-1")
+        request_id = request_id_from(given)
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        serving = REQUEST_ID.set(request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(serving)
 
 
 # -- the App as a dependency -------------------------------------------------------------------

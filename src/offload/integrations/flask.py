@@ -34,13 +34,17 @@ Unless ``Offload(..., error_handlers=False)``, the whole Flask application answe
 exceptions in that shape too, from its own views: ``ext.submit`` while the backend is down is
 a JSON 503 with ``Retry-After`` (not an HTML 500), ``JobNotFound`` 404, ``InvalidArguments``
 and ``TaskNotFound`` 422. ``jobs.ping()`` in a health view is then a readiness check.
+
+Every request gets an id (the client's ``X-Request-ID`` if sane, else a new one), echoed in
+the answer's ``X-Request-ID`` and held in ``offload.logs.REQUEST_ID`` while it is served: JSON
+log lines carry it, and so do the jobs its views submit (and their worker's log lines).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Flask, Response
+from flask import Blueprint, Flask, Response, g, request
 from pydantic import BaseModel
 
 from offload._portal import before_interpreter_exit
@@ -48,6 +52,7 @@ from offload.client import App, SubmitOptions, Task
 from offload.core.job import JobRecord
 from offload.errors import JobNotFound, OffloadError
 from offload.jobs import Job
+from offload.logs import REQUEST_ID, request_id_from
 from offload.service.auth import ANONYMOUS
 from offload.service.errors import TRANSLATED, error_body, translate
 from offload.service.schemas import History, JobOut, TransitionOut
@@ -90,6 +95,9 @@ class Offload:
         """Register the job routes on ``flask_app`` (``flask_app.extensions["offload"]``)."""
         flask_app.register_blueprint(self.blueprint, url_prefix=self.url_prefix)
         flask_app.extensions["offload"] = self
+        flask_app.before_request(_start_request)
+        flask_app.after_request(_echo_request_id)
+        flask_app.teardown_request(_end_request)
         if self.error_handlers:
             _handle_errors(flask_app)
         if not self._close_at_exit:  # before thread pools stop, which closing may need
@@ -162,6 +170,23 @@ class Offload:
 
 def _json(model: BaseModel, status: int = 200) -> Response:
     return Response(model.model_dump_json(), status=status, mimetype="application/json")
+
+
+def _start_request() -> None:
+    g.offload_request_id = request_id_from(request.headers.get("X-Request-ID"))
+    g.offload_request_token = REQUEST_ID.set(g.offload_request_id)
+
+
+def _echo_request_id(response: Response) -> Response:
+    if "offload_request_id" in g:  # not when an earlier before_request answered
+        response.headers["X-Request-ID"] = g.offload_request_id
+    return response
+
+
+def _end_request(exc: BaseException | None) -> None:
+    token = g.pop("offload_request_token", None)
+    if token is not None:
+        REQUEST_ID.reset(token)
 
 
 def _handle_errors(flask_app: Flask) -> None:

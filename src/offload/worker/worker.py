@@ -21,6 +21,7 @@ from offload.client import App
 from offload.core.ids import new_worker_id
 from offload.core.job import JobRecord, Lease, WorkerInfo
 from offload.errors import BackendError, ConfigurationError, LeaseLost
+from offload.logs import LOG_FIELDS
 from offload.settings import Settings
 from offload.worker.context import JobContext
 from offload.worker.executors.asyncio_ import AsyncExecutor
@@ -263,6 +264,7 @@ class Worker:
     async def _run(self, job: Running) -> None:
         rec = job.record
         fields = job_fields(rec)
+        LOG_FIELDS.set(fields)  # this task's own context: every line logged by the job has them
         if log.isEnabledFor(logging.DEBUG):
             log.debug("job %s (%s) started, attempt %d", rec.id, rec.task, rec.attempts,
                       extra=fields)  # fmt: skip
