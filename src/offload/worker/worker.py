@@ -15,6 +15,7 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from offload.client import App
@@ -157,6 +158,7 @@ class Worker:
 
     async def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop.set_default_executor(self._loop_executor())
         await self.backend.open()
         if any(spec.executor == "process" for spec in self.app.registry):
             self._executors["process"] = self._process_executor()
@@ -165,6 +167,12 @@ class Worker:
         self._keeper.start()
         log.info("worker %s serving %s with %d slots", self.id, _describe(self.queues),
                  self.concurrency)  # fmt: skip
+
+    def _loop_executor(self) -> ThreadPoolExecutor:
+        """The loop's default executor: ``asyncio.to_thread`` in async tasks gets a thread per
+        slot (``loop_threads``), not asyncio's default of the CPU count + 4 (6 on 2 cores)."""
+        size = self.settings.loop_threads or self.concurrency
+        return ThreadPoolExecutor(size, thread_name_prefix="offload-to-thread")
 
     def _process_executor(self) -> Executor:
         from offload.worker.executors.process import ProcessExecutor
