@@ -237,6 +237,37 @@ def test_dropped_tasks(check: Check) -> None:
     """) == {(7, "OFF202"), (8, "OFF202"), (9, "OFF202"), (10, "OFF202")}
 
 
+def test_a_task_kept_only_in_a_local_that_is_never_read_is_dropped(check: Check) -> None:
+    assert check("""
+        import asyncio
+
+        tasks = set()
+        background = None
+
+        async def handler(self):
+            task = asyncio.create_task(handler(None))
+            loop = asyncio.get_running_loop()
+            job = loop.create_task(handler(None))
+            kept = asyncio.create_task(handler(None))
+            tasks.add(kept)
+            awaited = asyncio.create_task(handler(None))
+            await awaited
+            self.task = chained = asyncio.create_task(handler(None))
+            returned = asyncio.ensure_future(handler(None))
+            return returned
+
+        async def store():
+            global background
+            background = asyncio.create_task(store())
+
+        def closure():
+            later = asyncio.ensure_future(store())
+            return lambda: later.cancel()
+
+        started = asyncio.ensure_future(store())  # a module global: kept
+    """) == {(7, "OFF202"), (9, "OFF202")}
+
+
 def test_cpu_rules_only_in_async_route_handlers(check: Check) -> None:
     assert check("""
         import bcrypt
@@ -303,6 +334,20 @@ def test_gevent_gunicorn_python_config(tmp_path: Path) -> None:
         ("web.py", 2, "OFF301")
     ]
     assert "gunicorn.conf.py:1" in report.findings[0].title
+
+
+@pytest.mark.parametrize(
+    "worker",
+    ["geventwebsocket.gunicorn.workers.GeventWebSocketWorker", "GeventWebSocketWorker"],
+)
+def test_gevent_based_worker_classes_need_the_patch_too(tmp_path: Path, worker: str) -> None:
+    (tmp_path / "Procfile").write_text(f"web: gunicorn --worker-class {worker} -w 2 chat:app\n")
+    (tmp_path / "chat.py").write_text('"""doc"""\nimport flask\n\napp = flask.Flask(__name__)\n')
+    report = scan([str(tmp_path)])
+    assert [(Path(f.path).name, f.line, f.code) for f in report.findings] == [
+        ("chat.py", 2, "OFF301")
+    ]
+    assert "Procfile:1" in report.findings[0].title
 
 
 def test_gevent_in_a_dockerfile_without_a_known_app(tmp_path: Path) -> None:

@@ -160,11 +160,37 @@ def _dropped_tasks(tree: ast.Module, names: Names) -> list[Hit]:
     }  # fmt: skip
     hits: list[Hit] = []
     for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            hits += _tasks_left_in_locals(node, names, loops)
         if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)):
             continue
         func = node.value.func
-        if names.qualify(func) in TASK_SPAWNERS or _is_loop_spawn(func, names, loops):
+        if _is_spawn(func, names, loops):
             title = f"{RULES['OFF202'].what}: the task from {dotted(func)}() is not kept"
+            hits.append(Hit(node.lineno, node.col_offset + 1, "OFF202", title))
+    return hits
+
+
+def _is_spawn(func: ast.expr, names: Names, loops: set[str]) -> bool:
+    return names.qualify(func) in TASK_SPAWNERS or _is_loop_spawn(func, names, loops)
+
+
+def _tasks_left_in_locals(func: AnyFunction, names: Names, loops: set[str]) -> list[Hit]:
+    """``task = asyncio.create_task(...)`` in a function that never reads ``task`` again: the
+    local goes when the function returns, and the loop keeps only a weak reference."""
+    read = {n.id for n in ast.walk(func) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    shared = {name for n in ast.walk(func) if isinstance(n, ast.Global | ast.Nonlocal)
+              for name in n.names}  # fmt: skip
+    hits: list[Hit] = []
+    for node in scope_nodes(func.body):
+        if not (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)):
+            continue
+        target = node.targets[0]
+        if len(node.targets) > 1 or not isinstance(target, ast.Name) or target.id in read | shared:
+            continue
+        if _is_spawn(node.value.func, names, loops):
+            title = (f"{RULES['OFF202'].what}: the task from {dotted(node.value.func)}() is "
+                     f"kept only in the local {target.id!r}, never used")  # fmt: skip
             hits.append(Hit(node.lineno, node.col_offset + 1, "OFF202", title))
     return hits
 
