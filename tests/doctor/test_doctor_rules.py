@@ -393,3 +393,88 @@ def test_virtualenvs_and_hidden_folders_are_skipped(tmp_path: Path) -> None:
     assert [Path(f.path).relative_to(tmp_path).as_posix() for f in report.findings] == [
         "app/env/mod.py"
     ]
+
+
+def test_blocking_helpers_of_the_project_are_followed(tmp_path: Path) -> None:
+    """The creator app's two slowest endpoints called sync helpers of another module."""
+    files = {
+        "__init__.py": "",
+        "main.py": """
+            import asyncio
+            import time
+
+            import app.mail as mail
+            from app import db
+            from fastapi import FastAPI
+
+            from . import render
+            from .helpers import load_rows
+
+            api = FastAPI()
+
+            @api.get("/report")
+            async def report():
+                rows = load_rows()
+                render.pdf(rows)
+                db.count()
+                mail.send()
+                nap()
+                mail.quiet()
+                await asyncio.to_thread(load_rows)
+                return pure(rows)
+
+            def nap():
+                time.sleep(1)
+
+            def pure(rows):
+                return len(rows)
+        """,
+        "helpers.py": """
+            import requests
+
+            def load_rows():
+                return requests.get("https://example.com").json()
+        """,
+        "render.py": """
+            import subprocess
+
+            def pdf(rows):
+                subprocess.run(["xelatex", "exam.tex"])
+        """,
+        "db.py": """
+            import sqlite3
+
+            def _connect():
+                return sqlite3.connect("app.db")
+
+            def count():
+                return _connect()
+        """,
+        "mail.py": """
+            import time
+
+            def send():
+                time.sleep(1)
+
+            def quiet():
+                time.sleep(1)  # offload: ignore[OFF102]
+        """,
+    }
+    (tmp_path / "app").mkdir()
+    for name, text in files.items():
+        (tmp_path / "app" / name).write_text(textwrap.dedent(text).lstrip("\n"))
+    report = scan([str(tmp_path)])
+    found = {(Path(f.path).name, f.line, f.code): f.title for f in report.findings}
+    assert set(found) == {
+        ("main.py", 15, "OFF101"), ("main.py", 16, "OFF103"), ("main.py", 17, "OFF105"),
+        ("main.py", 18, "OFF102"), ("main.py", 19, "OFF102"),
+    }  # fmt: skip
+    helpers = str(Path(tmp_path, "app", "helpers.py"))
+    assert found[("main.py", 15, "OFF101")] == (
+        f"blocking HTTP call: load_rows() -> requests.get() ({helpers}:4) in async def report"
+    )
+    db = str(Path(tmp_path, "app", "db.py"))
+    assert found[("main.py", 17, "OFF105")] == (
+        f"blocking database call: db.count() -> _connect() ({db}:7) -> sqlite3.connect() "
+        f"({db}:4) in async def report"
+    )

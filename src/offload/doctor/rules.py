@@ -65,20 +65,15 @@ def _check_function(func: AnyFunction, module: Bindings) -> list[Hit]:
     if not (is_async or is_route):
         return []
     scope = module.for_function(func)
-    nodes = list(scope_nodes(func.body))
-    awaited = {id(n.value) for n in nodes if isinstance(n, ast.Await)}
-    calls = [n for n in nodes if isinstance(n, ast.Call) and id(n) not in awaited]
-    # innermost first, so that `conn.execute(q).fetchall()` is reported as conn.execute()
-    calls.sort(key=lambda c: (c.lineno, c.col_offset, c.end_lineno or 0, c.end_col_offset or 0))
-    where = f"{'async def' if is_async else 'route handler'} {func.name}"
-    startup = _is_startup(func)
+    where = describe(func)
+    startup = is_startup(func)
     hits: list[Hit] = []
-    for call in calls:
-        found = _blocking(call, scope)
+    for call in direct_calls(func.body):
+        found = blocking_call(call, scope)
         if found is None:
             continue
         code, shown = found
-        if _applies(code, is_async=is_async, is_route=is_route, startup=startup):
+        if applies(code, is_async=is_async, is_route=is_route, startup=startup):
             title = f"{RULES[code].what}: {shown} in {where}"
             hits.append(Hit(call.lineno, call.col_offset + 1, code, title))
     if is_async and is_route:
@@ -88,7 +83,23 @@ def _check_function(func: AnyFunction, module: Bindings) -> list[Hit]:
     return hits
 
 
-def _applies(code: str, *, is_async: bool, is_route: bool, startup: bool) -> bool:
+def describe(func: AnyFunction) -> str:
+    """``async def name`` or ``route handler name``, as titles say where a call is."""
+    is_async = isinstance(func, ast.AsyncFunctionDef)
+    return f"{'async def' if is_async else 'route handler'} {func.name}"
+
+
+def direct_calls(body: list[ast.stmt]) -> list[ast.Call]:
+    """The calls ``body`` makes in its own scope without awaiting them, innermost first (so
+    that ``conn.execute(q).fetchall()`` is reported as ``conn.execute()``)."""
+    nodes = list(scope_nodes(body))
+    awaited = {id(n.value) for n in nodes if isinstance(n, ast.Await)}
+    calls = [n for n in nodes if isinstance(n, ast.Call) and id(n) not in awaited]
+    calls.sort(key=lambda c: (c.lineno, c.col_offset, c.end_lineno or 0, c.end_col_offset or 0))
+    return calls
+
+
+def applies(code: str, *, is_async: bool, is_route: bool, startup: bool) -> bool:
     if code == "OFF201":  # threads started once, from a startup hook, are a bounded set
         return is_route or (is_async and not startup)
     if code.startswith("OFF4"):
@@ -96,7 +107,7 @@ def _applies(code: str, *, is_async: bool, is_route: bool, startup: bool) -> boo
     return is_async
 
 
-def _is_startup(func: AnyFunction) -> bool:
+def is_startup(func: AnyFunction) -> bool:
     """A lifespan or startup hook (by decorator or name), which runs once, not per request."""
     for dec in func.decorator_list:
         target = dec.func if isinstance(dec, ast.Call) else dec
@@ -107,7 +118,7 @@ def _is_startup(func: AnyFunction) -> bool:
     return bare in _LIFECYCLE or bare.startswith(("start", "setup", "init", "on_startup"))
 
 
-def _blocking(call: ast.Call, scope: Bindings) -> tuple[str, str] | None:
+def blocking_call(call: ast.Call, scope: Bindings) -> tuple[str, str] | None:
     """``(code, callee as shown)`` when ``call`` blocks (or, for OFF2/OFF4, misbehaves)."""
     qual = scope.names.qualify(call.func)
     shown = dotted(call.func)
