@@ -36,8 +36,9 @@ from offload.core.schedule import (
 )
 from offload.core.states import State
 from offload.core.task import ExecutorKind, TaskSpec, infer_executor
-from offload.errors import InvalidTransition, JobNotFound
+from offload.errors import BackendUnavailable, InvalidTransition, JobNotFound, OffloadError
 from offload.jobs import Job
+from offload.logs import REQUEST_ID
 from offload.settings import Settings
 from offload.workflows.methods import AppWorkflows, TaskSignatures
 
@@ -291,7 +292,7 @@ class App(AppWorkflows):
             fingerprint=fingerprint,
             concurrency_key=options.concurrency_key,
             tenant=options.tenant or "default",
-            meta=dict(options.meta or {}),
+            meta=_with_request_id(options.meta),
             result_ttl=self.settings.result_ttl if spec.result_ttl is None else spec.result_ttl,
             limits=spec.limits,
         )
@@ -310,6 +311,21 @@ class App(AppWorkflows):
         """Store many prepared jobs in one backend operation (all or none)."""
         records = await (await self.backend()).submit(jobs)
         return [Job(self, r) for r in records]
+
+    async def aping(self) -> None:
+        """Readiness: return once the backend answers a ping; raise
+        :class:`~offload.BackendUnavailable` when it does not (the integrations' error
+        handlers answer that with 503 and ``Retry-After``). For the app's own health route."""
+        try:
+            await (await self.backend()).ping()
+        except OffloadError:
+            raise
+        except Exception as exc:
+            raise BackendUnavailable(f"the backend does not answer a ping: {exc!r}") from exc
+
+    def ping(self) -> None:
+        """:meth:`aping` from synchronous code (a Flask view, a gunicorn worker)."""
+        self.run_sync(self.aping())
 
     async def anow(self) -> float:
         """The backend's clock (epoch seconds): the time ticks and due times are read from."""
@@ -404,6 +420,14 @@ class App(AppWorkflows):
         while pruned := await backend.prune(batch):
             total += pruned
         return total
+
+
+def _with_request_id(meta: dict[str, Any] | None) -> dict[str, Any]:
+    """The job's meta, with the id of the request being served (if any) as ``request_id``."""
+    request_id = REQUEST_ID.get()
+    if request_id is None or (meta and "request_id" in meta):
+        return dict(meta or {})
+    return {**(meta or {}), "request_id": request_id}
 
 
 class SubmitOptions:

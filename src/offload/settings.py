@@ -40,6 +40,9 @@ class Settings:
     shutdown_grace: float = 25.0
     #: job slots per worker process
     concurrency: int = 10
+    #: threads of the event loop's default executor in a worker (``asyncio.to_thread``,
+    #: ``run_in_executor(None, ...)`` in async tasks); 0: as many as its slots
+    loop_threads: int = 0
     #: longest pause between claim attempts of an idle worker (a fallback; wake-ups come sooner)
     idle_wait: float = 1.0
     #: seconds a finished job (its result or error and its history) is kept, unless its task
@@ -94,8 +97,11 @@ class Settings:
             raise ConfigurationError(
                 f"run_alone_after ({self.run_alone_after}) must be at least 1 (worker losses)"
             )
-        if self.concurrency < 1:
-            raise ConfigurationError("concurrency must be at least 1")
+        if self.concurrency < 1 or self.loop_threads < 0:
+            raise ConfigurationError(
+                f"concurrency ({self.concurrency}) must be at least 1 and loop_threads "
+                f"({self.loop_threads}) at least 0 (0: as many as the worker's slots)"
+            )
         if self.prefetch < -1 or self.claim_batch < 1:
             raise ConfigurationError(
                 f"prefetch ({self.prefetch}) must be >= 0 (or -1: as many as the worker's "

@@ -237,6 +237,37 @@ def test_dropped_tasks(check: Check) -> None:
     """) == {(7, "OFF202"), (8, "OFF202"), (9, "OFF202"), (10, "OFF202")}
 
 
+def test_a_task_kept_only_in_a_local_that_is_never_read_is_dropped(check: Check) -> None:
+    assert check("""
+        import asyncio
+
+        tasks = set()
+        background = None
+
+        async def handler(self):
+            task = asyncio.create_task(handler(None))
+            loop = asyncio.get_running_loop()
+            job = loop.create_task(handler(None))
+            kept = asyncio.create_task(handler(None))
+            tasks.add(kept)
+            awaited = asyncio.create_task(handler(None))
+            await awaited
+            self.task = chained = asyncio.create_task(handler(None))
+            returned = asyncio.ensure_future(handler(None))
+            return returned
+
+        async def store():
+            global background
+            background = asyncio.create_task(store())
+
+        def closure():
+            later = asyncio.ensure_future(store())
+            return lambda: later.cancel()
+
+        started = asyncio.ensure_future(store())  # a module global: kept
+    """) == {(7, "OFF202"), (9, "OFF202")}
+
+
 def test_cpu_rules_only_in_async_route_handlers(check: Check) -> None:
     assert check("""
         import bcrypt
@@ -305,6 +336,20 @@ def test_gevent_gunicorn_python_config(tmp_path: Path) -> None:
     assert "gunicorn.conf.py:1" in report.findings[0].title
 
 
+@pytest.mark.parametrize(
+    "worker",
+    ["geventwebsocket.gunicorn.workers.GeventWebSocketWorker", "GeventWebSocketWorker"],
+)
+def test_gevent_based_worker_classes_need_the_patch_too(tmp_path: Path, worker: str) -> None:
+    (tmp_path / "Procfile").write_text(f"web: gunicorn --worker-class {worker} -w 2 chat:app\n")
+    (tmp_path / "chat.py").write_text('"""doc"""\nimport flask\n\napp = flask.Flask(__name__)\n')
+    report = scan([str(tmp_path)])
+    assert [(Path(f.path).name, f.line, f.code) for f in report.findings] == [
+        ("chat.py", 2, "OFF301")
+    ]
+    assert "Procfile:1" in report.findings[0].title
+
+
 def test_gevent_in_a_dockerfile_without_a_known_app(tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text(
         'FROM python:3.12\nCMD ["gunicorn", "--worker-class", "gevent", "elsewhere:app"]\n'
@@ -348,3 +393,88 @@ def test_virtualenvs_and_hidden_folders_are_skipped(tmp_path: Path) -> None:
     assert [Path(f.path).relative_to(tmp_path).as_posix() for f in report.findings] == [
         "app/env/mod.py"
     ]
+
+
+def test_blocking_helpers_of_the_project_are_followed(tmp_path: Path) -> None:
+    """The creator app's two slowest endpoints called sync helpers of another module."""
+    files = {
+        "__init__.py": "",
+        "main.py": """
+            import asyncio
+            import time
+
+            import app.mail as mail
+            from app import db
+            from fastapi import FastAPI
+
+            from . import render
+            from .helpers import load_rows
+
+            api = FastAPI()
+
+            @api.get("/report")
+            async def report():
+                rows = load_rows()
+                render.pdf(rows)
+                db.count()
+                mail.send()
+                nap()
+                mail.quiet()
+                await asyncio.to_thread(load_rows)
+                return pure(rows)
+
+            def nap():
+                time.sleep(1)
+
+            def pure(rows):
+                return len(rows)
+        """,
+        "helpers.py": """
+            import requests
+
+            def load_rows():
+                return requests.get("https://example.com").json()
+        """,
+        "render.py": """
+            import subprocess
+
+            def pdf(rows):
+                subprocess.run(["xelatex", "exam.tex"])
+        """,
+        "db.py": """
+            import sqlite3
+
+            def _connect():
+                return sqlite3.connect("app.db")
+
+            def count():
+                return _connect()
+        """,
+        "mail.py": """
+            import time
+
+            def send():
+                time.sleep(1)
+
+            def quiet():
+                time.sleep(1)  # offload: ignore[OFF102]
+        """,
+    }
+    (tmp_path / "app").mkdir()
+    for name, text in files.items():
+        (tmp_path / "app" / name).write_text(textwrap.dedent(text).lstrip("\n"))
+    report = scan([str(tmp_path)])
+    found = {(Path(f.path).name, f.line, f.code): f.title for f in report.findings}
+    assert set(found) == {
+        ("main.py", 15, "OFF101"), ("main.py", 16, "OFF103"), ("main.py", 17, "OFF105"),
+        ("main.py", 18, "OFF102"), ("main.py", 19, "OFF102"),
+    }  # fmt: skip
+    helpers = str(Path(tmp_path, "app", "helpers.py"))
+    assert found[("main.py", 15, "OFF101")] == (
+        f"blocking HTTP call: load_rows() -> requests.get() ({helpers}:4) in async def report"
+    )
+    db = str(Path(tmp_path, "app", "db.py"))
+    assert found[("main.py", 17, "OFF105")] == (
+        f"blocking database call: db.count() -> _connect() ({db}:7) -> sqlite3.connect() "
+        f"({db}:4) in async def report"
+    )

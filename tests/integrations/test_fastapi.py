@@ -23,6 +23,7 @@ from offload.integrations import fastapi as offload_fastapi
 from offload.service import ServiceConfig, TokenTable
 from offload.service.schemas import JobOut
 from offload.settings import Settings
+from upkit import free_port
 
 FAST = ServiceConfig(events_poll=0.01)
 SETTINGS = Settings(idle_wait=0.05, cancel_poll=0.05)
@@ -371,3 +372,65 @@ async def test_the_lifespan_closes_the_backend_it_opened(jobs: offload.App) -> N
     async with api.router.lifespan_context(api):
         assert loop in jobs._backends
     assert loop not in jobs._backends
+
+
+# -- offload's errors in the application's own endpoints ---------------------------------------
+def own_endpoints(api: FastAPI, jobs: offload.App) -> FastAPI:
+    """Endpoints of the user's own that let offload's exceptions escape, and a health route."""
+
+    @api.get("/reports/{job_id}")
+    async def report(job_id: str) -> dict[str, str]:
+        return {"status": (await jobs.aget_job(job_id)).status.value}
+
+    @api.post("/reports")
+    async def create_report(a: str) -> dict[str, str]:
+        return {"id": (await jobs.asubmit_name("add", [a, 1])).id}
+
+    @api.get("/health/ready")
+    async def ready() -> dict[str, str]:
+        await jobs.aping()
+        return {"status": "ok"}
+
+    return api
+
+
+async def test_offload_errors_in_the_apps_own_endpoints_answer_json(jobs: offload.App) -> None:
+    api = own_endpoints(user_api(jobs), jobs)
+    async with asgi_client(api) as c:
+        r = await c.get("/reports/nope")
+        assert (r.status_code, r.json()["error"]["code"]) == (404, "job_not_found")
+        r = await c.post("/reports", params={"a": "x"})
+        assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_arguments")
+        assert (await c.get("/health/ready")).json() == {"status": "ok"}
+        assert (await c.get("/teapot")).json() == {"detail": "short and stout"}  # FastAPI's
+
+
+async def test_the_backend_down_answers_503_with_retry_after_without_mount() -> None:
+    jobs = make_jobs(f"redis://127.0.0.1:{free_port()}/0")  # nobody listens there
+    api = FastAPI()
+    offload_fastapi.handle_errors(api, retry_after=7)  # what mount() does by default
+    async with asgi_client(own_endpoints(api, jobs)) as c:
+        for r in (await c.post("/reports", params={"a": 1}), await c.get("/health/ready")):
+            assert r.status_code == 503
+            assert r.headers["retry-after"] == "7"
+            assert r.json()["error"]["code"] == "backend_unavailable"
+    with pytest.raises(offload.BackendUnavailable):
+        await jobs.aping()
+
+
+async def test_error_handlers_are_opt_out_and_keep_the_apps_own(jobs: offload.App) -> None:
+    plain = own_endpoints(user_api(jobs, error_handlers=False), jobs)
+    transport = httpx.ASGITransport(app=plain, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://web.test") as c:
+        assert (await c.get("/reports/nope")).status_code == 500  # as before
+
+    mine = FastAPI()
+
+    @mine.exception_handler(offload.JobNotFound)
+    async def gone(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"gone": str(exc)}, status_code=410)
+
+    offload_fastapi.mount(mine, jobs)
+    async with asgi_client(own_endpoints(mine, jobs)) as c:
+        r = await c.get("/reports/nope")
+        assert (r.status_code, r.json()) == (410, {"gone": "no job with id 'nope'"})

@@ -20,6 +20,7 @@ from offload.core.states import State
 from offload.integrations.flask import Offload
 from offload.service.schemas import JobOut
 from offload.settings import Settings
+from upkit import free_port
 
 SETTINGS = Settings(idle_wait=0.05, cancel_poll=0.05)
 
@@ -235,3 +236,73 @@ def test_the_blueprint_can_be_guarded_before_init_app(jobs: offload.App) -> None
     web = Flask(__name__)
     ext.init_app(web)
     assert web.test_client().get("/jobs/x").status_code == 403
+
+
+# -- offload's errors in the application's own views -------------------------------------------
+def own_views(web: Flask, ext: Offload, render: offload.Task[[int], str]) -> Flask:
+    """Views of the user's own that let offload's exceptions escape, and a health route."""
+
+    @web.get("/documents/<job_id>")
+    def document(job_id: str) -> Any:
+        return {"status": ext.app.get_job(job_id).status.value}
+
+    @web.post("/documents/bad")
+    def bad_document() -> Any:
+        return ext.accepted(ext.submit(render, "not a number"))
+
+    @web.get("/health/ready")
+    def ready() -> Any:
+        ext.app.ping()
+        return {"status": "ok"}
+
+    return web
+
+
+def test_offload_errors_in_the_apps_own_views_answer_json(
+    web: Flask, ext: Offload, render: offload.Task[[int], str]
+) -> None:
+    client = own_views(web, ext, render).test_client()
+    r = client.get("/documents/nope")
+    assert (r.status_code, r.get_json()["error"]["code"]) == (404, "job_not_found")
+    r = client.post("/documents/bad")
+    assert (r.status_code, r.get_json()["error"]["code"]) == (422, "invalid_arguments")
+    assert r.get_json()["error"]["details"] == {"task": "render", "argument": "doc_id"}
+    assert client.get("/health/ready").get_json() == {"status": "ok"}
+
+
+def test_submit_and_ping_while_the_backend_is_down_answer_503_with_retry_after() -> None:
+    jobs, render = make_jobs(f"redis://127.0.0.1:{free_port()}/0")  # nobody listens there
+    web = Flask(__name__)
+    ext = Offload(web, app=jobs)
+
+    @web.post("/documents/<int:doc_id>/render")
+    def render_document(doc_id: int) -> Any:
+        return ext.accepted(ext.submit(render, doc_id))
+
+    client = own_views(web, ext, render).test_client()
+    for r in (client.post("/documents/1/render"), client.get("/health/ready")):
+        assert r.status_code == 503
+        assert r.headers["Retry-After"] == "5"
+        assert r.get_json()["error"]["code"] == "backend_unavailable"
+    with pytest.raises(offload.BackendUnavailable):
+        jobs.ping()
+
+
+def test_error_handlers_are_opt_out_and_keep_the_apps_own(
+    jobs: offload.App, render: offload.Task[[int], str]
+) -> None:
+    plain = Flask(__name__)
+    ext = Offload(plain, app=jobs, error_handlers=False)
+    r = own_views(plain, ext, render).test_client().get("/documents/nope")
+    assert r.status_code == 500
+    assert r.mimetype == "text/html"  # Flask's own answer, as before
+
+    mine = Flask(__name__)
+
+    @mine.errorhandler(offload.JobNotFound)
+    def gone(exc: Exception) -> Any:
+        return {"gone": str(exc)}, 410
+
+    ext = Offload(mine, app=jobs)
+    r = own_views(mine, ext, render).test_client().get("/documents/nope")
+    assert (r.status_code, r.get_json()) == (410, {"gone": "no job with id 'nope'"})

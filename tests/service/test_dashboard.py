@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import time
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -129,5 +131,60 @@ def test_browser_follows_a_job_and_shows_its_data_as_text(
             )
             expect(page.locator("#job-message")).to_contain_text("cannot become retried")
             assert errors == []
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def rare_heartbeats(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lease 300 s: the worker renews and heartbeats every 100 s, so a heartbeat's count of
+    running jobs is stale for the whole test (the default renews every 10 s). The jobs still
+    running at the end are released at once."""
+    monkeypatch.setenv("OFFLOAD_LEASE_SECONDS", "300")
+    monkeypatch.setenv("OFFLOAD_SHUTDOWN_GRACE", "0")
+
+
+def api_get(server: str, path: str) -> Any:
+    response = httpx.get(server + path, timeout=5)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.mark.slow
+def test_browser_numbers_match_the_api(
+    browser_available: None, rare_heartbeats: None, offload_up: RunningUp
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    server = offload_up.base
+    quick = httpx.post(f"{server}/v1/jobs", json={"task": "send_email", "args": ["a@b.c", "hi"]})
+    for _ in range(3):  # 30 s each: running for the whole test
+        r = httpx.post(f"{server}/v1/jobs", json={"task": "summarize", "args": ["x", 150]})
+        assert r.status_code == 202, r.text
+    deadline = time.monotonic() + 20
+    while True:
+        queues = api_get(server, "/v1/queues")["queues"]
+        running = sum(q["counts"]["running"] for q in queues)
+        done = api_get(server, f"/v1/jobs/{quick.json()['id']}")["status"] == "succeeded"
+        if running == 3 and done:
+            break
+        assert time.monotonic() < deadline, queues
+        time.sleep(0.1)
+    [worker] = api_get(server, "/v1/workers")["workers"]
+    assert worker["running"] == 3  # counted now, not at the heartbeat of 0
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(server + "/")
+            default = page.locator("#queues tbody tr", has_text="default")
+            expect(default.locator("td").nth(3)).to_have_text("3")  # the running column
+            worker_row = page.locator("#workers tbody tr").first
+            expect(worker_row.locator("td").nth(4)).to_have_text(f"3/{worker['concurrency']}")
+            throughput = page.locator("#throughput")
+            expect(throughput).to_have_attribute("data-ticks", "2,1,0")  # was "1,1,0"
+            values = throughput.get_attribute("data-values") or ""
+            assert sum(int(v) for v in values.split()) == 1  # the one finished job
         finally:
             browser.close()

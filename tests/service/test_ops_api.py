@@ -56,6 +56,26 @@ async def test_workers_lists_live_workers(svc: Service) -> None:
     assert worker["last_seen"].endswith("Z")
 
 
+async def test_workers_running_counts_their_running_jobs_now_not_at_the_heartbeat(
+    svc: Service,
+) -> None:
+    """The dashboard showed "running 1/10" beside a queue table with 3 running: a heartbeat
+    can be 10 s old. ``running`` is counted from the backend, as the queue table is."""
+    backend = await svc.backend()
+    now = await backend.now()
+    info = WorkerInfo(
+        id="test-worker", name="box", host="box", pid=42, queues=["default"], concurrency=10,
+        started_at=now, last_seen=now, running=0, processed=0,
+    )  # fmt: skip
+    await backend.heartbeat(info, ttl=30)  # before its claims: says 0
+    ids = [(await svc.submit(ACME_SUBMIT))["id"] for _ in range(3)]
+    await svc.claim(ids[0])  # as "test-worker", with the two others of its queue
+    workers = (await svc.client.get("/v1/workers", headers=ACME_READ)).json()["workers"]
+    queues = (await svc.client.get("/v1/queues", headers=ACME_READ)).json()["queues"]
+    assert [(w["id"], w["running"]) for w in workers] == [("test-worker", 3)]
+    assert sum(q["counts"]["running"] for q in queues) == 3
+
+
 async def test_health_probes(svc: Service) -> None:
     assert (await svc.client.get("/health/live")).json() == {"status": "ok"}
     assert (await svc.client.get("/health/ready")).json() == {"status": "ok"}

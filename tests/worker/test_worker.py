@@ -524,3 +524,41 @@ async def test_results_error_and_progress_messages_are_capped(app: offload.App) 
 def test_caps_must_be_positive() -> None:
     with pytest.raises(offload.ConfigurationError, match="max_result_bytes"):
         Settings(max_result_bytes=0)
+
+
+async def test_to_thread_in_async_tasks_gets_a_thread_per_slot(tmp_path: object) -> None:
+    """40 slots (more than asyncio's default pool ever has: min(32, CPUs + 4)): 40 async
+    jobs in ``asyncio.to_thread`` at once all get a thread, or the barrier breaks."""
+    app = offload.App(MemoryBackend(), settings=Settings(idle_wait=0.05))
+    together = threading.Barrier(40, timeout=20)
+
+    @app.task
+    async def query(i: int) -> str:
+        def blocking() -> str:
+            together.wait()
+            return threading.current_thread().name
+
+        return await asyncio.to_thread(blocking)
+
+    async with running(app, concurrency=40):
+        jobs = [await query.asubmit(i) for i in range(40)]
+        names = [await job.aresult(timeout=30) for job in jobs]
+    assert all(name.startswith("offload-to-thread") for name in names)
+
+
+async def test_loop_threads_sets_the_pool_size() -> None:
+    app = offload.App(MemoryBackend(), settings=Settings(idle_wait=0.05, loop_threads=2))
+
+    @app.task
+    async def names() -> list[str]:
+        threads = await asyncio.gather(*(asyncio.to_thread(lambda: time.sleep(0.02) or
+                                                           threading.current_thread().name)
+                                         for _ in range(6)))  # fmt: skip
+        return sorted(set(threads))
+
+    async with running(app, concurrency=10):
+        used = await (await names.asubmit()).aresult(timeout=10)
+    assert len(used) <= 2
+    assert all(name.startswith("offload-to-thread") for name in used)
+    with pytest.raises(offload.ConfigurationError, match="loop_threads"):
+        Settings(loop_threads=-1)

@@ -7,7 +7,8 @@ the whole project at once:
 
 - a module that calls ``patch_all()`` at top level after other imports: reported at the call;
 - a gunicorn gevent worker (``worker_class = "gevent"`` in a Python config, ``-k gevent`` or
-  ``--worker-class gevent`` in a Procfile, shell script, Dockerfile or compose file) whose app
+  ``--worker-class gevent`` in a Procfile, shell script, Dockerfile or compose file; any worker
+  class with gevent in its name, like ``geventwebsocket...GeventWebSocketWorker``) whose app
   module (``module:app``) is scanned and never calls ``patch_all()``: reported in that module;
 - otherwise, gevent in use (a worker configured, or a module importing gevent) while no scanned
   module calls ``patch_all()`` at all: reported where gevent is configured or imported.
@@ -125,7 +126,7 @@ def _workers(source: Source) -> Iterator[_Worker]:
     """Where ``source`` configures a gunicorn gevent worker, and the app module it names."""
     if source.tree is not None:
         values = _string_assignments(source.tree)
-        if values.get("worker_class", ("", 0))[0] in _WORKERS:
+        if _is_gevent_worker(values.get("worker_class", ("", 0))[0]):
             app = _APP.fullmatch(values.get("wsgi_app", ("", 0))[0])
             yield _Worker(source, values["worker_class"][1], app["module"] if app else None)
         return
@@ -134,10 +135,16 @@ def _workers(source: Source) -> Iterator[_Worker]:
     for number, line in enumerate(source.lines, 1):
         flat = _QUOTES.sub(" ", line)
         match = _COMMAND.search(flat)
-        if match is None or match["worker"] not in _WORKERS:
+        if match is None or not _is_gevent_worker(match["worker"]):
             continue
         apps = [m for t in flat[match.start() :].split() if (m := _APP.fullmatch(t))]
         yield _Worker(source, number, apps[-1]["module"] if apps else None)
+
+
+def _is_gevent_worker(name: str) -> bool:
+    """gunicorn's gevent workers, and any worker class built on gevent
+    (``geventwebsocket.gunicorn.workers.GeventWebSocketWorker``...)."""
+    return name in _WORKERS or "gevent" in name.lower()
 
 
 def _string_assignments(tree: ast.Module) -> dict[str, tuple[str, int]]:

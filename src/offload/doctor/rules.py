@@ -65,20 +65,15 @@ def _check_function(func: AnyFunction, module: Bindings) -> list[Hit]:
     if not (is_async or is_route):
         return []
     scope = module.for_function(func)
-    nodes = list(scope_nodes(func.body))
-    awaited = {id(n.value) for n in nodes if isinstance(n, ast.Await)}
-    calls = [n for n in nodes if isinstance(n, ast.Call) and id(n) not in awaited]
-    # innermost first, so that `conn.execute(q).fetchall()` is reported as conn.execute()
-    calls.sort(key=lambda c: (c.lineno, c.col_offset, c.end_lineno or 0, c.end_col_offset or 0))
-    where = f"{'async def' if is_async else 'route handler'} {func.name}"
-    startup = _is_startup(func)
+    where = describe(func)
+    startup = is_startup(func)
     hits: list[Hit] = []
-    for call in calls:
-        found = _blocking(call, scope)
+    for call in direct_calls(func.body):
+        found = blocking_call(call, scope)
         if found is None:
             continue
         code, shown = found
-        if _applies(code, is_async=is_async, is_route=is_route, startup=startup):
+        if applies(code, is_async=is_async, is_route=is_route, startup=startup):
             title = f"{RULES[code].what}: {shown} in {where}"
             hits.append(Hit(call.lineno, call.col_offset + 1, code, title))
     if is_async and is_route:
@@ -88,7 +83,23 @@ def _check_function(func: AnyFunction, module: Bindings) -> list[Hit]:
     return hits
 
 
-def _applies(code: str, *, is_async: bool, is_route: bool, startup: bool) -> bool:
+def describe(func: AnyFunction) -> str:
+    """``async def name`` or ``route handler name``, as titles say where a call is."""
+    is_async = isinstance(func, ast.AsyncFunctionDef)
+    return f"{'async def' if is_async else 'route handler'} {func.name}"
+
+
+def direct_calls(body: list[ast.stmt]) -> list[ast.Call]:
+    """The calls ``body`` makes in its own scope without awaiting them, innermost first (so
+    that ``conn.execute(q).fetchall()`` is reported as ``conn.execute()``)."""
+    nodes = list(scope_nodes(body))
+    awaited = {id(n.value) for n in nodes if isinstance(n, ast.Await)}
+    calls = [n for n in nodes if isinstance(n, ast.Call) and id(n) not in awaited]
+    calls.sort(key=lambda c: (c.lineno, c.col_offset, c.end_lineno or 0, c.end_col_offset or 0))
+    return calls
+
+
+def applies(code: str, *, is_async: bool, is_route: bool, startup: bool) -> bool:
     if code == "OFF201":  # threads started once, from a startup hook, are a bounded set
         return is_route or (is_async and not startup)
     if code.startswith("OFF4"):
@@ -96,7 +107,7 @@ def _applies(code: str, *, is_async: bool, is_route: bool, startup: bool) -> boo
     return is_async
 
 
-def _is_startup(func: AnyFunction) -> bool:
+def is_startup(func: AnyFunction) -> bool:
     """A lifespan or startup hook (by decorator or name), which runs once, not per request."""
     for dec in func.decorator_list:
         target = dec.func if isinstance(dec, ast.Call) else dec
@@ -107,7 +118,7 @@ def _is_startup(func: AnyFunction) -> bool:
     return bare in _LIFECYCLE or bare.startswith(("start", "setup", "init", "on_startup"))
 
 
-def _blocking(call: ast.Call, scope: Bindings) -> tuple[str, str] | None:
+def blocking_call(call: ast.Call, scope: Bindings) -> tuple[str, str] | None:
     """``(code, callee as shown)`` when ``call`` blocks (or, for OFF2/OFF4, misbehaves)."""
     qual = scope.names.qualify(call.func)
     shown = dotted(call.func)
@@ -160,11 +171,37 @@ def _dropped_tasks(tree: ast.Module, names: Names) -> list[Hit]:
     }  # fmt: skip
     hits: list[Hit] = []
     for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            hits += _tasks_left_in_locals(node, names, loops)
         if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)):
             continue
         func = node.value.func
-        if names.qualify(func) in TASK_SPAWNERS or _is_loop_spawn(func, names, loops):
+        if _is_spawn(func, names, loops):
             title = f"{RULES['OFF202'].what}: the task from {dotted(func)}() is not kept"
+            hits.append(Hit(node.lineno, node.col_offset + 1, "OFF202", title))
+    return hits
+
+
+def _is_spawn(func: ast.expr, names: Names, loops: set[str]) -> bool:
+    return names.qualify(func) in TASK_SPAWNERS or _is_loop_spawn(func, names, loops)
+
+
+def _tasks_left_in_locals(func: AnyFunction, names: Names, loops: set[str]) -> list[Hit]:
+    """``task = asyncio.create_task(...)`` in a function that never reads ``task`` again: the
+    local goes when the function returns, and the loop keeps only a weak reference."""
+    read = {n.id for n in ast.walk(func) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    shared = {name for n in ast.walk(func) if isinstance(n, ast.Global | ast.Nonlocal)
+              for name in n.names}  # fmt: skip
+    hits: list[Hit] = []
+    for node in scope_nodes(func.body):
+        if not (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)):
+            continue
+        target = node.targets[0]
+        if len(node.targets) > 1 or not isinstance(target, ast.Name) or target.id in read | shared:
+            continue
+        if _is_spawn(node.value.func, names, loops):
+            title = (f"{RULES['OFF202'].what}: the task from {dotted(node.value.func)}() is "
+                     f"kept only in the local {target.id!r}, never used")  # fmt: skip
             hits.append(Hit(node.lineno, node.col_offset + 1, "OFF202", title))
     return hits
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from offload.doctor.findings import Finding, Hit, enabled_codes, make
 from offload.doctor.gevent import check_gevent
+from offload.doctor.helpers import Helpers
 from offload.doctor.names import Names
 from offload.doctor.report import Report
 from offload.doctor.rules import check_module
@@ -37,11 +38,12 @@ def scan(
     codes = enabled_codes(select, ignore)
     sources = _load_all(paths)
     findings: list[Finding] = []
+    helpers = Helpers(sources)
     for source in sources:
         if source.problem is not None:
             hits = [source.problem]
         elif source.tree is not None and source.names is not None:
-            hits = _check(source.tree, source.names)
+            hits = _check(source.tree, source.names) + helpers.hits(source)
         else:
             hits = []
         findings += _keep(source, hits, codes)

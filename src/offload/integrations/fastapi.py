@@ -29,14 +29,16 @@
 - :func:`lifespan` opens and closes the App's backend with the application and, with
   ``worker=True``, runs an embedded worker in the web process (small deployments).
 - :func:`accepted` answers 202 with the job, in the service's JSON, and its ``Location``.
+- :func:`handle_errors` (done by :func:`mount` unless ``error_handlers=False``) answers offload's
+  exceptions raised in the application's own endpoints as the HTTP API does: ``JobNotFound``
+  404, ``InvalidArguments`` and ``TaskNotFound`` 422, ``BackendUnavailable`` 503 with
+  ``Retry-After``. ``await jobs.aping()`` in a health route is then a readiness check.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import uuid
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -55,27 +57,33 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute, APIRouter
 from starlette.applications import Starlette
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from offload.client import App
 from offload.console import parse_queues
 from offload.errors import BackendUnavailable, ConfigurationError
 from offload.jobs import Job
+from offload.logs import REQUEST_ID, request_id_from
 from offload.service import routes_jobs
 from offload.service.auth import TokenTable
 from offload.service.config import ServiceConfig
 from offload.service.deps import ServiceState
-from offload.service.errors import install_error_handlers
+from offload.service.errors import TRANSLATED, install_error_handlers, translate
 from offload.service.metrics import Metrics
 from offload.service.ratelimit import RateLimiter
 from offload.service.schemas import JobOut
 from offload.worker.worker import Worker
 
-__all__ = ["OffloadApp", "accepted", "get_app", "lifespan", "mount", "use_app"]
+__all__ = [
+    "OffloadApp", "RequestIdMiddleware", "accepted", "get_app", "handle_errors", "lifespan",
+    "mount", "use_app",
+]  # fmt: skip
 
 log = logging.getLogger("offload.integrations.fastapi")
 
 _SERVICE_PREFIX = "/v1/jobs"  # where routes_jobs lives in `offload serve`
-_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+#: Retry-After (seconds) of a 503 when the backend is unavailable, as ``offload serve`` answers
+UNAVAILABLE_RETRY_AFTER = ServiceConfig().unavailable_retry_after
 
 ErrorHandler = Callable[[Request, Exception], Coroutine[Any, Any, Response]]
 
@@ -113,7 +121,7 @@ class _JobRoute(APIRoute):
         async def route(request: Request) -> Response:
             mount: _Mount = request.app.state.offload_mount
             state = request.scope.setdefault("state", {})
-            state.setdefault("request_id", _request_id(request))
+            state.setdefault("request_id", request_id_from(request.headers.get("x-request-id")))
             try:
                 response = await handle(request)
             except Exception as exc:
@@ -132,6 +140,7 @@ def mount(
     tokens: TokenTable | None = None,
     config: ServiceConfig | None = None,
     dependencies: Sequence[Any] | None = None,
+    error_handlers: bool = True,
 ) -> None:
     """Serve the job routes of ``app`` in ``api`` under ``prefix``.
 
@@ -145,6 +154,10 @@ def mount(
     before every job route, e.g. ``[Depends(require_staff)]`` to put them behind your own
     authentication. ``config`` sets the rate limit and the event stream's timings (the body
     size limit of ``offload serve`` is its middleware's, not applied here).
+
+    Every request of ``api`` gets an id (:class:`RequestIdMiddleware`). With
+    ``error_handlers`` (the default) the whole application answers offload's exceptions
+    as the HTTP API does (see :func:`handle_errors`).
 
     One offload mount per application: the routes keep their state on ``api.state``.
     """
@@ -180,6 +193,9 @@ def mount(
             tags=route.tags,
         )
     api.include_router(router)
+    api.add_middleware(RequestIdMiddleware)
+    if error_handlers:
+        handle_errors(api, retry_after=config.unavailable_retry_after)
 
 
 def _service_error_handlers(config: ServiceConfig) -> dict[type, ErrorHandler]:
@@ -193,16 +209,31 @@ def _service_error_handlers(config: ServiceConfig) -> dict[type, ErrorHandler]:
     }
 
 
+def handle_errors(api: Starlette, *, retry_after: int = UNAVAILABLE_RETRY_AFTER) -> None:
+    """Answer offload's exceptions raised anywhere in ``api`` as the HTTP API does, in its
+    shape ``{"error": {"code", "message", "details"}}``: ``JobNotFound`` 404,
+    ``TaskNotFound`` and ``InvalidArguments`` 422, ``IdempotencyConflict`` and
+    ``InvalidTransition`` 409, ``BackendError`` (``BackendUnavailable``) 503 with
+    ``Retry-After: <retry_after>``.
+
+    A handler the application already has for one of these classes is kept, and one it
+    registers later replaces offload's. Other exceptions (``HTTPException``, validation
+    errors, your own) keep the application's handling.
+    """
+
+    async def on_offload_error(request: Request, exc: Exception) -> Response:
+        return translate(exc, retry_after=retry_after).response()
+
+    for exc_class in TRANSLATED:
+        if exc_class not in api.exception_handlers:
+            api.add_exception_handler(exc_class, on_offload_error)
+
+
 def _check_prefix(prefix: str) -> str:
     prefix = prefix.rstrip("/")
     if not prefix.startswith("/"):
         raise ConfigurationError(f"prefix must start with '/', like '/jobs' (got {prefix!r})")
     return prefix
-
-
-def _request_id(request: Request) -> str:
-    given = request.headers.get("x-request-id")
-    return given if given and _SANE_REQUEST_ID.match(given) else uuid.uuid4().hex
 
 
 def _location(request: Request, prefix: str, job_id: str) -> str:
@@ -221,6 +252,40 @@ def accepted(job: Job, request: Request, *, prefix: str = "/jobs") -> JSONRespon
         status_code=202,
         headers={"Location": _location(request, prefix, job.id)},
     )
+
+
+class RequestIdMiddleware:
+    """Give every HTTP request an id: the client's ``X-Request-ID`` if sane, else a new one.
+
+    While the request is served the id is in ``offload.logs.REQUEST_ID``, so that JSON log
+    lines (uvicorn's access line included) carry it and the jobs the request submits keep it
+    in their meta (their worker's lines carry it too); it is also ``request.state.request_id``
+    and the answer's ``X-Request-ID``. :func:`mount` adds it; without ``mount``,
+    ``api.add_middleware(RequestIdMiddleware)``.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers", ())).get(b"x-request-id", b"").decode("latin-1")
+        request_id = request_id_from(given)
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        serving = REQUEST_ID.set(request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(serving)
 
 
 # -- the App as a dependency -------------------------------------------------------------------

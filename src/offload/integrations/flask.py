@@ -29,13 +29,22 @@ and its errors in its shape, ``{"error": {"code", "message", "details"}}``. They
 authentication of their own: they act as the service's anonymous caller (the jobs of tenant
 ``default``, which is where ``submit`` puts them). Guard them like any blueprint, e.g. with a
 ``before_request`` on ``ext.blueprint`` added before ``init_app``.
+
+Unless ``Offload(..., error_handlers=False)``, the whole Flask application answers offload's
+exceptions in that shape too, from its own views: ``ext.submit`` while the backend is down is
+a JSON 503 with ``Retry-After`` (not an HTML 500), ``JobNotFound`` 404, ``InvalidArguments``
+and ``TaskNotFound`` 422. ``jobs.ping()`` in a health view is then a readiness check.
+
+Every request gets an id (the client's ``X-Request-ID`` if sane, else a new one), echoed in
+the answer's ``X-Request-ID`` and held in ``offload.logs.REQUEST_ID`` while it is served: JSON
+log lines carry it, and so do the jobs its views submit (and their worker's log lines).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Flask, Response
+from flask import Blueprint, Flask, Response, g, request
 from pydantic import BaseModel
 
 from offload._portal import before_interpreter_exit
@@ -43,8 +52,9 @@ from offload.client import App, SubmitOptions, Task
 from offload.core.job import JobRecord
 from offload.errors import JobNotFound, OffloadError
 from offload.jobs import Job
+from offload.logs import REQUEST_ID, request_id_from
 from offload.service.auth import ANONYMOUS
-from offload.service.errors import error_body, translate
+from offload.service.errors import TRANSLATED, error_body, translate
 from offload.service.schemas import History, JobOut, TransitionOut
 
 __all__ = ["Offload"]
@@ -58,14 +68,24 @@ class Offload:
 
     ``Offload(flask_app, app=jobs)``, or ``ext = Offload(app=jobs)`` then
     ``ext.init_app(flask_app)`` in an application factory. The App's backend is closed when
-    the interpreter exits.
+    the interpreter exits. With ``error_handlers`` (the default) the Flask application answers
+    offload's exceptions from any view as the job routes do (a handler the application has
+    for one of them is kept).
     """
 
-    def __init__(self, flask_app: Flask | None = None, *, app: App, url_prefix: str = "/jobs"):
+    def __init__(
+        self,
+        flask_app: Flask | None = None,
+        *,
+        app: App,
+        url_prefix: str = "/jobs",
+        error_handlers: bool = True,
+    ):
         if not url_prefix.startswith("/"):
             raise ValueError(f"url_prefix must start with '/', like '/jobs' (got {url_prefix!r})")
         self.app = app
         self.url_prefix = url_prefix.rstrip("/")
+        self.error_handlers = error_handlers
         self.blueprint = self._blueprint()
         self._close_at_exit = False
         if flask_app is not None:
@@ -75,6 +95,11 @@ class Offload:
         """Register the job routes on ``flask_app`` (``flask_app.extensions["offload"]``)."""
         flask_app.register_blueprint(self.blueprint, url_prefix=self.url_prefix)
         flask_app.extensions["offload"] = self
+        flask_app.before_request(_start_request)
+        flask_app.after_request(_echo_request_id)
+        flask_app.teardown_request(_end_request)
+        if self.error_handlers:
+            _handle_errors(flask_app)
         if not self._close_at_exit:  # before thread pools stop, which closing may need
             before_interpreter_exit(self.app.close)
             self._close_at_exit = True
@@ -83,7 +108,9 @@ class Offload:
     def submit(self, task: Task[..., Any] | str, /, *args: Any, **kwargs: Any) -> Job:
         """Submit ``task`` (a task of this App, or its registered name) with these arguments;
         return once the job is durably stored. Arguments are validated first
-        (``offload.InvalidArguments``, ``offload.TaskNotFound``), before anything is stored."""
+        (``offload.InvalidArguments``, ``offload.TaskNotFound``), before anything is stored.
+        Raises ``offload.BackendUnavailable`` when the backend cannot be reached (a JSON 503
+        with ``Retry-After`` from a view, unless ``error_handlers=False``)."""
         if isinstance(task, str):
             new = self.app.prepare(self.app.registry.get(task), args, kwargs, SubmitOptions())
             [job] = self.app.run_sync(self.app.asubmit_many([new]))
@@ -143,6 +170,31 @@ class Offload:
 
 def _json(model: BaseModel, status: int = 200) -> Response:
     return Response(model.model_dump_json(), status=status, mimetype="application/json")
+
+
+def _start_request() -> None:
+    g.offload_request_id = request_id_from(request.headers.get("X-Request-ID"))
+    g.offload_request_token = REQUEST_ID.set(g.offload_request_id)
+
+
+def _echo_request_id(response: Response) -> Response:
+    if "offload_request_id" in g:  # not when an earlier before_request answered
+        response.headers["X-Request-ID"] = g.offload_request_id
+    return response
+
+
+def _end_request(exc: BaseException | None) -> None:
+    token = g.pop("offload_request_token", None)
+    if token is not None:
+        REQUEST_ID.reset(token)
+
+
+def _handle_errors(flask_app: Flask) -> None:
+    """Answer offload's exceptions from every view with :func:`_error_response`."""
+    known = flask_app.error_handler_spec[None][None]
+    for exc_class in TRANSLATED:
+        if exc_class not in known:
+            flask_app.register_error_handler(exc_class, _error_response)
 
 
 def _error_response(exc: Exception) -> Response:

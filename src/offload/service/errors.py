@@ -118,6 +118,13 @@ def translate(exc: Exception, *, retry_after: int) -> ApiError:
     return ApiError(500, "internal_error", "internal server error; see the service's log")
 
 
+#: offload's exceptions that :func:`translate` gives a status of their own (not 500)
+TRANSLATED: tuple[type[Exception], ...] = (
+    TaskNotFound, InvalidArguments, JobNotFound, IdempotencyConflict, InvalidTransition,
+    BackendError,
+)  # fmt: skip
+
+
 def install_error_handlers(app: FastAPI, *, retry_after: int) -> None:
     """Register handlers so that every error, expected or not, answers in the one shape."""
 
@@ -145,8 +152,8 @@ def install_error_handlers(app: FastAPI, *, retry_after: int) -> None:
         message = f"invalid request: {where}: {first['msg']}" if where else str(first["msg"])
         return error_response(422, "invalid_request", message, {"errors": errors})
 
-    for exc_class in (ApiError, TaskNotFound, InvalidArguments, JobNotFound,
-                      IdempotencyConflict, InvalidTransition, BackendError, Exception):  # fmt: skip
+    handled: tuple[type[Exception], ...] = (ApiError, *TRANSLATED, Exception)
+    for exc_class in handled:
         app.add_exception_handler(exc_class, on_offload_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

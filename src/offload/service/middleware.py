@@ -9,18 +9,17 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from offload.logs import REQUEST_ID, request_id_from
 from offload.service.errors import error_body
 from offload.service.metrics import Metrics
 
 log = logging.getLogger("offload.service")
 
 REQUEST_ID_HEADER = "x-request-id"
-_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _LOOPBACK_HOST = re.compile(r"^(?:localhost|127(?:\.\d{1,3}){3}|\[::1\])(?::\d{1,5})?$")
 #: headers of every answer that lack them: no caching of job data, no content sniffing
@@ -58,9 +57,9 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = _header(scope, REQUEST_ID_HEADER.encode())
-        request_id = given if given and _SANE_REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = request_id_from(_header(scope, REQUEST_ID_HEADER.encode()))
         scope.setdefault("state", {})["request_id"] = request_id
+        in_request = REQUEST_ID.set(request_id)  # for every line logged while it is served
         started = time.perf_counter()
         answered: float | None = None  # when the status line went out
         status = 500
@@ -88,6 +87,7 @@ class RequestContextMiddleware:
                 "%s %s -> %d in %.1f ms", method, scope["path"], status, elapsed * 1000,
                 extra={"request_id": request_id, "status": status, "route": route},
             )  # fmt: skip
+            REQUEST_ID.reset(in_request)
 
 
 class BodyLimitMiddleware:

@@ -9,11 +9,16 @@ no job data either.
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Response
 
+from offload.backends import Backend
+from offload.core.job import JobFilter
 from offload.core.schedule import describe_schedules
+from offload.core.states import State
 from offload.service.deps import Reader, Service, ServiceState
 from offload.service.errors import ApiError
 from offload.service.metrics import CONTENT_TYPE
@@ -64,9 +69,27 @@ async def list_schedules(svc: Service, caller: Reader) -> ScheduleList:
 
 @router.get("/workers", responses=_AUTH)
 async def list_workers(svc: Service, caller: Reader) -> WorkerList:
-    """Live workers, as of their last heartbeat, oldest first."""
-    workers = await (await svc.app.backend()).workers()
-    return WorkerList(workers=[WorkerOut.of(w) for w in workers])
+    """Live workers, oldest first, as of their last heartbeat, except ``running``: their
+    running jobs in the backend now, as ``/v1/queues`` counts them (a heartbeat may be a
+    lease renewal old, 10 s by default)."""
+    backend = await svc.app.backend()
+    workers = await backend.workers()
+    running = await _running_by_worker(backend) if workers else {}
+    return WorkerList(
+        workers=[WorkerOut.of(replace(w, running=running.get(w.id, 0))) for w in workers]
+    )
+
+
+async def _running_by_worker(backend: Backend) -> Counter[str | None]:
+    """How many running jobs each worker holds (all tenants), by worker id."""
+    counts: Counter[str | None] = Counter()
+    cursor: str | None = None
+    while True:
+        page = await backend.list_jobs(JobFilter(status=State.RUNNING, limit=500, cursor=cursor))
+        counts.update(job.worker_id for job in page.jobs)
+        cursor = page.next_cursor
+        if cursor is None:
+            return counts
 
 
 @probes.get("/health/live")

@@ -15,12 +15,14 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from offload.client import App
 from offload.core.ids import new_worker_id
 from offload.core.job import JobRecord, Lease, WorkerInfo
 from offload.errors import BackendError, ConfigurationError, LeaseLost
+from offload.logs import LOG_FIELDS
 from offload.settings import Settings
 from offload.worker.context import JobContext
 from offload.worker.executors.asyncio_ import AsyncExecutor
@@ -164,6 +166,7 @@ class Worker:
 
     async def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop.set_default_executor(self._loop_executor())
         if any(spec.executor == "process" for spec in self.app.registry):
             self._executors["process"] = self._process_executor()
         for executor in self._executors.values():
@@ -185,6 +188,12 @@ class Worker:
             log.warning("worker heartbeat failed: %s; no claims until one succeeds", exc)
             return
         self._keeper.alive_since(sent_at)
+
+    def _loop_executor(self) -> ThreadPoolExecutor:
+        """The loop's default executor: ``asyncio.to_thread`` in async tasks gets a thread per
+        slot (``loop_threads``), not asyncio's default of the CPU count + 4 (6 on 2 cores)."""
+        size = self.settings.loop_threads or self.concurrency
+        return ThreadPoolExecutor(size, thread_name_prefix="offload-to-thread")
 
     def _process_executor(self) -> Executor:
         from offload.worker.executors.process import ProcessExecutor
@@ -296,6 +305,7 @@ class Worker:
     async def _run(self, job: Running) -> None:
         rec = job.record
         fields = job_fields(rec)
+        LOG_FIELDS.set(fields)  # this task's own context: every line logged by the job has them
         if log.isEnabledFor(logging.DEBUG):
             log.debug("job %s (%s) started, attempt %d", rec.id, rec.task, rec.attempts,
                       extra=fields)  # fmt: skip

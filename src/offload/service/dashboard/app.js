@@ -119,10 +119,19 @@ function showQueues(queues) {
   addOptions($("#f-queue"), queues.map((q) => q.name));
 }
 
-function showWorkers(workers) {
+// A worker's `running` is counted from the backend now, like the queue table's; jobs still
+// "running" under a worker that is gone (until their lease expires) get a row of their own.
+function showWorkers(workers, queues) {
   const rows = workers.map((w) =>
     row([w.name, w.host, w.pid, w.queues.join(", "), `${w.running}/${w.concurrency}`,
       w.processed, time(w.last_seen)]));
+  const total = queues.reduce((sum, q) => sum + (q.counts.running ?? 0), 0);
+  const orphans = total - workers.reduce((sum, w) => sum + w.running, 0);
+  if (orphans > 0) {
+    const note = el("td", "no live worker: queued again once their leases expire", "muted");
+    note.colSpan = 2;
+    rows.push(row(["(gone)", "", "", "", String(orphans), note]));
+  }
   fill($("#workers tbody"), rows, "no live workers", 7);
 }
 
@@ -185,12 +194,23 @@ async function loadMore() {
 
 // ---- charts (canvas) ----------------------------------------------------------------------
 
-function bars(canvas, series, count, unit) {
+// The top of the axis: with `whole` (counts), an even number so that the three ticks
+// (0, half, top) are distinct whole numbers, never "1, 1, 0".
+function axisTop(series, whole) {
+  const highest = Math.max(0, ...series.flatMap((s) => s.values));
+  return whole ? Math.max(2, 2 * Math.ceil(highest / 2)) : Math.max(1, highest);
+}
+
+function bars(canvas, series, count, unit, whole = false) {
   const ctx = canvas.getContext("2d");
   const { width, height } = canvas;
   const pad = { left: 44, bottom: 16, top: 8 };
   ctx.clearRect(0, 0, width, height);
-  const top = Math.max(1, ...series.flatMap((s) => s.values));
+  const top = axisTop(series, whole);
+  const ticks = [1, 0.5, 0].map((frac) => unit(top * frac));
+  canvas.dataset.ticks = ticks.join(",");
+  canvas.dataset.values = series.map((s) => s.values.join(" ")).join(";");
+  canvas.setAttribute("aria-label", `axis ${ticks.join(", ")}`);
   const plotH = height - pad.bottom - pad.top;
   const slot = (width - pad.left) / Math.max(count, 1);
   const barW = Math.max(1, (slot - 2) / series.length);
@@ -225,7 +245,7 @@ function drawCharts(jobs) {
     const index = buckets - 1 - Math.floor((now - Date.parse(job.finished_at)) / bucket);
     if (index >= 0 && index < buckets) finished[index] += 1;
   }
-  bars($("#throughput"), [{ values: finished, color: "#3b82f6" }], buckets, (v) => v.toFixed(0));
+  bars($("#throughput"), [{ values: finished, color: "#3b82f6" }], buckets, String, true);
   const recent = jobs.filter((j) => j.started_at && j.finished_at).slice(0, 40).reverse();
   const wait = recent.map((j) => ms(j.created_at, j.started_at));
   const run = recent.map((j) => ms(j.started_at, j.finished_at));
@@ -362,7 +382,7 @@ async function refresh() {
     }
     const [queues, workers] = await Promise.all([api("/v1/queues"), api("/v1/workers")]);
     showQueues(queues.queues);
-    showWorkers(workers.workers);
+    showWorkers(workers.workers, queues.queues);
     await loadJobs();
     drawCharts(view.jobs);
     $("#status").textContent = `updated ${new Date().toLocaleTimeString()}`;
