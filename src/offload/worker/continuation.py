@@ -5,10 +5,11 @@ So no successor can run while the step could still run again: a crash before tha
 the step (at-least-once) and nothing of what follows exists yet; after it, the step is done for
 good. Successors have deterministic ids and idempotency keys, so a step that ran twice (its
 lease lost) submits them once. A group member stores its *join* job the same way. The join
-waits until its member's success is recorded, then looks at every member: if all succeeded it
-submits what follows the group with their results in member order; if not, it ends, because
-the member recorded last has a join that will find them all (or the group failed and nothing
-follows). Every submit checks the workflow's cancel marker (see ``offload.workflows.store``).
+waits until its member's success is recorded, then looks at every member: if all succeeded,
+what follows the group (with their results in member order) is stored with the join's own
+success; if not, it ends, because the member recorded last has a join that will find them all
+(or the group failed and nothing follows). Every hand-off checks the workflow's cancel marker
+(see ``offload.workflows.store``).
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ PLAN_CACHE = 256
 
 
 def is_step(record: JobRecord) -> bool:
-    """Whether the job is a workflow step (its success starts what follows it)."""
+    """Whether the job is a workflow step or join (its success starts what follows it)."""
     info = record.meta.get("workflow")
-    return isinstance(info, dict) and "path" in info
+    return isinstance(info, dict) and ("path" in info or "join" in info)
 
 
 class Continuation:
@@ -57,6 +58,7 @@ class Continuation:
         self.backend = backend
         self.registry = registry
         self._plans: OrderedDict[str, Plan] = OrderedDict()  # plans never change: keep a few
+        self._joined: dict[str, list[NewJob]] = {}  # join job id -> what follows its group
 
     def tasks(self) -> dict[str, TaskSpec]:
         """The built-in tasks the runner resolves before the app's own."""
@@ -69,7 +71,10 @@ class Continuation:
 
     async def successors(self, record: JobRecord, result: Any) -> list[NewJob]:
         """Step ``record`` succeeded with ``result`` (not yet recorded): the jobs that follow
-        it, to be stored together with its success (``Backend.complete(..., then=...)``)."""
+        it, to be stored together with its success (``Backend.complete(..., then=...)``).
+        For a join, what its run found to follow the group."""
+        if record.task == store.JOIN_TASK:
+            return self._joined.pop(record.id, [])
         plan, path = await self._step_plan(record)
         if plan is None:
             return []
@@ -79,9 +84,12 @@ class Continuation:
     async def recorded(self, record: JobRecord, then: list[NewJob]) -> None:
         """The step's success and ``then`` are stored: cancel them if the workflow was
         cancelled meanwhile."""
-        plan, _ = await self._step_plan(record)
-        if plan is not None:
-            await store.recheck(self.backend, plan, [job.id for job in then])
+        plan = await self._plan(record.meta["workflow"]["id"], record)
+        await store.recheck(self.backend, plan, [job.id for job in then])
+
+    def forget(self, record: JobRecord) -> None:
+        """The job's outcome is written (or discarded): drop what a join of it found."""
+        self._joined.pop(record.id, None)
 
     async def _step_plan(self, record: JobRecord) -> tuple[Plan | None, str]:
         info = record.meta["workflow"]
@@ -123,8 +131,10 @@ class Continuation:
         results = node_result(node, lambda step: read.get(step.path))
         me = await self.backend.get(ctx.id)
         assert me is not None
-        await store.advance(self.backend, plan, group, results, trigger=me,
-                            limits_of=self._limits)  # fmt: skip
+        # Stored with this join's success, like a step's successors (see the runner).
+        self._joined[ctx.id] = await store.successors(
+            self.backend, plan, group, results, trigger=me, limits_of=self._limits
+        )
         return "continued"
 
     def _limits(self, task: str) -> Limits | None:

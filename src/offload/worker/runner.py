@@ -94,6 +94,7 @@ class JobRunner:
         if outcome.kind == "succeeded" and is_step(job.record):
             outcome = await self.continue_workflow(job, outcome)
         written = await self.record(job, outcome)
+        self.continuation.forget(job.record)
         if written is None:
             return Outcome("lost")
         if written.then:

@@ -2,9 +2,10 @@
 
 Submitting a step is idempotent: its job id derives from the workflow id and its path, and it
 carries the idempotency key ``wf:<id>:<path>``, so whoever submits it twice (a step that ran
-twice, say) gets the one job back. Starting what follows a node (:func:`advance`) checks the
-cancel marker before and after it submits: the canceller writes the marker before it cancels
-the steps it finds, so either it finds the new step or the submitter sees the marker.
+twice, say) gets the one job back. What follows a node (:func:`successors`) is built only
+while the cancel marker is absent, and checked again once stored (:func:`recheck`): the
+canceller writes the marker before it cancels the steps it finds, so either it finds the new
+step or the worker that stored it sees the marker.
 """
 
 from __future__ import annotations
@@ -178,18 +179,6 @@ async def recheck(backend: Backend, plan: Plan, job_ids: Sequence[str]) -> None:
     if job_ids and await is_cancelled(backend, plan):
         for job_id in job_ids:
             await cancel_quietly(backend, job_id)
-
-
-async def advance(
-    backend: Backend, plan: Plan, path: str, result: Any, *, trigger: JobRecord,
-    limits_of: LimitsOf,
-) -> None:  # fmt: skip
-    """The node at ``path`` succeeded with ``result``: submit what follows it, unless the
-    workflow was cancelled. (A step's worker stores its successors together with its success
-    instead, in one backend operation: see ``Backend.complete``.)"""
-    jobs = await successors(backend, plan, path, result, trigger=trigger, limits_of=limits_of)
-    records = await submit_once(backend, jobs) if jobs else []
-    await recheck(backend, plan, [record.id for record in records])
 
 
 async def read_steps(backend: Backend, plan: Plan) -> dict[str, JobRecord | None]:
