@@ -1,0 +1,155 @@
+"""offload as a django.tasks backend, in process: enqueue, validation, transactions, results."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from django.test import override_settings
+from django.utils import timezone
+from shop import tasks
+from tests_django_kit import jobs_in, tasks_setting
+
+import offload
+from offload.core.states import State
+from offload.integrations.django import OffloadBackend
+from offload.integrations.django._compat import (
+    InvalidTaskError,
+    Task,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    task_backends,
+)
+
+
+def backend() -> OffloadBackend:
+    found = task_backends["default"]
+    assert isinstance(found, OffloadBackend)
+    return found
+
+
+def rolled_back(enqueue: Callable[[], object]) -> None:
+    """Enqueue in a transaction that then fails (and rolls back)."""
+    with transaction.atomic():
+        enqueue()
+        raise ZeroDivisionError
+
+
+def test_declares_what_it_supports(offload_url: str) -> None:
+    b = backend()
+    assert (b.supports_defer, b.supports_async_task, b.supports_get_result,
+            b.supports_priority) == (True, True, True, True)  # fmt: skip
+
+
+def test_enqueue_stores_a_job_and_get_result_reads_it(offload_url: str) -> None:
+    result = tasks.add.enqueue(2, b=3)
+    assert result.status == TaskResultStatus.READY
+    assert result.enqueued_at is not None
+    [job] = jobs_in(offload_url)
+    assert (job.id, job.task, job.queue, job.status) == (
+        result.id,
+        "shop.tasks.add",
+        "default",
+        State.QUEUED,
+    )
+    again = tasks.add.get_result(result.id)
+    assert again.status == TaskResultStatus.READY
+    assert (again.args, again.kwargs, again.backend) == ([2], {"b": 3}, "default")
+    assert again.task.func is tasks.add.func
+    assert again.enqueued_at == result.enqueued_at
+
+
+def test_priority_queue_and_run_after_reach_the_job(offload_url: str) -> None:
+    later = timezone.now() + timedelta(hours=1)
+    result = tasks.report.using(run_after=later).enqueue("q3")
+    [job] = jobs_in(offload_url)
+    assert (job.queue, job.priority, job.status) == ("reports", 10, State.SCHEDULED)
+    assert job.run_at == pytest.approx(later.timestamp(), abs=0.01)
+    read = backend().get_result(result.id)
+    assert read.status == TaskResultStatus.READY
+    assert (read.task.queue_name, read.task.priority) == ("reports", 10)
+    assert read.task.run_after is not None
+    assert read.task.run_after.timestamp() == pytest.approx(later.timestamp(), abs=0.01)
+
+
+def test_a_task_enqueued_in_a_rolled_back_transaction_never_runs(offload_url: str) -> None:
+    pending = []
+    with pytest.raises(ZeroDivisionError):
+        rolled_back(lambda: pending.append(tasks.add.enqueue(1, 2)))
+    [result] = pending
+    assert result.enqueued_at is None  # never submitted
+    assert jobs_in(offload_url) == []
+    with pytest.raises(TaskResultDoesNotExist):
+        tasks.add.get_result(result.id)
+
+
+def test_a_task_enqueued_in_a_transaction_is_submitted_when_it_commits(offload_url: str) -> None:
+    with transaction.atomic():
+        result = tasks.add.enqueue(1, 2)
+        assert jobs_in(offload_url) == []
+    [job] = jobs_in(offload_url)
+    assert job.id == result.id
+    assert result.enqueued_at is not None
+
+
+def test_enqueue_on_commit_can_be_turned_off(tmp_path: object) -> None:
+    url = f"sqlite:///{tmp_path}/off.db"
+    with override_settings(TASKS=tasks_setting(url, enqueue_on_commit=False)):
+        pending = []
+        with pytest.raises(ZeroDivisionError):
+            rolled_back(lambda: pending.append(tasks.add.enqueue(1, 2)))
+        assert [j.id for j in jobs_in(url)] == [pending[0].id]
+
+
+def test_arguments_must_be_json_and_fit_the_function(offload_url: str) -> None:
+    with pytest.raises(TypeError, match="Unsupported type"):
+        tasks.add.enqueue(object(), 1)
+    with pytest.raises(offload.InvalidArguments, match="b"):
+        tasks.add.enqueue(1)
+    assert jobs_in(offload_url) == []
+
+
+def test_the_validation_django_expects(offload_url: str) -> None:
+    with pytest.raises(InvalidTaskError, match="Queue 'nope' is not valid"):
+        tasks.add.using(queue_name="nope")
+    with pytest.raises(InvalidTaskError, match="priority"):
+        tasks.add.using(priority=101)
+
+    def local() -> None: ...
+
+    with pytest.raises(InvalidTaskError, match="module level"):
+        Task(func=local, priority=0, queue_name="default", backend="default", run_after=None)
+
+
+def test_unknown_ids_and_jobs_of_other_tasks_do_not_exist(offload_url: str) -> None:
+    with pytest.raises(TaskResultDoesNotExist):
+        backend().get_result("nope")
+    app = offload.App(offload_url)
+    app.task(name="plain")(lambda: None)
+    job = app.run_sync(app.asubmit_name("plain"))
+    app.close()
+    with pytest.raises(TaskResultDoesNotExist, match="not a Django task"):
+        backend().get_result(job.id)
+
+
+async def test_the_async_faces(offload_url: str) -> None:
+    result = await tasks.add.aenqueue(4, 5)
+    read = await tasks.add.aget_result(result.id)
+    assert (read.id, read.status, read.args) == (result.id, TaskResultStatus.READY, [4, 5])
+
+
+def test_bad_options_say_what_to_fix(tmp_path: object) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    for options, message in (
+        ({"retry": 2}, "unknown keys \\['retry'\\]; offload knows"),
+        ({"retries": "2"}, "\\['retries'\\] must be int, not '2'"),
+        ({"app": "x:app"}, "give 'backend' \\(a URL\\) or 'app'"),
+    ):
+        with (
+            override_settings(TASKS=tasks_setting("memory://", **options)),
+            pytest.raises(ImproperlyConfigured, match=message),
+        ):
+            task_backends["default"]
