@@ -29,12 +29,16 @@ _setup_django()
 
 
 def tasks_setting(url: str, **options: object) -> dict[str, object]:
+    """The project's TASKS with offload's backend at ``url`` and these OPTIONS."""
+    from django.conf import settings
+
     return {
         "default": {
             "BACKEND": "offload.integrations.django.OffloadBackend",
             "QUEUES": ["default", "reports"],
             "OPTIONS": {"backend": url, **options},
-        }
+        },
+        "inline": settings.TASKS["inline"],
     }
 
 

@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
 from offload import console
@@ -48,7 +49,13 @@ class WorkerOptions:
 
 def offload_backend(alias: str) -> OffloadBackend:
     """The ``TASKS`` entry ``alias``, which must be an ``OffloadBackend``."""
-    backend = task_backends[alias]
+    try:
+        backend = task_backends[alias]
+    except ImproperlyConfigured as exc:  # no such alias, or its BACKEND cannot be imported
+        raise ValueError(
+            f"no usable TASKS entry {alias!r} ({exc}); pass --alias with one of "
+            f"{list(task_backends.settings)}"
+        ) from None
     if not isinstance(backend, OffloadBackend):
         raise ValueError(
             f"TASKS[{alias!r}] is {type(backend).__module__}.{type(backend).__name__}; "

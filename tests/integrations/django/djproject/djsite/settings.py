@@ -21,6 +21,7 @@ INSTALLED_APPS = [
     # before Django 6, django.tasks is the django-tasks backport
     *(["django_tasks"] if django.VERSION < (6, 0) else []),
 ]
+TASKS_MODULE = "django.tasks" if django.VERSION >= (6, 0) else "django_tasks"
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
@@ -31,6 +32,10 @@ TASKS = {
     "default": {
         "BACKEND": "offload.integrations.django.OffloadBackend",
         "QUEUES": ["default", "reports"],
-        "OPTIONS": {"backend": os.environ.get("SHOP_OFFLOAD", f"sqlite:///{_TMP}/shop-jobs.db")},
-    }
+        # SHOP_OFFLOAD_APP: use that offload App (and its own tasks) instead of a bare URL
+        "OPTIONS": {"app": os.environ["SHOP_OFFLOAD_APP"]}
+        if os.environ.get("SHOP_OFFLOAD_APP")
+        else {"backend": os.environ.get("SHOP_OFFLOAD", f"sqlite:///{_TMP}/shop-jobs.db")},
+    },
+    "inline": {"BACKEND": f"{TASKS_MODULE}.backends.immediate.ImmediateBackend"},
 }
