@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.db import transaction
@@ -21,6 +22,7 @@ from offload.integrations.django._compat import (
     TaskResultDoesNotExist,
     TaskResultStatus,
     task_backends,
+    task_enqueued,
 )
 
 
@@ -153,3 +155,19 @@ def test_bad_options_say_what_to_fix(tmp_path: object) -> None:
             pytest.raises(ImproperlyConfigured, match=message),
         ):
             task_backends["default"]
+
+
+def test_task_enqueued_is_sent_once_the_job_is_stored(offload_url: str) -> None:
+    seen: list[str] = []
+
+    def receiver(sender: object, task_result: Any, **kwargs: object) -> None:
+        seen.append(task_result.id)
+
+    task_enqueued.connect(receiver)
+    try:
+        with transaction.atomic():
+            result = tasks.add.enqueue(1, 2)
+            assert seen == []
+        assert seen == [result.id]
+    finally:
+        task_enqueued.disconnect(receiver)

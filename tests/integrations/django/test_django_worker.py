@@ -77,7 +77,7 @@ def test_views_enqueue_and_the_worker_command_runs_the_jobs(shop_backend: str) -
         (
             "inline",
             "TASKS['inline'] is django_tasks.backends.immediate.ImmediateBackend; "
-            "offload_worker runs the tasks of an offload.integrations.django.OffloadBackend",
+            "offload serves the tasks of an offload.integrations.django.OffloadBackend only",
         ),
     ],
 )

@@ -19,6 +19,7 @@ import threading
 from functools import partial
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 
@@ -32,6 +33,7 @@ from offload.integrations.django._compat import (
     TaskResultDoesNotExist,
     TaskResultStatus,
     normalize_json,
+    task_backends,
     task_enqueued,
 )
 from offload.integrations.django.catalog import TaskCatalog
@@ -99,6 +101,23 @@ class OffloadBackend(BaseTaskBackend):
             backend=self.alias,
         )  # fmt: skip
         return to_task_result(task, record, history)  # type: ignore[no-any-return]
+
+
+def offload_backend(alias: str) -> OffloadBackend:
+    """The ``TASKS`` entry ``alias``, which must be an ``OffloadBackend``."""
+    try:
+        backend = task_backends[alias]
+    except ImproperlyConfigured as exc:  # no such alias, or its BACKEND cannot be imported
+        raise ValueError(
+            f"no usable TASKS entry {alias!r} ({exc}); pass --alias with one of "
+            f"{list(task_backends.settings)}"
+        ) from None
+    if not isinstance(backend, OffloadBackend):
+        raise ValueError(
+            f"TASKS[{alias!r}] is {type(backend).__module__}.{type(backend).__name__}; "
+            "offload serves the tasks of an offload.integrations.django.OffloadBackend only"
+        )
+    return backend
 
 
 def _options(task: Task[Any, Any]) -> SubmitOptions:

@@ -8,12 +8,10 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
 from offload import console
-from offload.integrations.django._compat import task_backends
-from offload.integrations.django.backend import OffloadBackend
+from offload.integrations.django.backend import OffloadBackend, offload_backend
 from offload.logs import configure_logging
 from offload.settings import Settings
 from offload.worker.worker import Worker
@@ -45,23 +43,6 @@ class WorkerOptions:
             if value is not None:
                 argv += [flag, str(value)]
         return argv + (["--strict"] if self.strict else [])
-
-
-def offload_backend(alias: str) -> OffloadBackend:
-    """The ``TASKS`` entry ``alias``, which must be an ``OffloadBackend``."""
-    try:
-        backend = task_backends[alias]
-    except ImproperlyConfigured as exc:  # no such alias, or its BACKEND cannot be imported
-        raise ValueError(
-            f"no usable TASKS entry {alias!r} ({exc}); pass --alias with one of "
-            f"{list(task_backends.settings)}"
-        ) from None
-    if not isinstance(backend, OffloadBackend):
-        raise ValueError(
-            f"TASKS[{alias!r}] is {type(backend).__module__}.{type(backend).__name__}; "
-            "offload_worker runs the tasks of an offload.integrations.django.OffloadBackend"
-        )
-    return backend
 
 
 def run_worker(options: WorkerOptions) -> int:
