@@ -3,15 +3,16 @@ TASKS entry pointed at a fresh offload backend for each test."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-PROJECT = Path(__file__).parent / "djproject"
+from tests_django_kit import PROJECT, tasks_setting
 
 
 def _setup_django() -> None:
@@ -19,27 +20,17 @@ def _setup_django() -> None:
     with its database in a temporary folder."""
     sys.path.insert(0, str(PROJECT))
     os.environ["DJANGO_SETTINGS_MODULE"] = "djsite.settings"
-    os.environ["SHOP_DB"] = str(Path(tempfile.mkdtemp(prefix="offload-django-")) / "django.db")
+    folder = tempfile.mkdtemp(prefix="offload-django-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ["SHOP_DB"] = str(Path(folder) / "django.db")
     import django
 
     django.setup()
+    # Read once by set-up; other tests' processes (the examples' sites) must not inherit it.
+    del os.environ["DJANGO_SETTINGS_MODULE"]
 
 
 _setup_django()
-
-
-def tasks_setting(url: str, **options: object) -> dict[str, object]:
-    """The project's TASKS with offload's backend at ``url`` and these OPTIONS."""
-    from django.conf import settings
-
-    return {
-        "default": {
-            "BACKEND": "offload.integrations.django.OffloadBackend",
-            "QUEUES": ["default", "reports"],
-            "OPTIONS": {"backend": url, **options},
-        },
-        "inline": settings.TASKS["inline"],
-    }
 
 
 @pytest.fixture

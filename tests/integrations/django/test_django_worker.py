@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from django.test import Client, override_settings
 from djsite.settings import TASKS_MODULE
+from tests_django_kit import PROJECT, tasks_setting
 
-from conftest import PROJECT, tasks_setting
 from rediskit import redis_namespace_url
 
 
