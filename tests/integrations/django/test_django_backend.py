@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -20,7 +20,9 @@ from offload.integrations.django._compat import (
     InvalidTaskError,
     Task,
     TaskResultDoesNotExist,
+    TaskResultMismatch,
     TaskResultStatus,
+    task,
     task_backends,
     task_enqueued,
 )
@@ -171,3 +173,32 @@ def test_task_enqueued_is_sent_once_the_job_is_stored(offload_url: str) -> None:
         assert seen == [result.id]
     finally:
         task_enqueued.disconnect(receiver)
+
+
+# What Django's own tests (tests/tasks in Django, tests/ in django-tasks) check of a backend
+# that can enqueue and read results, re-stated here: that suite needs Django's test runner and
+# its own settings, so it does not run against this backend directly.
+def test_a_fresh_result_is_ready_with_nothing_run_yet(offload_url: str) -> None:
+    result = tasks.add.enqueue(1, 2)
+    for read in (result, tasks.add.get_result(result.id)):
+        assert (read.status, read.is_finished, read.attempts, read.worker_ids) == (
+            TaskResultStatus.READY, False, 0, []
+        )  # fmt: skip
+        assert (read.started_at, read.last_attempted_at, read.finished_at) == (None, None, None)
+        assert read.errors == []
+        with pytest.raises(ValueError, match="Task has not finished yet"):
+            read.return_value  # noqa: B018
+        assert read.task.get_backend() is backend()
+
+
+def test_results_of_another_task_do_not_match(offload_url: str) -> None:
+    result = tasks.add.enqueue(1, 2)
+    with pytest.raises(TaskResultMismatch, match=r"received 'shop\.tasks\.add'"):
+        tasks.fail.get_result(result.id)
+
+
+def test_run_after_must_be_aware_and_context_must_come_first(offload_url: str) -> None:
+    with pytest.raises(InvalidTaskError, match="run_after must be an aware datetime"):
+        tasks.add.using(run_after=datetime(2030, 1, 1))
+    with pytest.raises(InvalidTaskError, match="first argument of 'context'"):
+        task(takes_context=True)(tasks.plain_function)

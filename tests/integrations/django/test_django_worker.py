@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from django.test import Client, override_settings
 from djsite.settings import TASKS_MODULE
+from shop import tasks
 from tests_django_kit import PROJECT, tasks_setting
 
 from rediskit import redis_namespace_url
@@ -98,7 +99,7 @@ def test_offload_tasks_of_the_same_app_run_on_the_same_worker(
     url = f"sqlite:///{tmp_path}/jobs.db"
     monkeypatch.setenv("SHOP_OFFLOAD", url)
     monkeypatch.setenv("SHOP_OFFLOAD_APP", "shop.jobs:app")
-    from shop import jobs, tasks  # first imported here, with this test's backend
+    from shop import jobs  # first imported here, with this test's backend
 
     setting = tasks_setting(url)
     setting["default"]["OPTIONS"] = {"app": "shop.jobs:app"}  # type: ignore[index]
@@ -116,3 +117,19 @@ def test_offload_tasks_of_the_same_app_run_on_the_same_worker(
         finally:
             code, output = stop(worker)
     assert code == 0, output
+
+
+def test_several_worker_processes_under_one_command(offload_url: str) -> None:
+    worker = start_worker("--processes", "2", "--concurrency", "1")
+    try:
+        results = [tasks.add.enqueue(n, n) for n in range(4)]
+        deadline = time.monotonic() + 20
+        for result in results:
+            while not result.is_finished and time.monotonic() < deadline:
+                time.sleep(0.05)
+                result.refresh()
+    finally:
+        code, output = stop(worker)
+    assert [r.return_value for r in results] == [0, 2, 4, 6], output
+    assert code == 0, output
+    assert output.count("serving default, reports with 1 slots") == 2, output

@@ -56,3 +56,8 @@ def connection_was_closed() -> bool:
 @task
 def send_receipt(order: int) -> str:
     return f"receipt {order} sent"
+
+
+def plain_function(wanted: int) -> int:
+    """Not a task: made into one (with takes_context) by a test that expects a refusal."""
+    return wanted
