@@ -19,6 +19,7 @@ from tests_django_kit import tasks_setting
 import offload
 from offload.integrations.django import OffloadBackend
 from offload.integrations.django._compat import TaskResultStatus, task_backends
+from offload.integrations.django.results import path_of
 from offload.integrations.django.worker import WorkerOptions, build_worker
 
 
@@ -108,3 +109,22 @@ async def test_every_job_starts_without_the_last_jobs_connection(offload_url: st
     third = await tasks.connection_was_closed.aenqueue()
     done = [done, *await work_off(second.id, third.id)]
     assert [r.return_value for r in done] == [True, True, True]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "path"),
+    [
+        (
+            "ValueError",
+            "Traceback ...\nValueError: bad\nmore of the message",
+            "builtins.ValueError",
+        ),
+        ("ReceiptError", "Traceback ...\nshop.tasks.ReceiptError: x", "shop.tasks.ReceiptError"),
+        ("Gone", "no traceback kept", "Gone"),
+        (None, "an earlier run's message", "builtins.Exception"),
+    ],
+)
+def test_the_exception_path_is_read_from_the_traceback(
+    name: str | None, text: str, path: str
+) -> None:
+    assert path_of(name, text) == path
