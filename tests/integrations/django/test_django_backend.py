@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,7 +14,7 @@ from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
 from shop import tasks
-from tests_django_kit import jobs_in, tasks_setting
+from tests_django_kit import PROJECT, jobs_in, tasks_setting
 
 import offload
 from offload.core.states import State
@@ -202,3 +205,16 @@ def test_run_after_must_be_aware_and_context_must_come_first(offload_url: str) -
         tasks.add.using(run_after=datetime(2030, 1, 1))
     with pytest.raises(InvalidTaskError, match="first argument of 'context'"):
         task(takes_context=True)(tasks.plain_function)
+
+
+def test_a_project_without_a_database_enqueues_at_once(offload_url: str) -> None:
+    script = (
+        "import django; django.setup(); from shop import tasks; print(tasks.add.enqueue(1, 2).id)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT, capture_output=True, text=True, timeout=30,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "djsite.settings_nodb"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [job] = jobs_in(offload_url)
+    assert job.id in done.stdout

@@ -70,9 +70,10 @@ class OffloadBackend(BaseTaskBackend):
             task, new.id, TaskResultStatus.READY, args=args, kwargs=kwargs, backend=self.alias
         )
         submit = partial(self._submit, new, result)
-        if self.config.enqueue_on_commit:
-            transaction.on_commit(submit, using=self.config.database)
-        else:
+        using = self.config.database
+        if self.config.enqueue_on_commit and transaction.get_connection(using).in_atomic_block:
+            transaction.on_commit(submit, using=using)
+        else:  # (a project without a database never opens one here)
             submit()
         return result
 
