@@ -18,7 +18,12 @@ from tests_django_kit import tasks_setting
 
 import offload
 from offload.integrations.django import OffloadBackend
-from offload.integrations.django._compat import TaskResultStatus, task_backends
+from offload.integrations.django._compat import (
+    TaskResultStatus,
+    task_backends,
+    task_finished,
+    task_started,
+)
 from offload.integrations.django.results import path_of
 from offload.integrations.django.worker import WorkerOptions, build_worker
 
@@ -128,3 +133,39 @@ def test_the_exception_path_is_read_from_the_traceback(
     name: str | None, text: str, path: str
 ) -> None:
     assert path_of(name, text) == path
+
+
+@pytest.fixture
+def signalled() -> Iterator[list[tuple[str, str, Any]]]:
+    """(signal, status, result) of every task_started and task_finished sent."""
+    seen: list[tuple[str, str, Any]] = []
+
+    def started(sender: object, task_result: Any, **kwargs: object) -> None:
+        seen.append(("started", task_result.status, task_result))
+
+    def finished(sender: object, task_result: Any, **kwargs: object) -> None:
+        seen.append(("finished", task_result.status, task_result))
+
+    task_started.connect(started)
+    task_finished.connect(finished)
+    yield seen
+    task_started.disconnect(started)
+    task_finished.disconnect(finished)
+
+
+async def test_the_worker_sends_task_started_and_task_finished(
+    offload_url: str, signalled: list[tuple[str, str, Any]]
+) -> None:
+    good = await tasks.add.aenqueue(1, 1)
+    [done] = await work_off(good.id)
+    bad = await tasks.fail.aenqueue("jammed")
+    await work_off(bad.id)
+    assert [(name, status) for name, status, _ in signalled] == [
+        ("started", "RUNNING"), ("finished", "SUCCESSFUL"),
+        ("started", "RUNNING"), ("finished", "FAILED"),
+    ]  # fmt: skip
+    assert signalled[1][2].id == good.id
+    assert signalled[1][2].return_value == 2
+    assert signalled[1][2].worker_ids == done.worker_ids
+    [error] = signalled[3][2].errors
+    assert error.exception_class is tasks.ReceiptError

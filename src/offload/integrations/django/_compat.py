@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # type-checked against the backport, which ships type informa
         TaskResultDoesNotExist,
         TaskResultMismatch,
     )
-    from django_tasks.signals import task_enqueued
+    from django_tasks.signals import task_enqueued, task_finished, task_started
     from django_tasks.utils import normalize_json
 else:
     try:
@@ -27,7 +27,7 @@ else:
         from django.tasks.base import Task, TaskError
         from django.tasks.exceptions import InvalidTask as InvalidTaskError
         from django.tasks.exceptions import TaskResultDoesNotExist, TaskResultMismatch
-        from django.tasks.signals import task_enqueued
+        from django.tasks.signals import task_enqueued, task_finished, task_started
         from django.utils.json import normalize_json
     except ImportError:
         from django_tasks import TaskContext, TaskResult, TaskResultStatus, task, task_backends
@@ -38,7 +38,7 @@ else:
             TaskResultDoesNotExist,
             TaskResultMismatch,
         )
-        from django_tasks.signals import task_enqueued
+        from django_tasks.signals import task_enqueued, task_finished, task_started
         from django_tasks.utils import normalize_json
 
 __all__ = [
@@ -55,4 +55,6 @@ __all__ = [
     "task",
     "task_backends",
     "task_enqueued",
+    "task_finished",
+    "task_started",
 ]

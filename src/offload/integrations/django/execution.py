@@ -10,13 +10,23 @@ next job opens a new one instead of failing on a stale one. ``reset_queries()`` 
 from __future__ import annotations
 
 import inspect
+import traceback
 from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections, reset_queries
+from django.utils import timezone
 
-from offload.integrations.django._compat import Task, TaskContext, normalize_json
+from offload.integrations.django._compat import (
+    Task,
+    TaskContext,
+    TaskError,
+    TaskResultStatus,
+    normalize_json,
+    task_finished,
+    task_started,
+)
 from offload.worker.context import current
 
 
@@ -44,39 +54,73 @@ def django_task_of(func: Callable[..., Any]) -> Task[Any, Any] | None:
 
 def _function(task: Task[Any, Any]) -> Callable[..., Any]:
     def run(*args: Any, **kwargs: Any) -> Any:
-        _job_starts()
+        result = _begin(task)
         try:
             if task.takes_context:
-                args = (_context(task), *args)
-            return normalize_json(task.func(*args, **kwargs))
-        finally:
-            close_old_connections()
+                args = (TaskContext(task_result=result), *args)
+            value = normalize_json(task.func(*args, **kwargs))
+        except BaseException as exc:
+            _end(task, result, error=exc)
+            raise
+        _end(task, result, value=value)
+        return value
 
     return run
 
 
 def _coroutine(task: Task[Any, Any]) -> Callable[..., Any]:
+    # The ORM of async code runs in asgiref's thread: its connections are the ones to renew.
+    begin, end = sync_to_async(_begin), sync_to_async(_end)
+
     async def run(*args: Any, **kwargs: Any) -> Any:
-        # The ORM of async code runs in asgiref's thread: its connections are the ones to renew.
-        await sync_to_async(_job_starts)()
+        result = await begin(task)
         try:
             if task.takes_context:
-                args = (await sync_to_async(_context)(task), *args)
-            return normalize_json(await task.func(*args, **kwargs))
-        finally:
-            await sync_to_async(close_old_connections)()
+                args = (TaskContext(task_result=result), *args)
+            value = normalize_json(await task.func(*args, **kwargs))
+        except BaseException as exc:
+            await end(task, result, error=exc)
+            raise
+        await end(task, result, value=value)
+        return value
 
     return run
 
 
-def _job_starts() -> None:
+def _begin(task: Task[Any, Any]) -> Any:
+    """Start a run as a request starts: fresh connections. Then, when the task takes its
+    context or someone listens to ``task_started``/``task_finished``, read the job's result
+    (one read of the backend) and send ``task_started``; else None."""
     reset_queries()
     close_old_connections()
+    if not (task.takes_context or task_started.has_listeners() or task_finished.has_listeners()):
+        return None
+    backend = task.get_backend()
+    result = backend.get_result(current().id)
+    task_started.send(type(backend), task_result=result)
+    return result
 
 
-def _context(task: Task[Any, Any]) -> TaskContext:
-    """The ``TaskContext`` of the running job: its result as the backend has it now."""
-    return TaskContext(task_result=task.get_backend().get_result(current().id))
+def _end(
+    task: Task[Any, Any], result: Any, *, value: Any = None, error: BaseException | None = None
+) -> None:
+    """End a run as a request ends (old connections closed); send ``task_finished`` with the
+    run's outcome when :func:`_begin` read the result."""
+    close_old_connections()
+    if result is None:
+        return
+    object.__setattr__(result, "finished_at", timezone.now())
+    if error is None:
+        object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
+        object.__setattr__(result, "_return_value", value)
+    else:
+        kind = type(error)
+        result.errors.append(TaskError(
+            exception_class_path=f"{kind.__module__}.{kind.__qualname__}",
+            traceback="".join(traceback.format_exception(error)),
+        ))  # fmt: skip
+        object.__setattr__(result, "status", TaskResultStatus.FAILED)
+    task_finished.send(type(task.get_backend()), task_result=result)
 
 
 def _signature(task: Task[Any, Any]) -> inspect.Signature:
