@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from tests_django_kit import PROJECT, tasks_setting
 
+from rediskit import redis_namespace_url
+
 
 def _setup_django() -> None:
     """Django, set up once when the tests are collected (their modules import the project's),
@@ -35,11 +37,24 @@ _setup_django()
 
 @pytest.fixture
 def offload_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A fresh offload backend as the project's TASKS backend (and in SHOP_OFFLOAD, which a
-    worker process reads)."""
+    """A fresh SQLite offload backend as the project's TASKS backend (and in SHOP_OFFLOAD,
+    which a worker process reads)."""
+    yield from _tasks_backend(f"sqlite:///{tmp_path}/jobs.db", monkeypatch)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def any_offload_url(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """``offload_url`` on SQLite, then on a fresh namespace of the test Redis."""
+    sqlite = f"sqlite:///{tmp_path}/jobs.db"
+    yield from _tasks_backend(sqlite if request.param == "sqlite" else redis_namespace_url(),
+                              monkeypatch)  # fmt: skip
+
+
+def _tasks_backend(url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     from django.test import override_settings
 
-    url = f"sqlite:///{tmp_path}/jobs.db"
     monkeypatch.setenv("SHOP_OFFLOAD", url)
     with override_settings(TASKS=tasks_setting(url)):
         yield url

@@ -7,7 +7,6 @@ import asyncio
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,11 +28,10 @@ from offload.integrations.django.worker import WorkerOptions, build_worker
 
 
 @pytest.fixture
-def retrying(tmp_path: Path) -> Iterator[str]:
-    """The project's backend with one retry for every Django task, retried at once."""
-    url = f"sqlite:///{tmp_path}/jobs.db"
-    with override_settings(TASKS=tasks_setting(url, retries=2)):
-        yield url
+def retrying(any_offload_url: str) -> Iterator[str]:
+    """The project's backend with two retries for every Django task."""
+    with override_settings(TASKS=tasks_setting(any_offload_url, retries=2)):
+        yield any_offload_url
 
 
 async def work_off(*ids: str, seconds: float = 20.0) -> list[Any]:
@@ -54,7 +52,7 @@ async def work_off(*ids: str, seconds: float = 20.0) -> list[Any]:
         await running
 
 
-async def test_a_success_maps_value_times_and_worker(offload_url: str) -> None:
+async def test_a_success_maps_value_times_and_worker(any_offload_url: str) -> None:
     result = await tasks.add.aenqueue(2, 3)
     [done] = await work_off(result.id)
     assert done.status == TaskResultStatus.SUCCESSFUL
@@ -66,7 +64,7 @@ async def test_a_success_maps_value_times_and_worker(offload_url: str) -> None:
     assert (result.status, result.return_value) == (TaskResultStatus.SUCCESSFUL, 5)
 
 
-async def test_a_failure_keeps_the_exception_class_and_traceback(offload_url: str) -> None:
+async def test_a_failure_keeps_the_exception_class_and_traceback(any_offload_url: str) -> None:
     result = await tasks.fail.aenqueue("printer on fire")
     [done] = await work_off(result.id)
     assert done.status == TaskResultStatus.FAILED
@@ -85,7 +83,7 @@ async def test_retries_count_attempts_and_the_context_sees_them(retrying: str) -
     assert "attempt 1" in error.traceback
 
 
-async def test_an_async_task_and_priorities_and_queues(offload_url: str) -> None:
+async def test_an_async_task_and_priorities_and_queues(any_offload_url: str) -> None:
     loud = await tasks.shout.aenqueue("hi")
     report = await tasks.report.aenqueue("q1", rows=2)
     done = await work_off(loud.id, report.id)
@@ -93,10 +91,10 @@ async def test_an_async_task_and_priorities_and_queues(offload_url: str) -> None
     assert (done[1].task.queue_name, done[1].task.priority) == ("reports", 10)
 
 
-async def test_a_cancelled_job_reads_as_failed(offload_url: str) -> None:
+async def test_a_cancelled_job_reads_as_failed(any_offload_url: str) -> None:
     later = timezone.now() + timedelta(hours=1)
     result = await tasks.add.using(run_after=later).aenqueue(1, 1)
-    app = offload.App(offload_url)
+    app = offload.App(any_offload_url)
     await app.acancel(result.id)
     await app.aclose()
     await result.arefresh()
