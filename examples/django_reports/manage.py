@@ -1,0 +1,10 @@
+"""The reports site's manage.py: ``runserver``, ``migrate``, ``offload_worker``..."""
+
+import os
+import sys
+
+if __name__ == "__main__":
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "reportsite.settings")
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(sys.argv)
