@@ -120,7 +120,7 @@ def http_limits(settings: Settings) -> dict[str, Any]:
     """uvicorn's connection limits from the settings (``OFFLOAD_HTTP_*``).
 
     uvicorn has no timeout for reading a request's headers or body: a public service belongs
-    behind a proxy that has them (docs/deployment.md); these bound what reaches uvicorn.
+    behind a proxy that has them (README, settings); these bound what reaches uvicorn.
     """
     return {
         "limit_concurrency": settings.http_max_connections,
