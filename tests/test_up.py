@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import socket
@@ -169,9 +170,49 @@ async def test_readiness_is_503_while_the_embedded_worker_does_not_run() -> None
     api = offload.up.build_api(offload.App("memory://"), "127.0.0.1", not_ready=lambda: reason[0])
     async with api.router.lifespan_context(api):
         transport = httpx.ASGITransport(app=api)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
             down = await http.get("/health/ready")
             assert down.status_code == 503
             assert "embedded worker is not running" in down.json()["error"]["message"]
             reason[0] = None
             assert (await http.get("/health/ready")).status_code == 200
+
+
+def test_serve_passes_the_http_limits_to_uvicorn(
+    monkeypatch: pytest.MonkeyPatch, unfrozen: None
+) -> None:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: calls.append(kw))
+    monkeypatch.setenv("OFFLOAD_HTTP_MAX_CONNECTIONS", "7")
+    monkeypatch.setenv("OFFLOAD_HTTP_KEEP_ALIVE", "3")
+    monkeypatch.setenv("OFFLOAD_APP", "")
+    monkeypatch.delitem(sys.modules, "offload.demo", raising=False)  # its App reads the env
+    for workers in (1, 2):
+        serve("offload.demo:app", host="127.0.0.1", port=1, workers=workers)
+    assert [(c["limit_concurrency"], c["timeout_keep_alive"]) for c in calls] == [(7, 3)] * 2
+
+
+@pytest.mark.slow
+def test_up_answers_503_beyond_its_connection_limit(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "OFFLOAD_BACKEND": f"sqlite:///{tmp_path}/o.db",
+           "OFFLOAD_HTTP_MAX_CONNECTIONS": "2"}  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "offload", "up", "--port", str(port)],
+                            env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/health/live").status_code == 200:
+                    break
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        with socket.create_connection(("127.0.0.1", port)):  # holds one of the two
+            # (polled: the server may take a moment to accept the held connection)
+            while httpx.get(f"http://127.0.0.1:{port}/health/live").status_code != 503:
+                assert time.monotonic() < deadline + 30, "never refused beyond the limit"
+                time.sleep(0.05)
+    finally:
+        proc.terminate()
+        proc.wait(20)

@@ -36,8 +36,8 @@ from offload.errors import ConfigurationError
 from offload.settings import Settings
 
 __all__ = [
-    "LOG_FIELDS", "REQUEST_ID", "JSONFormatter", "configure_logging", "dict_config",
-    "request_id_from",
+    "LOG_FIELDS", "REQUEST_ID", "JSONFormatter", "TextFormatter", "configure_logging",
+    "dict_config", "escape_controls", "request_id_from",
 ]  # fmt: skip
 
 #: the id of the request being served in this context (None outside requests)
@@ -52,6 +52,8 @@ HOST_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "gunicorn.error", 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 FORMATS = ("text", "json")
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 _STANDARD |= {"color_message"}  # uvicorn's copy of the message with terminal colours
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -88,6 +90,23 @@ class JSONFormatter(logging.Formatter):
         return orjson.dumps(data, default=str).decode()
 
 
+def escape_controls(text: str) -> str:
+    """``text`` with control characters (line breaks included) written as escapes."""
+    return _CONTROL.sub(lambda m: _NAMED.get(m[0]) or f"\\x{ord(m[0]):02x}", text)
+
+
+class TextFormatter(logging.Formatter):
+    """One line per message: control characters in it (a ``%0d%0a`` from a request path, say)
+    are escaped, so no input can forge a log line. Tracebacks keep their own lines."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+
 def _request_id_of(record: logging.LogRecord) -> str | None:
     """The request being served, or the one a gunicorn access line is about (its atoms hold
     the request's and the answer's headers; gunicorn logs them after the request ended)."""
@@ -102,7 +121,7 @@ def _request_id_of(record: logging.LogRecord) -> str | None:
 def _formatter(fmt: str) -> logging.Formatter:
     if fmt not in FORMATS:
         raise ConfigurationError(f"log format must be 'text' or 'json' (got {fmt!r})")
-    return JSONFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
+    return JSONFormatter() if fmt == "json" else TextFormatter()
 
 
 def _level(level: str) -> str:
@@ -158,7 +177,7 @@ def dict_config(fmt: str | None = None, level: str | None = None) -> dict[str, A
     """
     fmt, level = _resolve(fmt, level)
     _formatter(fmt)  # checks the name
-    formatter = {"()": "offload.logs.JSONFormatter"} if fmt == "json" else {"format": TEXT_FORMAT}
+    formatter = {"()": f"offload.logs.{'JSONFormatter' if fmt == 'json' else 'TextFormatter'}"}
 
     return {
         "version": 1,

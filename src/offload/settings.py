@@ -72,6 +72,11 @@ class Settings:
     max_error_chars: int = 8_000
     #: longest progress message kept on a job, in characters (the rest is cut, marked so)
     max_progress_chars: int = 1_000
+    #: connections (and requests in progress) the HTTP server holds at once; beyond, new
+    #: requests are answered 503 at once (``offload serve``/``up``; uvicorn's limit_concurrency)
+    http_max_connections: int = 1_000
+    #: seconds an idle keep-alive connection stays open (uvicorn's timeout_keep_alive)
+    http_keep_alive: int = 5
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -112,7 +117,8 @@ class Settings:
                 f"result_ttl ({self.result_ttl:g}) and prune_interval ({self.prune_interval:g}) "
                 f"must be >= 0 seconds and prune_batch ({self.prune_batch}) at least 1"
             )
-        caps = ("max_result_bytes", "max_error_chars", "max_progress_chars")
+        caps = ("max_result_bytes", "max_error_chars", "max_progress_chars",
+                "http_max_connections", "http_keep_alive")  # fmt: skip
         if any(getattr(self, name) < 1 for name in caps):
             raise ConfigurationError(
                 ", ".join(f"{name} ({getattr(self, name)})" for name in caps)

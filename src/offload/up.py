@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -32,6 +33,7 @@ from offload.loader import load_app
 from offload.service.app import create_app
 from offload.service.auth import TokenTable
 from offload.service.config import ServiceConfig
+from offload.settings import Settings
 from offload.worker.worker import Worker
 
 log = logging.getLogger("offload.up")
@@ -101,15 +103,29 @@ def freeze_heap() -> None:
 
 def serve(app_path: str, *, host: str, port: int, workers: int) -> None:
     """Run the HTTP API of ``app_path`` (several uvicorn processes with ``workers`` > 1)."""
-    api = build_api(load_app(app_path), host)  # the parent refuses before any child starts
+    app = load_app(app_path)
+    api = build_api(app, host)  # the parent refuses before any child starts
+    limits = http_limits(app.settings)
     if workers > 1:
         os.environ["OFFLOAD_APP"] = app_path
         os.environ[_HOST_VAR] = host
         uvicorn.run("offload.up:asgi_from_env", factory=True, host=host, port=port,
-                    workers=workers, access_log=False)  # fmt: skip
+                    workers=workers, access_log=False, **limits)  # fmt: skip
     else:
         freeze_heap()
-        uvicorn.run(api, host=host, port=port, access_log=False)
+        uvicorn.run(api, host=host, port=port, access_log=False, **limits)
+
+
+def http_limits(settings: Settings) -> dict[str, Any]:
+    """uvicorn's connection limits from the settings (``OFFLOAD_HTTP_*``).
+
+    uvicorn has no timeout for reading a request's headers or body: a public service belongs
+    behind a proxy that has them (README, settings); these bound what reaches uvicorn.
+    """
+    return {
+        "limit_concurrency": settings.http_max_connections,
+        "timeout_keep_alive": settings.http_keep_alive,
+    }
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -150,7 +166,9 @@ async def up(app_path: str | None, *, host: str, port: int, concurrency: int | N
     api = build_api(app, host, not_ready=lambda: None if worker.serving else _NO_WORKER)
     sock = bind(host, port)
     await open_backend(app)
-    server = _Server(uvicorn.Config(api, lifespan="on", access_log=False))
+    server = _Server(
+        uvicorn.Config(api, lifespan="on", access_log=False, **http_limits(app.settings))
+    )
     freeze_heap()
 
     def on_signal(sig: signal.Signals) -> None:

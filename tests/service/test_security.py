@@ -40,8 +40,22 @@ async def test_missing_or_bad_token_is_401_with_a_challenge(
 
 
 async def test_health_and_metrics_need_no_token(svc: Service) -> None:
-    for path in ("/health/live", "/health/ready", "/metrics", "/openapi.json"):
+    for path in ("/health/live", "/health/ready", "/metrics"):
         assert (await svc.client.get(path)).status_code == 200, path
+
+
+async def test_with_tokens_the_api_schema_needs_one_and_the_cdn_docs_are_off(
+    svc: Service, anon: Service
+) -> None:
+    """/docs and /redoc load scripts from a public CDN: only without tokens (a laptop)."""
+    assert (await svc.client.get("/openapi.json")).status_code == 401
+    schema = await svc.client.get("/openapi.json", headers=ACME_READ)
+    assert schema.status_code == 200
+    assert "/v1/jobs" in schema.json()["paths"]
+    for path in ("/docs", "/redoc"):
+        assert (await svc.client.get(path, headers=ACME_READ)).status_code == 404, path
+        assert (await anon.client.get(path)).status_code == 200, path
+    assert (await anon.client.get("/openapi.json")).status_code == 200
 
 
 async def test_without_tokens_everyone_is_the_default_tenants_admin(anon: Service) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+import offload
 from offload.core.registry import TaskRegistry
 from offload.errors import (
     Cancelled,
@@ -311,3 +312,40 @@ async def test_an_app_the_children_cannot_load_fails_start(registry: TaskRegistr
     with pytest.raises(ConfigurationError, match="no attribute 'missing'"):
         await pool.start()
     assert pool.pids == []
+
+
+DIES_LOADING = """
+import multiprocessing, os, pathlib, time  # noqa: E401
+import offload
+app = offload.App("memory://")
+if multiprocessing.parent_process() is not None:  # a process child, loading the app
+    pathlib.Path(MARK).touch()
+    time.sleep(0.3)
+    os._exit(255)  # as a child that got the group's stop signal while loading
+
+
+@app.task(executor="process")
+def square(x: int) -> int:
+    return x * x
+"""
+
+
+async def test_a_stop_while_children_load_the_app_is_not_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop signal sent to the whole group (systemd, Ctrl-C) also ends the children while
+    they load the app: the worker stops quietly instead of raising "cannot load app"."""
+    mark = tmp_path / "loading"
+    (tmp_path / "dies_loading.py").write_text(f"MARK = {str(mark)!r}\n" + DIES_LOADING)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    app = load_app("dies_loading:app")
+    worker = offload.Worker(app, app_path="dies_loading:app", concurrency=1)
+    running = asyncio.create_task(worker.run())
+    deadline = time.monotonic() + 30
+    while not mark.exists():
+        assert time.monotonic() < deadline, "no child started loading the app"
+        await asyncio.sleep(0.02)
+    worker.stop()
+    await asyncio.wait_for(running, 30)  # returns, does not raise
+    assert not worker.serving

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
@@ -17,7 +18,7 @@ from offload.service import routes_jobs, routes_ops
 from offload.service.auth import TokenTable
 from offload.service.config import ServiceConfig
 from offload.service.dashboard import router as dashboard
-from offload.service.deps import ServiceState
+from offload.service.deps import Reader, ServiceState
 from offload.service.errors import install_error_handlers
 from offload.service.metrics import Metrics
 from offload.service.middleware import (
@@ -69,14 +70,22 @@ def create_app(
         finally:
             await app.aclose()
 
+    secured = state.tokens.enabled
     api = FastAPI(
         title="offload",
         version=__version__,
         description="Background jobs: submit, follow, cancel and retry jobs of registered tasks.",
         lifespan=lifespan,
-        openapi_url="/openapi.json",
+        # Without tokens (a developer's machine) /openapi.json, /docs and /redoc are served
+        # as usual. With tokens: no /docs or /redoc (their pages load scripts from a public
+        # CDN), and /openapi.json only for a token (see _serve_schema_to_readers).
+        openapi_url=None if secured else "/openapi.json",
+        docs_url=None if secured else "/docs",
+        redoc_url=None if secured else "/redoc",
     )
     api.state.service = state
+    if secured:
+        _serve_schema_to_readers(api)
     install_error_handlers(api, retry_after=config.unavailable_retry_after)
     routers = (routes_jobs.router, routes_ops.router, routes_ops.probes, dashboard)
     for router in routers:
@@ -107,3 +116,11 @@ def route_template(routes: list[BaseRoute], scope: Scope) -> str:
             if isinstance(found, str):
                 return found
     return "unmatched"
+
+
+def _serve_schema_to_readers(api: FastAPI) -> None:
+    """``/openapi.json`` for callers with a token of any role (401 otherwise)."""
+
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi(caller: Reader) -> JSONResponse:
+        return JSONResponse(api.openapi())

@@ -18,8 +18,10 @@ anything else          500     internal_error (logged, never shown)
 =====================  ======  ==========================
 
 Raised before a handler runs: 401 ``unauthorized`` and 403 ``forbidden`` (``deps``), 429
-``rate_limited`` (``deps``), 413 ``payload_too_large`` and 415 ``unsupported_media_type``
-(``middleware``); the router's own 404 and 405 use the same shape.
+``rate_limited`` (``deps``; per tenant, or per client address without a valid token), 413
+``payload_too_large``, 415 ``unsupported_media_type`` and 421 ``misdirected_request``
+(``middleware``); the router's own 404 and 405 use the same shape. Body validation (``schemas``,
+through ``core.validate``) answers 422 ``invalid_request``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""ASGI middleware: request ids, access metrics and logs; request body limits.
+"""ASGI middleware: request ids, access metrics and logs, safe default headers; request body
+limits and content types; loopback ``Host`` names for a service without tokens.
 
-Both are plain ASGI (no ``BaseHTTPMiddleware``) so that streamed answers (Server-Sent Events)
+All are plain ASGI (no ``BaseHTTPMiddleware``) so that streamed answers (Server-Sent Events)
 pass through untouched.
 """
 

@@ -144,7 +144,16 @@ class Worker:
         """Serve until ``stop()``; then drain, release and close everything."""
         if not await open_when_up(self.backend, self._stopping):
             return  # stopped before the backend ever answered: nothing was started
-        await self._start()
+        try:
+            await self._start()
+        except ConfigurationError as exc:
+            if not self._stopping.is_set():
+                raise
+            # A stop signal sent to the whole process group (systemd, Ctrl-C) also ended the
+            # process children while they loaded the app: that is a stop, not an error.
+            log.info("worker %s stopped while starting (%s)", self.id, exc)
+            await self._close_resources()
+            return
         watch = asyncio.create_task(self._watch_parent()) if self.parent_pid else None
         ticks = asyncio.create_task(self.scheduler.run()) if self.scheduler else None
         try:
@@ -396,6 +405,11 @@ class Worker:
                 return
 
     # -- shutdown ------------------------------------------------------------------------------
+    async def _close_resources(self) -> None:
+        for executor in self._executors.values():
+            await executor.close(grace=1.0)
+        await self.backend.close()
+
     async def _shutdown(self) -> None:
         self.serving = False
         for job in list(self._running.values()):  # claimed ahead, not started: release them now
@@ -419,9 +433,7 @@ class Worker:
             _kill_groups(job.ctx)
         await asyncio.to_thread(self._warden.close)
         await asyncio.to_thread(self._keeper.stop)
-        for executor in self._executors.values():
-            await executor.close(grace=1.0)
-        await self.backend.close()
+        await self._close_resources()
         log.info("worker %s stopped after %d job(s); released %d", self.id, self.processed,
                  len(leftover))  # fmt: skip
 
