@@ -9,7 +9,10 @@ ports in fresh temporary folders:
 
 - ``up``: ``offload up`` (the API, the dashboard and an embedded worker in one process) serving
   the bundled demo tasks;
-- ``split``: ``offload serve offload.demo:app`` beside ``offload worker offload.demo:app``;
+- ``split``: ``offload serve offload.demo:app`` beside ``offload worker offload.demo:app``
+  (``--api-workers N``: ``offload serve --workers N``, N uvicorn processes);
+- ``gunicorn``: the same API under ``gunicorn -k uvicorn.workers.UvicornWorker -w N`` beside
+  the same worker (the deployment of issue 17);
 - ``fastapi``: a plain FastAPI app under uvicorn that runs the same function with
   ``BackgroundTasks`` (``http_baseline_app.py``).
 
@@ -61,9 +64,10 @@ WARMUP_LIMIT = 10.0  # seconds the unmeasured warm-up may send for at most
 SYSTEMS = {
     "up": "offload up",
     "split": "offload serve + worker",
+    "gunicorn": "gunicorn (uvicorn workers) + worker",
     "fastapi": "FastAPI BackgroundTasks",
 }
-OFFLOAD_SYSTEMS = ("up", "split")
+OFFLOAD_SYSTEMS = ("up", "split", "gunicorn")
 
 
 # -- what is measured --------------------------------------------------------------------------
@@ -115,6 +119,7 @@ class Config:
     backend: str | None
     baseline_workers: int
     systems: tuple[str, ...]
+    api_workers: int = 1  # API processes of split and gunicorn
     job_seconds: float = 0.0  # one crunch job here, measured at the start
     cores: int = field(default_factory=lambda: os.cpu_count() or 1)
 
@@ -188,9 +193,10 @@ def start(kind: str, cfg: Config, folder: Path) -> Server:
     host = ["--host", "127.0.0.1", "--port", str(port)]
     if kind == "up":
         argvs = {"up": [*python, "offload", "up", *host]}
-    elif kind == "split":
+    elif kind in ("split", "gunicorn"):
+        env["OFFLOAD_APP"] = DEMO_APP  # for gunicorn's offload.up:asgi_from_env()
         argvs = {
-            "serve": [*python, "offload", "serve", DEMO_APP, *host],
+            "serve": api_argv(kind, cfg.api_workers, port),
             "worker": [*python, "offload", "worker", DEMO_APP],
         }
     else:
@@ -205,6 +211,16 @@ def start(kind: str, cfg: Config, folder: Path) -> Server:
     return Server(kind, procs, f"http://127.0.0.1:{port}", logs, backend)
 
 
+def api_argv(kind: str, workers: int, port: int) -> list[str]:
+    """``offload serve`` (uvicorn, ``--workers``), or the same app under gunicorn."""
+    if kind == "split":
+        more = ["--workers", str(workers)] if workers > 1 else []
+        argv = ["offload", "serve", DEMO_APP, "--host", "127.0.0.1", "--port", str(port), *more]
+        return [sys.executable, "-m", *argv]
+    return [sys.executable, "-m", "gunicorn", "-k", "uvicorn.workers.UvicornWorker", "-w",
+            str(workers), "-b", f"127.0.0.1:{port}", "offload.up:asgi_from_env()"]  # fmt: skip
+
+
 async def until_ready(server: Server) -> None:
     path = "/health" if server.kind == "fastapi" else "/health/ready"
     deadline = time.monotonic() + START_TIMEOUT
@@ -216,7 +232,7 @@ async def until_ready(server: Server) -> None:
             if any(p.poll() is not None for p in server.procs) or time.monotonic() > deadline:
                 raise RuntimeError(f"{server.kind} did not start:\n{server.log_tail()}")
             await asyncio.sleep(0.1)
-        if server.kind == "split":  # the worker must be serving too
+        if server.kind in ("split", "gunicorn"):  # the worker must be serving too
             while not (await client.get("/v1/workers")).json()["workers"]:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the worker did not start:\n{server.log_tail()}")
@@ -573,7 +589,9 @@ def section(results: Results, ctx: Context) -> str:
         f"back: {cfg.closed_requests:,} more, each client sending as soon as it has its answer. "
         f"No phase sends for longer than {cfg.limit:g} s; a request not sent by then, or not "
         "answered within 10 s, counts as an error.",
-        f"- The FastAPI baseline runs under uvicorn with {cfg.baseline_workers} worker "
+        f"- offload's API runs in {cfg.api_workers} process(es) in `split` and `gunicorn` "
+        "(with more than one, the event-loop figure is the parent's, not the workers'). "
+        f"The FastAPI baseline runs under uvicorn with {cfg.baseline_workers} worker "
         f"process{'es' if cfg.baseline_workers > 1 else ''} and uvicorn's defaults otherwise.",
         "",
         "Command:",
@@ -615,8 +633,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "default: a fresh SQLite file per run")  # fmt: skip
     p.add_argument("--baseline-workers", type=int, default=1,
                    help="uvicorn processes of the FastAPI baseline (1)")  # fmt: skip
+    p.add_argument(
+        "--api-workers",
+        type=int,
+        default=1,
+        help="API processes of split (offload serve --workers) and gunicorn (1)",
+    )
     p.add_argument("--systems", default="up,split,fastapi",
-                   help="comma-separated, from up, split, fastapi (all)")  # fmt: skip
+                   help="comma-separated, from up, split, gunicorn, fastapi "
+                   "(default: up,split,fastapi)")  # fmt: skip
     p.add_argument("--runs", type=int, default=3, help="repetitions; medians are reported (3)")
     p.add_argument("--out", type=Path, help="write the results section into this Markdown file")
     return p.parse_args(argv)
@@ -632,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
         requests=ns.requests, concurrency=ns.concurrency, rate=ns.rate,
         closed_requests=ns.closed_requests, warmup=ns.warmup, load_seconds=ns.load_seconds,
         limit=ns.limit, rounds=ns.rounds, backend=ns.backend,
-        baseline_workers=ns.baseline_workers, systems=systems,
+        baseline_workers=ns.baseline_workers, systems=systems, api_workers=ns.api_workers,
         job_seconds=crunch_seconds(ns.rounds),
     )  # fmt: skip
     about, load_start = machine(), load_average()

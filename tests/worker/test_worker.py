@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import orjson
 import pytest
 
 import offload
@@ -15,6 +17,7 @@ from offload.backends.memory import MemoryBackend
 from offload.core.clock import ManualClock
 from offload.core.ids import new_job_id
 from offload.core.job import NewJob
+from offload.logs import JSONFormatter
 from offload.settings import Settings
 
 State = offload.State
@@ -549,11 +552,13 @@ async def test_to_thread_in_async_tasks_gets_a_thread_per_slot(tmp_path: object)
 async def test_loop_threads_sets_the_pool_size() -> None:
     app = offload.App(MemoryBackend(), settings=Settings(idle_wait=0.05, loop_threads=2))
 
+    def nap() -> str:
+        time.sleep(0.02)
+        return threading.current_thread().name
+
     @app.task
     async def names() -> list[str]:
-        threads = await asyncio.gather(*(asyncio.to_thread(lambda: time.sleep(0.02) or
-                                                           threading.current_thread().name)
-                                         for _ in range(6)))  # fmt: skip
+        threads = await asyncio.gather(*(asyncio.to_thread(nap) for _ in range(6)))
         return sorted(set(threads))
 
     async with running(app, concurrency=10):
@@ -562,3 +567,39 @@ async def test_loop_threads_sets_the_pool_size() -> None:
     assert all(name.startswith("offload-to-thread") for name in used)
     with pytest.raises(offload.ConfigurationError, match="loop_threads"):
         Settings(loop_threads=-1)
+
+
+async def test_lines_a_jobs_code_logs_carry_the_jobs_fields() -> None:
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.setFormatter(JSONFormatter())
+    handler.emit = lambda record: lines.append(handler.format(record))  # type: ignore[method-assign]
+    logger = logging.getLogger("tests.job_code")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    app = offload.App(MemoryBackend(), settings=Settings(idle_wait=0.05))
+
+    @app.task
+    def in_a_thread() -> None:
+        logger.info("from a thread task")
+
+    @app.task
+    async def on_the_loop() -> None:
+        logger.info("from an async task")
+
+    try:
+        async with running(app):
+            threaded = await in_a_thread.options(meta={"request_id": "req-9"}).asubmit()
+            looped = await on_the_loop.asubmit()
+            await threaded.aresult(timeout=10)
+            await looped.aresult(timeout=10)
+    finally:
+        logger.removeHandler(handler)
+    got = {x["message"]: x for x in map(orjson.loads, lines)}
+    assert (got["from a thread task"]["job_id"], got["from a thread task"]["request_id"]) == (
+        threaded.id, "req-9",
+    )  # fmt: skip
+    assert (got["from an async task"]["job_id"], got["from an async task"]["task"]) == (
+        looped.id, on_the_loop.name,
+    )  # fmt: skip
+    assert "request_id" not in got["from an async task"]
