@@ -12,6 +12,7 @@ printed and published with the summary (docs/reliability.md).
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -149,3 +150,32 @@ def test_kill_during_each_step_of_a_chain_of_commands(faults: Faults, victim: st
     assert workflow.result(timeout=30) == ["data", "render", "compile"]
     runs = sorted(p.name for p in ledger.glob("*.pid"))
     assert runs == sorted([*(f"{s}.1.pid" for s in ("data", "render", "compile")), rerun.name])
+
+
+def test_a_new_worker_kills_what_a_dead_worker_and_its_warden_left(
+    faults: Faults, tmp_path: Path
+) -> None:
+    """The start-up sweep: ``kill -9`` of the worker *and* its warden leaves a command's own
+    child running (the parent-death signal reached only the leader); the next worker started on
+    the machine kills it from the dead worker's record before it claims anything."""
+    a = faults.start("a")
+    pidfile = tmp_path / "grandchild.pid"
+    job = faults.submit("agrandchild", str(pidfile))
+    faults.may_be_pending.add(job.id)  # its rerun sleeps 60 s too
+    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 20, "the grandchild")
+    grandchild = int(pidfile.read_text())
+    [warden] = [pid for pid in descendants(a.pid) if b"_warden_main" in cmdline(pid)]
+    os.kill(warden, signal.SIGKILL)
+    a.signal(signal.SIGKILL)
+    wait_until(lambda: pid_gone(a.pid) and pid_gone(warden), 5, "worker and warden to die")
+    time.sleep(ORPHAN_DEADLINE)  # what nothing else kills: still running without the sweep
+    assert not pid_gone(grandchild)
+    faults.start("b")
+    wait_until(lambda: pid_gone(grandchild), 5, "the sweep to kill the grandchild")
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

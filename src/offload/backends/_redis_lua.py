@@ -830,6 +830,8 @@ return #expired
 """
 
 # ARGV: now, grace, limit -> how many leases of dead workers' jobs were ended (then run REAP)
+# It looks at the `limit` running jobs whose leases end first: a dead worker's leases are no
+# longer renewed, so they come first among the leases of live workers.
 RECLAIM = """
 local now = clock(ARGV[1])
 local since = now - tonumber(ARGV[2])

@@ -16,6 +16,8 @@ import sys
 import threading
 from pathlib import Path
 
+from offload.worker.sweep import GroupRecord
+
 log = logging.getLogger("offload.worker")
 
 _MAIN = Path(__file__).with_name("_warden_main.py")
@@ -27,8 +29,12 @@ class Warden:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
+        self._record: GroupRecord | None = None
 
-    def start(self) -> None:
+    def start(self, record: GroupRecord | None = None) -> None:
+        """Start the warden process; ``record`` also keeps the groups in a file, for the
+        start-up sweep of the next worker if the warden is killed too (``worker.sweep``)."""
+        self._record = record
         # Its own session: signals for the worker's terminal or process group do not reach it.
         self._proc = subprocess.Popen(
             [sys.executable, "-I", "-S", str(_MAIN)],
@@ -38,16 +44,25 @@ class Warden:
 
     def watch(self, pgid: int) -> None:
         """A command group started: kill it if the worker dies before it ends."""
-        self._send(b"+%d\n" % pgid)
+        with self._lock:
+            if self._record is not None:
+                self._record.add(pgid)
+            self._send(b"+%d\n" % pgid)
 
     def unwatch(self, pgid: int) -> None:
         """The group's leader was reaped: forget it."""
-        self._send(b"-%d\n" % pgid)
+        with self._lock:
+            if self._record is not None:
+                self._record.remove(pgid)
+            self._send(b"-%d\n" % pgid)
 
     def close(self) -> None:
         """End the warden (it kills any group still listed, as if the worker had died)."""
         with self._lock:
             proc, self._proc = self._proc, None
+            record, self._record = self._record, None
+        if record is not None:
+            record.close()
         if proc is None or proc.stdin is None:
             return
         try:
@@ -57,13 +72,13 @@ class Warden:
         proc.wait()
 
     def _send(self, line: bytes) -> None:
-        with self._lock:
-            proc = self._proc
-            if proc is None or proc.stdin is None:
-                return
-            try:
-                proc.stdin.write(line)
-                proc.stdin.flush()
-            except OSError as exc:  # it died: commands still die with their leader (Linux)
-                log.warning("the warden process is gone (%s); not watching command groups", exc)
-                self._proc = None
+        """Tell the warden process (the caller holds the lock)."""
+        proc = self._proc
+        if proc is None or proc.stdin is None:
+            return
+        try:
+            proc.stdin.write(line)
+            proc.stdin.flush()
+        except OSError as exc:  # it died: commands still die with their leader (Linux)
+            log.warning("the warden process is gone (%s); not watching command groups", exc)
+            self._proc = None

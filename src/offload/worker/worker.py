@@ -33,6 +33,7 @@ from offload.worker.lease import LeaseKeeper
 from offload.worker.runner import JobRunner, Running, StopReason
 from offload.worker.scheduler import Scheduler
 from offload.worker.startup import open_when_up
+from offload.worker.sweep import GroupRecord, record_dir, sweep
 from offload.worker.warden import Warden
 
 log = logging.getLogger("offload.worker")
@@ -180,12 +181,24 @@ class Worker:
             self._executors["process"] = self._process_executor()
         for executor in self._executors.values():
             await executor.start()
-        self._warden.start()
+        self._start_warden()
         await self._first_heartbeat()
         self._keeper.start()
         log.info("worker %s serving %s with %d slots", self.id, _describe(self.queues),
                  self.concurrency)  # fmt: skip
         self.serving = True
+
+    def _start_warden(self) -> None:
+        """Kill what a dead worker on this machine left running, then watch our own commands."""
+        folder = record_dir()
+        record = None
+        if folder is not None:
+            try:
+                sweep(folder)
+                record = GroupRecord(folder)
+            except OSError as exc:
+                log.warning("command groups are not recorded (%s): %s", folder, exc)
+        self._warden.start(record)
 
     async def _first_heartbeat(self) -> None:
         """Be on the list of live workers before claiming: a claimed job's worker must be alive

@@ -1,0 +1,104 @@
+"""Command groups on record: what a dead worker left running, killed by the next one (Linux).
+
+The warden (``worker.warden``) kills a dead worker's command groups, unless it was killed too
+(a ``kill -9`` of both). For that case each worker also keeps a record file of its live groups,
+``<tmp>/offload-<uid>/groups/<pid>.<start time>``: one line ``+<pgid> <start time>`` per
+command started and ``-<pgid>`` per command reaped. A worker deletes its file when it stops
+cleanly. A worker that starts sweeps the folder first: the file of a worker that is no longer
+running (no process with that pid and start time) is replayed, and each group still listed is
+SIGKILLed, unless a process with the group's id runs with another start time (the id was
+reused: that is someone else's process). Start times come from ``/proc``, so this is Linux
+only; elsewhere nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger("offload.worker")
+
+__all__ = ["GroupRecord", "record_dir", "start_time", "sweep"]
+
+
+def record_dir() -> Path | None:
+    """This user's folder of group records, or None where start times cannot be read."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return Path(tempfile.gettempdir()) / f"offload-{os.getuid()}" / "groups"
+
+
+def start_time(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot), or None if it is not running (no
+    such process, or a zombie: a dead worker its parent has not reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # the name may hold spaces and parentheses
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])  # field 22 of proc(5); the split starts at field 3
+
+
+class GroupRecord:
+    """One worker's record file (not thread-safe: the warden's lock guards it)."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        me = os.getpid()
+        self.path = folder / f"{me}.{start_time(me)}"
+        self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 - kept open until close
+
+    def add(self, pgid: int) -> None:
+        self._file.write(f"+{pgid} {start_time(pgid)}\n")
+
+    def remove(self, pgid: int) -> None:
+        self._file.write(f"-{pgid}\n")
+
+    def close(self) -> None:
+        """A clean stop: the worker killed or reaped its commands itself."""
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
+def sweep(folder: Path) -> int:
+    """Kill the groups recorded by workers that are gone; return how many groups were killed."""
+    killed = 0
+    for path in sorted(folder.glob("*.*")) if folder.is_dir() else []:
+        pid, _, started = path.name.partition(".")
+        if not (pid.isdigit() and started.isdigit()):
+            continue
+        if start_time(int(pid)) == int(started):
+            continue  # that worker is running
+        for pgid, leader_started in _replay(path).items():
+            now = start_time(pgid)
+            if now is not None and now != leader_started:
+                continue  # the id was reused by an unrelated process
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+                killed += 1
+        path.unlink(missing_ok=True)
+    if killed:
+        log.warning("killed %d command group(s) left by a worker that died", killed)
+    return killed
+
+
+def _replay(path: Path) -> dict[int, int | None]:
+    """The groups a record file lists as live: pgid -> its leader's start time."""
+    live: dict[int, int | None] = {}
+    with contextlib.suppress(OSError):
+        for line in path.read_text().splitlines():
+            rest = line[1:].split()
+            if not rest or not rest[0].isdigit():
+                continue  # a line cut short when the worker died
+            if line.startswith("+"):
+                live[int(rest[0])] = int(rest[1]) if len(rest) > 1 and rest[1].isdigit() else None
+            else:
+                live.pop(int(rest[0]), None)
+    return live
