@@ -371,7 +371,7 @@ class SQLiteBackend:
                 "AND losses = 0 AND capped = 0 LIMIT 1",
                 names,
             ).fetchone()
-            if ready is not None or tx.capped_ready(conn, self.clock.now(), names):
+            if ready is not None or tx.capped_ready(conn, names):
                 return 0.0
             due = conn.execute("SELECT MIN(run_at) FROM jobs WHERE status = 'scheduled'")
             first = due.fetchone()[0]
