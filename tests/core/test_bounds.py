@@ -78,3 +78,9 @@ def test_the_priority_range_is_32_bit_like_the_http_api() -> None:
 def test_settings_refuse_non_finite_seconds() -> None:
     with pytest.raises(ConfigurationError, match="result_ttl"):
         Settings(result_ttl=math.nan)
+
+
+@pytest.mark.parametrize("name", ["a\0b", "a\x01", "tab\tname"])
+def test_task_names_hold_no_control_characters(name: str) -> None:
+    with pytest.raises(ValueError, match="control"):
+        TaskSpec(work, name)

@@ -77,8 +77,10 @@ class SQLiteThread:
         transactional: bool,
         durable: str | None = None,
         relaxed: str | None = None,
+        lock_timeout: float = LOCK_RETRY_DEADLINE,
     ) -> None:
         self._connect = connect
+        self._lock_timeout = lock_timeout  # seconds to wait for the write lock, then fail
         self._transactional = transactional
         # synchronous levels for batches with and without a durable operation (None: as is)
         self._levels = {True: durable, False: relaxed or durable}
@@ -218,7 +220,7 @@ class SQLiteThread:
                 _settle(item.loop, item.fut, False, error)
 
     def _run_one(self, conn: sqlite3.Connection, item: _Item) -> None:
-        deadline = time.monotonic() + LOCK_RETRY_DEADLINE
+        deadline = time.monotonic() + self._lock_timeout
         while True:
             if not self._take(item):
                 return
@@ -238,7 +240,7 @@ class SQLiteThread:
         if level != self._level and level is not None:  # only outside a transaction
             conn.execute(f"PRAGMA synchronous={level}")
             self._level = level
-        deadline = time.monotonic() + LOCK_RETRY_DEADLINE
+        deadline = time.monotonic() + self._lock_timeout
         pause = LOCK_PAUSE_MIN
         while True:
             try:

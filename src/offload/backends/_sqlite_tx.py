@@ -95,6 +95,17 @@ def idempotent_match(conn: sqlite3.Connection, new: NewJob, now: float) -> JobRe
     return job
 
 
+#: A queued capped job none of whose slots is full, counted on the running capped jobs only
+#: (the jobs_slots index): the claim never reads through the jobs that wait for a slot.
+HAS_ROOM = (
+    "(key_cap IS NULL OR concurrency_key IS NULL OR key_cap > (SELECT COUNT(*) FROM jobs r "
+    "WHERE r.status = 'running' AND r.capped = 1 AND r.task = jobs.task "
+    "AND r.concurrency_key = jobs.concurrency_key AND r.key_cap IS NOT NULL)) "
+    "AND (cap IS NULL OR cap > (SELECT COUNT(*) FROM jobs r WHERE r.status = 'running' "
+    "AND r.capped = 1 AND r.task = jobs.task AND r.cap IS NOT NULL))"
+)
+
+
 def claim(
     conn: sqlite3.Connection,
     now: float,
@@ -118,7 +129,7 @@ def claim(
         wanted = min(cap, limit)
         candidates += conn.execute(pick.format("losses = 0 AND capped = 0"), (queue, wanted))
         # Jobs whose slot is full are passed over, however many: they never hide the rest.
-        capped = conn.execute(pick.format("losses = 0 AND capped = 1"), (queue, -1))
+        capped = conn.execute(pick.format(f"losses = 0 AND capped = 1 AND {HAS_ROOM}"), (queue, -1))
         candidates += islice((r for r in capped if not _full(gate, r)), wanted + CAPPED_SCAN)
         capped.close()
         suspects += conn.execute(pick.format("losses > 0 AND run_at <= ?"), (queue, patient, 1))
@@ -159,19 +170,16 @@ def claim(
     return claimed
 
 
-def capped_ready(conn: sqlite3.Connection, now: float, queues: list[str]) -> bool:
-    """Whether a queued job of a capped task in ``queues`` has a free slot (one row read per
-    distinct task and key; a job still waiting is woken by the finish that frees its slot)."""
+def capped_ready(conn: sqlite3.Connection, queues: list[str]) -> bool:
+    """Whether a queued job of a capped task in ``queues`` has a free slot (a job still
+    waiting is woken by the finish that frees its slot)."""
     marks = ",".join("?" * len(queues))
-    gate = Gate(now, lambda slot: _running_in(conn, slot), lambda b: _next_start(conn, b))
-    rows = conn.execute(
-        "SELECT DISTINCT 0, 0, 0, 0, 0, task, concurrency_key, cap, key_cap, rate, key_rate "
-        f"FROM jobs WHERE status = 'queued' AND queue IN ({marks}) AND losses = 0 AND capped = 1",
+    row = conn.execute(
+        f"SELECT 1 FROM jobs WHERE status = 'queued' AND queue IN ({marks}) AND losses = 0 "
+        f"AND capped = 1 AND {HAS_ROOM} LIMIT 1",
         queues,
-    )
-    found = any(not _full(gate, row) for row in rows)
-    rows.close()
-    return found
+    ).fetchone()
+    return row is not None
 
 
 def _full(gate: Gate, row: tuple[Any, ...]) -> bool:

@@ -12,6 +12,7 @@ filesystem: SQLite's locking is not reliable there.
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
@@ -62,6 +63,7 @@ class SQLiteBackend:
         *,
         synchronous: str = "full",
         busy_timeout: float = 5.0,
+        lock_timeout: float = LOCK_RETRY_DEADLINE,
         poll_interval: float = 0.002,
         clock: Clock | None = None,
         max_losses: int = DEFAULT_MAX_LOSSES,
@@ -78,13 +80,18 @@ class SQLiteBackend:
         self.url = f"sqlite:///{path}"
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
+        if not (math.isfinite(lock_timeout) and lock_timeout > 0):
+            raise ConfigurationError(
+                f"lock_timeout must be a number of seconds > 0, not {lock_timeout!r}"
+            )
+        self.lock_timeout = lock_timeout
         self.poll_interval = poll_interval
         self.clock = clock or SystemClock()
         self.max_losses = max_losses
         relaxed = "NORMAL" if synchronous in ("full", "extra") else None
         self._writer = SQLiteThread(
             "offload-sqlite-writer", self._connect_writer, transactional=True,
-            durable=synchronous.upper(), relaxed=relaxed,
+            durable=synchronous.upper(), relaxed=relaxed, lock_timeout=self.lock_timeout,
         )  # fmt: skip
         self._reader = SQLiteThread("offload-sqlite-reader", self._connect, transactional=False)
         self._watcher = Watcher(self._connect_watcher, poll_interval)
@@ -99,15 +106,17 @@ class SQLiteBackend:
                 f"SQLite URL {url!r} must look like sqlite:///relative.db or sqlite:////abs/path.db"
             )
         options = dict(parsed.options)
-        unknown = set(options) - {"synchronous", "busy_timeout"}
+        unknown = set(options) - {"synchronous", "busy_timeout", "lock_timeout"}
         if unknown:
             raise ConfigurationError(
-                f"unknown SQLite URL option(s) {sorted(unknown)}; known: synchronous, busy_timeout"
+                f"unknown SQLite URL option(s) {sorted(unknown)}; known: synchronous, "
+                "busy_timeout, lock_timeout"
             )
         return cls(
             path,
             synchronous=options.get("synchronous", "full").lower(),
             busy_timeout=float(options.get("busy_timeout", 5.0)),
+            lock_timeout=float(options.get("lock_timeout", LOCK_RETRY_DEADLINE)),
             clock=clock,
         )
 
@@ -147,9 +156,9 @@ class SQLiteBackend:
 
     def _create_schema(self) -> None:
         """Read the schema version; only a file without the current schema is written to
-        (waiting for the write lock like every writer does, LOCK_RETRY_DEADLINE at most)."""
+        (waiting for the write lock like every writer does, ``lock_timeout`` at most)."""
         conn = self._connect()
-        deadline = time.monotonic() + LOCK_RETRY_DEADLINE
+        deadline = time.monotonic() + self.lock_timeout
         try:
             while schema.stored_version(conn) != schema.SCHEMA_VERSION:
                 try:
@@ -369,7 +378,7 @@ class SQLiteBackend:
                 "AND losses = 0 AND capped = 0 LIMIT 1",
                 names,
             ).fetchone()
-            if ready is not None or tx.capped_ready(conn, self.clock.now(), names):
+            if ready is not None or tx.capped_ready(conn, names):
                 return 0.0
             due = conn.execute("SELECT MIN(run_at) FROM jobs WHERE status = 'scheduled'")
             first = due.fetchone()[0]

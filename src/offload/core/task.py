@@ -44,8 +44,12 @@ class TaskSpec:
     limits: Limits | None = None  # global caps and rate limits (None: unlimited)
 
     def __post_init__(self) -> None:
-        if not self.name or any(c.isspace() for c in self.name):
-            raise ValueError(f"task name {self.name!r} must be non-empty with no whitespace")
+        if not self.name or any(c.isspace() or not c.isprintable() for c in self.name):
+            # Backends join a task name and a concurrency key with NUL into one slot name.
+            raise ValueError(
+                f"task name {self.name!r} must be non-empty with no whitespace or control "
+                "characters"
+            )
         if self.executor not in EXECUTOR_KINDS:
             raise ValueError(f"executor must be one of {EXECUTOR_KINDS}, not {self.executor!r}")
         validate.queue_name(self.queue)
