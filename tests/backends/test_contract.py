@@ -443,6 +443,20 @@ async def test_complete_then_leaves_an_existing_successor_as_it_is(
     assert len(await backend.history(nxt.id)) == 2  # submitted, claimed
 
 
+async def test_complete_then_with_a_successor_that_cannot_be_stored_writes_nothing(
+    backend: Backend, make: MakeJob
+) -> None:
+    await submit_one(backend, make())
+    record, lease = await claim_one(backend)
+    before = await stored(backend, record.id)
+    fine, bad = make(), make(delay=float("nan"))
+    with pytest.raises(ValueError, match="delay"):
+        await backend.complete(lease, "x", then=[fine, bad])
+    assert await backend.get(fine.id) is None
+    assert await backend.get(bad.id) is None
+    assert await backend.get(record.id) == before
+
+
 async def test_complete_then_with_a_conflicting_key_writes_nothing(
     backend: Backend, make: MakeJob
 ) -> None:

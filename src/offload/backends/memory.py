@@ -274,6 +274,8 @@ class MemoryBackend:
             )
 
     async def complete(self, lease: Lease, result: Any, *, then: Sequence[NewJob] = ()) -> None:
+        for job in then:
+            check_new_job(job)
         with self._lock:
             now = self.clock.now()
             self._owned(lease, now)  # before any write: a lost lease stores nothing
