@@ -154,7 +154,15 @@ def test_100_requests_4_run_96_wait_and_cancel_kills_the_commands(
 
 
 def _commands_of(worker: int) -> list[int]:
-    return [pid for pid in descendants(worker) if not _zombie(pid)]
+    """The live external commands under a worker (not its warden, which is the worker's own)."""
+    return [pid for pid in descendants(worker) if not _zombie(pid) and not _is_warden(pid)]
+
+
+def _is_warden(pid: int) -> bool:
+    try:
+        return b"_warden_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _zombie(pid: int) -> bool:
