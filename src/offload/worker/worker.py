@@ -443,7 +443,7 @@ class Worker:
             self._stop_job(job.record.id, "shutdown")
         await asyncio.gather(*(j.task for j in leftover if j.task), return_exceptions=True)
         for job in leftover:
-            _kill_groups(job.ctx)
+            job.ctx.kill_process_groups()
         await asyncio.to_thread(self._warden.close)
         await asyncio.to_thread(self._keeper.stop)
         await self._close_resources()
@@ -457,14 +457,6 @@ def job_fields(rec: JobRecord) -> dict[str, object]:
     if "request_id" in rec.meta:
         fields["request_id"] = rec.meta["request_id"]
     return fields
-
-
-def _kill_groups(ctx: JobContext) -> None:
-    for pgid in ctx.process_groups():
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _describe(queues: Mapping[str, int | None]) -> str:

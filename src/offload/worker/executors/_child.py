@@ -10,6 +10,7 @@ and child -> parent::
     {"type": "ready", "pid"}                  the app is loaded; requests may come
     {"type": "fatal", "error"}                the app could not be loaded; the child exits
     {"type": "progress", "id", "fraction", "message"}
+    {"type": "group", "id", "pgid", "live"}   a run_process command started (or was reaped)
     {"type": "result", "value"}               the task returned a JSON value
     {"type": "retry", "delay", "reason"}      the task raised offload.Retry
     {"type": "cancelled", "message"}          the task raised offload.Cancelled
@@ -18,9 +19,11 @@ and child -> parent::
 
 The child first lowers its CPU priority by ``nice`` (see ``ProcessExecutor``). It ignores SIGINT
 (the parent owns Ctrl-C). On SIGTERM it SIGKILLs every process group the running job started
-with ``run_process`` and exits at once. It exits cleanly when the parent closes the pipe. When
-the worker dies without closing it (``kill -9``), the child does as on SIGTERM: it learns of the
-death from its lifeline pipe and, on Linux, from a parent-death SIGTERM (``worker.lifeline``).
+with ``run_process`` and exits at once; it also reports those groups to the parent, which kills
+them if the child is killed first (``kill -9``). It exits cleanly when the parent closes the
+pipe. When the worker dies without closing it (``kill -9``), the child does as on SIGTERM: it
+learns of the death from its lifeline pipe and, on Linux, from a parent-death SIGTERM
+(``worker.lifeline``).
 """
 
 from __future__ import annotations
@@ -126,6 +129,7 @@ class _Child:
             attempt=request["attempt"],
             queue=request["queue"],
             _sink=lambda fraction, message: self._progress(job_id, fraction, message),
+            _watcher=_GroupReporter(self, job_id),
         )
         self._running = ctx
         token = bind(ctx)
@@ -137,6 +141,9 @@ class _Child:
 
     def _progress(self, job_id: str, fraction: float | None, message: str | None) -> None:
         self.send({"type": "progress", "id": job_id, "fraction": fraction, "message": message})
+
+    def report_group(self, job_id: str, pgid: int, live: bool) -> None:
+        self.send({"type": "group", "id": job_id, "pgid": pgid, "live": live})
 
     def on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         """Kill the running job's process groups, then leave without cleanup."""
@@ -151,3 +158,17 @@ class _Child:
             except (ProcessLookupError, PermissionError):
                 pass
         os._exit(TERMINATED_EXIT_CODE)
+
+
+class _GroupReporter:
+    """Tells the parent about a job's process groups (a ``GroupWatcher``), so that they die
+    with this child even when it cannot kill them itself."""
+
+    def __init__(self, child: _Child, job_id: str) -> None:
+        self._child, self._job_id = child, job_id
+
+    def watch(self, pgid: int) -> None:
+        self._child.report_group(self._job_id, pgid, True)
+
+    def unwatch(self, pgid: int) -> None:
+        self._child.report_group(self._job_id, pgid, False)

@@ -153,6 +153,7 @@ class ProcessExecutor:
             outcome = await child.exchange(ctx, request, timeout)
         except BaseException:
             await self._replace(child)
+            ctx.kill_process_groups()  # a child killed with SIGKILL could not stop them itself
             raise
         child.busy = False
         self._idle.put_nowait(child)
@@ -270,6 +271,11 @@ class _Child:
                 raise await self.died()
             if kind == "progress" and message["id"] == ctx.id:
                 ctx.progress(message["fraction"], message["message"])
+            elif kind == "group" and message["id"] == ctx.id:
+                if message["live"]:
+                    ctx.add_process_group(message["pgid"])
+                else:
+                    ctx.discard_process_group(message["pgid"])
             elif kind in _OUTCOMES:
                 return message
 
