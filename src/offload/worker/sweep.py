@@ -8,7 +8,9 @@ cleanly. A worker that starts sweeps the folder first: the file of a worker that
 running (no process with that pid and start time) is replayed, and each group still listed is
 SIGKILLed, unless a process with the group's id runs with another start time (the id was
 reused: that is someone else's process). Start times come from ``/proc``, so this is Linux
-only; elsewhere nothing is recorded.
+only; elsewhere nothing is recorded. The folder must be ours and writable by nobody else (not a
+symlink either): in a shared temporary folder, another user could otherwise plant a record
+naming any of our processes, and the next worker would kill it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import contextlib
 import logging
 import os
 import signal
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -50,7 +53,9 @@ class GroupRecord:
     """One worker's record file (not thread-safe: the warden's lock guards it)."""
 
     def __init__(self, folder: Path) -> None:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, exist_ok=True)
+        _check_private(folder)
         me = os.getpid()
         self.path = folder / f"{me}.{start_time(me)}"
         self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 - kept open until close
@@ -68,9 +73,15 @@ class GroupRecord:
 
 
 def sweep(folder: Path) -> int:
-    """Kill the groups recorded by workers that are gone; return how many groups were killed."""
+    """Kill the groups recorded by workers that are gone; return how many groups were killed.
+
+    :raises PermissionError: ``folder`` (or its parent) is not private to this user.
+    """
+    if not os.path.lexists(folder):
+        return 0
+    _check_private(folder)
     killed = 0
-    for path in sorted(folder.glob("*.*")) if folder.is_dir() else []:
+    for path in sorted(folder.glob("*.*")):
         pid, _, started = path.name.partition(".")
         if not (pid.isdigit() and started.isdigit()):
             continue
@@ -87,6 +98,19 @@ def sweep(folder: Path) -> int:
     if killed:
         log.warning("killed %d command group(s) left by a worker that died", killed)
     return killed
+
+
+def _check_private(folder: Path) -> None:
+    """Raise PermissionError unless ``folder`` and its parent are real folders of ours that only
+    we can write to (whoever can write to the parent can swap the folder)."""
+    for path in (folder.parent, folder):
+        info = path.lstat()
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o022:
+            continue
+        raise PermissionError(
+            f"{path} is not a folder of this user's that only it can write to; "
+            f"the records in {folder} are not trusted"
+        )
 
 
 def _replay(path: Path) -> dict[int, int | None]:
