@@ -99,3 +99,27 @@ def test_a_folder_others_can_write_to_is_not_trusted(
     with pytest.raises(PermissionError, match=str(folder)):
         GroupRecord(folder)
     assert mine.poll() is None
+
+
+def test_a_long_lived_workers_record_stays_small(
+    tmp_path: Path, commands: list[subprocess.Popen[bytes]]
+) -> None:
+    """Every command adds two lines; a worker that runs commands for weeks must not fill /tmp
+    (often memory) with them: the record is rewritten with only the live groups now and then."""
+    mine = command(commands)
+    record = GroupRecord(tmp_path)
+    record.add(mine.pid)
+    for pgid in range(100_000, 150_000):  # ids of commands started and reaped since
+        record.add(pgid)
+        record.remove(pgid)
+    assert record.path.stat().st_size < 100_000
+    live: dict[str, str] = {}
+    for line in record.path.read_text().splitlines():
+        group, _, started = line[1:].partition(" ")
+        if line.startswith("+"):
+            live[group] = started
+        else:
+            live.pop(group, None)
+    assert live == {str(mine.pid): str(start_time(mine.pid))}
+    record.close()
+    assert list(tmp_path.iterdir()) == []

@@ -3,14 +3,15 @@
 The warden (``worker.warden``) kills a dead worker's command groups, unless it was killed too
 (a ``kill -9`` of both). For that case each worker also keeps a record file of its live groups,
 ``<tmp>/offload-<uid>/groups/<pid>.<start time>``: one line ``+<pgid> <start time>`` per
-command started and ``-<pgid>`` per command reaped. A worker deletes its file when it stops
-cleanly. A worker that starts sweeps the folder first: the file of a worker that is no longer
-running (no process with that pid and start time) is replayed, and each group still listed is
-SIGKILLed, unless a process with the group's id runs with another start time (the id was
-reused: that is someone else's process). Start times come from ``/proc``, so this is Linux
-only; elsewhere nothing is recorded. The folder must be ours and writable by nobody else (not a
-symlink either): in a shared temporary folder, another user could otherwise plant a record
-naming any of our processes, and the next worker would kill it.
+command started and ``-<pgid>`` per command reaped, rewritten with only the live groups every
+couple of thousand lines. A worker deletes its file when it stops cleanly. A worker that starts
+sweeps the folder first: the file of a worker that is no longer running (no process with that
+pid and start time) is replayed, and each group still listed is SIGKILLed, unless a process
+with the group's id runs with another start time (the id was reused: that is someone else's
+process). Start times come from ``/proc``, so this is Linux only; elsewhere nothing is
+recorded. The folder must be ours and writable by nobody else (not a symlink either): in a
+shared temporary folder, another user could otherwise plant a record naming any of our
+processes, and the next worker would kill it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from pathlib import Path
 log = logging.getLogger("offload.worker")
 
 __all__ = ["GroupRecord", "record_dir", "start_time", "sweep"]
+
+_COMPACT_AFTER = 2000  # lines a record file may grow by before it is rewritten
 
 
 def record_dir() -> Path | None:
@@ -59,12 +62,33 @@ class GroupRecord:
         me = os.getpid()
         self.path = folder / f"{me}.{start_time(me)}"
         self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 - kept open until close
+        self._live: dict[int, int | None] = {}
+        self._lines = 0
 
     def add(self, pgid: int) -> None:
-        self._file.write(f"+{pgid} {start_time(pgid)}\n")
+        self._live[pgid] = started = start_time(pgid)
+        self._write(f"+{pgid} {started}\n")
 
     def remove(self, pgid: int) -> None:
-        self._file.write(f"-{pgid}\n")
+        self._live.pop(pgid, None)
+        self._write(f"-{pgid}\n")
+
+    def _write(self, line: str) -> None:
+        self._file.write(line)
+        self._lines += 1
+        if self._lines >= _COMPACT_AFTER + 2 * len(self._live):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Rewrite the file with only the live groups (each command adds two lines, and a worker
+        may run for weeks); the new file replaces the old at once, so a sweep reads either."""
+        lines = [f"+{pgid} {started}\n" for pgid, started in self._live.items()]
+        fresh = self.path.with_name(f"{self.path.name}-new")  # not a record name: never swept
+        fresh.write_text("".join(lines))
+        os.replace(fresh, self.path)
+        self._file.close()
+        self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 - kept open until close
+        self._lines = len(lines)
 
     def close(self) -> None:
         """A clean stop: the worker killed or reaped its commands itself."""
