@@ -152,8 +152,10 @@ class ProcessExecutor:
             await child.until_ready(ctx)
             outcome = await child.exchange(ctx, request, timeout)
         except BaseException:
-            await self._replace(child)
-            ctx.kill_process_groups()  # a child killed with SIGKILL could not stop them itself
+            try:
+                await self._replace(child)
+            finally:  # a child killed with SIGKILL could not stop its commands itself
+                ctx.kill_process_groups()
             raise
         child.busy = False
         self._idle.put_nowait(child)
