@@ -28,9 +28,11 @@ learns of the death from its lifeline pipe and, on Linux, from a parent-death SI
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any
@@ -51,10 +53,12 @@ def main(
     app_path: str,
     nice: int = 0,
     lifeline: Connection[Any, Any] | None = None,
+    setup: str | None = None,
 ) -> None:
     """Entry point of a child process: serve requests from ``conn`` until it closes.
 
     ``lifeline`` is a pipe only the worker can write to: its EOF means the worker died.
+    ``setup`` (``module:function``) is called before the app is imported (``"django:setup"``).
     """
     # A group of its own: a signal meant for the worker's group (Ctrl-C, a service manager)
     # must not kill a running job behind the worker's back; the worker decides its fate.
@@ -68,12 +72,20 @@ def main(
     if lifeline is not None:
         watch_lifeline(lifeline, child.die)
     try:
+        if setup is not None:
+            _resolve_setup(setup)()
         registry = _resolve_registry(app_path)
     except Exception as exc:
         child.send({"type": "fatal", "error": error_info(exc)})
         return
     child.send({"type": "ready", "pid": os.getpid()})
     child.serve(registry)
+
+
+def _resolve_setup(setup: str) -> Callable[[], object]:
+    module, _, name = setup.partition(":")
+    func: Callable[[], object] = getattr(importlib.import_module(module), name)
+    return func
 
 
 def _resolve_registry(app_path: str) -> TaskRegistry:

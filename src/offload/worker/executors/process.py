@@ -54,6 +54,8 @@ class ProcessExecutor:
 
     Each child adds ``nice`` (0 to 19) to its niceness when it starts, so it runs at a lower CPU
     priority than the worker that started it; commands its jobs start inherit that priority.
+    ``setup`` (``module:function``) is called in each child before it imports ``app_path``:
+    ``"django:setup"`` for an app whose modules need Django's apps loaded.
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class ProcessExecutor:
         start_method: str = "forkserver",
         kill_grace: float = 2.0,
         nice: int = CHILD_NICE,
+        setup: str | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("a process pool needs size >= 1")
@@ -74,6 +77,7 @@ class ProcessExecutor:
         if not 0 <= nice <= 19:
             raise ValueError("nice must be between 0 (the worker's priority) and 19 (the lowest)")
         self.app_path, self.size, self.kill_grace, self.nice = app_path, size, kill_grace, nice
+        self.setup = setup
         spawn = start_method == "spawn"
         self._mp = mp.get_context("spawn") if spawn else mp.get_context("forkserver")
         self._children: set[_Child] = set()
@@ -167,7 +171,7 @@ class ProcessExecutor:
         lifeline_end, keep_alive = self._mp.Pipe(duplex=False)
         process = self._mp.Process(
             target=_child.main,
-            args=(child_end, self.app_path, self.nice, lifeline_end),
+            args=(child_end, self.app_path, self.nice, lifeline_end, self.setup),
             daemon=True,
             name="offload-child",
         )
