@@ -158,19 +158,21 @@ def test_a_new_worker_kills_what_a_dead_worker_and_its_warden_left(
     """The start-up sweep: ``kill -9`` of the worker *and* its warden leaves a command's own
     child running (the parent-death signal reached only the leader); the next worker started on
     the machine kills it from the dead worker's record before it claims anything."""
-    a = faults.start("a")
+    private = {"TMPDIR": str(tmp_path)}  # their own records: no other worker on the host sweeps
+    a = faults.start("a", env=private)
     pidfile = tmp_path / "grandchild.pid"
     job = faults.submit("agrandchild", str(pidfile))
     faults.may_be_pending.add(job.id)  # its rerun sleeps 60 s too
     wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 20, "the grandchild")
     grandchild = int(pidfile.read_text())
     [warden] = [pid for pid in descendants(a.pid) if b"_warden_main" in cmdline(pid)]
+    a.signal(signal.SIGSTOP)  # or the worker would start another warden before its own death
     os.kill(warden, signal.SIGKILL)
     a.signal(signal.SIGKILL)
     wait_until(lambda: pid_gone(a.pid) and pid_gone(warden), 5, "worker and warden to die")
     time.sleep(ORPHAN_DEADLINE)  # what nothing else kills: still running without the sweep
     assert not pid_gone(grandchild)
-    faults.start("b")
+    faults.start("b", env=private)
     wait_until(lambda: pid_gone(grandchild), 5, "the sweep to kill the grandchild")
 
 

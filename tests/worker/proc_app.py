@@ -72,6 +72,13 @@ def sleep_in_group(pidfile: str) -> None:
 
 
 @app.task(executor="process")
+def helper_in_group(pidfile: str) -> None:
+    """A command that starts a helper of its own; ``pidfile`` gets "<pool child> <helper>"."""
+    script = 'sleep 30 & echo "$PPID $!" > "$1.tmp" && mv "$1.tmp" "$1" && wait'
+    offload.run_process_sync(["sh", "-c", script, "sh", pidfile])
+
+
+@app.task(executor="process")
 def meet(directory: str, hold: float) -> list[float]:
     """Wait until some other job has also started, hold on, and say when this one ran."""
     start = time.monotonic()

@@ -247,6 +247,26 @@ async def test_timeout_also_kills_the_jobs_process_groups(run: Runner, tmp_path:
     await _wait_until(lambda: _gone(sleep_pid))
 
 
+async def test_a_killed_child_takes_its_commands_helpers_with_it(
+    executor: ProcessExecutor, run: Runner, tmp_path: Path
+) -> None:
+    # The helper is not its group's leader: no parent-death signal reaches it, and the child,
+    # killed with SIGKILL, cannot stop it; the worker must, from the groups the child reported.
+    pidfile = tmp_path / "helper.pid"
+    job = asyncio.create_task(run("helper_in_group", str(pidfile)))
+    await _wait_until(pidfile.exists)
+    child_pid, helper_pid = (int(pid) for pid in pidfile.read_text().split())
+    ctx = run.ctx
+    assert ctx is not None
+    await _wait_until(lambda: bool(ctx.process_groups()))  # the worker learns of the group
+    os.kill(child_pid, signal.SIGKILL)
+    with pytest.raises(ChildError, match="ChildDied"):
+        await job
+    await _wait_until(lambda: _gone(helper_pid), within=2.0)
+    assert ctx.process_groups() == []
+    await _assert_pool_serves(executor, run)
+
+
 async def test_never_more_jobs_at_once_than_children(
     executor: ProcessExecutor, run: Runner, tmp_path: Path
 ) -> None:

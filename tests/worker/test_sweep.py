@@ -77,3 +77,49 @@ def test_a_running_workers_record_is_left_alone(
     assert mine.poll() is None
     record.close()  # a clean stop deletes the record
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("shared", ["writable by others", "a symlink"])
+def test_a_folder_others_can_write_to_is_not_trusted(
+    tmp_path: Path, commands: list[subprocess.Popen[bytes]], shared: str
+) -> None:
+    """Records in a folder that another user could have written (a shared /tmp) are never
+    replayed: they could name any process of ours. Nor is a record kept there."""
+    mine = command(commands)
+    real = tmp_path / "real"
+    gone_worker_record(real, [f"+{mine.pid} {start_time(mine.pid)}"])
+    folder = real
+    if shared == "a symlink":
+        folder = tmp_path / "link"
+        folder.symlink_to(real)
+    else:
+        real.chmod(0o777)
+    with pytest.raises(PermissionError, match=str(folder)):
+        sweep(folder)
+    with pytest.raises(PermissionError, match=str(folder)):
+        GroupRecord(folder)
+    assert mine.poll() is None
+
+
+def test_a_long_lived_workers_record_stays_small(
+    tmp_path: Path, commands: list[subprocess.Popen[bytes]]
+) -> None:
+    """Every command adds two lines; a worker that runs commands for weeks must not fill /tmp
+    (often memory) with them: the record is rewritten with only the live groups now and then."""
+    mine = command(commands)
+    record = GroupRecord(tmp_path)
+    record.add(mine.pid)
+    for pgid in range(100_000, 150_000):  # ids of commands started and reaped since
+        record.add(pgid)
+        record.remove(pgid)
+    assert record.path.stat().st_size < 100_000
+    live: dict[str, str] = {}
+    for line in record.path.read_text().splitlines():
+        group, _, started = line[1:].partition(" ")
+        if line.startswith("+"):
+            live[group] = started
+        else:
+            live.pop(group, None)
+    assert live == {str(mine.pid): str(start_time(mine.pid))}
+    record.close()
+    assert list(tmp_path.iterdir()) == []

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import os
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,6 +112,13 @@ class JobContext:
     def process_groups(self) -> list[int]:
         with _LAZY:
             return list(self._process_groups)
+
+    def kill_process_groups(self) -> None:
+        """SIGKILL every process group still listed, and forget them."""
+        for pgid in self.process_groups():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)  # EPERM: a group of zombies on some systems
+            self.discard_process_group(pgid)
 
 
 _current: contextvars.ContextVar[JobContext] = contextvars.ContextVar("offload_job")

@@ -10,6 +10,7 @@ and process groups do, macOS included. It is one process per worker, started wit
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from offload.worker.sweep import GroupRecord
 log = logging.getLogger("offload.worker")
 
 _MAIN = Path(__file__).with_name("_warden_main.py")
+_MAX_RESTARTS = 5  # a warden that keeps dying is not started again
 
 
 class Warden:
@@ -30,21 +32,30 @@ class Warden:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._record: GroupRecord | None = None
+        self._groups: set[int] = set()
+        self._restarts = 0
+
+    @property
+    def pid(self) -> int | None:
+        """The warden process's id (None before start and after close)."""
+        proc = self._proc
+        return None if proc is None else proc.pid
 
     def start(self, record: GroupRecord | None = None) -> None:
         """Start the warden process; ``record`` also keeps the groups in a file, for the
-        start-up sweep of the next worker if the warden is killed too (``worker.sweep``)."""
+        start-up sweep of the next worker if the warden is killed too (``worker.sweep``).
+
+        A warden that dies while the worker runs (the OOM killer, a stray ``kill -9``) is
+        replaced at once and told the live groups, up to ``_MAX_RESTARTS`` times.
+        """
         self._record = record
-        # Its own session: signals for the worker's terminal or process group do not reach it.
-        self._proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", str(_MAIN)],
-            stdin=subprocess.PIPE,
-            start_new_session=True,
-        )
+        with self._lock:
+            self._launch()
 
     def watch(self, pgid: int) -> None:
         """A command group started: kill it if the worker dies before it ends."""
         with self._lock:
+            self._groups.add(pgid)
             if self._record is not None:
                 self._record.add(pgid)
             self._send(b"+%d\n" % pgid)
@@ -52,6 +63,7 @@ class Warden:
     def unwatch(self, pgid: int) -> None:
         """The group's leader was reaped: forget it."""
         with self._lock:
+            self._groups.discard(pgid)
             if self._record is not None:
                 self._record.remove(pgid)
             self._send(b"-%d\n" % pgid)
@@ -71,6 +83,39 @@ class Warden:
             pass
         proc.wait()
 
+    def _launch(self) -> None:
+        """Start a warden process and tell it the live groups (the caller holds the lock)."""
+        # Its own session: signals for the worker's terminal or process group do not reach it.
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", str(_MAIN)],
+            stdin=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self._proc = proc
+        threading.Thread(
+            target=self._guard, args=(proc,), name="offload-warden", daemon=True
+        ).start()
+        if self._groups:
+            self._send(b"".join(b"+%d\n" % pgid for pgid in self._groups))
+
+    def _guard(self, proc: subprocess.Popen[bytes]) -> None:
+        """Replace the warden process if it dies while it is still needed."""
+        proc.wait()
+        with self._lock:
+            if self._proc is not proc:
+                return  # closed by the worker
+            if proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+            if self._restarts >= _MAX_RESTARTS:
+                log.warning("the warden process died (exit %s) %d times; not watching command "
+                            "groups any more", proc.returncode, self._restarts + 1)  # fmt: skip
+                self._proc = None
+                return
+            self._restarts += 1
+            log.warning("the warden process died (exit %s); starting another", proc.returncode)
+            self._launch()
+
     def _send(self, line: bytes) -> None:
         """Tell the warden process (the caller holds the lock)."""
         proc = self._proc
@@ -79,6 +124,5 @@ class Warden:
         try:
             proc.stdin.write(line)
             proc.stdin.flush()
-        except OSError as exc:  # it died: commands still die with their leader (Linux)
-            log.warning("the warden process is gone (%s); not watching command groups", exc)
-            self._proc = None
+        except OSError:
+            pass  # it died: _guard starts another and tells it every live group, this one too

@@ -57,7 +57,9 @@ class Worker:
 
     ``queues`` maps queue names to a cap on this worker's running jobs from that queue (None:
     no cap beyond ``concurrency``); by default every queue a registered task uses. ``app_path``
-    (``module:attribute``) is needed only by tasks with ``executor="process"``.
+    (``module:attribute``) is needed only by tasks with ``executor="process"``; ``child_setup``
+    (``module:function``, e.g. ``"django:setup"``) is called in each process-pool child before
+    it imports ``app_path``.
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class Worker:
         app_path: str | None = None,
         settings: Settings | None = None,
         parent_pid: int | None = None,
+        child_setup: str | None = None,
     ) -> None:
         self.app = app
         self.parent_pid = parent_pid
@@ -79,7 +82,7 @@ class Worker:
         self.name = name or socket.gethostname()
         self.id = new_worker_id(self.name)
         self.started_at = time.time()
-        self.app_path = app_path
+        self.app_path, self.child_setup = app_path, child_setup
         self.backend = app.new_backend()
         self._warden = Warden()  # kills run_process groups if this process dies (kill -9)
         self._threads = ThreadExecutor(self.concurrency)
@@ -226,7 +229,7 @@ class Worker:
                 "'offload worker module:app' or pass Worker(app, app_path='module:app')"
             )
         size = min(self.concurrency, os.cpu_count() or 1)
-        return ProcessExecutor(self.app_path, size)
+        return ProcessExecutor(self.app_path, size, setup=self.child_setup)
 
     # -- claiming ------------------------------------------------------------------------------
     def _room(self) -> dict[str, int]:
@@ -443,7 +446,7 @@ class Worker:
             self._stop_job(job.record.id, "shutdown")
         await asyncio.gather(*(j.task for j in leftover if j.task), return_exceptions=True)
         for job in leftover:
-            _kill_groups(job.ctx)
+            job.ctx.kill_process_groups()
         await asyncio.to_thread(self._warden.close)
         await asyncio.to_thread(self._keeper.stop)
         await self._close_resources()
@@ -457,14 +460,6 @@ def job_fields(rec: JobRecord) -> dict[str, object]:
     if "request_id" in rec.meta:
         fields["request_id"] = rec.meta["request_id"]
     return fields
-
-
-def _kill_groups(ctx: JobContext) -> None:
-    for pgid in ctx.process_groups():
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _describe(queues: Mapping[str, int | None]) -> str:

@@ -101,6 +101,31 @@ def test_a_task_enqueued_in_a_transaction_is_submitted_when_it_commits(offload_u
     assert result.enqueued_at is not None
 
 
+def test_a_backend_down_at_commit_raises_after_the_transaction_committed() -> None:
+    """What the guide warns of: the submit runs after the commit, so a backend that cannot be
+    reached then raises from the end of the atomic block, with the rows already stored."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE IF NOT EXISTS down_at_commit (n integer)")
+        cursor.execute("DELETE FROM down_at_commit")
+    pending = []
+
+    def insert_and_enqueue() -> None:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("INSERT INTO down_at_commit VALUES (1)")
+            pending.append(tasks.add.enqueue(1, 2))
+
+    down = tasks_setting("redis://127.0.0.1:1/0")  # nothing listens there
+    with override_settings(TASKS=down), pytest.raises(offload.BackendUnavailable):
+        insert_and_enqueue()
+    [result] = pending
+    assert result.enqueued_at is None  # never stored
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM down_at_commit")
+        assert cursor.fetchone() == (1,)  # but the transaction's row was
+
+
 def test_enqueue_on_commit_can_be_turned_off(tmp_path: object) -> None:
     url = f"sqlite:///{tmp_path}/off.db"
     with override_settings(TASKS=tasks_setting(url, enqueue_on_commit=False)):

@@ -133,6 +133,27 @@ def test_offload_tasks_of_the_same_app_run_on_the_same_worker(
     assert code == 0, output
 
 
+def test_process_tasks_run_with_django_set_up_in_the_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHOP_OFFLOAD", f"sqlite:///{tmp_path}/jobs.db")
+    monkeypatch.setenv("SHOP_OFFLOAD_APP", "shop.jobs:app")
+    from shop import jobs
+
+    url = jobs.app.settings.backend  # where the module's App was made, if an earlier test did
+    monkeypatch.setenv("SHOP_OFFLOAD", url)
+    setting = tasks_setting(url)
+    setting["default"]["OPTIONS"] = {"app": "shop.jobs:app"}  # type: ignore[index]
+    with override_settings(TASKS=setting):
+        worker = start_worker()
+        try:
+            job = jobs.installed_apps.submit()
+            assert "shop" in job.result(timeout=30)
+        finally:
+            code, output = stop(worker)
+    assert code == 0, output
+
+
 def test_several_worker_processes_under_one_command(offload_url: str) -> None:
     worker = start_worker("--processes", "2", "--concurrency", "1")
     try:

@@ -84,5 +84,5 @@ def build_worker(backend: OffloadBackend, options: WorkerOptions) -> Worker:
     return Worker(
         app, queues=queues, concurrency=options.concurrency, name=options.name,
         app_path=backend.config.app, settings=app.settings.with_(**overrides),
-        parent_pid=options.parent_pid,
+        parent_pid=options.parent_pid, child_setup="django:setup",
     )  # fmt: skip

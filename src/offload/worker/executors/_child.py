@@ -10,6 +10,7 @@ and child -> parent::
     {"type": "ready", "pid"}                  the app is loaded; requests may come
     {"type": "fatal", "error"}                the app could not be loaded; the child exits
     {"type": "progress", "id", "fraction", "message"}
+    {"type": "group", "id", "pgid", "live"}   a run_process command started (or was reaped)
     {"type": "result", "value"}               the task returned a JSON value
     {"type": "retry", "delay", "reason"}      the task raised offload.Retry
     {"type": "cancelled", "message"}          the task raised offload.Cancelled
@@ -18,16 +19,20 @@ and child -> parent::
 
 The child first lowers its CPU priority by ``nice`` (see ``ProcessExecutor``). It ignores SIGINT
 (the parent owns Ctrl-C). On SIGTERM it SIGKILLs every process group the running job started
-with ``run_process`` and exits at once. It exits cleanly when the parent closes the pipe. When
-the worker dies without closing it (``kill -9``), the child does as on SIGTERM: it learns of the
-death from its lifeline pipe and, on Linux, from a parent-death SIGTERM (``worker.lifeline``).
+with ``run_process`` and exits at once; it also reports those groups to the parent, which kills
+them if the child is killed first (``kill -9``). It exits cleanly when the parent closes the
+pipe. When the worker dies without closing it (``kill -9``), the child does as on SIGTERM: it
+learns of the death from its lifeline pipe and, on Linux, from a parent-death SIGTERM
+(``worker.lifeline``).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any
@@ -48,10 +53,12 @@ def main(
     app_path: str,
     nice: int = 0,
     lifeline: Connection[Any, Any] | None = None,
+    setup: str | None = None,
 ) -> None:
     """Entry point of a child process: serve requests from ``conn`` until it closes.
 
     ``lifeline`` is a pipe only the worker can write to: its EOF means the worker died.
+    ``setup`` (``module:function``) is called before the app is imported (``"django:setup"``).
     """
     # A group of its own: a signal meant for the worker's group (Ctrl-C, a service manager)
     # must not kill a running job behind the worker's back; the worker decides its fate.
@@ -65,12 +72,20 @@ def main(
     if lifeline is not None:
         watch_lifeline(lifeline, child.die)
     try:
+        if setup is not None:
+            _resolve_setup(setup)()
         registry = _resolve_registry(app_path)
     except Exception as exc:
         child.send({"type": "fatal", "error": error_info(exc)})
         return
     child.send({"type": "ready", "pid": os.getpid()})
     child.serve(registry)
+
+
+def _resolve_setup(setup: str) -> Callable[[], object]:
+    module, _, name = setup.partition(":")
+    func: Callable[[], object] = getattr(importlib.import_module(module), name)
+    return func
 
 
 def _resolve_registry(app_path: str) -> TaskRegistry:
@@ -126,6 +141,7 @@ class _Child:
             attempt=request["attempt"],
             queue=request["queue"],
             _sink=lambda fraction, message: self._progress(job_id, fraction, message),
+            _watcher=_GroupReporter(self, job_id),
         )
         self._running = ctx
         token = bind(ctx)
@@ -137,6 +153,9 @@ class _Child:
 
     def _progress(self, job_id: str, fraction: float | None, message: str | None) -> None:
         self.send({"type": "progress", "id": job_id, "fraction": fraction, "message": message})
+
+    def report_group(self, job_id: str, pgid: int, live: bool) -> None:
+        self.send({"type": "group", "id": job_id, "pgid": pgid, "live": live})
 
     def on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         """Kill the running job's process groups, then leave without cleanup."""
@@ -151,3 +170,17 @@ class _Child:
             except (ProcessLookupError, PermissionError):
                 pass
         os._exit(TERMINATED_EXIT_CODE)
+
+
+class _GroupReporter:
+    """Tells the parent about a job's process groups (a ``GroupWatcher``), so that they die
+    with this child even when it cannot kill them itself."""
+
+    def __init__(self, child: _Child, job_id: str) -> None:
+        self._child, self._job_id = child, job_id
+
+    def watch(self, pgid: int) -> None:
+        self._child.report_group(self._job_id, pgid, True)
+
+    def unwatch(self, pgid: int) -> None:
+        self._child.report_group(self._job_id, pgid, False)

@@ -54,6 +54,8 @@ class ProcessExecutor:
 
     Each child adds ``nice`` (0 to 19) to its niceness when it starts, so it runs at a lower CPU
     priority than the worker that started it; commands its jobs start inherit that priority.
+    ``setup`` (``module:function``) is called in each child before it imports ``app_path``:
+    ``"django:setup"`` for an app whose modules need Django's apps loaded.
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class ProcessExecutor:
         start_method: str = "forkserver",
         kill_grace: float = 2.0,
         nice: int = CHILD_NICE,
+        setup: str | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("a process pool needs size >= 1")
@@ -74,6 +77,7 @@ class ProcessExecutor:
         if not 0 <= nice <= 19:
             raise ValueError("nice must be between 0 (the worker's priority) and 19 (the lowest)")
         self.app_path, self.size, self.kill_grace, self.nice = app_path, size, kill_grace, nice
+        self.setup = setup
         spawn = start_method == "spawn"
         self._mp = mp.get_context("spawn") if spawn else mp.get_context("forkserver")
         self._children: set[_Child] = set()
@@ -152,7 +156,10 @@ class ProcessExecutor:
             await child.until_ready(ctx)
             outcome = await child.exchange(ctx, request, timeout)
         except BaseException:
-            await self._replace(child)
+            try:
+                await self._replace(child)
+            finally:  # a child killed with SIGKILL could not stop its commands itself
+                ctx.kill_process_groups()
             raise
         child.busy = False
         self._idle.put_nowait(child)
@@ -164,7 +171,7 @@ class ProcessExecutor:
         lifeline_end, keep_alive = self._mp.Pipe(duplex=False)
         process = self._mp.Process(
             target=_child.main,
-            args=(child_end, self.app_path, self.nice, lifeline_end),
+            args=(child_end, self.app_path, self.nice, lifeline_end, self.setup),
             daemon=True,
             name="offload-child",
         )
@@ -270,6 +277,11 @@ class _Child:
                 raise await self.died()
             if kind == "progress" and message["id"] == ctx.id:
                 ctx.progress(message["fraction"], message["message"])
+            elif kind == "group" and message["id"] == ctx.id:
+                if message["live"]:
+                    ctx.add_process_group(message["pgid"])
+                else:
+                    ctx.discard_process_group(message["pgid"])
             elif kind in _OUTCOMES:
                 return message
 
