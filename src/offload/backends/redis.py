@@ -147,6 +147,11 @@ class RedisBackend:
         where = self.target.shown
         try:
             info = await client.info()
+        except TypeError as exc:  # redis-py passes unknown URL options on to its connections
+            raise ConfigurationError(
+                f"Redis URL for {where} has an unknown option ({exc}); see redis-py's URL "
+                "options, or offload's own: prefix, strict"
+            ) from None
         except rex.AuthenticationError as exc:
             if not self.target.has_password:
                 raise ConfigurationError(
