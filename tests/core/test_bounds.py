@@ -15,13 +15,17 @@ from offload.errors import ConfigurationError
 from offload.settings import Settings
 
 BAD = [math.nan, math.inf, -math.inf]
+#: A whole number too large for a float: ``float()`` of it raises OverflowError, not ValueError.
+HUGE = 10**400
 
 
 def work() -> None:
     return None
 
 
-@pytest.mark.parametrize("delay", [*BAD, -1.0])
+@pytest.mark.parametrize(
+    "delay", [*BAD, -1.0, pytest.param(HUGE, id="10**400"), pytest.param(True, id="True")]
+)
 def test_retry_refuses_a_delay_that_is_not_a_finite_positive_number(delay: float) -> None:
     with pytest.raises(ValueError, match="Retry delay"):
         offload.Retry(delay=delay)
@@ -37,6 +41,8 @@ def test_retry_refuses_a_delay_that_is_not_a_finite_positive_number(delay: float
         ({"priority": 2**53}, "priority"),
         ({"priority": PRIORITY_MIN - 1}, "priority"),
         ({"priority": 1.5}, "priority"),
+        ({"delay": HUGE}, "delay"),
+        ({"run_at": HUGE}, "run_at"),
     ],
 )
 def test_submit_options_refuse_non_finite_and_out_of_range_numbers(
@@ -53,6 +59,8 @@ def test_submit_options_refuse_non_finite_and_out_of_range_numbers(
         ({"timeout": math.inf}, "timeout"),
         ({"result_ttl": math.nan}, "result_ttl"),
         ({"priority": PRIORITY_MAX + 1}, "priority"),
+        ({"timeout": HUGE}, "timeout"),
+        ({"result_ttl": HUGE}, "result_ttl"),
     ],
 )
 def test_task_specs_refuse_non_finite_and_out_of_range_numbers(

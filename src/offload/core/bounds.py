@@ -17,10 +17,17 @@ PRIORITY_MAX = 2**31 - 1
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{what} must be a number of seconds, not {value!r}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # a whole number beyond any float
+        number = math.inf
     if not math.isfinite(number):
-        raise ValueError(f"{what} must be a finite number of seconds, not {value!r}")
+        raise ValueError(f"{what} must be a finite number of seconds, not {_show(value)}")
     return number
+
+
+def _show(value: Any) -> str:
+    return repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:20]}... (a huge number)"
 
 
 def check_finite(value: Any, what: str) -> float:

@@ -36,10 +36,13 @@ def run_at_epoch(value: object) -> float:
         when = value if value.tzinfo else value.replace(tzinfo=UTC)
         seconds = when.timestamp()
     else:
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # a whole number beyond any float
+            seconds = math.inf
     if not 0 <= seconds <= MAX_EPOCH:  # NaN fails this too
         raise ValueError(
-            f"run_at {value!s} is out of range: it must fall between 1970-01-01T00:00:00Z "
+            f"run_at {str(value)[:40]} is out of range: it must fall between 1970-01-01T00:00:00Z "
             f"(0) and 9999-12-31T23:59:59Z ({MAX_EPOCH:.0f}) in epoch seconds"
         )
     return seconds
