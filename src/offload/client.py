@@ -21,7 +21,7 @@ import orjson
 from offload._portal import Portal, before_interpreter_exit
 from offload.backends import Backend, open_backend
 from offload.core import validate
-from offload.core.bounds import check_priority, check_seconds
+from offload.core.bounds import check_delay, check_priority
 from offload.core.ids import new_job_id
 from offload.core.job import JobFilter, JobRecord, NewJob
 from offload.core.limits import Limits, check_cap, parse_rate
@@ -444,7 +444,7 @@ class SubmitOptions:
     ) -> None:  # fmt: skip
         validate.check_schedule(delay, run_at)
         self.priority = None if priority is None else check_priority(priority)
-        self.delay = None if delay is None else check_seconds(delay, "delay")
+        self.delay = None if delay is None else check_delay(delay)
         self.run_at = None if run_at is None else validate.run_at_epoch(run_at)
         self.idempotency_key = idempotency_key
         self.concurrency_key = (

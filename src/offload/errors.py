@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from offload.core.bounds import check_seconds
+from offload.core.bounds import check_delay
 
 
 class OffloadError(Exception):
@@ -172,6 +172,6 @@ class Retry(OffloadError):
     """
 
     def __init__(self, delay: float = 0.0, reason: str = "") -> None:
-        self.delay = check_seconds(delay, "Retry delay")
+        self.delay = check_delay(delay, "Retry delay")
         self.reason = reason
         super().__init__(reason or f"retry requested in {self.delay:g}s")

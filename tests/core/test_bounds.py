@@ -8,7 +8,7 @@ import pytest
 
 import offload
 from offload.client import SubmitOptions
-from offload.core.bounds import PRIORITY_MAX, PRIORITY_MIN, check_priority
+from offload.core.bounds import MAX_DELAY, PRIORITY_MAX, PRIORITY_MIN, check_priority
 from offload.core.limits import parse_rate
 from offload.core.task import TaskSpec
 from offload.errors import ConfigurationError
@@ -24,7 +24,8 @@ def work() -> None:
 
 
 @pytest.mark.parametrize(
-    "delay", [*BAD, -1.0, pytest.param(HUGE, id="10**400"), pytest.param(True, id="True")]
+    "delay",
+    [*BAD, -1.0, 1e308, pytest.param(HUGE, id="10**400"), pytest.param(True, id="True")],
 )
 def test_retry_refuses_a_delay_that_is_not_a_finite_positive_number(delay: float) -> None:
     with pytest.raises(ValueError, match="Retry delay"):
@@ -42,6 +43,7 @@ def test_retry_refuses_a_delay_that_is_not_a_finite_positive_number(delay: float
         ({"priority": PRIORITY_MIN - 1}, "priority"),
         ({"priority": 1.5}, "priority"),
         ({"delay": HUGE}, "delay"),
+        ({"delay": MAX_DELAY + 1}, "delay"),  # the HTTP API's bound, in Python too
         ({"run_at": HUGE}, "run_at"),
     ],
 )

@@ -11,15 +11,13 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from offload.core import validate
+from offload.core import bounds, validate
 from offload.core.job import JobRecord, QueueStats, Transition, WorkerInfo
 from offload.core.limits import Limits
 from offload.core.states import Reason, State
 from offload.core.task import ExecutorKind, TaskSpec
 
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^\S+$")]
-#: Far enough for any real schedule, near enough for every backend's number types.
-MAX_SECONDS = 10 * 365 * 24 * 3600.0
 MAX_EPOCH = validate.MAX_EPOCH
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MIN_SECONDS = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH).total_seconds()
@@ -49,9 +47,14 @@ class SubmitRequest(BaseModel):
         None, description=f"overrides the task's queue; {validate.QUEUE_NAME_RULE}"
     )
     priority: int | None = Field(
-        None, ge=-(2**31), le=2**31 - 1, description="higher runs first; default: the task's"
+        None,
+        ge=bounds.PRIORITY_MIN,
+        le=bounds.PRIORITY_MAX,
+        description="higher runs first; default: the task's",
     )
-    delay: float | None = Field(None, ge=0, le=MAX_SECONDS, description="seconds to wait")
+    delay: float | None = Field(
+        None, ge=0, le=bounds.MAX_DELAY, description="seconds to wait (ten years at most)"
+    )
     run_at: datetime | Annotated[float, Field(ge=0, le=MAX_EPOCH)] | None = Field(
         None,
         description="when to run: ISO 8601 (UTC if no offset) or epoch seconds (not "
