@@ -81,6 +81,10 @@ LIST_SCAN_BUDGET = 5000
 _warned: set[str] = set()  # server problems already logged by this process
 
 
+def _closed() -> BackendUnavailable:
+    return BackendUnavailable("the Redis backend was closed")
+
+
 class RedisBackend:
     """Jobs in one Redis (or one Redis Cluster slot), under a namespace prefix."""
 
@@ -193,6 +197,8 @@ class RedisBackend:
 
     async def close(self) -> None:
         client, self._client = self._client, None
+        await self._submits.close(_closed)
+        await self._moves.close(_closed)
         lanes, self._lanes = self._lanes, {}
         for lane in lanes.values():
             await lane.close()
