@@ -256,3 +256,10 @@ def test_an_idempotency_key_covers_every_submit_option(app: offload.App) -> None
         with pytest.raises(offload.IdempotencyConflict):
             charge.options(idempotency_key="order-9", **change).submit(1)
     assert [j.id for j in app.jobs()] == [first.id]
+
+
+@pytest.mark.parametrize("batch", [0, -1, 10**20, True])
+def test_prune_refuses_a_batch_out_of_range(app: offload.App, batch: int) -> None:
+    # offload prune --batch 10**20 printed an OverflowError traceback from SQLite.
+    with pytest.raises(ValueError, match="batch"):
+        app.run_sync(app.aprune(batch))

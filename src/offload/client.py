@@ -23,7 +23,7 @@ from offload.backends import Backend, open_backend
 from offload.core import validate
 from offload.core.bounds import check_delay, check_priority
 from offload.core.ids import new_job_id
-from offload.core.job import JobFilter, JobRecord, NewJob
+from offload.core.job import MAX_PAGE, JobFilter, JobRecord, NewJob
 from offload.core.limits import Limits, check_cap, parse_rate
 from offload.core.registry import TaskRegistry
 from offload.core.retry import RetryPolicy
@@ -415,6 +415,8 @@ class App(AppWorkflows):
     async def aprune(self, batch: int = 1000) -> int:
         """Delete every ended job whose result_ttl ran out, ``batch`` at a time (workers do
         this on their own every ``prune_interval``); returns how many."""
+        if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_PAGE:
+            raise ValueError(f"batch must be a whole number from 1 to {MAX_PAGE}, not {batch!r}")
         backend = await self.backend()
         total = 0
         while pruned := await backend.prune(batch):
