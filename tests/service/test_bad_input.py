@@ -188,6 +188,21 @@ async def test_requests_with_no_or_a_wrong_token_are_rate_limited(start: Start) 
     assert (await svc.client.get("/v1/jobs", headers=ACME_READ)).status_code == 200
 
 
+async def test_guessing_tokens_meets_a_tighter_limit_than_tenants_by_default(start: Start) -> None:
+    # With the tenants' limit (1,000 a second, bursts of 2,000) every one of 300 guesses got
+    # its 401: a guesser was not slowed at all.
+    svc = await start(tokens=TOKENS)
+    codes = [
+        (
+            await svc.client.get("/v1/jobs", headers={"Authorization": f"Bearer guess-{i}"})
+        ).status_code
+        for i in range(300)
+    ]
+    assert codes.count(401) <= ServiceConfig().auth_failure_burst + 5, codes.count(401)
+    assert codes[-1] == 429
+    assert (await svc.client.get("/v1/jobs", headers=ACME_READ)).status_code == 200
+
+
 async def test_a_queue_no_task_declares_is_accepted_with_a_warning(svc: Service) -> None:
     r = await svc.client.post(
         "/v1/jobs", json={"task": "add", "args": [1, 2], "queue": "nobody"}, headers=ACME_SUBMIT
