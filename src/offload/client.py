@@ -22,6 +22,7 @@ from offload._portal import Portal, before_interpreter_exit
 from offload.backends import Backend, open_backend
 from offload.core import validate
 from offload.core.bounds import check_delay, check_priority
+from offload.core.codec import to_json_value
 from offload.core.ids import new_job_id
 from offload.core.job import MAX_PAGE, JobFilter, JobRecord, NewJob
 from offload.core.limits import Limits, check_cap, parse_rate
@@ -36,7 +37,13 @@ from offload.core.schedule import (
 )
 from offload.core.states import State
 from offload.core.task import ExecutorKind, TaskSpec, infer_executor
-from offload.errors import BackendUnavailable, InvalidTransition, JobNotFound, OffloadError
+from offload.errors import (
+    BackendUnavailable,
+    InvalidTransition,
+    JobNotFound,
+    OffloadError,
+    SerializationError,
+)
 from offload.jobs import Job
 from offload.logs import REQUEST_ID
 from offload.settings import Settings
@@ -432,6 +439,17 @@ def _with_request_id(meta: dict[str, Any] | None) -> dict[str, Any]:
     return {**(meta or {}), "request_id": request_id}
 
 
+def _plain_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` as plain JSON data, else ValueError (NaN would be stored as null)."""
+    if not isinstance(meta, dict):
+        raise ValueError(f"meta must be a dict of JSON values, not {type(meta).__name__}")
+    try:
+        plain: dict[str, Any] = to_json_value(meta)
+    except SerializationError as exc:
+        raise ValueError(f"meta is not JSON: {exc}") from None
+    return plain
+
+
 class SubmitOptions:
     """Per-submission options (``task.options(...)``)."""
 
@@ -454,7 +472,7 @@ class SubmitOptions:
         )
         self.queue = None if queue is None else validate.queue_name(queue)
         self.tenant = tenant
-        self.meta = meta
+        self.meta = None if meta is None else _plain_meta(meta)
 
 
 class Task(TaskSignatures, Generic[P, R]):
