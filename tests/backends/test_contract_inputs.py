@@ -40,6 +40,8 @@ BAD_FIELDS: list[dict[str, Any]] = [
     {"priority": -(2**31) - 1},
     {"limits": Limits(rate=math.nan)},
     {"limits": Limits(key_rate=math.inf)},
+    {"meta": {"a": math.nan}},  # was stored as null by every backend
+    {"meta": {"a": [math.inf]}},
 ]
 
 
