@@ -94,3 +94,25 @@ def test_settings_refuse_non_finite_seconds() -> None:
 def test_task_names_hold_no_control_characters(name: str) -> None:
     with pytest.raises(ValueError, match="control"):
         TaskSpec(work, name)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"retry_backoff": math.nan},
+        {"retry_backoff": math.inf},
+        {"retry_backoff_max": math.inf},
+        {"retry_backoff_max": 1e308},  # past the ten-year bound of every delay
+        {"retry_backoff": HUGE},
+        {"retries": True},
+        {"retries": 2.5},
+    ],
+    ids=lambda options: str(options)[:40],
+)
+def test_retry_policies_refuse_non_finite_and_out_of_range_numbers(
+    options: dict[str, object],
+) -> None:
+    # A NaN backoff was accepted and every retry of the task then failed to be recorded.
+    app = offload.App("memory://")
+    with pytest.raises(ValueError, match="retr"):
+        app.task(**options)(work)  # type: ignore[call-overload]
