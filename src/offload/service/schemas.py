@@ -43,7 +43,7 @@ class SubmitRequest(BaseModel):
     task: Name = Field(description="name of a registered task (see GET /v1/tasks)")
     args: list[Any] = Field(default_factory=list, description="positional arguments")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments")
-    queue: Name | None = Field(
+    queue: str | None = Field(
         None, description=f"overrides the task's queue; {validate.QUEUE_NAME_RULE}"
     )
     priority: int | None = Field(
@@ -60,7 +60,7 @@ class SubmitRequest(BaseModel):
         description="when to run: ISO 8601 (UTC if no offset) or epoch seconds (not "
         "milliseconds), up to 9999-12-31T23:59:59Z; not together with delay",
     )
-    concurrency_key: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+    concurrency_key: str | None = Field(
         None,
         description=f"jobs sharing a key count against its concurrency cap; {validate.KEY_RULE}",
     )
