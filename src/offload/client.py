@@ -466,7 +466,9 @@ class SubmitOptions:
         self.priority = None if priority is None else check_priority(priority)
         self.delay = None if delay is None else check_delay(delay)
         self.run_at = None if run_at is None else validate.run_at_epoch(run_at)
-        self.idempotency_key = idempotency_key
+        self.idempotency_key = (
+            None if idempotency_key is None else validate.idempotency_key(idempotency_key)
+        )
         self.concurrency_key = (
             None if concurrency_key is None else validate.concurrency_key(concurrency_key)
         )

@@ -116,3 +116,10 @@ def test_retry_policies_refuse_non_finite_and_out_of_range_numbers(
     app = offload.App("memory://")
     with pytest.raises(ValueError, match="retr"):
         app.task(**options)(work)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("key", ["", 42])
+def test_an_idempotency_key_is_a_non_empty_string(key: object) -> None:
+    # "" (say, from a missing header) was taken: every such submit got the first one's job.
+    with pytest.raises(ValueError, match="idempotency_key"):
+        SubmitOptions(idempotency_key=key)  # type: ignore[arg-type]

@@ -77,6 +77,18 @@ def concurrency_key(value: str) -> str:
     return value
 
 
+#: The longest ``Idempotency-Key`` header the HTTP API takes.
+IDEMPOTENCY_KEY_MAX = 255
+
+
+def idempotency_key(value: str) -> str:
+    """An idempotency key as given, if it is a non-empty string (an empty key, say from a
+    missing header, would make every such submit return the first one's job)."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"idempotency_key {_show(value)} is invalid: use a non-empty string")
+    return value
+
+
 def _show(value: object) -> str:
     return repr(value)[:80]
 
