@@ -77,6 +77,11 @@ def test_submit_status_jobs_cancel(project: Path, capsys: pytest.CaptureFixture[
         (["jobs", "--limit", "0"], "--limit must be at least 1"),
         (["jobs", "--backend", ""], "--backend is empty"),
         (["status", "x", "--backend", " "], "--backend is empty"),
+        (["jobs", "--limit", str(10**20)], "limit must be a whole number from 1 to"),
+        (["prune", "--batch", str(10**20)], "batch must be a whole number from 1 to"),
+        (["worker", "cliapp:app", "--processes", "0"], "--processes must be at least 1, not 0"),
+        (["serve", "cliapp:app", "--workers", "-1"], "--workers must be at least 1, not -1"),
+        (["worker", "cliapp:app", "--queues", "a b,c"], "queue name 'a b' is invalid"),
     ],
 )
 def test_errors_are_one_clear_line_and_exit_1(

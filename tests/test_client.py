@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import pytest
@@ -256,3 +257,23 @@ def test_an_idempotency_key_covers_every_submit_option(app: offload.App) -> None
         with pytest.raises(offload.IdempotencyConflict):
             charge.options(idempotency_key="order-9", **change).submit(1)
     assert [j.id for j in app.jobs()] == [first.id]
+
+
+@pytest.mark.parametrize("batch", [0, -1, 10**20, True])
+def test_prune_refuses_a_batch_out_of_range(app: offload.App, batch: int) -> None:
+    # offload prune --batch 10**20 printed an OverflowError traceback from SQLite.
+    with pytest.raises(ValueError, match="batch"):
+        app.run_sync(app.aprune(batch))
+
+
+@pytest.mark.parametrize("meta", [{"a": math.nan}, {"a": [math.inf]}, {"a": object()}, ["x"]])
+def test_meta_json_cannot_hold_is_refused_before_anything_is_stored(
+    app: offload.App, meta: object
+) -> None:
+    # NaN in meta was stored as null without a word; an object failed inside the backend.
+    @app.task
+    def noop() -> None: ...
+
+    with pytest.raises((ValueError, offload.SerializationError), match=r"meta|JSON"):
+        noop.options(meta=meta).submit()
+    assert app.jobs() == []

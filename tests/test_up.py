@@ -138,6 +138,21 @@ def test_up_on_a_busy_port_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert "serving" not in done.stdout + done.stderr  # the worker never started
 
 
+@pytest.mark.parametrize("port", [70000, -1])
+def test_up_on_a_port_out_of_range_is_one_line_and_exit_1(tmp_path: Path, port: int) -> None:
+    done = run_offload_up(tmp_path, port, f"sqlite:///{tmp_path}/o.db")  # was an OverflowError
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"offload: error: cannot listen on 127.0.0.1:{port}: a port is a number from 0 to 65535\n"
+    )
+
+
+def test_serve_refuses_a_port_out_of_range() -> None:
+    # uvicorn listened on 99999 modulo 65536 (34463) and announced 99999.
+    with pytest.raises(ConfigurationError, match="from 0 to 65535"):
+        serve("offload.demo:app", host="127.0.0.1", port=99999, workers=1)
+
+
 def test_up_on_an_unopenable_database_is_one_line_and_exit_1(tmp_path: Path) -> None:
     done = run_offload_up(tmp_path, free_port(), "sqlite:////no/such/folder/o.db")
     assert done.returncode == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import signal
 import subprocess
@@ -366,6 +367,26 @@ async def test_bad_workflows_are_rejected_with_the_bad_value() -> None:
     with pytest.raises(offload.InvalidWorkflow, match="idempotency_key='k'"):
         await app.asubmit_workflow(add.options(idempotency_key="k").s(1, 2))
     assert await app.ajobs() == []  # nothing was stored
+
+
+async def test_a_later_steps_arguments_json_cannot_hold_are_refused() -> None:
+    # A step after the first was encoded without the check: its Infinity was stored as null.
+    app = offload.App(MemoryBackend())
+
+    @app.task
+    def take(previous: object, value: object) -> object:
+        return value
+
+    deep: object = 1
+    for _ in range(100):
+        deep = [deep]
+    for bad, says in ((math.inf, "JSON cannot represent"), ([math.nan], "JSON cannot represent"),
+                      (deep, "nested more than")):  # fmt: skip
+        with pytest.raises(offload.InvalidArguments, match=says):
+            await app.asubmit_workflow(chain(take.s(None, 1), take.s(bad)))
+        with pytest.raises(offload.InvalidArguments, match=says):
+            await app.asubmit_workflow(chain(take.s(None, 1), take.s(value=bad)))
+    assert await app.ajobs() == []
 
 
 # -- durability: real worker processes, SIGKILLed ------------------------------------------------

@@ -173,7 +173,13 @@ def _app_for(ns: argparse.Namespace) -> App:
     return app
 
 
+def _at_least_one(value: int, flag: str) -> None:
+    if value < 1:
+        raise ConfigurationError(f"{flag} must be at least 1, not {value}")
+
+
 def _worker(ns: argparse.Namespace) -> int:
+    _at_least_one(ns.processes, "--processes")
     _apply_strict(ns)
     settings = Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
@@ -218,6 +224,7 @@ def _up(ns: argparse.Namespace) -> int:
 def _serve(ns: argparse.Namespace) -> int:
     from offload.up import serve
 
+    _at_least_one(ns.workers, "--workers")
     _apply_strict(ns)
     settings = Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
@@ -277,8 +284,7 @@ def _cancel(ns: argparse.Namespace) -> int:
 
 
 def _jobs(ns: argparse.Namespace) -> int:
-    if ns.limit < 1:
-        raise ConfigurationError(f"--limit must be at least 1, not {ns.limit}")
+    _at_least_one(ns.limit, "--limit")
     with _app_for(ns) as app:
         jobs = app.jobs(status=ns.status, task=ns.task, queue=ns.queue, limit=ns.limit)
     console.show_table([j.record for j in jobs], as_json=ns.json)
@@ -286,8 +292,7 @@ def _jobs(ns: argparse.Namespace) -> int:
 
 
 def _prune(ns: argparse.Namespace) -> int:
-    if ns.batch < 1:
-        raise ConfigurationError(f"--batch must be at least 1, not {ns.batch}")
+    _at_least_one(ns.batch, "--batch")
     with _app_for(ns) as app:
         pruned = app.run_sync(app.aprune(ns.batch))
     print(f"pruned {pruned} expired job(s)")
@@ -295,8 +300,7 @@ def _prune(ns: argparse.Namespace) -> int:
 
 
 def _retry(ns: argparse.Namespace) -> int:
-    if ns.limit < 1:
-        raise ConfigurationError(f"--limit must be at least 1, not {ns.limit}")
+    _at_least_one(ns.limit, "--limit")
     with load_app(ns.app) as app:
         done = app.run_sync(app.aretry_matching(
             status=ns.status, task=ns.task, queue=ns.queue, limit=ns.limit, dry_run=ns.dry_run,

@@ -21,9 +21,10 @@ import orjson
 from offload._portal import Portal, before_interpreter_exit
 from offload.backends import Backend, open_backend
 from offload.core import validate
-from offload.core.bounds import check_priority, check_seconds
+from offload.core.bounds import check_delay, check_priority
+from offload.core.codec import to_json_value
 from offload.core.ids import new_job_id
-from offload.core.job import JobFilter, JobRecord, NewJob
+from offload.core.job import MAX_PAGE, JobFilter, JobRecord, NewJob
 from offload.core.limits import Limits, check_cap, parse_rate
 from offload.core.registry import TaskRegistry
 from offload.core.retry import RetryPolicy
@@ -36,7 +37,13 @@ from offload.core.schedule import (
 )
 from offload.core.states import State
 from offload.core.task import ExecutorKind, TaskSpec, infer_executor
-from offload.errors import BackendUnavailable, InvalidTransition, JobNotFound, OffloadError
+from offload.errors import (
+    BackendUnavailable,
+    InvalidTransition,
+    JobNotFound,
+    OffloadError,
+    SerializationError,
+)
 from offload.jobs import Job
 from offload.logs import REQUEST_ID
 from offload.settings import Settings
@@ -415,6 +422,8 @@ class App(AppWorkflows):
     async def aprune(self, batch: int = 1000) -> int:
         """Delete every ended job whose result_ttl ran out, ``batch`` at a time (workers do
         this on their own every ``prune_interval``); returns how many."""
+        if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_PAGE:
+            raise ValueError(f"batch must be a whole number from 1 to {MAX_PAGE}, not {batch!r}")
         backend = await self.backend()
         total = 0
         while pruned := await backend.prune(batch):
@@ -428,6 +437,17 @@ def _with_request_id(meta: dict[str, Any] | None) -> dict[str, Any]:
     if request_id is None or (meta and "request_id" in meta):
         return dict(meta or {})
     return {**(meta or {}), "request_id": request_id}
+
+
+def _plain_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` as plain JSON data, else ValueError (NaN would be stored as null)."""
+    if not isinstance(meta, dict):
+        raise ValueError(f"meta must be a dict of JSON values, not {type(meta).__name__}")
+    try:
+        plain: dict[str, Any] = to_json_value(meta)
+    except SerializationError as exc:
+        raise ValueError(f"meta is not JSON: {exc}") from None
+    return plain
 
 
 class SubmitOptions:
@@ -444,15 +464,17 @@ class SubmitOptions:
     ) -> None:  # fmt: skip
         validate.check_schedule(delay, run_at)
         self.priority = None if priority is None else check_priority(priority)
-        self.delay = None if delay is None else check_seconds(delay, "delay")
+        self.delay = None if delay is None else check_delay(delay)
         self.run_at = None if run_at is None else validate.run_at_epoch(run_at)
-        self.idempotency_key = idempotency_key
+        self.idempotency_key = (
+            None if idempotency_key is None else validate.idempotency_key(idempotency_key)
+        )
         self.concurrency_key = (
             None if concurrency_key is None else validate.concurrency_key(concurrency_key)
         )
         self.queue = None if queue is None else validate.queue_name(queue)
         self.tenant = tenant
-        self.meta = meta
+        self.meta = None if meta is None else _plain_meta(meta)
 
 
 class Task(TaskSignatures, Generic[P, R]):

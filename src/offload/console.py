@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from offload.core import validate
 from offload.core.job import JobRecord, Transition
 from offload.errors import ConfigurationError, WaitTimeout
 from offload.jobs import Job
@@ -35,6 +36,7 @@ def parse_queues(text: str) -> dict[str, int | None]:
     queues: dict[str, int | None] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, _, cap = part.partition(":")
+        validate.queue_name(name)
         if cap and (not cap.isdigit() or int(cap) < 1):
             raise ConfigurationError(f"queue limit in {part!r} must be a positive whole number")
         queues[name] = int(cap) if cap else None

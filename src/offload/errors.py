@@ -27,8 +27,9 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
+
+from offload.core.bounds import check_delay
 
 
 class OffloadError(Exception):
@@ -171,8 +172,6 @@ class Retry(OffloadError):
     """
 
     def __init__(self, delay: float = 0.0, reason: str = "") -> None:
-        if not isinstance(delay, int | float) or not math.isfinite(delay) or delay < 0:
-            raise ValueError(f"Retry delay must be a finite number >= 0 seconds, not {delay!r}")
-        self.delay = float(delay)
+        self.delay = check_delay(delay, "Retry delay")
         self.reason = reason
-        super().__init__(reason or f"retry requested in {delay:g}s")
+        super().__init__(reason or f"retry requested in {self.delay:g}s")

@@ -103,6 +103,7 @@ def freeze_heap() -> None:
 
 def serve(app_path: str, *, host: str, port: int, workers: int) -> None:
     """Run the HTTP API of ``app_path`` (several uvicorn processes with ``workers`` > 1)."""
+    check_port(host, port)
     app = load_app(app_path)
     api = build_api(app, host)  # the parent refuses before any child starts
     limits = http_limits(app.settings)
@@ -199,8 +200,17 @@ async def up(app_path: str | None, *, host: str, port: int, concurrency: int | N
 _NO_WORKER = "the embedded worker is not running (yet): see the log"
 
 
+def check_port(host: str, port: int) -> None:
+    """Refuse a port out of range (uvicorn would listen on it modulo 65536)."""
+    if not 0 <= port <= 65535:
+        raise ConfigurationError(
+            f"cannot listen on {host}:{port}: a port is a number from 0 to 65535"
+        )
+
+
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port``, or one ConfigurationError that says why not."""
+    check_port(host, port)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:

@@ -14,7 +14,7 @@ import pytest
 
 from offload.backends.base import Backend
 from offload.core.clock import ManualClock
-from offload.core.job import Lease
+from offload.core.job import JobFilter, Lease
 from offload.core.limits import Limits
 from offload.core.states import State
 from offload.errors import SerializationError
@@ -40,6 +40,8 @@ BAD_FIELDS: list[dict[str, Any]] = [
     {"priority": -(2**31) - 1},
     {"limits": Limits(rate=math.nan)},
     {"limits": Limits(key_rate=math.inf)},
+    {"meta": {"a": math.nan}},  # was stored as null by every backend
+    {"meta": {"a": [math.inf]}},
 ]
 
 
@@ -173,3 +175,14 @@ async def test_after_prune_a_key_protects_nothing_and_makes_a_new_job(
     assert (
         await submit_one(backend, make(idempotency_key="k", fingerprint=fingerprint))
     ).id == again.id
+
+
+@pytest.mark.parametrize("limit", [0, -5, 10**20, True, 2.5])
+async def test_a_page_size_out_of_range_is_refused_on_every_backend(
+    backend: Backend, make: MakeJob, limit: Any
+) -> None:
+    # SQLite read -5 as no limit (every job), Redis failed with IndexError, and 10**20
+    # overflowed SQLite's integers: one answer everywhere, before the backend is asked.
+    await submit_one(backend, make())
+    with pytest.raises(ValueError, match="limit"):
+        await backend.list_jobs(JobFilter(limit=limit))

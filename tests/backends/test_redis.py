@@ -190,6 +190,14 @@ def test_a_malformed_url_is_refused_with_what_to_fix(url: str, says: str) -> Non
         offload.App(url).new_backend()
 
 
+async def test_an_unknown_url_option_is_refused_with_what_to_fix() -> None:
+    # redis-py hands unknown query options to its connection class, which raised a bare
+    # TypeError: every command printed a traceback instead of one line.
+    backend = RedisBackend("redis://127.0.0.1:6379/0?bogus=1")
+    with pytest.raises(ConfigurationError, match=r"unknown option.*bogus"):
+        await backend.open()
+
+
 async def test_an_unreachable_server_names_the_address() -> None:
     port = free_port()
     backend = RedisBackend(f"redis://127.0.0.1:{port}/0")

@@ -8,20 +8,25 @@ import pytest
 
 import offload
 from offload.client import SubmitOptions
-from offload.core.bounds import PRIORITY_MAX, PRIORITY_MIN, check_priority
+from offload.core.bounds import MAX_DELAY, PRIORITY_MAX, PRIORITY_MIN, check_priority
 from offload.core.limits import parse_rate
 from offload.core.task import TaskSpec
 from offload.errors import ConfigurationError
 from offload.settings import Settings
 
 BAD = [math.nan, math.inf, -math.inf]
+#: A whole number too large for a float: ``float()`` of it raises OverflowError, not ValueError.
+HUGE = 10**400
 
 
 def work() -> None:
     return None
 
 
-@pytest.mark.parametrize("delay", [*BAD, -1.0])
+@pytest.mark.parametrize(
+    "delay",
+    [*BAD, -1.0, 1e308, pytest.param(HUGE, id="10**400"), pytest.param(True, id="True")],
+)
 def test_retry_refuses_a_delay_that_is_not_a_finite_positive_number(delay: float) -> None:
     with pytest.raises(ValueError, match="Retry delay"):
         offload.Retry(delay=delay)
@@ -37,6 +42,9 @@ def test_retry_refuses_a_delay_that_is_not_a_finite_positive_number(delay: float
         ({"priority": 2**53}, "priority"),
         ({"priority": PRIORITY_MIN - 1}, "priority"),
         ({"priority": 1.5}, "priority"),
+        ({"delay": HUGE}, "delay"),
+        ({"delay": MAX_DELAY + 1}, "delay"),  # the HTTP API's bound, in Python too
+        ({"run_at": HUGE}, "run_at"),
     ],
 )
 def test_submit_options_refuse_non_finite_and_out_of_range_numbers(
@@ -53,6 +61,8 @@ def test_submit_options_refuse_non_finite_and_out_of_range_numbers(
         ({"timeout": math.inf}, "timeout"),
         ({"result_ttl": math.nan}, "result_ttl"),
         ({"priority": PRIORITY_MAX + 1}, "priority"),
+        ({"timeout": HUGE}, "timeout"),
+        ({"result_ttl": HUGE}, "result_ttl"),
     ],
 )
 def test_task_specs_refuse_non_finite_and_out_of_range_numbers(
@@ -84,3 +94,32 @@ def test_settings_refuse_non_finite_seconds() -> None:
 def test_task_names_hold_no_control_characters(name: str) -> None:
     with pytest.raises(ValueError, match="control"):
         TaskSpec(work, name)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"retry_backoff": math.nan},
+        {"retry_backoff": math.inf},
+        {"retry_backoff_max": math.inf},
+        {"retry_backoff_max": 1e308},  # past the ten-year bound of every delay
+        {"retry_backoff": HUGE},
+        {"retries": True},
+        {"retries": 2.5},
+    ],
+    ids=lambda options: str(options)[:40],
+)
+def test_retry_policies_refuse_non_finite_and_out_of_range_numbers(
+    options: dict[str, object],
+) -> None:
+    # A NaN backoff was accepted and every retry of the task then failed to be recorded.
+    app = offload.App("memory://")
+    with pytest.raises(ValueError, match="retr"):
+        app.task(**options)(work)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("key", ["", 42])
+def test_an_idempotency_key_is_a_non_empty_string(key: object) -> None:
+    # "" (say, from a missing header) was taken: every such submit got the first one's job.
+    with pytest.raises(ValueError, match="idempotency_key"):
+        SubmitOptions(idempotency_key=key)  # type: ignore[arg-type]

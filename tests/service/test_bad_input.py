@@ -12,7 +12,7 @@ import pytest
 from servicekit import ACME_READ, ACME_SUBMIT, JSON_TYPE, TOKENS, Service, Start
 
 from offload.client import SubmitOptions
-from offload.core.validate import MAX_DEPTH, MAX_EPOCH
+from offload.core.validate import KEY_RULE, MAX_DEPTH, MAX_EPOCH, QUEUE_NAME_RULE
 from offload.service import ServiceConfig
 
 JSON = {**ACME_SUBMIT, "Content-Type": "application/json"}
@@ -138,6 +138,28 @@ async def test_queue_names_and_keys_keep_to_their_character_set(
     assert await stored_jobs(svc) == []
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "rule"),
+    [
+        ("queue", "x" * 250, QUEUE_NAME_RULE),
+        ("queue", "", QUEUE_NAME_RULE),
+        ("queue", "with space", QUEUE_NAME_RULE),
+        ("concurrency_key", "k" * 250, KEY_RULE),
+        ("concurrency_key", "", KEY_RULE),
+    ],
+)
+async def test_one_check_names_the_rule_for_every_bad_queue_or_key(
+    svc: Service, field: str, value: str, rule: str
+) -> None:
+    # The schema's own length and pattern limits (200, no spaces) answered before the rule did,
+    # with other words and another bound than the Python API's.
+    r = await svc.client.post(
+        "/v1/jobs", json={"task": "add", "args": [1, 2], field: value}, headers=ACME_SUBMIT
+    )
+    assert r.status_code == 422, r.text
+    assert rule in r.json()["error"]["message"]
+
+
 # -- abuse: cross-site requests, DNS rebinding, headers, token guessing ------------------------
 
 
@@ -185,6 +207,21 @@ async def test_requests_with_no_or_a_wrong_token_are_rate_limited(start: Start) 
     assert codes[:3] == [401, 401, 401]
     assert codes[3:] == [429, 429]
     # A tenant with a valid token has a bucket of its own.
+    assert (await svc.client.get("/v1/jobs", headers=ACME_READ)).status_code == 200
+
+
+async def test_guessing_tokens_meets_a_tighter_limit_than_tenants_by_default(start: Start) -> None:
+    # With the tenants' limit (1,000 a second, bursts of 2,000) every one of 300 guesses got
+    # its 401: a guesser was not slowed at all.
+    svc = await start(tokens=TOKENS)
+    codes = [
+        (
+            await svc.client.get("/v1/jobs", headers={"Authorization": f"Bearer guess-{i}"})
+        ).status_code
+        for i in range(300)
+    ]
+    assert codes.count(401) <= ServiceConfig().auth_failure_burst + 5, codes.count(401)
+    assert codes[-1] == 429
     assert (await svc.client.get("/v1/jobs", headers=ACME_READ)).status_code == 200
 
 

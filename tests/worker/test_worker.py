@@ -603,3 +603,12 @@ async def test_lines_a_jobs_code_logs_carry_the_jobs_fields() -> None:
         looped.id, on_the_loop.name,
     )  # fmt: skip
     assert "request_id" not in got["from an async task"]
+
+
+@pytest.mark.parametrize("concurrency", [0, -1, True, 2.5])
+def test_a_worker_refuses_a_number_of_slots_below_one(
+    app: offload.App, concurrency: object
+) -> None:
+    # 0 meant the default (10 slots) without a word, and -1 failed inside asyncio.
+    with pytest.raises(ValueError, match="concurrency"):
+        offload.Worker(app, concurrency=concurrency)  # type: ignore[arg-type]

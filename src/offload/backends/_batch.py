@@ -28,6 +28,7 @@ class Batcher(Generic[I, R]):
         self._flush = flush
         self._max_items = max_items
         self._pending: list[tuple[I, asyncio.Future[R]]] = []
+        self._sending: list[asyncio.Future[R]] = []  # the callers of the batch on its way
         self._draining: asyncio.Task[None] | None = None
 
     async def __call__(self, item: I) -> R:
@@ -42,6 +43,7 @@ class Batcher(Generic[I, R]):
             while self._pending:
                 batch = self._pending[: self._max_items]
                 del self._pending[: self._max_items]
+                self._sending = [fut for _, fut in batch]
                 try:
                     results = await self._flush([item for item, _ in batch])
                 except BaseException as exc:  # the whole round trip failed: every caller hears
@@ -60,8 +62,21 @@ class Batcher(Generic[I, R]):
                         fut.set_result(result)
         finally:
             self._draining = None
+            self._sending = []
             for _, fut in self._pending:  # only after a cancellation: nobody will send these
                 if not fut.done():
                     fut.set_exception(asyncio.CancelledError())
             if self._pending:
                 self._pending.clear()
+
+    async def close(self, error: Callable[[], BaseException]) -> None:
+        """Answer every caller still waiting, queued or on its way, with ``error()``, and stop
+        the batch on its way (its reply may never come once the connections are closed)."""
+        for fut in [*self._sending, *(fut for _, fut in self._pending)]:
+            if not fut.done():
+                fut.set_exception(error())
+        self._pending.clear()
+        draining = self._draining
+        if draining is not None:
+            draining.cancel()
+            await asyncio.gather(draining, return_exceptions=True)

@@ -11,6 +11,7 @@ from offload.core.bounds import check_finite, check_priority, check_seconds, che
 from offload.core.job import NewJob
 from offload.core.limits import Limits, check_cap
 from offload.core.states import State, can_transition
+from offload.core.validate import check_json
 from offload.errors import ConfigurationError, InvalidTransition
 
 
@@ -22,7 +23,8 @@ def check_transition(job_id: str, current: State | None, target: State) -> None:
 
 def check_new_job(job: NewJob) -> None:
     """Refuse a job whose numbers cannot be stored exactly (non-finite, priority out of
-    range) with a ValueError naming the field; every backend calls this before any write."""
+    range, NaN in meta) with a ValueError naming the field; every backend calls this before
+    any write."""
     what = f"job {job.id}:"
     check_priority(job.priority, f"{what} priority")
     check_finite(job.delay, f"{what} delay")
@@ -32,6 +34,7 @@ def check_new_job(job: NewJob) -> None:
         check_seconds(job.result_ttl, f"{what} result_ttl")
     if job.limits is not None:
         check_limits(job.limits, what)
+    check_json(job.meta, f"{what} meta")  # arguments are checked when they are encoded
 
 
 def check_limits(limits: Limits, what: str) -> None:

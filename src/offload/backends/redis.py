@@ -81,6 +81,10 @@ LIST_SCAN_BUDGET = 5000
 _warned: set[str] = set()  # server problems already logged by this process
 
 
+def _closed() -> BackendUnavailable:
+    return BackendUnavailable("the Redis backend was closed")
+
+
 class RedisBackend:
     """Jobs in one Redis (or one Redis Cluster slot), under a namespace prefix."""
 
@@ -147,6 +151,11 @@ class RedisBackend:
         where = self.target.shown
         try:
             info = await client.info()
+        except TypeError as exc:  # redis-py passes unknown URL options on to its connections
+            raise ConfigurationError(
+                f"Redis URL for {where} has an unknown option ({exc}); see redis-py's URL "
+                "options, or offload's own: prefix, strict"
+            ) from None
         except rex.AuthenticationError as exc:
             if not self.target.has_password:
                 raise ConfigurationError(
@@ -188,6 +197,8 @@ class RedisBackend:
 
     async def close(self) -> None:
         client, self._client = self._client, None
+        await self._submits.close(_closed)
+        await self._moves.close(_closed)
         lanes, self._lanes = self._lanes, {}
         for lane in lanes.values():
             await lane.close()

@@ -12,15 +12,25 @@ from typing import Any
 
 PRIORITY_MIN = -(2**31)
 PRIORITY_MAX = 2**31 - 1
+#: The longest delay (ten years): far enough for any real schedule, near enough that a due time
+#: of now plus it stays within what every backend and client can hold.
+MAX_DELAY = 10 * 365 * 24 * 3600.0
 
 
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{what} must be a number of seconds, not {value!r}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # a whole number beyond any float
+        number = math.inf
     if not math.isfinite(number):
-        raise ValueError(f"{what} must be a finite number of seconds, not {value!r}")
+        raise ValueError(f"{what} must be a finite number of seconds, not {_show(value)}")
     return number
+
+
+def _show(value: Any) -> str:
+    return repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:20]}... (a huge number)"
 
 
 def check_finite(value: Any, what: str) -> float:
@@ -34,6 +44,16 @@ def check_seconds(value: Any, what: str, *, positive: bool = False) -> float:
     if number < 0 or (positive and number == 0):
         bound = "> 0" if positive else ">= 0"
         raise ValueError(f"{what} must be {bound} seconds, not {value!r}")
+    return number
+
+
+def check_delay(value: Any, what: str = "delay") -> float:
+    """A delay in seconds: finite, from 0 to :data:`MAX_DELAY`, else ValueError."""
+    number = check_seconds(value, what)
+    if number > MAX_DELAY:
+        raise ValueError(
+            f"{what} must be at most {MAX_DELAY:.0f} seconds (ten years), not {_show(value)}"
+        )
     return number
 
 

@@ -102,6 +102,10 @@ class RenewResult:
     cancel_requested: frozenset[str]  # job ids someone asked to cancel
 
 
+#: The most jobs one listing returns (pass ``next_cursor`` for more).
+MAX_PAGE = 100_000
+
+
 @dataclass(frozen=True, slots=True)
 class JobFilter:
     """Which jobs to list. ``cursor`` is the opaque value of a previous page's ``next_cursor``."""
@@ -112,6 +116,11 @@ class JobFilter:
     tenant: str | None = None
     limit: int = 50
     cursor: str | None = None
+
+    def __post_init__(self) -> None:
+        limit = self.limit
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit must be a whole number from 1 to {MAX_PAGE}, not {limit!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from offload.core.bounds import check_delay
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -21,11 +23,12 @@ class RetryPolicy:
     jitter: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.retries < 0:
-            raise ValueError("retries must be >= 0")
-        if self.base_delay < 0 or self.max_delay < 0:
-            raise ValueError("retry delays must be >= 0")
-        if self.factor < 1:
+        retries = self.retries
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be a whole number >= 0, not {retries!r}")
+        check_delay(self.base_delay, "retry_backoff")
+        check_delay(self.max_delay, "retry_backoff_max")
+        if not self.factor >= 1:  # NaN fails this too
             raise ValueError("backoff factor must be >= 1")
         if not 0 <= self.jitter <= 1:
             raise ValueError("jitter must be between 0 and 1")

@@ -129,22 +129,27 @@ class TaskSpec:
         The caller's split between positional and keyword arguments is kept as given.
         """
         bound = self.bind(args, kwargs)
-        encoded: dict[str, Any] = {}
-        for name, value in bound.arguments.items():
-            adapter = self._adapters[name]
-            try:
-                validate.check_json(value, f"argument {name!r}")
-                validated = adapter.validate_python(value)
-                encoded[name] = to_json_value(adapter.dump_python(validated, mode="json"))
-            except ValidationError as exc:
-                raise InvalidArguments(self.name, _describe(name, exc), argument=name) from None
-            except (SerializationError, PydanticSerializationError) as exc:
-                raise InvalidArguments(
-                    self.name, f"argument {name!r} is not a JSON value: {exc}", argument=name
-                ) from None
-            except ValueError as exc:  # from check_json (the others are ValueErrors too)
-                raise InvalidArguments(self.name, str(exc), argument=name) from None
+        encoded = {
+            name: self.encode_argument(name, value) for name, value in bound.arguments.items()
+        }
         return self._split(encoded, len(args), kwargs)
+
+    def encode_argument(self, name: str, value: Any) -> Any:
+        """One bound argument checked against its annotation, as JSON data (else
+        InvalidArguments naming it): the one encoder of every submit path."""
+        adapter = self._adapters[name]
+        try:
+            validate.check_json(value, f"argument {name!r}")
+            validated = adapter.validate_python(value)
+            return to_json_value(adapter.dump_python(validated, mode="json"))
+        except ValidationError as exc:
+            raise InvalidArguments(self.name, _describe(name, exc), argument=name) from None
+        except (SerializationError, PydanticSerializationError) as exc:
+            raise InvalidArguments(
+                self.name, f"argument {name!r} is not a JSON value: {exc}", argument=name
+            ) from None
+        except ValueError as exc:  # from check_json (the others are ValueErrors too)
+            raise InvalidArguments(self.name, str(exc), argument=name) from None
 
     def _split(
         self, encoded: dict[str, Any], positional: int, kwargs: dict[str, Any]

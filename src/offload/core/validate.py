@@ -36,10 +36,13 @@ def run_at_epoch(value: object) -> float:
         when = value if value.tzinfo else value.replace(tzinfo=UTC)
         seconds = when.timestamp()
     else:
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # a whole number beyond any float
+            seconds = math.inf
     if not 0 <= seconds <= MAX_EPOCH:  # NaN fails this too
         raise ValueError(
-            f"run_at {value!s} is out of range: it must fall between 1970-01-01T00:00:00Z "
+            f"run_at {str(value)[:40]} is out of range: it must fall between 1970-01-01T00:00:00Z "
             f"(0) and 9999-12-31T23:59:59Z ({MAX_EPOCH:.0f}) in epoch seconds"
         )
     return seconds
@@ -71,6 +74,18 @@ def concurrency_key(value: str) -> str:
     """A concurrency key as given, if it keeps to :data:`KEY_RULE`."""
     if not isinstance(value, str) or not KEY.fullmatch(value):
         raise ValueError(f"concurrency_key {_show(value)} is invalid: use {KEY_RULE}")
+    return value
+
+
+#: The longest ``Idempotency-Key`` header the HTTP API takes.
+IDEMPOTENCY_KEY_MAX = 255
+
+
+def idempotency_key(value: str) -> str:
+    """An idempotency key as given, if it is a non-empty string (an empty key, say from a
+    missing header, would make every such submit return the first one's job)."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"idempotency_key {_show(value)} is invalid: use a non-empty string")
     return value
 
 

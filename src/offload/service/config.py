@@ -19,6 +19,10 @@ class ServiceConfig:
     rate_limit: float = 1000.0
     #: requests a tenant may make at once after a quiet period (the token bucket's size)
     rate_burst: int = 2000
+    #: requests per second with no or a wrong token each client address may make on average,
+    #: and at once (429 beyond; never more than the tenants' limits): guessing tokens is slow
+    auth_failure_limit: float = 2.0
+    auth_failure_burst: int = 20
     #: seconds between backend reads while a Server-Sent Events stream follows a job
     events_poll: float = 0.2
     #: seconds between keep-alive comments on an idle Server-Sent Events stream
@@ -32,7 +36,9 @@ class ServiceConfig:
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
             raise ConfigurationError("max_body_bytes must be at least 1")
-        if self.rate_limit <= 0 or self.rate_burst < 1:
-            raise ConfigurationError("rate_limit must be > 0 and rate_burst at least 1")
+        if min(self.rate_limit, self.auth_failure_limit) <= 0:
+            raise ConfigurationError("rate_limit and auth_failure_limit must be > 0")
+        if min(self.rate_burst, self.auth_failure_burst) < 1:
+            raise ConfigurationError("rate_burst and auth_failure_burst must be at least 1")
         if self.events_poll <= 0 or self.events_heartbeat <= 0:
             raise ConfigurationError("events_poll and events_heartbeat must be > 0 seconds")

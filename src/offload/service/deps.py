@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -31,6 +31,16 @@ class ServiceState:
     #: what else readiness depends on (``offload up``: its embedded worker); returns why the
     #: service is not ready, or None when it is
     not_ready: Callable[[], str | None] | None = None
+    #: the buckets of callers with no or a wrong token, one per client address
+    guesses: RateLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        config = self.config
+        guesses = RateLimiter(
+            min(config.rate_limit, config.auth_failure_limit),
+            min(config.rate_burst, config.auth_failure_burst),
+        )
+        object.__setattr__(self, "guesses", guesses)
 
 
 async def service_state(request: Request) -> ServiceState:
@@ -54,15 +64,15 @@ async def authenticate(
         principal = _principal(svc.tokens, credentials)
     except ApiError:
         client = request.client.host if request.client else "unknown"
-        _limit(svc, f"unauthenticated:{client}", f"address {client}", {"client": client})
+        _limit(svc.guesses, client, f"address {client}", {"client": client})
         raise
     tenant = principal.tenant
-    _limit(svc, tenant, f"tenant {tenant!r}", {"tenant": tenant})
+    _limit(svc.limiter, tenant, f"tenant {tenant!r}", {"tenant": tenant})
     return principal
 
 
-def _limit(svc: ServiceState, bucket: str, who: str, details: dict[str, str]) -> None:
-    wait = svc.limiter.acquire(bucket)
+def _limit(limiter: RateLimiter, bucket: str, who: str, details: dict[str, str]) -> None:
+    wait = limiter.acquire(bucket)
     if wait > 0:
         raise ApiError(
             429,

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from offload.client import SubmitOptions
+from offload.core import validate
 from offload.core.job import JobFilter, JobRecord
 from offload.core.states import State
 from offload.errors import ConfigurationError, JobNotFound
@@ -76,7 +77,9 @@ async def submit_job(
     response: Response,
     svc: Service,
     caller: Submitter,
-    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
+    idempotency_key: Annotated[
+        str | None, Header(min_length=1, max_length=validate.IDEMPOTENCY_KEY_MAX)
+    ] = None,
 ) -> JobOut:
     """Submit a job. Answers once the job is durably stored; ``Location`` names it.
 

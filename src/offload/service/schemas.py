@@ -11,15 +11,13 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from offload.core import validate
+from offload.core import bounds, validate
 from offload.core.job import JobRecord, QueueStats, Transition, WorkerInfo
 from offload.core.limits import Limits
 from offload.core.states import Reason, State
 from offload.core.task import ExecutorKind, TaskSpec
 
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^\S+$")]
-#: Far enough for any real schedule, near enough for every backend's number types.
-MAX_SECONDS = 10 * 365 * 24 * 3600.0
 MAX_EPOCH = validate.MAX_EPOCH
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MIN_SECONDS = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH).total_seconds()
@@ -45,19 +43,24 @@ class SubmitRequest(BaseModel):
     task: Name = Field(description="name of a registered task (see GET /v1/tasks)")
     args: list[Any] = Field(default_factory=list, description="positional arguments")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments")
-    queue: Name | None = Field(
+    queue: str | None = Field(
         None, description=f"overrides the task's queue; {validate.QUEUE_NAME_RULE}"
     )
     priority: int | None = Field(
-        None, ge=-(2**31), le=2**31 - 1, description="higher runs first; default: the task's"
+        None,
+        ge=bounds.PRIORITY_MIN,
+        le=bounds.PRIORITY_MAX,
+        description="higher runs first; default: the task's",
     )
-    delay: float | None = Field(None, ge=0, le=MAX_SECONDS, description="seconds to wait")
+    delay: float | None = Field(
+        None, ge=0, le=bounds.MAX_DELAY, description="seconds to wait (ten years at most)"
+    )
     run_at: datetime | Annotated[float, Field(ge=0, le=MAX_EPOCH)] | None = Field(
         None,
         description="when to run: ISO 8601 (UTC if no offset) or epoch seconds (not "
         "milliseconds), up to 9999-12-31T23:59:59Z; not together with delay",
     )
-    concurrency_key: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+    concurrency_key: str | None = Field(
         None,
         description=f"jobs sharing a key count against its concurrency cap; {validate.KEY_RULE}",
     )

@@ -21,6 +21,7 @@ from typing import Any
 from offload.client import App
 from offload.core.ids import new_worker_id
 from offload.core.job import JobRecord, Lease, WorkerInfo
+from offload.core.limits import check_cap
 from offload.errors import BackendError, ConfigurationError, LeaseLost
 from offload.logs import LOG_FIELDS
 from offload.settings import Settings
@@ -77,7 +78,8 @@ class Worker:
         self.app = app
         self.parent_pid = parent_pid
         self.settings = settings or app.settings
-        self.concurrency = concurrency or self.settings.concurrency
+        self.concurrency = self.settings.concurrency if concurrency is None else concurrency
+        check_cap(self.concurrency, "concurrency")
         self.queues: dict[str, int | None] = dict(queues or self._default_queues())
         self.name = name or socket.gethostname()
         self.id = new_worker_id(self.name)

@@ -8,12 +8,8 @@ import inspect
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-from pydantic_core import PydanticSerializationError
-
-from offload.core.codec import to_json_value
-from offload.core.task import TaskSpec, _describe
-from offload.errors import InvalidArguments, InvalidWorkflow, SerializationError
+from offload.core.task import TaskSpec
+from offload.errors import InvalidArguments, InvalidWorkflow
 from offload.workflows.canvas import Chain, Group, Signature, as_chain
 from offload.workflows.plan import ChainNode, GroupNode, Node, Plan, StepNode
 
@@ -117,26 +113,13 @@ def encode_following(
         kind = spec.signature.parameters[name].kind
         if kind is inspect.Parameter.VAR_POSITIONAL:
             rest = [v for v in value if v is not PREVIOUS]
-            out_args.extend(_encode(spec, name, rest))
+            out_args.extend(spec.encode_argument(name, rest))
         elif value is PREVIOUS:
             continue
         elif kind is inspect.Parameter.VAR_KEYWORD:
-            out_kwargs.update(_encode(spec, name, value))
+            out_kwargs.update(spec.encode_argument(name, value))
         elif name in kwargs:
-            out_kwargs[name] = _encode(spec, name, value)
+            out_kwargs[name] = spec.encode_argument(name, value)
         else:
-            out_args.append(_encode(spec, name, value))
+            out_args.append(spec.encode_argument(name, value))
     return out_args, out_kwargs
-
-
-def _encode(spec: TaskSpec, name: str, value: Any) -> Any:
-    adapter = spec._adapters[name]
-    try:
-        validated = adapter.validate_python(value)
-        return to_json_value(adapter.dump_python(validated, mode="json"))
-    except ValidationError as exc:
-        raise InvalidArguments(spec.name, _describe(name, exc), argument=name) from None
-    except (SerializationError, PydanticSerializationError) as exc:
-        raise InvalidArguments(
-            spec.name, f"argument {name!r} is not a JSON value: {exc}", argument=name
-        ) from None
