@@ -23,6 +23,11 @@ class GroupWatcher(Protocol):
 
     def unwatch(self, pgid: int) -> None: ...
 
+    def announce_fd(self) -> int | None:
+        """A new file descriptor (the caller closes it) to which a new command may write
+        ``+<pid>\\n`` itself, between fork and exec; None where there is none."""
+        ...
+
 
 #: Guards the lazy parts of every JobContext (most jobs never need a cancel event or a group).
 _LAZY = threading.Lock()
@@ -108,6 +113,10 @@ class JobContext:
             self._process_groups.discard(pgid)
         if self._watcher is not None:
             self._watcher.unwatch(pgid)
+
+    def announce_fd(self) -> int | None:
+        """See :meth:`GroupWatcher.announce_fd` (None outside a worker)."""
+        return None if self._watcher is None else self._watcher.announce_fd()
 
     def process_groups(self) -> list[int]:
         with _LAZY:

@@ -13,9 +13,10 @@ orphan that still writes its output. Two mechanisms cover that:
   lifeline thread reads EOF and the child stops its commands and exits.
 
 Either reaches the command's *leader*; its whole process group is stopped by the pool child
-(its handler kills groups) or, for commands started by the worker itself, by the leader's death
-only: a command that forks helpers of its own and dies is stopped with its helpers on timeout,
-cancel and shutdown, but after a SIGKILL of the worker only the leader is certain to die.
+(its handler kills groups) or, for commands started by the worker itself, by the worker's
+warden (``offload.worker.warden``), which each command tells of its group before it execs
+(:func:`command_preexec`), so that helpers it forks die with it even when the worker is killed
+before it registered the group.
 """
 
 from __future__ import annotations
@@ -24,13 +25,16 @@ import ctypes
 import ctypes.util
 import functools
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-__all__ = ["arm_parent_death_signal", "parent_death_signal", "watch_lifeline"]
+__all__ = [
+    "arm_parent_death_signal", "command_preexec", "parent_death_signal", "watch_lifeline",
+]  # fmt: skip
 
 _PR_SET_PDEATHSIG = 1
 
@@ -67,6 +71,29 @@ def parent_death_signal(signum: int) -> Callable[[], None] | None:
             os._exit(1)
 
     return arm
+
+
+def command_preexec(announce_fd: int | None) -> Callable[[], None] | None:
+    """The ``preexec_fn`` of a ``run_process`` command: SIGKILL when the worker dies (Linux),
+    and, when ``announce_fd`` is given (the warden's input), ``+<pid>`` written there by the
+    command itself before it execs, so the warden knows its group before it can start helpers
+    of its own. A write of one short line to a pipe is atomic, so it never splits a line the
+    worker writes. A warden that died meanwhile only costs the announcement (EPIPE, ignored)."""
+    arm = parent_death_signal(signal.SIGKILL)
+    if announce_fd is None:
+        return arm
+
+    def announce_then_arm() -> None:
+        old = signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        try:
+            os.write(announce_fd, b"+%d\n" % os.getpid())
+        except OSError:
+            pass
+        signal.signal(signal.SIGPIPE, old)
+        if arm is not None:
+            arm()
+
+    return announce_then_arm
 
 
 def arm_parent_death_signal(signum: int) -> bool:

@@ -29,7 +29,7 @@ from typing import IO, Any
 
 from offload.errors import Cancelled, ProcessError, ProcessTimeout
 from offload.worker.context import JobContext, current_or_none
-from offload.worker.lifeline import parent_death_signal
+from offload.worker.lifeline import command_preexec
 
 __all__ = ["ProcessResult", "run_process", "run_process_sync"]
 
@@ -84,17 +84,19 @@ async def run_process(
     """
     args, data = _argv_list(argv), _encode(input)
     out, err, scope = _Capped(max_output), _Capped(max_output), asyncio.timeout(timeout)
-    proc = await asyncio.create_subprocess_exec(
-        *args,
-        stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=cwd,
-        env=env,
-        start_new_session=True,
-        preexec_fn=parent_death_signal(signal.SIGKILL),
-    )
-    with _registered(current_or_none(), proc.pid):
+    ctx = current_or_none()
+    with _announcer(ctx) as preexec:
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+            preexec_fn=preexec,
+        )
+    with _registered(ctx, proc.pid):
         try:
             async with scope:
                 await _communicate(proc, data, out, err)
@@ -135,17 +137,18 @@ def run_process_sync(
     out, err, ctx = _Capped(max_output), _Capped(max_output), current_or_none()
     if ctx is not None:
         ctx.check_cancelled()
-    proc = subprocess.Popen(
-        args,
-        bufsize=0,
-        stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=cwd,
-        env=env,
-        start_new_session=True,
-        preexec_fn=parent_death_signal(signal.SIGKILL),
-    )
+    with _announcer(ctx) as preexec:
+        proc = subprocess.Popen(
+            args,
+            bufsize=0,
+            stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+            preexec_fn=preexec,
+        )
     deadline = None if timeout is None else time.monotonic() + timeout
     threads: list[threading.Thread] = []
     with _registered(ctx, proc.pid):
@@ -208,6 +211,17 @@ def _argv_list(argv: Argv) -> list[str]:
 
 def _encode(data: bytes | str | None) -> bytes | None:
     return data.encode() if isinstance(data, str) else data
+
+
+@contextmanager
+def _announcer(ctx: JobContext | None) -> Iterator[Callable[[], None] | None]:
+    """The command's ``preexec_fn`` (see ``lifeline.command_preexec``), for one spawn."""
+    fd = None if ctx is None else ctx.announce_fd()
+    try:
+        yield command_preexec(fd)
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -60,6 +61,19 @@ class Warden:
                 self._record.add(pgid)
             self._send(b"+%d\n" % pgid)
 
+    def announce_fd(self) -> int | None:
+        """A duplicate of the warden's input (the caller closes it), for a command to announce
+        its own group between fork and exec (``lifeline.command_preexec``): the warden then
+        knows it even if the worker dies before :meth:`watch` ran."""
+        with self._lock:
+            proc = self._proc
+            if proc is None or proc.stdin is None:
+                return None
+            try:
+                return os.dup(proc.stdin.fileno())
+            except (OSError, ValueError):
+                return None
+
     def unwatch(self, pgid: int) -> None:
         """The group's leader was reaped: forget it."""
         with self._lock:
@@ -95,8 +109,8 @@ class Warden:
         threading.Thread(
             target=self._guard, args=(proc,), name="offload-warden", daemon=True
         ).start()
-        if self._groups:
-            self._send(b"".join(b"+%d\n" % pgid for pgid in self._groups))
+        for pgid in self._groups:  # line by line: each write stays atomic (see command_preexec)
+            self._send(b"+%d\n" % pgid)
 
     def _guard(self, proc: subprocess.Popen[bytes]) -> None:
         """Replace the warden process if it dies while it is still needed."""

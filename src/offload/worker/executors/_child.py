@@ -184,3 +184,6 @@ class _GroupReporter:
 
     def unwatch(self, pgid: int) -> None:
         self._child.report_group(self._job_id, pgid, False)
+
+    def announce_fd(self) -> int | None:
+        return None  # the parent learns of a group through report_group only
