@@ -13,19 +13,17 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Coroutine
-from datetime import datetime, timedelta, tzinfo
+from datetime import timedelta, tzinfo
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import orjson
 
 from offload._portal import Portal, before_interpreter_exit
 from offload.backends import Backend, open_backend
-from offload.core import validate
-from offload.core.bounds import check_delay, check_priority
-from offload.core.codec import to_json_value
 from offload.core.ids import new_job_id
 from offload.core.job import MAX_PAGE, JobFilter, JobRecord, NewJob
 from offload.core.limits import Limits, check_cap, parse_rate
+from offload.core.options import SubmitOptions as SubmitOptions
 from offload.core.registry import TaskRegistry
 from offload.core.retry import RetryPolicy
 from offload.core.schedule import (
@@ -42,19 +40,20 @@ from offload.errors import (
     InvalidTransition,
     JobNotFound,
     OffloadError,
-    SerializationError,
 )
 from offload.jobs import Job
 from offload.logs import REQUEST_ID
 from offload.settings import Settings
-from offload.workflows.methods import AppWorkflows, TaskSignatures
+from offload.workflows import submit as workflows
+from offload.workflows.canvas import Flow, Signature
+from offload.workflows.handle import Workflow
 
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
 
 
-class App(AppWorkflows):
+class App:
     """The registry of tasks plus the backend they are submitted to.
 
     ``backend`` is a URL (``sqlite:///offload.db``, ``redis://...``, ``memory://``) or a Backend
@@ -338,6 +337,30 @@ class App(AppWorkflows):
         """The backend's clock (epoch seconds): the time ticks and due times are read from."""
         return await (await self.backend()).now()
 
+    # -- workflows (offload.workflows.submit) ------------------------------------------------------
+    async def asubmit_workflow(
+        self, flow: Flow, *, tenant: str | None = None, meta: dict[str, Any] | None = None
+    ) -> Workflow:
+        """Check and store a workflow: its first steps are committed before it returns.
+
+        ``flow`` is a signature, ``chain(...)`` or ``group(...)``. Every step is checked first
+        (registered task, arguments that fit); ``meta`` is added to every step's job.
+        """
+        return await workflows.asubmit_workflow(self, flow, tenant=tenant, meta=meta)
+
+    def submit_workflow(
+        self, flow: Flow, *, tenant: str | None = None, meta: dict[str, Any] | None = None
+    ) -> Workflow:
+        """Synchronous ``asubmit_workflow``. Steps are checked before anything is stored."""
+        return self.run_sync(self.asubmit_workflow(flow, tenant=tenant, meta=meta))
+
+    async def aworkflow(self, workflow_id: str) -> Workflow:
+        """The workflow with this id (its first step's job id), from any process."""
+        return await workflows.aload_workflow(self, workflow_id)
+
+    def workflow(self, workflow_id: str) -> Workflow:
+        return self.run_sync(self.aworkflow(workflow_id))
+
     # -- reading and acting on jobs ------------------------------------------------------------
     async def aget_record(self, job_id: str) -> JobRecord:
         record = await (await self.backend()).get(job_id)
@@ -439,45 +462,7 @@ def _with_request_id(meta: dict[str, Any] | None) -> dict[str, Any]:
     return {**(meta or {}), "request_id": request_id}
 
 
-def _plain_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    """``meta`` as plain JSON data, else ValueError (NaN would be stored as null)."""
-    if not isinstance(meta, dict):
-        raise ValueError(f"meta must be a dict of JSON values, not {type(meta).__name__}")
-    try:
-        plain: dict[str, Any] = to_json_value(meta)
-    except SerializationError as exc:
-        raise ValueError(f"meta is not JSON: {exc}") from None
-    return plain
-
-
-class SubmitOptions:
-    """Per-submission options (``task.options(...)``)."""
-
-    __slots__ = ("concurrency_key", "delay", "idempotency_key", "meta", "priority", "queue",
-                 "run_at", "tenant")  # fmt: skip
-
-    def __init__(
-        self, *, priority: int | None = None, delay: float | None = None,
-        run_at: datetime | float | None = None, idempotency_key: str | None = None,
-        concurrency_key: str | None = None, queue: str | None = None, tenant: str | None = None,
-        meta: dict[str, Any] | None = None,
-    ) -> None:  # fmt: skip
-        validate.check_schedule(delay, run_at)
-        self.priority = None if priority is None else check_priority(priority)
-        self.delay = None if delay is None else check_delay(delay)
-        self.run_at = None if run_at is None else validate.run_at_epoch(run_at)
-        self.idempotency_key = (
-            None if idempotency_key is None else validate.idempotency_key(idempotency_key)
-        )
-        self.concurrency_key = (
-            None if concurrency_key is None else validate.concurrency_key(concurrency_key)
-        )
-        self.queue = None if queue is None else validate.queue_name(queue)
-        self.tenant = tenant
-        self.meta = None if meta is None else _plain_meta(meta)
-
-
-class Task(TaskSignatures, Generic[P, R]):
+class Task(Generic[P, R]):
     """A registered task. Call it to run inline; ``submit`` it to run on a worker."""
 
     def __init__(self, app: App, spec: TaskSpec, options: SubmitOptions | None = None) -> None:
@@ -512,3 +497,11 @@ class Task(TaskSignatures, Generic[P, R]):
         """Synchronous ``asubmit``. Arguments are validated before anything is stored."""
         new = self.app.prepare(self.spec, args, kwargs, self._options)
         return self.app.run_sync(self.app.asubmit_many([new]))[0]
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """This task with these arguments (and its submit options) as a workflow step.
+
+        In a chain, the step receives the previous result as its first positional argument, in
+        front of ``args``. Arguments are checked when the workflow is submitted.
+        """
+        return Signature(self, args, dict(kwargs), self._options)

@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from offload.core.job import JobRecord, Transition
 from offload.core.states import State
 from offload.errors import JobCancelled, JobFailed, WaitTimeout
 
 if TYPE_CHECKING:
-    from offload.client import App
+    from offload.backends.base import Backend
 
 POLL_START = 0.005
 POLL_MAX = 0.25
+T = TypeVar("T")
+
+
+class JobApp(Protocol):
+    """What a ``Job`` needs of its ``offload.App`` (a protocol, so this module does not import
+    ``offload.client``, which imports it)."""
+
+    async def backend(self) -> Backend: ...
+    async def aget_record(self, job_id: str) -> JobRecord: ...
+    async def acancel(self, job_id: str) -> Job: ...
+    def run_sync(self, coro: Coroutine[Any, Any, T]) -> T: ...
 
 
 class Job:
@@ -23,7 +35,7 @@ class Job:
     Attributes read from the snapshot (``status``, ``progress`` ...) change only on ``refresh``.
     """
 
-    def __init__(self, app: App, record: JobRecord) -> None:
+    def __init__(self, app: JobApp, record: JobRecord) -> None:
         self._app = app
         self.record = record
 

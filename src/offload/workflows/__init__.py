@@ -5,7 +5,8 @@
 - ``plan``: the stored plan, step ids and the status derived from the steps' jobs (pure)
 - ``store``: submitting, advancing and cancelling through the Backend protocol
 - ``handle``: ``Workflow``, what ``app.submit_workflow`` returns
-- ``methods``: the App and Task methods (mixins)
+- ``submit``: submitting and loading, what the App's workflow methods delegate to
+- ``host``: what workflows need of an App and a Task (protocols: no import of the client)
 
 The worker side (what runs when a step succeeds, and the join of a group) lives in
 ``offload.worker.continuation``. The guide is docs/guide/workflows.md.

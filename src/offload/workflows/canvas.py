@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from offload.errors import InvalidWorkflow
 
 if TYPE_CHECKING:
-    from offload.client import SubmitOptions, Task
+    from offload.core.options import SubmitOptions
+    from offload.workflows.host import StepTask
 
 
 class Signature:
@@ -25,7 +26,7 @@ class Signature:
     __slots__ = ("args", "kwargs", "options", "task")
 
     def __init__(
-        self, task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+        self, task: StepTask, args: tuple[Any, ...], kwargs: dict[str, Any],
         options: SubmitOptions,
     ) -> None:  # fmt: skip
         self.task = task

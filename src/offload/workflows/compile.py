@@ -14,7 +14,7 @@ from offload.workflows.canvas import Chain, Group, Signature, as_chain
 from offload.workflows.plan import ChainNode, GroupNode, Node, Plan, StepNode
 
 if TYPE_CHECKING:
-    from offload.client import App
+    from offload.workflows.host import WorkflowApp
 
 _POSITIONAL = (
     inspect.Parameter.POSITIONAL_ONLY,
@@ -33,7 +33,7 @@ class _Previous:
 PREVIOUS = _Previous()
 
 
-def compile_plan(app: App, flow: object, workflow_id: str, meta: dict[str, Any]) -> Plan:
+def compile_plan(app: WorkflowApp, flow: object, workflow_id: str, meta: dict[str, Any]) -> Plan:
     """The plan of ``flow`` (a signature, chain or group) for ``app``."""
     root = _chain(app, as_chain(flow), "", receives=False, meta=meta)
     return Plan(workflow_id, root, app.settings.result_ttl)
@@ -43,7 +43,9 @@ def _sub(path: str, index: int) -> str:
     return f"{path}.{index}" if path else str(index)
 
 
-def _chain(app: App, flow: Chain, path: str, *, receives: bool, meta: dict[str, Any]) -> ChainNode:
+def _chain(
+    app: WorkflowApp, flow: Chain, path: str, *, receives: bool, meta: dict[str, Any]
+) -> ChainNode:
     children = tuple(
         _node(app, node, _sub(path, i), receives=receives or i > 0, meta=meta)
         for i, node in enumerate(flow.nodes)
@@ -52,7 +54,12 @@ def _chain(app: App, flow: Chain, path: str, *, receives: bool, meta: dict[str, 
 
 
 def _node(
-    app: App, flow: Signature | Chain | Group, path: str, *, receives: bool, meta: dict[str, Any]
+    app: WorkflowApp,
+    flow: Signature | Chain | Group,
+    path: str,
+    *,
+    receives: bool,
+    meta: dict[str, Any],
 ) -> Node:
     if isinstance(flow, Signature):
         return _step(app, flow, path, receives=receives, meta=meta)
@@ -65,7 +72,9 @@ def _node(
     return GroupNode(path, members)
 
 
-def _step(app: App, sig: Signature, path: str, *, receives: bool, meta: dict[str, Any]) -> StepNode:
+def _step(
+    app: WorkflowApp, sig: Signature, path: str, *, receives: bool, meta: dict[str, Any]
+) -> StepNode:
     spec = app.registry.get(sig.task.name)  # TaskNotFound names the known tasks
     if spec.func is not sig.task.spec.func:
         raise InvalidWorkflow(

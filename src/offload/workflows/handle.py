@@ -14,14 +14,14 @@ from offload.workflows import store
 from offload.workflows.plan import Plan, StepNode, WorkflowStatus, node_result, workflow_status
 
 if TYPE_CHECKING:
-    from offload.client import App
+    from offload.workflows.host import WorkflowApp
 
 
 class Workflow:
     """A submitted workflow. ``id`` is its first step's job id; ``app.workflow(id)`` loads it
     again later, from any process."""
 
-    def __init__(self, app: App, plan: Plan, head: JobRecord) -> None:
+    def __init__(self, app: WorkflowApp, plan: Plan, head: JobRecord) -> None:
         self._app = app
         self.plan = plan
         self._tenant = head.tenant
