@@ -14,7 +14,8 @@ import threading
 import weakref
 from collections.abc import Callable, Coroutine
 from datetime import timedelta, tzinfo
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from functools import partial
+from typing import Any, Generic, ParamSpec, TypeVar, Unpack, overload
 
 import orjson
 
@@ -22,10 +23,9 @@ from offload._portal import Portal, before_interpreter_exit
 from offload.backends import Backend, open_backend
 from offload.core.ids import new_job_id
 from offload.core.job import MAX_PAGE, JobFilter, JobRecord, NewJob
-from offload.core.limits import Limits, check_cap, parse_rate
+from offload.core.options import PeriodicKeywords, TaskKeywords, TaskOptions
 from offload.core.options import SubmitOptions as SubmitOptions
 from offload.core.registry import TaskRegistry
-from offload.core.retry import RetryPolicy
 from offload.core.schedule import (
     MissedPolicy,
     Schedule,
@@ -34,7 +34,7 @@ from offload.core.schedule import (
     make_trigger,
 )
 from offload.core.states import State
-from offload.core.task import ExecutorKind, TaskSpec, infer_executor
+from offload.core.task import TaskSpec
 from offload.errors import (
     BackendUnavailable,
     InvalidTransition,
@@ -48,6 +48,7 @@ from offload.workflows import submit as workflows
 from offload.workflows.canvas import Flow, Signature
 from offload.workflows.handle import Workflow
 
+_NO_OPTIONS = SubmitOptions()
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
@@ -81,124 +82,55 @@ class App:
     def task(self, func: Callable[P, R], /) -> Task[P, R]: ...
     @overload
     def task(
-        self,
-        func: None = None,
-        /,
-        *,
-        name: str | None = None,
-        queue: str | None = None,
-        executor: ExecutorKind | None = None,
-        retries: int = 0,
-        retry_backoff: float = 1.0,
-        retry_backoff_max: float = 300.0,
-        timeout: float | None = None,
-        priority: int = 0,
-        result_ttl: float | None = None,
-        concurrency: int | None = None,
-        key_concurrency: int | None = None,
-        rate_limit: str | None = None,
-        key_rate_limit: str | None = None,
+        self, func: None = None, /, **options: Unpack[TaskKeywords]
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
     def task(
-        self,
-        func: Callable[P, R] | None = None,
-        /,
-        *,
-        name: str | None = None,
-        queue: str | None = None,
-        executor: ExecutorKind | None = None,
-        retries: int = 0,
-        retry_backoff: float = 1.0,
-        retry_backoff_max: float = 300.0,
-        timeout: float | None = None,
-        priority: int = 0,
-        result_ttl: float | None = None,
-        concurrency: int | None = None,
-        key_concurrency: int | None = None,
-        rate_limit: str | None = None,
-        key_rate_limit: str | None = None,
+        self, func: Callable[P, R] | None = None, /, **options: Unpack[TaskKeywords]
     ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
         """Register a function as a task; use bare (``@app.task``) or with options.
 
-        ``executor`` defaults to "async" for ``async def`` and "thread" otherwise; use
-        "process" for CPU-bound work. ``retries`` counts re-runs after a failure, spaced by
-        exponential backoff starting at ``retry_backoff`` seconds (with jitter).
-
-        Global limits, held by the backend across every worker: ``concurrency`` (running jobs
-        of this task), ``key_concurrency`` (running jobs per ``concurrency_key``),
-        ``rate_limit`` and ``key_rate_limit`` (starts per period, e.g. ``"60/m"``).
+        The options (``name``, ``queue``, ``executor``, ``retries``, ``retry_backoff``,
+        ``retry_backoff_max``, ``timeout``, ``priority``, ``result_ttl``, ``concurrency``,
+        ``key_concurrency``, ``rate_limit``, ``key_rate_limit``) are described, with their
+        defaults, by :class:`offload.core.options.TaskOptions`.
         """
-        limits = Limits(
-            concurrency=check_cap(concurrency, "concurrency"),
-            key_concurrency=check_cap(key_concurrency, "key_concurrency"),
-            rate=None if rate_limit is None else parse_rate(rate_limit, what="rate_limit"),
-            key_rate=None
-            if key_rate_limit is None
-            else parse_rate(key_rate_limit, what="key_rate_limit"),
+        declared = TaskOptions.of("App.task", options, TaskKeywords)
+        return (
+            self._register(declared, func)
+            if func is not None
+            else partial(self._register, declared)
         )
 
-        def register(fn: Callable[P, R]) -> Task[P, R]:
-            spec = TaskSpec(
-                func=fn,
-                name=name or fn.__qualname__,
-                queue=queue or "default",
-                executor=executor or infer_executor(fn),
-                retry=RetryPolicy(
-                    retries=retries, base_delay=retry_backoff, max_delay=retry_backoff_max
-                ),
-                timeout=timeout,
-                priority=priority,
-                result_ttl=result_ttl,
-                limits=limits if limits.any else None,
-            )
-            spec.check_annotations()
-            self.registry.add(spec)
-            return Task(self, spec)
-
-        return register(func) if func is not None else register
+    def _register(self, options: TaskOptions, fn: Callable[P, R]) -> Task[P, R]:
+        spec = options.spec(fn)
+        spec.check_annotations()
+        self.registry.add(spec)
+        return Task(self, spec)
 
     def periodic(
-        self,
-        cron: str | None = None,
-        /,
-        *,
-        every: timedelta | None = None,
-        tz: str | tzinfo | None = None,
-        missed: MissedPolicy = "skip",
-        name: str | None = None,
-        queue: str | None = None,
-        executor: ExecutorKind | None = None,
-        retries: int = 0,
-        retry_backoff: float = 1.0,
-        retry_backoff_max: float = 300.0,
-        timeout: float | None = None,
-        priority: int = 0,
-        result_ttl: float | None = None,
-        concurrency: int | None = None,
-        rate_limit: str | None = None,
-    ) -> Callable[[Callable[P, R]], Task[P, R]]:
+        self, cron: str | None = None, /, *, every: timedelta | None = None,
+        tz: str | tzinfo | None = None, missed: MissedPolicy = "skip",
+        **options: Unpack[PeriodicKeywords],
+    ) -> Callable[[Callable[P, R]], Task[P, R]]:  # fmt: skip
         """Register a task that workers run on a schedule, once per tick across all of them.
 
         ``cron`` is a 5-field expression read in ``tz`` (default UTC); ``every`` a whole number
         of seconds, counted from the Unix epoch. ``missed`` says what a starting worker does
         about ticks that passed while no worker ran: "skip" them, or run "once" for the latest.
-        The other options are those of :meth:`task` (``concurrency=1``: a tick does not start
-        while the last one still runs); the task can also be submitted by hand.
+        The other options are those of :meth:`task` but the per-key limits (``concurrency=1``:
+        a tick does not start while the last one still runs); the task can also be submitted
+        by hand.
         """
+        declared = TaskOptions.of("App.periodic", options, PeriodicKeywords)
         trigger = make_trigger(cron, every, tz)
         policy = check_missed(missed)
 
         def register(fn: Callable[P, R]) -> Task[P, R]:
-            task_name = name or fn.__qualname__
+            task_name = declared.name or fn.__qualname__
             if task_name in self.schedules:
                 raise ValueError(f"a schedule named {task_name!r} already exists; pass name=...")
             check_no_arguments(fn, task_name)
-            task = self.task(
-                name=task_name, queue=queue, executor=executor, retries=retries,
-                retry_backoff=retry_backoff, retry_backoff_max=retry_backoff_max,
-                timeout=timeout, priority=priority, result_ttl=result_ttl,
-                concurrency=concurrency, rate_limit=rate_limit,
-            )(fn)  # fmt: skip
+            task = self._register(declared.replace(name=task_name), fn)
             self.schedules[task_name] = Schedule(task_name, task.spec.queue, trigger, policy)
             return task
 
@@ -269,10 +201,16 @@ class App:
 
     # -- submitting ----------------------------------------------------------------------------
     def prepare(
-        self, spec: TaskSpec, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any],
-        options: SubmitOptions,
+        self, task: str | TaskSpec, args: tuple[Any, ...] | list[Any] = (),
+        kwargs: dict[str, Any] | None = None, options: SubmitOptions | None = None,
     ) -> NewJob:  # fmt: skip
-        """Validate and encode a submission (raises before anything is stored)."""
+        """Validate and encode a submission of ``task`` (a registered name, or the spec of one);
+        raises before anything is stored. With :meth:`asubmit_many`, the one submit path: every
+        submitting caller (tasks, the HTTP routes, the Flask and Django integrations, the
+        scheduler) goes through here."""
+        spec = self.registry.get(task) if isinstance(task, str) else task
+        options = options or _NO_OPTIONS
+        kwargs = kwargs or {}
         json_args, json_kwargs = spec.encode_arguments(args, kwargs)
         queue = options.queue or spec.queue
         priority = spec.priority if options.priority is None else options.priority
@@ -308,10 +246,8 @@ class App:
         options: SubmitOptions | None = None,
     ) -> Job:  # fmt: skip
         """Submit a registered task by name (what the CLI and HTTP API do)."""
-        spec = self.registry.get(task)
-        new = self.prepare(spec, args or [], kwargs or {}, options or SubmitOptions())
-        [record] = await (await self.backend()).submit([new])
-        return Job(self, record)
+        [job] = await self.asubmit_many([self.prepare(task, args or [], kwargs, options)])
+        return job
 
     async def asubmit_many(self, jobs: list[NewJob]) -> list[Job]:
         """Store many prepared jobs in one backend operation (all or none)."""
@@ -489,9 +425,10 @@ class Task(Generic[P, R]):
 
     async def asubmit(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """Store a job for this task and return its handle once it is durably committed."""
-        new = self.app.prepare(self.spec, args, kwargs, self._options)
-        [record] = await (await self.app.backend()).submit([new])
-        return Job(self.app, record)
+        [job] = await self.app.asubmit_many(
+            [self.app.prepare(self.spec, args, kwargs, self._options)]
+        )
+        return job
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """Synchronous ``asubmit``. Arguments are validated before anything is stored."""

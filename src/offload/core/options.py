@@ -1,14 +1,122 @@
-"""Per-submission options (``task.options(...)``): validated once, here, for every submit path."""
+"""Options, each declared once: ``TaskOptions`` (how a task's jobs run, ``@app.task(...)`` and
+``@app.periodic(...)``) and ``SubmitOptions`` (one submission, ``task.options(...)``)."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from offload.core import validate
 from offload.core.bounds import check_delay, check_priority
 from offload.core.codec import to_json_value
+from offload.core.job import DEFAULT_QUEUE
+from offload.core.limits import Limits, check_cap, parse_rate
+from offload.core.retry import RetryPolicy
+from offload.core.task import ExecutorKind, TaskSpec, infer_executor
 from offload.errors import SerializationError
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """How a task's jobs run: the options of ``@app.task(...)``, with their defaults.
+
+    ``executor`` defaults to "async" for ``async def`` and "thread" otherwise; use "process"
+    for CPU-bound work. ``retries`` counts re-runs after a failure, spaced by exponential
+    backoff starting at ``retry_backoff`` seconds (with jitter). Global limits, held by the
+    backend across every worker: ``concurrency`` (running jobs of this task),
+    ``key_concurrency`` (running jobs per ``concurrency_key``), ``rate_limit`` and
+    ``key_rate_limit`` (starts per period, e.g. ``"60/m"``). The limits are checked here; the
+    rest (which needs the task's name for its messages) by ``TaskSpec``.
+    """
+
+    name: str | None = None
+    queue: str | None = None
+    executor: ExecutorKind | None = None
+    retries: int = 0
+    retry_backoff: float = 1.0
+    retry_backoff_max: float = 300.0
+    timeout: float | None = None
+    priority: int = 0
+    result_ttl: float | None = None
+    concurrency: int | None = None
+    key_concurrency: int | None = None
+    rate_limit: str | None = None
+    key_rate_limit: str | None = None
+
+    def __post_init__(self) -> None:
+        self.limits()
+
+    @classmethod
+    def of(cls, caller: str, keywords: Mapping[str, Any], allowed: type[Any]) -> TaskOptions:
+        """The options given to ``caller`` as ``keywords``, which must be keys of the TypedDict
+        ``allowed`` (the TypeError Python raises for an unknown keyword argument, else)."""
+        if unknown := sorted(keywords.keys() - allowed.__optional_keys__):
+            raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}")
+        return cls(**keywords)
+
+    def limits(self) -> Limits | None:
+        """The global caps and rate limits (None: unlimited); ValueError names a bad one."""
+        limits = Limits(
+            concurrency=check_cap(self.concurrency, "concurrency"),
+            key_concurrency=check_cap(self.key_concurrency, "key_concurrency"),
+            rate=_rate(self.rate_limit, "rate_limit"),
+            key_rate=_rate(self.key_rate_limit, "key_rate_limit"),
+        )
+        return limits if limits.any else None
+
+    def replace(self, **changes: Unpack[TaskKeywords]) -> TaskOptions:
+        """These options with ``changes`` (checked again)."""
+        return dataclasses.replace(self, **changes)
+
+    def spec(self, func: Callable[..., Any]) -> TaskSpec:
+        """The spec of ``func`` registered with these options."""
+        return TaskSpec(
+            func=func,
+            name=self.name or func.__qualname__,
+            queue=self.queue or DEFAULT_QUEUE,
+            executor=self.executor or infer_executor(func),
+            retry=RetryPolicy(
+                retries=self.retries,
+                base_delay=self.retry_backoff,
+                max_delay=self.retry_backoff_max,
+            ),
+            timeout=self.timeout,
+            priority=self.priority,
+            result_ttl=self.result_ttl,
+            limits=self.limits(),
+        )
+
+
+class PeriodicKeywords(TypedDict, total=False):
+    """The ``TaskOptions`` that ``@app.periodic`` takes, as keyword arguments (a tick has no
+    arguments, so no ``concurrency_key`` and no per-key limits)."""
+
+    name: str | None
+    queue: str | None
+    executor: ExecutorKind | None
+    retries: int
+    retry_backoff: float
+    retry_backoff_max: float
+    timeout: float | None
+    priority: int
+    result_ttl: float | None
+    concurrency: int | None
+    rate_limit: str | None
+
+
+class TaskKeywords(PeriodicKeywords, total=False):
+    """Every ``TaskOptions`` field, as the keyword arguments of ``@app.task`` (the typing of
+    ``**options``; tests/core/test_options.py keeps it in step with the dataclass)."""
+
+    key_concurrency: int | None
+    key_rate_limit: str | None
+
+
+def _rate(text: str | None, what: str) -> float | None:
+    return None if text is None else parse_rate(text, what=what)
 
 
 def _plain_meta(meta: dict[str, Any]) -> dict[str, Any]:

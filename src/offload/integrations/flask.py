@@ -48,7 +48,7 @@ from flask import Blueprint, Flask, Response, g, request
 from pydantic import BaseModel
 
 from offload._portal import before_interpreter_exit
-from offload.client import App, SubmitOptions, Task
+from offload.client import App, Task
 from offload.core.job import JobRecord
 from offload.errors import JobNotFound, OffloadError
 from offload.jobs import Job
@@ -112,7 +112,7 @@ class Offload:
         Raises ``offload.BackendUnavailable`` when the backend cannot be reached (a JSON 503
         with ``Retry-After`` from a view, unless ``error_handlers=False``)."""
         if isinstance(task, str):
-            new = self.app.prepare(self.app.registry.get(task), args, kwargs, SubmitOptions())
+            new = self.app.prepare(task, args, kwargs)
             [job] = self.app.run_sync(self.app.asubmit_many([new]))
             return job
         if task.app is not self.app:

@@ -93,7 +93,7 @@ async def submit_job(
         idempotency_key=idempotency_key, concurrency_key=body.concurrency_key,
         tenant=caller.tenant, meta={"request_id": request_id_of(request.scope)},
     )  # fmt: skip
-    new = svc.app.prepare(svc.app.registry.get(body.task), body.args, body.kwargs, options)
+    new = svc.app.prepare(body.task, body.args, body.kwargs, options)
     [job] = await svc.app.asubmit_many([new])
     if job.id == new.id:  # not a replay of an idempotency key
         svc.metrics.jobs_submitted.labels(job.record.task).inc()

@@ -100,7 +100,7 @@ class Scheduler:
         options = SubmitOptions(
             idempotency_key=schedule.idempotency_key(tick), meta=schedule.tick_meta(tick)
         )
-        new = self.app.prepare(self.app.registry.get(schedule.task), (), {}, options)
+        new = self.app.prepare(schedule.task, (), {}, options)
         try:
             [record] = await self.backend.submit([new])
         except IdempotencyConflict as exc:  # another deployment's task differs (its queue?)
