@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable, Coroutine
 from datetime import timedelta, tzinfo
 from functools import partial
-from typing import Any, Generic, ParamSpec, TypeVar, Unpack, overload
+from typing import Any, ParamSpec, TypeVar, Unpack, overload
 
 import orjson
 
@@ -44,8 +44,9 @@ from offload.errors import (
 from offload.jobs import Job
 from offload.logs import REQUEST_ID
 from offload.settings import Settings
+from offload.tasks import Task as Task
 from offload.workflows import submit as workflows
-from offload.workflows.canvas import Flow, Signature
+from offload.workflows.canvas import Flow
 from offload.workflows.handle import Workflow
 
 _NO_OPTIONS = SubmitOptions()
@@ -396,49 +397,3 @@ def _with_request_id(meta: dict[str, Any] | None) -> dict[str, Any]:
     if request_id is None or (meta and "request_id" in meta):
         return dict(meta or {})
     return {**(meta or {}), "request_id": request_id}
-
-
-class Task(Generic[P, R]):
-    """A registered task. Call it to run inline; ``submit`` it to run on a worker."""
-
-    def __init__(self, app: App, spec: TaskSpec, options: SubmitOptions | None = None) -> None:
-        self.app = app
-        self.spec = spec
-        self._options = options or SubmitOptions()
-        self.__doc__ = spec.func.__doc__
-        self.__wrapped__ = spec.func
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        return self.spec.func(*args, **kwargs)  # type: ignore[no-any-return]
-
-    def __repr__(self) -> str:
-        return f"<Task {self.spec.name} queue={self.spec.queue} executor={self.spec.executor}>"
-
-    def options(self, **options: Any) -> Task[P, R]:
-        """The same task with submit options: priority, delay, run_at, idempotency_key,
-        concurrency_key, queue, tenant, meta."""
-        return Task(self.app, self.spec, SubmitOptions(**options))
-
-    async def asubmit(self, *args: P.args, **kwargs: P.kwargs) -> Job:
-        """Store a job for this task and return its handle once it is durably committed."""
-        [job] = await self.app.asubmit_many(
-            [self.app.prepare(self.spec, args, kwargs, self._options)]
-        )
-        return job
-
-    def submit(self, *args: P.args, **kwargs: P.kwargs) -> Job:
-        """Synchronous ``asubmit``. Arguments are validated before anything is stored."""
-        new = self.app.prepare(self.spec, args, kwargs, self._options)
-        return self.app.run_sync(self.app.asubmit_many([new]))[0]
-
-    def s(self, *args: Any, **kwargs: Any) -> Signature:
-        """This task with these arguments (and its submit options) as a workflow step.
-
-        In a chain, the step receives the previous result as its first positional argument, in
-        front of ``args``. Arguments are checked when the workflow is submitted.
-        """
-        return Signature(self, args, dict(kwargs), self._options)
