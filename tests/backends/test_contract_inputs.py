@@ -1,7 +1,7 @@
 """Backend contract, bad input: a job or an outcome whose numbers cannot be stored is refused
 for its own caller before anything is written, and never half-applies a batch (issue 23).
 
-Runs unchanged against every backend kind in conftest, like test_contract.py.
+Runs unchanged against every backend kind in conftest, like contract/.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from offload.core.limits import Limits
 from offload.core.states import State
 from offload.errors import SerializationError
 
-from .test_contract import (
+from .contract.helpers import (
     ALL,
     LEASE,
     MakeJob,

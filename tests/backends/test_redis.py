@@ -1,7 +1,7 @@
 """What only the Redis backend has: one hash slot, Redis time, script reloads, wake-ups, server
 checks, bad URLs and credentials, and foreign data under its prefix.
 
-The contract suite (test_contract.py) covers the semantics it shares with every backend.
+The contract suite (contract/) covers the semantics it shares with every backend.
 """
 
 from __future__ import annotations
