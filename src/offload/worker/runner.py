@@ -29,8 +29,7 @@ from offload.errors import (
 from offload.settings import Settings
 from offload.worker.context import JobContext
 from offload.worker.continuation import Continuation, is_step
-from offload.worker.executors.base import Executor
-from offload.worker.executors.process import ChildError
+from offload.worker.executors.base import ChildError, Executor
 from offload.worker.failure import clip_error, error_info, result_too_large
 
 log = logging.getLogger("offload.worker")
