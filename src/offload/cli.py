@@ -13,6 +13,7 @@ import orjson
 
 from offload import console
 from offload.backends.sqlite_check import require_existing
+from offload.cli_args import build_parser
 from offload.client import App, SubmitOptions
 from offload.core.schedule import describe_schedules
 from offload.core.states import State
@@ -38,130 +39,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="offload", description="Background jobs for web apps.")
-    sub = parser.add_subparsers(required=True, metavar="COMMAND")
-
-    p = sub.add_parser("worker", help="run a worker for APP (module:attribute)")
-    p.add_argument("app", metavar="APP")
-    p.add_argument("--queues", help="comma-separated queues, each optionally capped: pdf:2,default")
-    p.add_argument("--concurrency", type=int, help="job slots per process (default 10)")
-    p.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument("--name", help="worker name, shown in job history (default: host name)")
-    p.add_argument("--lease", type=float, help="lease seconds (default 30)")
-    p.add_argument("--shutdown-grace", type=float, help="seconds to drain on SIGTERM (default 25)")
-    p.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)  # set by the supervisor
-    _strict_option(p)
-    p.set_defaults(func=_worker)
-
-    p = sub.add_parser("up", help="API, dashboard and a worker in one process (demo tasks)")
-    p.add_argument("app", metavar="APP", nargs="?", help="module:attribute (default: the demo)")
-    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port to listen on (default 8000)")
-    p.add_argument("--concurrency", type=int, help="job slots of the embedded worker")
-    _strict_option(p)
-    p.set_defaults(func=_up)
-
-    p = sub.add_parser("serve", help="serve the HTTP API of APP")
-    p.add_argument("app", metavar="APP")
-    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port to listen on (default 8000)")
-    p.add_argument("--workers", type=int, default=1, help="uvicorn processes (default 1)")
-    _strict_option(p)
-    p.set_defaults(func=_serve)
-
-    p = sub.add_parser("submit", help="submit a job and print its id")
-    p.add_argument("task", metavar="TASK")
-    p.add_argument("args", nargs="*", metavar="ARG", help="JSON values (plain words are strings)")
-    p.add_argument("--app", required=True, metavar="APP", help="module:attribute of the App")
-    p.add_argument("--kw", action="append", default=[], metavar="NAME=VALUE", help="keyword arg")
-    p.add_argument("--queue")
-    p.add_argument("--priority", type=int)
-    p.add_argument("--delay", type=float, help="seconds before the job may run")
-    p.add_argument("--idempotency-key")
-    p.add_argument("--wait", action="store_true", help="wait for the job and print its result")
-    p.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=_submit)
-
-    for name, func, helptext in (
-        ("status", _status, "show one job"),
-        ("cancel", _cancel, "cancel a job"),
-    ):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("id", metavar="ID")
-        _backend_options(p)
-        p.add_argument("--json", action="store_true", help="print JSON")
-        p.set_defaults(func=func)
-
-    p = sub.add_parser("prune", help="delete ended jobs whose result_ttl ran out")
-    p.add_argument("--batch", type=int, default=1000, help="jobs deleted per transaction (1000)")
-    _backend_options(p)
-    p.set_defaults(func=_prune)
-
-    p = sub.add_parser("retry", help="run failed or cancelled jobs again, as new jobs")
-    p.add_argument("--app", required=True, metavar="APP", help="module:attribute of the App")
-    p.add_argument("--status", choices=["failed", "cancelled"], default="failed")
-    p.add_argument("--task")
-    p.add_argument("--queue")
-    p.add_argument("--limit", type=int, default=100, help="most jobs to retry (100)")
-    p.add_argument("--dry-run", action="store_true", help="only list the jobs it would retry")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=_retry)
-
-    p = sub.add_parser("jobs", help="list jobs, newest first")
-    p.add_argument("--status", choices=[s.value for s in State])
-    p.add_argument("--task")
-    p.add_argument("--queue")
-    p.add_argument("--limit", type=int, default=20)
-    p.add_argument("--json", action="store_true", help="print JSON")
-    _backend_options(p)
-    p.set_defaults(func=_jobs)
-
-    p = sub.add_parser("schedules", help="list the periodic tasks of APP and their next ticks")
-    p.add_argument("app", metavar="APP")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=_schedules)
-
-    p = sub.add_parser("loadtest", help="submit many jobs to an API and report the latency")
-    p.add_argument("url", metavar="URL", help="the API's base URL, e.g. http://127.0.0.1:8000")
-    p.add_argument("--task", default="send_email", help="task to submit (default send_email)")
-    p.add_argument("--args", default='["a@example.com", "hi"]', help="JSON array of arguments")
-    p.add_argument("-n", type=int, default=1000, help="jobs to submit (default 1000)")
-    p.add_argument("-c", type=int, default=50, help="clients, one request in flight each (50)")
-    p.add_argument("--rate", type=float, help="requests/s in all (default: each client at once)")
-    p.add_argument("--duration", type=float, default=60.0, help="stop after this many seconds")
-    p.add_argument("--token", help="bearer token of a role that may submit")
-    p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback URL")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=_loadtest)
-
-    p = sub.add_parser("doctor", help="scan an app's source for calls that block its event loop")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (nothing is run)")
-    p.add_argument("--format", choices=["text", "json"], default="text", help="default: text")
-    p.add_argument("--select", default="", metavar="CODES", help="only these codes: OFF1,OFF201")
-    p.add_argument("--ignore", default="", metavar="CODES", help="leave these codes out")
-    p.set_defaults(func=_doctor)
-    return parser
-
-
-def _strict_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--strict", action="store_true",
-        help="refuse to start if the backend's server may lose jobs (Redis eviction or no "
-        "persistence; default: warn)",
-    )  # fmt: skip
+    """The command line of :mod:`offload.cli_args`, each command bound to its handler here."""
+    return build_parser(
+        {
+            "worker": _worker,
+            "up": _up,
+            "serve": _serve,
+            "submit": _submit,
+            "status": _status,
+            "cancel": _cancel,
+            "prune": _prune,
+            "retry": _retry,
+            "jobs": _jobs,
+            "schedules": _schedules,
+            "loadtest": _loadtest,
+            "doctor": _doctor,
+        }
+    )
 
 
 def _apply_strict(ns: argparse.Namespace) -> None:
     """--strict reaches every App this process (and its children) builds through the env."""
     if getattr(ns, "strict", False):
         os.environ["OFFLOAD_STRICT"] = "1"
-
-
-def _backend_options(p: argparse.ArgumentParser) -> None:
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--backend", help="backend URL (default: $OFFLOAD_BACKEND or sqlite)")
-    group.add_argument("--app", metavar="APP", help="use the backend of this App")
 
 
 def _app_for(ns: argparse.Namespace) -> App:

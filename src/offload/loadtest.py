@@ -142,32 +142,8 @@ async def run(
     if n < 1 or concurrency < 1 or duration <= 0 or (rate is not None and rate <= 0):
         raise ConfigurationError("n and concurrency must be at least 1, duration and rate above 0")
     body = orjson.dumps({"task": task, "args": args or [], "kwargs": kwargs or {}})
-    target = _Target(url, body, token)
-    latencies: list[float] = []
-    errors: Counter[str] = Counter()
-
-    async def one(conn: _Connection, begin: float) -> None:
-        try:
-            async with asyncio.timeout(timeout):
-                status = await conn.post()
-            if not 200 <= status < 300:
-                errors[str(status)] += 1
-        except (OSError, EOFError, ValueError, IndexError, asyncio.LimitOverrunError) as exc:
-            conn.close()  # its state is unknown: the next request starts a new one
-            errors[type(exc).__name__] += 1
-        latencies.append((time.perf_counter() - begin) * 1000)
-        if progress is not None:
-            progress(len(latencies), n)
-
-    async def lane(conn: _Connection, due_times: _Schedule) -> None:
-        while (due := due_times.next()) is not None:
-            now = time.perf_counter()
-            if due > now:  # early: wait, and time the request from when it really goes out
-                await asyncio.sleep(due - now)
-                due = time.perf_counter()
-            await one(conn, due)
-
-    conns = [_Connection(target) for _ in range(min(concurrency, n))]
+    tally = _Tally(n, timeout, progress)
+    conns = [_Connection(_Target(url, body, token)) for _ in range(min(concurrency, n))]
     try:
         # Connect first, so that the clock does not count it (failures show up as errors later)
         with contextlib.suppress(TimeoutError):
@@ -177,16 +153,49 @@ async def run(
         schedule = _Schedule(n, rate, started, started + duration)
         async with asyncio.TaskGroup() as group:
             for conn in conns:
-                group.create_task(lane(conn, schedule))
+                group.create_task(tally.lane(conn, schedule))
         elapsed = time.perf_counter() - started
     finally:
         await asyncio.gather(*(conn.aclose() for conn in conns))
-    sent = len(latencies)
+    sent = len(tally.latencies)
     return Report(
         url=url, requested=n, concurrency=concurrency, rate=rate, sent=sent,
-        succeeded=sent - sum(errors.values()), errors=dict(errors),
-        elapsed=elapsed, stopped_early=sent < n, latencies_ms=latencies,
+        succeeded=sent - sum(tally.errors.values()), errors=dict(tally.errors),
+        elapsed=elapsed, stopped_early=sent < n, latencies_ms=tally.latencies,
     )  # fmt: skip
+
+
+class _Tally:
+    """The requests of one load test as they are answered: each one's latency, and the errors
+    counted by status (or exception name); ``progress`` hears of each."""
+
+    def __init__(self, n: int, timeout: float, progress: Progress | None) -> None:
+        self.n, self.timeout, self.progress = n, timeout, progress
+        self.latencies: list[float] = []
+        self.errors: Counter[str] = Counter()
+
+    async def lane(self, conn: _Connection, due_times: _Schedule) -> None:
+        """One client: send each request it is given when it is due, one at a time."""
+        while (due := due_times.next()) is not None:
+            now = time.perf_counter()
+            if due > now:  # early: wait, and time the request from when it really goes out
+                await asyncio.sleep(due - now)
+                due = time.perf_counter()
+            await self.one(conn, due)
+
+    async def one(self, conn: _Connection, begin: float) -> None:
+        """Send one request on ``conn``; its latency counts from ``begin``."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                status = await conn.post()
+            if not 200 <= status < 300:
+                self.errors[str(status)] += 1
+        except (OSError, EOFError, ValueError, IndexError, asyncio.LimitOverrunError) as exc:
+            conn.close()  # its state is unknown: the next request starts a new one
+            self.errors[type(exc).__name__] += 1
+        self.latencies.append((time.perf_counter() - begin) * 1000)
+        if self.progress is not None:
+            self.progress(len(self.latencies), self.n)
 
 
 class _Schedule:

@@ -26,8 +26,8 @@ from offload.errors import (
 )
 from offload.loader import load_app
 from offload.worker.context import JobContext
-from offload.worker.executors.base import Executor
-from offload.worker.executors.process import CHILD_NICE, ChildError, ProcessExecutor
+from offload.worker.executors.base import ChildError, Executor
+from offload.worker.executors.process import CHILD_NICE, ProcessExecutor
 
 APP = "proc_app:app"
 

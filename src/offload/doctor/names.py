@@ -52,10 +52,6 @@ class Names:
             base = f"builtins.{expr.id}"
         return ".".join([base, *reversed(parts)])
 
-    def imports(self, module: str) -> bool:
-        """Whether any alias of this module points into ``module`` (``gevent``: gevent.*)."""
-        return any(v == module or v.startswith(module + ".") for v in self._aliases.values())
-
 
 def dotted(expr: ast.expr) -> str:
     """A callee as a title shows it: ``client.chat.completions.create``, ``open(...).read``."""

@@ -69,7 +69,6 @@ class LeaseKeeper:
         self._thread = threading.Thread(target=self._main, name="offload-leases", daemon=True)
         # time.monotonic() by which the worker surely counts as dead without a new heartbeat
         self._alive_until = float("inf") if describe is None else float("-inf")
-        self.reaped = 0
         self.pruned = 0
 
     def start(self) -> None:
@@ -183,7 +182,6 @@ class LeaseKeeper:
             return
         if reaped:
             log.warning("reclaimed %d job(s) of dead worker(s)", reaped)
-            self.reaped += reaped
 
     async def _renew(self, lease_seconds: float | None) -> None:
         held = self._snapshot()
@@ -211,7 +209,7 @@ class LeaseKeeper:
 
     async def _reap(self) -> None:
         try:
-            self.reaped += await asyncio.wait_for(self._backend.reap(), self._patience())
+            await asyncio.wait_for(self._backend.reap(), self._patience())
         except Exception as exc:
             log.warning("reaping expired leases failed: %s", _reason(exc))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,9 +28,9 @@ from offload.errors import (
 from offload.settings import Settings
 from offload.worker.context import JobContext
 from offload.worker.continuation import Continuation, is_step
-from offload.worker.executors.base import Executor
-from offload.worker.executors.process import ChildError
+from offload.worker.executors.base import ChildError, Executor
 from offload.worker.failure import clip_error, error_info, result_too_large
+from offload.worker.slots import Seat
 
 log = logging.getLogger("offload.worker")
 
@@ -46,15 +45,16 @@ class Running:
     record: JobRecord
     lease: Lease
     ctx: JobContext
+    seat: Seat  # its place among the worker's slots (offload.worker.slots)
     task: asyncio.Task[None] | None = None
-    executing: bool = True  # claimed and its code not done yet (waiting for a slot included)
-    slots: asyncio.Semaphore | None = None  # the worker's slots, taken before the code runs
-    has_slot: bool = False
-    began: float = 0.0  # time.monotonic() when it got its slot
-    gate: asyncio.Event | None = None  # a suspect waits here until it is the worker's only job
     stop_reason: StopReason | None = None
     pending_progress: tuple[float | None, str | None] | None = None
     progress_writer: asyncio.Task[None] | None = None
+
+    @property
+    def executing(self) -> bool:
+        """Claimed and its code not done yet (waiting for a slot included)."""
+        return self.seat.executing
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,12 +132,7 @@ class JobRunner:
     async def execute(self, job: Running) -> Outcome:
         rec = job.record
         try:
-            if job.gate is not None:  # a suspect, first: it must not hold a slot while it waits
-                await job.gate.wait()
-            if job.slots is not None:  # a job claimed ahead waits here for a free slot
-                await job.slots.acquire()
-                job.has_slot = True
-                job.began = time.monotonic()
+            await job.seat.take()  # a job claimed ahead (or a suspect) waits here for a slot
             spec = self.spec(rec.task)
             executor = self.executors[spec.executor]
             value = await executor.run(spec, job.ctx, rec.args, rec.kwargs, spec.timeout)

@@ -15,32 +15,34 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from offload.client import App
 from offload.core.ids import new_worker_id
 from offload.core.job import JobRecord, Lease, WorkerInfo
 from offload.core.limits import check_cap
-from offload.errors import BackendError, ConfigurationError, LeaseLost
+from offload.errors import BackendError, ConfigurationError
 from offload.logs import LOG_FIELDS
 from offload.settings import Settings
 from offload.worker.context import JobContext
 from offload.worker.executors.asyncio_ import AsyncExecutor
 from offload.worker.executors.base import Executor
 from offload.worker.executors.thread import ThreadExecutor
-from offload.worker.failure import clip
 from offload.worker.lease import LeaseKeeper
+from offload.worker.progress import ProgressWriter
 from offload.worker.runner import JobRunner, Running, StopReason
 from offload.worker.scheduler import Scheduler
-from offload.worker.startup import open_when_up
-from offload.worker.sweep import GroupRecord, record_dir, sweep
+from offload.worker.slots import Slots
+from offload.worker.startup import (
+    first_heartbeat,
+    loop_executor,
+    open_when_up,
+    process_executor,
+    start_warden,
+)
 from offload.worker.warden import Warden
 
 log = logging.getLogger("offload.worker")
-
-#: A worker claims ahead of its free slots only while its jobs take less than this on average.
-SHORT_JOB = 0.05
 
 #: How loudly each outcome is logged: every success at INFO would cost more than a no-op job.
 OUTCOME_LEVELS = {
@@ -99,12 +101,12 @@ class Worker:
             describe=self.describe,
         )  # fmt: skip
         self._running: dict[str, Running] = {}  # claimed and not yet recorded
-        self._executing = 0  # of those, the ones whose code has not ended (or not yet begun)
-        self._slots = asyncio.Semaphore(self.concurrency)  # held while a job's code runs
-        prefetch = self.settings.prefetch
-        self.prefetch = self.concurrency if prefetch < 0 else prefetch
-        self._job_seconds = float("inf")  # moving average of recent jobs' run time
-        self._per_queue: dict[str, int] = dict.fromkeys(self.queues, 0)
+        self._slots = Slots(
+            self.concurrency, self.queues, prefetch=self.settings.prefetch,
+            alone_after=self.settings.run_alone_after,
+        )  # fmt: skip
+        max_chars = self.settings.max_progress_chars
+        self._progress = ProgressWriter(self.backend, self._running, max_chars)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = asyncio.Event()
         self._stop_now = asyncio.Event()
@@ -121,6 +123,11 @@ class Worker:
             queues=list(self.queues), concurrency=self.concurrency, started_at=self.started_at,
             last_seen=0.0, running=len(self._running), processed=self.processed,
         )  # fmt: skip
+
+    @property
+    def prefetch(self) -> int:
+        """How many jobs this worker claims beyond its free slots while jobs are short."""
+        return self._slots.prefetch
 
     def _default_queues(self) -> dict[str, int | None]:
         names = {spec.queue for spec in self.app.registry} or {"default"}
@@ -180,82 +187,28 @@ class Worker:
         self.stop()
 
     async def _start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._loop.set_default_executor(self._loop_executor())
+        self._loop = self._progress.loop = asyncio.get_running_loop()
+        self._loop.set_default_executor(
+            loop_executor(self.settings.loop_threads or self.concurrency)
+        )
         if any(spec.executor == "process" for spec in self.app.registry):
-            self._executors["process"] = self._process_executor()
+            self._executors["process"] = process_executor(
+                self.app_path, self.concurrency, self.child_setup
+            )
         for executor in self._executors.values():
             await executor.start()
-        self._start_warden()
-        await self._first_heartbeat()
+        start_warden(self._warden)
+        await first_heartbeat(self.backend, self.describe(), self._keeper, self.settings.dead_after)
         self._keeper.start()
         log.info("worker %s serving %s with %d slots", self.id, _describe(self.queues),
                  self.concurrency)  # fmt: skip
         self.serving = True
 
-    def _start_warden(self) -> None:
-        """Kill what a dead worker on this machine left running, then watch our own commands."""
-        folder = record_dir()
-        record = None
-        if folder is not None:
-            try:
-                sweep(folder)
-                record = GroupRecord(folder)
-            except OSError as exc:
-                log.warning("command groups are not recorded (%s): %s", folder, exc)
-        self._warden.start(record)
-
-    async def _first_heartbeat(self) -> None:
-        """Be on the list of live workers before claiming: a claimed job's worker must be alive
-        there, or other workers would take it for a dead one's."""
-        sent_at = time.monotonic()
-        try:
-            await self.backend.heartbeat(self.describe(), ttl=self.settings.dead_after)
-        except BackendError as exc:
-            log.warning("worker heartbeat failed: %s; no claims until one succeeds", exc)
-            return
-        self._keeper.alive_since(sent_at)
-
-    def _loop_executor(self) -> ThreadPoolExecutor:
-        """The loop's default executor: ``asyncio.to_thread`` in async tasks gets a thread per
-        slot (``loop_threads``), not asyncio's default of the CPU count + 4 (6 on 2 cores)."""
-        size = self.settings.loop_threads or self.concurrency
-        return ThreadPoolExecutor(size, thread_name_prefix="offload-to-thread")
-
-    def _process_executor(self) -> Executor:
-        from offload.worker.executors.process import ProcessExecutor
-
-        if self.app_path is None:
-            raise ConfigurationError(
-                "tasks with executor='process' need the app's import path: run the worker as "
-                "'offload worker module:app' or pass Worker(app, app_path='module:app')"
-            )
-        size = min(self.concurrency, os.cpu_count() or 1)
-        return ProcessExecutor(self.app_path, size, setup=self.child_setup)
-
     # -- claiming ------------------------------------------------------------------------------
     def _room(self) -> dict[str, int]:
         if not self._keeper.heartbeat_fresh():
             return {}  # others may take this worker for dead: a job claimed now would be lost
-        if any(self._alone(job.record) and job.executing for job in self._running.values()):
-            return {}  # a suspect runs alone: take nothing else until it ends
-        ahead = self.prefetch if self._job_seconds < SHORT_JOB else 0
-        free = self.concurrency + ahead - self._executing - self._threads.detached
-        room: dict[str, int] = {}
-        for queue, cap in self.queues.items():
-            limit = free if cap is None else min(free, cap - self._per_queue[queue])
-            if limit > 0:
-                room[queue] = limit
-        return room
-
-    def _alone(self, record: JobRecord) -> bool:
-        """Whether ``record`` must run with nothing beside it (it was there when workers died)."""
-        return record.losses >= self.settings.run_alone_after
-
-    def _takes_suspects(self) -> bool:
-        """Whether to claim suspects now (jobs whose worker died; the backend gives one per
-        claim). When a first loss does not isolate a job, a busy worker takes them too."""
-        return not self._executing or self.settings.run_alone_after > 1
+        return self._slots.room(self._threads.detached)
 
     async def _claim_loop(self) -> None:
         pause = 0.05
@@ -268,7 +221,7 @@ class Worker:
             try:
                 jobs = await self.backend.claim(
                     self.id, room, min(max(room.values()), self.settings.claim_batch),
-                    self.settings.lease_seconds, idle=self._takes_suspects(),
+                    self.settings.lease_seconds, idle=self._slots.takes_suspects(),
                 )  # fmt: skip
             except BackendError as exc:
                 log.warning("claim failed: %s; retrying in %.2fs", exc, pause)
@@ -315,17 +268,13 @@ class Worker:
 
     def _launch(self, record: JobRecord, claimed_at: float) -> None:
         lease = Lease(record.id, record.token)
-        job = Running(record, lease, JobContext(
+        ctx = JobContext(
             id=record.id, task=record.task, attempt=record.attempts, queue=record.queue,
-            _sink=lambda f, m: self._progress(record.id, f, m), _watcher=self._warden,
+            _sink=lambda f, m: self._progress.report(record.id, f, m), _watcher=self._warden,
             _owner_check=lambda: self._keeper.holds(record.id),
-        ))  # fmt: skip
-        if self._alone(record) and self._executing:
-            job.gate = asyncio.Event()  # a suspect: run it once the others are done
-        job.slots = self._slots
+        )  # fmt: skip
+        job = Running(record, lease, ctx, self._slots.seat(record))
         self._running[record.id] = job
-        self._executing += 1
-        self._per_queue[record.queue] = self._per_queue.get(record.queue, 0) + 1
         self._keeper.track(lease, claimed_at)
         job.task = asyncio.create_task(self._run(job), name=f"offload-job-{record.id}")
 
@@ -338,11 +287,8 @@ class Worker:
                       extra=fields)  # fmt: skip
         try:
             outcome = await self._runner.execute(job)
-            if job.has_slot:
-                ran = time.monotonic() - job.began
-                self._job_seconds = ran if self._job_seconds == float("inf") else (
-                    0.9 * self._job_seconds + 0.1 * ran)  # fmt: skip
-            self._free_slot(job)  # only I/O is left: let the next claim share its transaction
+            if self._slots.done(job.seat):  # only I/O is left: the next claim may share its write
+                self._wake_claimer()
             outcome = await self._runner.finish(job, outcome)
             if outcome.kind == "lost":
                 log.warning("job %s (%s): lease lost; its outcome was discarded", rec.id, rec.task,
@@ -353,26 +299,11 @@ class Worker:
         except Exception:
             log.exception("job %s: internal error in the worker", rec.id, extra=fields)
         finally:
-            self._free_slot(job)
+            if self._slots.free(job.seat):
+                self._wake_claimer()
             self._keeper.untrack(rec.id)
             self._running.pop(rec.id, None)
             self.processed += 1
-
-    def _free_slot(self, job: Running) -> None:
-        """The job's code is done: its slot (and queue share) can take the next job."""
-        if not job.executing:
-            return
-        job.executing = False
-        self._executing -= 1
-        if job.has_slot:
-            job.has_slot = False
-            self._slots.release()
-        self._per_queue[job.record.queue] -= 1
-        self._wake_claimer()
-        if self._executing == 1:  # a waiting suspect may run once it is the only job left
-            for other in self._running.values():
-                if other.executing and other.gate is not None:
-                    other.gate.set()
 
     # -- signals from the lease keeper and from job code ---------------------------------------
     def _from_thread(self, job_id: str, reason: StopReason) -> None:
@@ -389,39 +320,6 @@ class Worker:
         if job.task is not None:
             job.task.cancel()
 
-    def _progress(self, job_id: str, fraction: float | None, message: str | None) -> None:
-        if message is not None:
-            message = clip(message, self.settings.max_progress_chars)
-        loop = self._loop
-        if loop is None:
-            return
-        try:
-            on_loop = asyncio.get_running_loop() is loop
-        except RuntimeError:
-            on_loop = False
-        if on_loop:  # an async task: queue it now, before the job can finish
-            self._queue_progress(job_id, (fraction, message))
-        else:
-            loop.call_soon_threadsafe(self._queue_progress, job_id, (fraction, message))
-
-    def _queue_progress(self, job_id: str, value: tuple[float | None, str | None]) -> None:
-        job = self._running.get(job_id)
-        if job is None:
-            return
-        job.pending_progress = value
-        if job.progress_writer is None or job.progress_writer.done():
-            job.progress_writer = asyncio.create_task(self._write_progress(job))
-
-    async def _write_progress(self, job: Running) -> None:
-        while job.pending_progress is not None:
-            fraction, message = job.pending_progress
-            job.pending_progress = None
-            try:
-                await self.backend.progress(job.lease, fraction, message)
-            except (LeaseLost, BackendError) as exc:
-                log.debug("job %s: progress not recorded: %s", job.record.id, exc)
-                return
-
     # -- shutdown ------------------------------------------------------------------------------
     async def _close_resources(self) -> None:
         for executor in self._executors.values():
@@ -431,7 +329,7 @@ class Worker:
     async def _shutdown(self) -> None:
         self.serving = False
         for job in list(self._running.values()):  # claimed ahead, not started: release them now
-            if job.executing and not job.has_slot:
+            if job.executing and not job.seat.held:
                 self._stop_job(job.record.id, "shutdown")
         tasks = [j.task for j in self._running.values() if j.task is not None]
         if tasks and self._grace > 0:

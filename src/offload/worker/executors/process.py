@@ -23,26 +23,15 @@ from offload.core.codec import dumps, loads
 from offload.core.task import TaskSpec
 from offload.worker.context import JobContext
 from offload.worker.executors import _child
+from offload.worker.executors.base import ChildError
 
-__all__ = ["ChildError", "ProcessExecutor"]
+__all__ = ["ProcessExecutor"]
 
 Message = dict[str, Any]
 POLL_INTERVAL = 0.05  # how often a waiting job looks at ctx.cancel_event (a threading.Event)
 #: How much lower than the worker's the children's CPU priority is (``os.nice`` increment).
 CHILD_NICE = 10
 _OUTCOMES = frozenset({"result", "retry", "cancelled", "unserializable", "error"})
-
-
-class ChildError(errors.OffloadError):
-    """A task failed in a child process; ``.info`` is its ``{"type", "message", "traceback"}``.
-
-    ``info["type"]`` is the task's exception class name, or ``"ChildDied"`` when the child
-    process exited in the middle of a job (``os._exit``, a segfault, the OOM killer...).
-    """
-
-    def __init__(self, info: dict[str, Any]) -> None:
-        self.info = info
-        super().__init__(f"{info['type']}: {info['message']}")
 
 
 class ProcessExecutor:

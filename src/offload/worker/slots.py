@@ -1,0 +1,118 @@
+"""A worker's slots: how many of its jobs run at once, from which queues, how far ahead it claims.
+
+The worker asks :meth:`Slots.room` what to claim, gives each claimed job a :class:`Seat`
+(:meth:`Slots.seat`) and frees it once the job's code is done (:meth:`Slots.done`,
+:meth:`Slots.free`); the runner only waits on the seat (:meth:`Seat.take`) before running the
+job's code. Everything counted here is touched from the event loop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from offload.core.job import JobRecord
+
+#: A worker claims ahead of its free slots only while its jobs take less than this on average.
+SHORT_JOB = 0.05
+
+
+@dataclass(eq=False)
+class Seat:
+    """One claimed job's place in the worker, from its claim until its code is done."""
+
+    queue: str
+    alone: bool  # a suspect (it was there when workers died): it runs with nothing beside it
+    semaphore: asyncio.Semaphore  # the worker's slots, taken before the code runs
+    gate: asyncio.Event | None = None  # a suspect waits here until it is the worker's only job
+    executing: bool = True  # claimed and its code not done yet (waiting for a slot included)
+    held: bool = False  # it holds one of the worker's slots
+    began: float = 0.0  # time.monotonic() when it got its slot
+
+    async def take(self) -> None:
+        """Wait for the gate (a suspect must not hold a slot while it waits), then a slot."""
+        if self.gate is not None:
+            await self.gate.wait()
+        await self.semaphore.acquire()
+        self.held = True
+        self.began = time.monotonic()
+
+
+class Slots:
+    """``capacity`` slots shared by the jobs of ``caps`` (queue -> cap on its running jobs here,
+    None: no cap beyond ``capacity``), claiming up to ``prefetch`` jobs ahead (-1: as many as
+    ``capacity``) while jobs are short; a job lost ``alone_after`` times runs alone."""
+
+    def __init__(
+        self, capacity: int, caps: Mapping[str, int | None], *, prefetch: int, alone_after: int
+    ) -> None:
+        self.capacity = capacity
+        self.caps = caps
+        self.prefetch = capacity if prefetch < 0 else prefetch
+        self.alone_after = alone_after
+        self.executing = 0  # jobs claimed whose code has not ended (or not yet begun)
+        self.per_queue: dict[str, int] = dict.fromkeys(caps, 0)
+        self.job_seconds = float("inf")  # moving average of recent jobs' run time
+        self._semaphore = asyncio.Semaphore(capacity)  # held while a job's code runs
+        self._seats: list[Seat] = []  # the executing ones, in claim order
+
+    def room(self, detached: int = 0) -> dict[str, int]:
+        """How many jobs to claim now from each queue (none while a suspect runs alone);
+        ``detached``: threads of timed-out jobs that still run and count as busy slots."""
+        if any(seat.alone for seat in self._seats):
+            return {}  # a suspect runs alone: take nothing else until it ends
+        ahead = self.prefetch if self.job_seconds < SHORT_JOB else 0
+        free = self.capacity + ahead - self.executing - detached
+        room: dict[str, int] = {}
+        for queue, cap in self.caps.items():
+            limit = free if cap is None else min(free, cap - self.per_queue[queue])
+            if limit > 0:
+                room[queue] = limit
+        return room
+
+    def alone(self, record: JobRecord) -> bool:
+        """Whether ``record`` must run with nothing beside it (it was there when workers died)."""
+        return record.losses >= self.alone_after
+
+    def takes_suspects(self) -> bool:
+        """Whether to claim suspects now (jobs whose worker died; the backend gives one per
+        claim). When a first loss does not isolate a job, a busy worker takes them too."""
+        return not self.executing or self.alone_after > 1
+
+    def seat(self, record: JobRecord) -> Seat:
+        """A place for a job just claimed: counted at once, its slot taken when it runs."""
+        seat = Seat(record.queue, self.alone(record), self._semaphore)
+        if seat.alone and self.executing:
+            seat.gate = asyncio.Event()  # a suspect: run it once the others are done
+        self._seats.append(seat)
+        self.executing += 1
+        self.per_queue[record.queue] = self.per_queue.get(record.queue, 0) + 1
+        return seat
+
+    def done(self, seat: Seat) -> bool:
+        """The job's code returned: count its run time in the average, then :meth:`free`."""
+        if seat.held:
+            ran = time.monotonic() - seat.began
+            self.job_seconds = ran if self.job_seconds == float("inf") else (
+                0.9 * self.job_seconds + 0.1 * ran)  # fmt: skip
+        return self.free(seat)
+
+    def free(self, seat: Seat) -> bool:
+        """The job's code is done: its slot (and queue share) can take the next job. False if it
+        was freed already."""
+        if not seat.executing:
+            return False
+        seat.executing = False
+        self._seats.remove(seat)
+        self.executing -= 1
+        if seat.held:
+            seat.held = False
+            self._semaphore.release()
+        self.per_queue[seat.queue] -= 1
+        if self.executing == 1:  # a waiting suspect may run once it is the only job left
+            for other in self._seats:
+                if other.gate is not None:
+                    other.gate.set()
+        return True
