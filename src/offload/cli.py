@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from offload import console
-from offload.backends.sqlite_check import require_existing
+from offload.backends.sqlite.check import require_existing
 from offload.cli_args import build_parser
 from offload.client import App, SubmitOptions
 from offload.core.schedule import describe_schedules

@@ -26,7 +26,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from offload.backends.sqlite_check import require_sound
+from offload.backends.sqlite.check import require_sound
 from offload.client import App
 from offload.errors import BackendUnavailable, ConfigurationError
 from offload.loader import load_app

@@ -19,9 +19,9 @@ import redis
 from redis.crc import key_slot
 
 import offload
-from offload.backends import _redis_lua as lua
-from offload.backends import redis as redis_backend
 from offload.backends.redis import RedisBackend
+from offload.backends.redis import scripts as lua
+from offload.backends.redis import server as redis_backend
 from offload.core.clock import ManualClock
 from offload.core.job import Lease, NewJob, WorkerInfo
 from offload.core.states import State

@@ -13,7 +13,8 @@ import pytest
 import redis
 
 from offload.backends.base import CANCEL_INSTEAD, IDEMPOTENCY_WINDOW
-from offload.backends.redis import RedisBackend, _encode_group
+from offload.backends.redis import RedisBackend
+from offload.backends.redis.records import encode_group as _encode_group
 from offload.core.clock import ManualClock
 from offload.core.job import Lease, NewJob
 from offload.core.states import State

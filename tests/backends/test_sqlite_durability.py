@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from offload.backends._sqlite_io import SQLiteThread
 from offload.backends.sqlite import SQLiteBackend
+from offload.backends.sqlite.threads import SQLiteThread
 from offload.core.ids import new_job_id
 from offload.core.job import Lease, NewJob
 
@@ -26,7 +26,7 @@ def job() -> NewJob:
 @pytest.fixture
 def seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     """(operation, synchronous level of the writer's transaction) for each backend write."""
-    from offload.backends import _sqlite_tx as tx
+    from offload.backends.sqlite import tx
 
     log: list[tuple[str, str]] = []
     for name in ("submit", "claim", "move", "cancel", "reap", "renew"):

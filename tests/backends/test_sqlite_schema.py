@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from offload.backends import _sqlite_schema as schema
-from offload.backends.sqlite import SQLiteBackend
+from offload.backends.sqlite import SQLiteBackend, schema
 from offload.core.clock import ManualClock
 from offload.core.job import Lease, NewJob
 from offload.errors import ConfigurationError

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from offload.backends._sqlite_watch import Watcher
 from offload.backends.sqlite import SQLiteBackend
+from offload.backends.sqlite.watch import Watcher
 from offload.core.ids import new_job_id
 from offload.core.job import NewJob
 from offload.errors import BackendError

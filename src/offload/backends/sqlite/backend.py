@@ -15,18 +15,17 @@ import asyncio
 import math
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from offload.backends import _sqlite_schema as schema
-from offload.backends import _sqlite_tx as tx
 from offload.backends._common import check_retry_in, decode_cursor, encode_cursor, parse_url
-from offload.backends._sqlite_io import LOCK_RETRY_DEADLINE, SQLiteThread, is_busy
-from offload.backends._sqlite_watch import Watcher
 from offload.backends.base import DEFAULT_MAX_LOSSES
+from offload.backends.sqlite import schema, tx
+from offload.backends.sqlite.threads import LOCK_RETRY_DEADLINE, SQLiteThread, is_busy
+from offload.backends.sqlite.watch import Watcher
 from offload.core.clock import Clock, SystemClock
 from offload.core.job import (
     JobFilter,
@@ -46,8 +45,6 @@ from offload.errors import (
 )
 
 SYNCHRONOUS_MODES = ("off", "normal", "full", "extra")
-#: What a move to a final state sets besides the status.
-FINISH = f"result = :result, error = :error, lease_until = NULL, finished_at = :now, {tx.EXPIRES}"
 
 
 #: Seconds past its timeout an idle wait may last at most, whatever its wake-up thread does.
@@ -240,13 +237,13 @@ class SQLiteBackend:
         )
 
     async def complete(self, lease: Lease, result: Any, *, then: Sequence[NewJob] = ()) -> None:
-        params = {"result": orjson.dumps(result), "error": None}
+        encoded = orjson.dumps(result)
         if not then:
-            await self._move(lease, State.SUCCEEDED, Reason.SUCCEEDED, FINISH, params)
+            await self._outcome(lambda c, now: tx.succeed(c, now, lease, encoded))
             return
         items = list(then)
         await self._writer.run(  # it submits jobs: durable like any submit
-            lambda c: tx.succeed_then(c, self.clock.now(), lease, FINISH, params, items)
+            lambda c: tx.succeed_then(c, self.clock.now(), lease, encoded, items)
         )
 
     async def fail(
@@ -259,38 +256,24 @@ class SQLiteBackend:
     ) -> None:
         check_retry_in(retry_in)
         detail = error.get("message")
-        encoded = {"result": None, "error": orjson.dumps(error)}
+        encoded = orjson.dumps(error)
         if retry_in is None:
-            await self._move(lease, State.FAILED, reason, FINISH, encoded, detail)
+            await self._outcome(lambda c, now: tx.fail(c, now, lease, encoded, reason, detail))
             return
-        target = State.SCHEDULED if retry_in > 0 else State.QUEUED
-        sets = "run_at = :now + :delay, error = :error, worker_id = NULL, lease_until = NULL"
-        await self._move(lease, target, Reason.RETRY, sets, {**encoded, "delay": retry_in}, detail)
+        delay = retry_in
+        await self._outcome(lambda c, now: tx.retry(c, now, lease, encoded, delay, detail))
 
     async def mark_cancelled(self, lease: Lease, error: dict[str, Any] | None = None) -> None:
-        encoded = {"result": None, "error": None if error is None else orjson.dumps(error)}
+        encoded = None if error is None else orjson.dumps(error)
         detail = error.get("message") if error else None
-        await self._move(lease, State.CANCELLED, Reason.CANCELLED, FINISH, encoded, detail)
+        await self._outcome(lambda c, now: tx.mark_cancelled(c, now, lease, encoded, detail))
 
     async def release(self, lease: Lease) -> None:
-        sets = "attempts = attempts - 1, run_at = :now, worker_id = NULL, lease_until = NULL"
-        await self._move(lease, State.QUEUED, Reason.RELEASED, sets, {})
+        await self._outcome(lambda c, now: tx.release(c, now, lease))
 
-    async def _move(
-        self,
-        lease: Lease,
-        target: State,
-        reason: Reason,
-        sets: str,
-        params: dict[str, Any],
-        detail: str | None = None,
-    ) -> None:
-        await self._writer.run(
-            lambda c: tx.move(
-                c, self.clock.now(), lease, target, reason, sets, params, detail=detail
-            ),
-            durable=False,
-        )
+    async def _outcome(self, write: Callable[[sqlite3.Connection, float], object]) -> None:
+        """One outcome of a run: a worker's own write, not fsynced (see the module doc)."""
+        await self._writer.run(lambda c: write(c, self.clock.now()), durable=False)
 
     async def cancel(self, job_id: str) -> JobRecord:
         return await self._writer.run(lambda c: tx.cancel(c, self.clock.now(), job_id))

@@ -1,4 +1,4 @@
-"""The connection class of the Redis backend: redis-py's, with commands packed by hiredis.
+"""The Redis backend's connections: redis-py's, with commands packed by hiredis; its errors mapped.
 
 redis-py's synchronous connection packs commands with hiredis's C packer when hiredis is
 installed; its asyncio connection always packs them in Python, which re-joins the growing
@@ -9,11 +9,15 @@ and that packing was the largest single cost of a no-op job in the worker's prof
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis import exceptions as rex
+
+from offload.errors import BackendError, BackendUnavailable
+
+T = TypeVar("T")
 
 _pack: Callable[[tuple[Any, ...]], bytes] | None
 try:
@@ -89,3 +93,33 @@ async def _drop(conn: aioredis.Connection) -> None:
         await conn.disconnect(nowait=True)
     except Exception:  # already broken: nothing more to release
         pass
+
+
+async def run(
+    client: aioredis.Redis,
+    shown: str,
+    call: Callable[[aioredis.Redis], Awaitable[T]],
+    *,
+    retry: bool = False,
+) -> T:
+    """Run one Redis call, mapping redis-py errors to offload's. ``retry``: the call is
+    safe to repeat, so a broken pooled connection (after a Redis restart) is retried once."""
+    for attempt in (1, 2):
+        try:
+            return await call(client)
+        except (rex.ConnectionError, rex.TimeoutError, OSError, RuntimeError) as exc:
+            if isinstance(exc, RuntimeError) and "closed" not in str(exc):
+                raise  # a bug, not a broken connection
+            if not isinstance(exc, rex.ConnectionError | rex.TimeoutError):
+                # Under uvloop a connection the peer reset fails with a RuntimeError
+                # ("the handler is closed") that redis-py does not handle: drop the idle
+                # connections, so that the next call opens a fresh one.
+                await client.connection_pool.disconnect(inuse_connections=False)
+            if retry and attempt == 1:
+                continue
+            raise BackendUnavailable(
+                f"Redis at {shown} is unavailable ({exc}); retry later"
+            ) from None
+        except rex.ResponseError as exc:
+            raise BackendError(f"Redis at {shown} refused a command: {exc}") from None
+    raise AssertionError("unreachable")

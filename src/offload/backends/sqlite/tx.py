@@ -3,21 +3,23 @@
 Each takes the open connection (inside ``BEGIN IMMEDIATE``) and the backend's ``now``, checks the
 move against the transition table, writes the job row and its history row, and returns the
 result. Nothing here blocks on anything but SQLite; nothing here knows about threads or loops.
+Each outcome of a run (succeed, fail, retry, mark_cancelled, release) is a function that owns
+its SQL; they share :func:`move`, the lease-checked move out of running. The claim is in
+:mod:`.claim`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sqlite3
-from itertools import islice
 from typing import Any
 
 import orjson
 
-from offload.backends import _sqlite_schema as schema
 from offload.backends._common import check_new_job, check_transition
-from offload.backends._gate import Gate, Slot
 from offload.backends.base import CANCEL_INSTEAD, IDEMPOTENCY_WINDOW
+from offload.backends.sqlite import schema
+from offload.backends.sqlite.claim import capped_ready, claim
 from offload.core.job import JobRecord, Lease, NewJob, RenewResult, WorkerInfo
 from offload.core.limits import Limits
 from offload.core.states import ACTIVE_STATES, TERMINAL_STATES, Reason, State
@@ -25,12 +27,13 @@ from offload.errors import IdempotencyConflict, InvalidTransition, JobNotFound, 
 
 SELECT_JOB = f"SELECT {schema.JOB_COLUMNS} FROM jobs"
 NO_LIMITS = Limits()
-#: Jobs of limited tasks with a free slot one claim considers beyond what it wants, per queue
-#: (a later candidate may still find its slot taken by an earlier one of the same claim).
-CAPPED_SCAN = 64
 #: Set with every move to a final state: when prune may delete the job (never without a ttl).
 EXPIRES = "expires_at = :now + result_ttl"
 OWNED = "id = ? AND token = ? AND status = 'running' AND lease_until > ?"
+#: What a move to a final state sets besides the status.
+FINISH = f"result = :result, error = :error, lease_until = NULL, finished_at = :now, {EXPIRES}"
+
+__all__ = ["capped_ready", "claim"]  # the claim's, called through this module by the backend
 
 
 def submit(conn: sqlite3.Connection, now: float, jobs: list[NewJob]) -> list[JobRecord]:
@@ -93,167 +96,6 @@ def idempotent_match(conn: sqlite3.Connection, new: NewJob, now: float) -> JobRe
     if row[1] != new.fingerprint:
         raise IdempotencyConflict(new.idempotency_key, row[0])
     return job
-
-
-#: A queued capped job none of whose slots is full, counted on the running capped jobs only
-#: (the jobs_slots index): the claim never reads through the jobs that wait for a slot.
-HAS_ROOM = (
-    "(key_cap IS NULL OR concurrency_key IS NULL OR key_cap > (SELECT COUNT(*) FROM jobs r "
-    "WHERE r.status = 'running' AND r.capped = 1 AND r.task = jobs.task "
-    "AND r.concurrency_key = jobs.concurrency_key AND r.key_cap IS NOT NULL)) "
-    "AND (cap IS NULL OR cap > (SELECT COUNT(*) FROM jobs r WHERE r.status = 'running' "
-    "AND r.capped = 1 AND r.task = jobs.task AND r.cap IS NOT NULL))"
-)
-
-
-def claim(
-    conn: sqlite3.Connection,
-    now: float,
-    worker_id: str,
-    room: dict[str, int],
-    limit: int,
-    lease_seconds: float,
-    idle: bool,
-) -> list[JobRecord]:
-    promote_due(conn, now)
-    pick = (
-        "SELECT id, priority, run_at, losses, queue, task, concurrency_key, cap, key_cap, rate, "
-        "key_rate, reserved FROM jobs WHERE status = 'queued' AND queue = ? AND {} "
-        "ORDER BY priority DESC, run_at, id LIMIT ?"
-    )
-    patient = now if idle else now - lease_seconds  # suspects due by then may be taken
-    gate = Gate(now, lambda slot: _running_in(conn, slot), lambda b: _next_start(conn, b))
-    candidates: list[tuple[Any, ...]] = []
-    suspects: list[tuple[Any, ...]] = []
-    for queue, cap in room.items():
-        wanted = min(cap, limit)
-        candidates += conn.execute(pick.format("losses = 0 AND capped = 0"), (queue, wanted))
-        # Jobs whose slot is full are passed over, however many: they never hide the rest.
-        capped = conn.execute(pick.format(f"losses = 0 AND capped = 1 AND {HAS_ROOM}"), (queue, -1))
-        candidates += islice((r for r in capped if not _full(gate, r)), wanted + CAPPED_SCAN)
-        capped.close()
-        suspects += conn.execute(pick.format("losses > 0 AND run_at <= ?"), (queue, patient, 1))
-    candidates.sort(key=_claim_order)
-    suspects.sort(key=_claim_order)
-    chosen: list[str] = []
-    deferred: list[tuple[float, str]] = []
-    if suspects and (not candidates or _claim_order(suspects[0]) < _claim_order(candidates[0])):
-        # A suspect comes first: it runs alone (if its limits let it start now).
-        _gate(gate, suspects[0], chosen, deferred)
-    if not chosen:
-        taken = dict.fromkeys(room, 0)
-        for row in candidates:
-            if len(chosen) >= limit:
-                break
-            if taken[row[4]] < room[row[4]] and _gate(gate, row, chosen, deferred):
-                taken[row[4]] += 1
-    if gate.buckets:
-        conn.executemany("INSERT OR REPLACE INTO buckets VALUES (?, ?)", gate.buckets.items())
-    if deferred:
-        _defer(conn, now, deferred)
-    if not chosen:
-        return []
-    marks = ",".join("?" * len(chosen))
-    rows = conn.execute(
-        "UPDATE jobs SET status = 'running', attempts = attempts + 1, token = token + 1, "
-        "worker_id = ?, lease_until = ?, started_at = ?, updated_at = ?, progress = NULL, "
-        f"progress_message = NULL, reserved = 0 WHERE id IN ({marks}) AND status = 'queued' "
-        f"RETURNING {schema.JOB_COLUMNS}",
-        (worker_id, now + lease_seconds, now, now, *chosen),
-    ).fetchall()
-    position = {job_id: i for i, job_id in enumerate(chosen)}
-    claimed = sorted((schema.row_to_job(r) for r in rows), key=lambda j: position[j.id])
-    conn.executemany(
-        schema.HISTORY_INSERT,
-        [schema.history_row(j, State.QUEUED, Reason.CLAIMED, now) for j in claimed],
-    )
-    return claimed
-
-
-def capped_ready(conn: sqlite3.Connection, queues: list[str]) -> bool:
-    """Whether a queued job of a capped task in ``queues`` has a free slot (a job still
-    waiting is woken by the finish that frees its slot)."""
-    marks = ",".join("?" * len(queues))
-    row = conn.execute(
-        f"SELECT 1 FROM jobs WHERE status = 'queued' AND queue IN ({marks}) AND losses = 0 "
-        f"AND capped = 1 AND {HAS_ROOM} LIMIT 1",
-        queues,
-    ).fetchone()
-    return row is not None
-
-
-def _full(gate: Gate, row: tuple[Any, ...]) -> bool:
-    return gate.full(row[5], row[6], Limits(row[7], row[8], row[9], row[10]))
-
-
-def _gate(
-    gate: Gate, row: tuple[Any, ...], chosen: list[str], deferred: list[tuple[float, str]]
-) -> bool:
-    """Put a candidate row where its limits send it; True when it starts now."""
-    job_id, task, key = row[0], row[5], row[6]
-    if row[7] is None and row[8] is None and row[9] is None and row[10] is None:
-        chosen.append(job_id)
-        return True
-    verdict = gate.decide(task, key, Limits(row[7], row[8], row[9], row[10]), bool(row[11]))
-    if verdict is True:
-        chosen.append(job_id)
-        return True
-    if verdict is not False:
-        deferred.append((float(verdict), job_id))
-    return False
-
-
-def _defer(conn: sqlite3.Connection, now: float, deferred: list[tuple[float, str]]) -> None:
-    """queued -> scheduled at the reserved start of each rate-limited job."""
-    for start, job_id in deferred:
-        row = conn.execute(
-            "UPDATE jobs SET status = 'scheduled', run_at = ?, reserved = 1, updated_at = ? "
-            f"WHERE id = ? RETURNING {schema.JOB_COLUMNS}",
-            (start, now, job_id),
-        ).fetchone()
-        job = schema.row_to_job(row)
-        check_transition(job_id, State.QUEUED, State.SCHEDULED)
-        conn.execute(
-            schema.HISTORY_INSERT, schema.history_row(job, State.QUEUED, Reason.RATE_LIMITED, now)
-        )
-
-
-def _running_in(conn: sqlite3.Connection, slot: Slot) -> int:
-    """Running capped jobs holding a slot (see offload.backends._gate)."""
-    params: tuple[str, ...] = (slot.task,)
-    if slot.key is None:
-        sql = "task = ? AND cap IS NOT NULL"
-    else:
-        sql = "task = ? AND concurrency_key = ? AND key_cap IS NOT NULL"
-        params = (slot.task, slot.key)
-    row = conn.execute(
-        f"SELECT COUNT(*) FROM jobs WHERE status = 'running' AND capped = 1 AND {sql}", params
-    ).fetchone()
-    return int(row[0])
-
-
-def _next_start(conn: sqlite3.Connection, bucket: str) -> float | None:
-    row = conn.execute("SELECT next_start FROM buckets WHERE name = ?", (bucket,)).fetchone()
-    return None if row is None else float(row[0])
-
-
-def promote_due(conn: sqlite3.Connection, now: float) -> None:
-    due = "SELECT 1 FROM jobs WHERE status = 'scheduled' AND run_at <= ? LIMIT 1"
-    if conn.execute(due, (now,)).fetchone() is None:
-        return
-    rows = conn.execute(
-        "UPDATE jobs SET status = 'queued', updated_at = ? WHERE id IN (SELECT id FROM jobs "
-        "WHERE status = 'scheduled' AND run_at <= ? ORDER BY run_at LIMIT 1000) "
-        f"RETURNING {schema.JOB_COLUMNS}",
-        (now, now),
-    ).fetchall()
-    conn.executemany(
-        schema.HISTORY_INSERT,
-        [
-            schema.history_row(schema.row_to_job(r), State.SCHEDULED, Reason.PROMOTED, now)
-            for r in rows
-        ],
-    )
 
 
 def renew(
@@ -322,7 +164,8 @@ def move(
     *,
     detail: str | None = None,
 ) -> JobRecord:
-    """Move a job the caller holds a lease on out of running (conditional on the lease).
+    """Move a job the caller holds a lease on out of running (conditional on the lease): the
+    part the outcome functions below share; ``sets`` is their SQL, ``params`` its values.
 
     A job that would run again (retry, release) but whose cancel was requested is
     cancelled instead.
@@ -365,21 +208,65 @@ def move(
     return job
 
 
+def succeed(conn: sqlite3.Connection, now: float, lease: Lease, result: bytes) -> JobRecord:
+    """running -> succeeded, with the JSON of its result."""
+    params = {"result": result, "error": None}
+    return move(conn, now, lease, State.SUCCEEDED, Reason.SUCCEEDED, FINISH, params)
+
+
 def succeed_then(
-    conn: sqlite3.Connection,
-    now: float,
-    lease: Lease,
-    sets: str,
-    params: dict[str, Any],
-    then: list[NewJob],
+    conn: sqlite3.Connection, now: float, lease: Lease, result: bytes, then: list[NewJob]
 ) -> None:
     """A workflow step's success and the submit of what follows it, in one transaction (any
     error rolls back both). Jobs of ``then`` that exist already are left as they are."""
-    move(conn, now, lease, State.SUCCEEDED, Reason.SUCCEEDED, sets, params)
+    succeed(conn, now, lease, result)
     ids = [job.id for job in then]
     marks = ", ".join("?" * len(ids))
     have = {row[0] for row in conn.execute(f"SELECT id FROM jobs WHERE id IN ({marks})", ids)}
     submit(conn, now, [job for job in then if job.id not in have])
+
+
+def fail(
+    conn: sqlite3.Connection,
+    now: float,
+    lease: Lease,
+    error: bytes,
+    reason: Reason,
+    detail: str | None,
+) -> JobRecord:
+    """running -> failed, with the JSON of its error."""
+    params = {"result": None, "error": error}
+    return move(conn, now, lease, State.FAILED, reason, FINISH, params, detail=detail)
+
+
+def retry(
+    conn: sqlite3.Connection,
+    now: float,
+    lease: Lease,
+    error: bytes,
+    delay: float,
+    detail: str | None,
+) -> JobRecord:
+    """running -> queued (``delay`` 0) or scheduled ``delay`` seconds from now, keeping the
+    error of the attempt that failed (cancelled instead if its cancel was requested)."""
+    target = State.SCHEDULED if delay > 0 else State.QUEUED
+    sets = "run_at = :now + :delay, error = :error, worker_id = NULL, lease_until = NULL"
+    params = {"result": None, "error": error, "delay": delay}
+    return move(conn, now, lease, target, Reason.RETRY, sets, params, detail=detail)
+
+
+def mark_cancelled(
+    conn: sqlite3.Connection, now: float, lease: Lease, error: bytes | None, detail: str | None
+) -> JobRecord:
+    """running -> cancelled (the worker stopped the run after its cancel was requested)."""
+    params = {"result": None, "error": error}
+    return move(conn, now, lease, State.CANCELLED, Reason.CANCELLED, FINISH, params, detail=detail)
+
+
+def release(conn: sqlite3.Connection, now: float, lease: Lease) -> JobRecord:
+    """running -> queued without using up an attempt (a worker shutting down)."""
+    sets = "attempts = attempts - 1, run_at = :now, worker_id = NULL, lease_until = NULL"
+    return move(conn, now, lease, State.QUEUED, Reason.RELEASED, sets, {})
 
 
 def cancel(conn: sqlite3.Connection, now: float, job_id: str) -> JobRecord:
@@ -482,11 +369,6 @@ def prune(conn: sqlite3.Connection, now: float, limit: int) -> int:
         (now, limit),
     )
     return len(ids)
-
-
-def _claim_order(row: tuple[Any, ...]) -> tuple[int, float, str]:
-    """Higher priority first, then earlier due time, then id (rows: id, priority, run_at...)."""
-    return (-row[1], row[2], row[0])
 
 
 def fetch(conn: sqlite3.Connection, job_id: str) -> JobRecord | None:

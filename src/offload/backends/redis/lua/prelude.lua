@@ -1,0 +1,170 @@
+-- The prelude of every script (offload.backends.redis.scripts puts it before each one):
+-- KEYS[1] is the namespace root R, ALLOWED the state machine generated from
+-- offload.core.states.TRANSITIONS, and the helpers the transitions share.
+-- Placeholders (a capitalised name between double underscores) take the values of
+-- scripts.VALUES at load.
+local R = KEYS[1]
+local ALLOWED = __TRANSITIONS__
+local function clock(arg)
+  if arg ~= nil and arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function fnum(x) return string.format('%.17g', x) end
+-- A number that can be a score or a time: not nil, not NaN, not infinite.
+local function finite(x) return x ~= nil and x == x and x ~= math.huge and x ~= -math.huge end
+-- One command over many members (at most 1000 arguments at a time, unpack's stack limit).
+local function bulk(cmd, key, items)
+  for i = 1, #items, 1000 do
+    redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+  end
+end
+-- Status changes of many jobs at once: what move() does per job, written once per key.
+local function changes()
+  local c = {counts = {}, out = {}, into = {}}
+  function c.add(id, queue, created, from, to)
+    c.counts[queue .. '\0' .. from] = (c.counts[queue .. '\0' .. from] or 0) - 1
+    c.counts[queue .. '\0' .. to] = (c.counts[queue .. '\0' .. to] or 0) + 1
+    local o = c.out[from] or {}
+    o[#o + 1] = id
+    c.out[from] = o
+    local i = c.into[to] or {}
+    i[#i + 1] = created
+    i[#i + 1] = id
+    c.into[to] = i
+  end
+  function c.flush()
+    for name, n in pairs(c.counts) do
+      if n ~= 0 then redis.call('HINCRBY', R .. 'counts', name, n) end
+    end
+    for st, ids in pairs(c.out) do bulk('ZREM', R .. 'i:st:' .. st, ids) end
+    for st, pairs_ in pairs(c.into) do bulk('ZADD', R .. 'i:st:' .. st, pairs_) end
+    c.counts, c.out, c.into = {}, {}, {}
+  end
+  return c
+end
+local function opt(s) if s == nil or s == '' then return nil end return string.sub(s, 2) end
+local function fields(id, ...)
+  return redis.call('HMGET', R .. 'j:' .. id, ...)
+end
+local function hist(id, at, from, to, reason, attempt, token, worker, detail)
+  redis.call('RPUSH', R .. 'h:' .. id, cjson.encode({fnum(at), from or false, to, reason,
+    tonumber(attempt), tonumber(token), worker or false, detail or false}))
+end
+-- Count, index and record a status change (from = nil for a new job).
+local function move(id, queue, created, from, to)
+  if not ALLOWED[from or 'new'][to] then
+    return redis.error_reply('offload: transition ' .. (from or 'new') .. ' -> ' .. to ..
+      ' of job ' .. id .. ' is not allowed')
+  end
+  if from then
+    redis.call('HINCRBY', R .. 'counts', queue .. '\0' .. from, -1)
+    redis.call('ZREM', R .. 'i:st:' .. from, id)
+  end
+  redis.call('HINCRBY', R .. 'counts', queue .. '\0' .. to, 1)
+  redis.call('ZADD', R .. 'i:st:' .. to, created, id)
+  redis.call('HSET', R .. 'j:' .. id, 'status', to)
+end
+-- Make a job claimable: innocents by priority (jobs of limited tasks apart), suspects apart.
+-- Wake idle workers when the partition had nothing ready before.
+local function limited(id)
+  local f = fields(id, 'cap', 'key_cap', 'rate', 'key_rate')
+  return f[1] or f[2] or f[3] or f[4]
+end
+local function enqueue(id, queue, prio, run_at, losses)
+  if tonumber(losses) > 0 then
+    redis.call('ZADD', R .. 's:' .. queue, run_at, id)
+    return
+  end
+  local part, parts = 'q:', 'qp:'
+  if limited(id) then part, parts = 'c:', 'cp:' end
+  local qp = R .. parts .. queue
+  local was_empty = redis.call('EXISTS', qp) == 0
+  redis.call('ZADD', R .. part .. queue .. ':' .. prio, run_at, id)
+  redis.call('ZADD', qp, -tonumber(prio), prio)
+  if was_empty then redis.call('PUBLISH', R .. 'wake', queue) end
+end
+-- The slots a capped job holds while it runs (see offload.backends._gate).
+local function slots_for(task, key, cap, key_cap)
+  local out = {}
+  if cap then out[#out + 1] = {'t\0' .. task, tonumber(cap)} end
+  if key_cap and key then out[#out + 1] = {'k\0' .. task .. '\0' .. key, tonumber(key_cap)} end
+  return out
+end
+local function slots_of(id)
+  return slots_for(unpack(fields(id, 'task', 'concurrency_key', 'cap', 'key_cap')))
+end
+local function dequeue(id, queue, prio)
+  for _, p in ipairs({{'q:', 'qp:'}, {'c:', 'cp:'}}) do
+    local qk = R .. p[1] .. queue .. ':' .. prio
+    if redis.call('ZREM', qk, id) == 1 then
+      if redis.call('EXISTS', qk) == 0 then redis.call('ZREM', R .. p[2] .. queue, prio) end
+      return
+    end
+  end
+  if redis.call('ZREM', R .. 's:' .. queue, id) == 1 then return end
+  for _, slot in ipairs(slots_of(id)) do redis.call('ZREM', R .. 'park:' .. slot[1], id) end
+end
+-- Make up to n jobs parked on a full slot claimable again (the slot has room now).
+local function unpark(slot, n)
+  local k = R .. 'park:' .. slot
+  local ids = redis.call('ZRANGE', k, 0, n - 1, 'WITHSCORES')
+  for j = 1, #ids, 2 do
+    redis.call('ZREM', k, ids[j])
+    local f = fields(ids[j], 'status', 'queue', 'priority', 'losses')
+    if f[1] == 'queued' then enqueue(ids[j], f[2], f[3], tonumber(ids[j + 1]), f[4] or 0) end
+  end
+end
+-- Give back the slots a job held; true if it held any (workers may wait for one).
+local function release_slots(held)
+  for _, slot in ipairs(held) do
+    redis.call('HINCRBY', R .. 'slots', slot[1], -1)
+    unpark(slot[1], 1)
+  end
+  return #held > 0
+end
+-- A job leaves running: give back its slots, and wake workers that may wait for one.
+local function free_slots(id, queue)
+  if release_slots(slots_of(id)) then redis.call('PUBLISH', R .. 'wake', queue) end
+end
+local function promote(now, batch)
+  local due = redis.call('ZRANGEBYSCORE', R .. 'sched', '-inf', now, 'LIMIT', 0, batch)
+  for _, id in ipairs(due) do
+    local f = fields(id, 'queue', 'priority', 'run_at', 'losses', 'created_at', 'attempts',
+      'token', 'worker_id')
+    redis.call('ZREM', R .. 'sched', id)
+    if f[1] then
+      redis.call('HSET', R .. 'j:' .. id, 'updated_at', now)
+      local err = move(id, f[1], f[5], 'scheduled', 'queued')
+      if err then return err end
+      enqueue(id, f[1], f[2], tonumber(f[3]), f[4] or 0)
+      hist(id, now, 'scheduled', 'queued', 'promoted', f[6], f[7], f[8], nil)
+    end
+  end
+end
+-- Does (id, token) hold a live lease? Returns the job's fields or nil.
+local LEASED = {'status', 'token', 'lease_until', 'queue', 'created_at', 'attempts',
+  'worker_id', 'cancel_requested', 'priority', 'losses', 'result_ttl', 'task',
+  'concurrency_key', 'cap', 'key_cap'}
+local function holds(id, token, now)
+  local f = fields(id, unpack(LEASED))
+  if f[1] ~= 'running' or f[2] ~= token or tonumber(f[3]) <= now then return nil end
+  return f
+end
+-- A job just ended: start its retention clock, if it has one.
+local function ended(id, now)
+  local ttl = tonumber(redis.call('HGET', R .. 'j:' .. id, 'result_ttl'))
+  if finite(ttl) then redis.call('ZADD', R .. 'expire', now + ttl, id) end
+end
+-- A running job that would run again, but whose cancel was requested: cancel it instead.
+local function cancel_instead(id, f, now, detail)
+  local k = R .. 'j:' .. id
+  ended(id, now)
+  free_slots(id, f[4])
+  redis.call('HSET', k, 'finished_at', now, 'updated_at', now)
+  redis.call('HDEL', k, 'lease_until')
+  redis.call('ZREM', R .. 'run', id)
+  local err = move(id, f[4], f[5], 'running', 'cancelled')
+  if err then return err end
+  hist(id, now, 'running', 'cancelled', 'cancelled', f[6], f[2], f[7], detail)
+end

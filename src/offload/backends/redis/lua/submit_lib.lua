@@ -1,0 +1,147 @@
+-- The submit machinery as functions over the script's ``now`` and ``window`` (FINISH uses it
+-- too: a workflow step's success submits what follows it in the same script run).
+local seen = {}  -- idempotency key -> {job id, fingerprint}, as stored by earlier groups
+local zadds, counts, ready = {}, {}, {}
+local function zadd(key, score, member)
+  local t = zadds[key]
+  if not t then t = {}; zadds[key] = t end
+  t[#t + 1] = score
+  t[#t + 1] = member
+end
+local function lookup(ik)
+  if seen[ik] then return seen[ik] end
+  local raw = redis.call('GET', ik)
+  if not raw then return nil end
+  local a, c = string.find(raw, '\0', 1, true)
+  local rest = string.sub(raw, c + 1)
+  local d, e = string.find(rest, '\0', 1, true)
+  if tonumber(string.sub(rest, e + 1)) <= now then return nil end
+  local id = string.sub(raw, 1, a - 1)
+  if redis.call('EXISTS', R .. 'j:' .. id) == 0 then return nil end  -- pruned
+  return {id, string.sub(rest, 1, d - 1)}
+end
+local function store(job)
+  local id, task, queue, prio, delay, run_at, key, _, ckey, tenant, args, kwargs, meta, ttl,
+    cap, key_cap, rate, key_rate = unpack(job)
+  local k = R .. 'j:' .. id
+  if redis.call('HSETNX', k, 'id', id) == 0 then  -- a resubmitted id: the job as stored
+    return {'old', unpack(redis.call('HGETALL', k))}
+  end
+  run_at = opt(run_at)
+  if run_at then run_at = tonumber(run_at) else run_at = now + math.max(0, tonumber(delay)) end
+  local status = 'queued'
+  if run_at > now then status = 'scheduled' end
+  redis.call('HSET', k, 'task', task, 'queue', queue, 'priority', prio, 'status', status,
+    'submitted_as', status, 'attempts', 0, 'losses', 0, 'token', 0, 'run_at', run_at,
+    'created_at', now, 'updated_at', now, 'tenant', tenant, 'args', args, 'kwargs', kwargs,
+    'meta', meta)
+  key, ckey = opt(key), opt(ckey)
+  if key then redis.call('HSET', k, 'idempotency_key', key) end
+  if ckey then redis.call('HSET', k, 'concurrency_key', ckey) end
+  if ttl ~= '' then redis.call('HSET', k, 'result_ttl', opt(ttl)) end
+  for name, value in pairs({cap = cap, key_cap = key_cap, rate = rate, key_rate = key_rate}) do
+    if value ~= '' then redis.call('HSET', k, name, opt(value)) end
+  end
+  local part = 'q:'
+  if cap ~= '' or key_cap ~= '' or rate ~= '' or key_rate ~= '' then part = 'c:' end
+  for _, idx in ipairs({'i:all', 'i:tk:' .. task, 'i:q:' .. queue, 'i:tn:' .. tenant,
+                        'i:st:' .. status}) do
+    zadd(R .. idx, now, id)
+  end
+  local field = queue .. '\0' .. status
+  counts[field] = (counts[field] or 0) + 1
+  if status == 'queued' then
+    zadd(R .. part .. queue .. ':' .. prio, run_at, id)
+    ready[part .. queue] = ready[part .. queue] or {queue = queue, part = part}
+    ready[part .. queue][prio] = true
+  else
+    zadd(R .. 'sched', run_at, id)
+  end
+  -- The submit's own history entry is implied by created_at and submitted_as.
+  return {'new', status, fnum(run_at)}
+end
+-- Why a job's numbers cannot be stored (nil: they can). Checked before a group writes.
+local function invalid(job)
+  local prio = tonumber(job[4])
+  if not finite(prio) or prio < __PRIORITY_MIN__ or prio > __PRIORITY_MAX__
+    or job[4] ~= string.format('%d', prio) then
+    return 'priority ' .. job[4] .. ' is not a whole number from __PRIORITY_MIN__ to __PRIORITY_MAX__'
+  end
+  if not finite(tonumber(job[5])) then return 'delay ' .. job[5] .. ' is not finite' end
+  local numbers = {run_at = job[6], result_ttl = job[14], concurrency = job[15],
+    key_concurrency = job[16], rate_limit = job[17], key_rate_limit = job[18]}
+  for name, raw in pairs(numbers) do
+    local v = opt(raw)
+    if v and not (finite(tonumber(v)) and (name == 'run_at' or tonumber(v) >= 0)) then
+      return name .. ' ' .. v .. ' is not a finite number >= 0'
+    end
+  end
+  return nil
+end
+-- One group of jobs (one submit call), all or none: {'invalid', why}, {'conflict', key, job
+-- id} or {'ok', ...}.
+local function submit_group(jobs)
+  -- Pass 1: check numbers, resolve idempotency keys; write nothing yet.
+  local mine, plan, conflict = {}, {}, nil
+  for _, job in ipairs(jobs) do
+    local why = invalid(job)
+    if why then
+      conflict = {'invalid', 'job ' .. job[1] .. ': ' .. why}
+      break
+    end
+  end
+  for i, job in ipairs(conflict and {} or jobs) do
+    local key = opt(job[7])
+    if key then
+      local ik = R .. 'idem:' .. job[10] .. '\0' .. key
+      local entry = mine[ik] or lookup(ik)
+      if entry and entry[2] ~= job[8] then
+        conflict = {'conflict', key, entry[1]}
+        break
+      end
+      if entry then plan[i] = entry[1] else mine[ik] = {job[1], job[8]} end
+    end
+  end
+  if conflict then
+    return conflict
+  else
+    -- Pass 2: store the new jobs; a repeated key names the job stored first.
+    local group = {'ok'}
+    for i, job in ipairs(jobs) do
+      if plan[i] then
+        group[#group + 1] = {'old', unpack(redis.call('HGETALL', R .. 'j:' .. plan[i]))}
+      else
+        group[#group + 1] = store(job)
+      end
+    end
+    for ik, entry in pairs(mine) do
+      seen[ik] = entry
+      redis.call('SET', ik, entry[1] .. '\0' .. entry[2] .. '\0' .. fnum(now + window),
+        'PX', math.floor(window * 1000) + 60000)
+    end
+    return group
+  end
+end
+-- Apply the collected updates: a queue that had nothing ready wakes idle workers.
+local function apply_submits()
+local parts = {['q:'] = 'qp:', ['c:'] = 'cp:'}
+local woke = {}
+for name, r in pairs(ready) do
+  woke[name] = redis.call('EXISTS', R .. parts[r.part] .. r.queue) == 0
+end
+for key, t in pairs(zadds) do
+  for i = 1, #t, 2000 do
+    redis.call('ZADD', key, unpack(t, i, math.min(i + 1999, #t)))
+  end
+end
+for field, n in pairs(counts) do redis.call('HINCRBY', R .. 'counts', field, n) end
+for name, r in pairs(ready) do
+  for prio, _ in pairs(r) do
+    if prio ~= 'queue' and prio ~= 'part' then
+      redis.call('ZADD', R .. parts[r.part] .. r.queue, -tonumber(prio), prio)
+    end
+  end
+  if woke[name] then redis.call('PUBLISH', R .. 'wake', r.queue) end
+end
+zadds, counts, ready = {}, {}, {}
+end

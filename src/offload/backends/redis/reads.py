@@ -1,0 +1,118 @@
+"""The Redis backend's multi-key reads: listing jobs through its indexes, and histories."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+import redis.asyncio as aioredis
+
+from offload.backends._common import decode_cursor, encode_cursor
+from offload.backends.redis.records import job_from_hash, transition_from_json
+from offload.core.job import JobFilter, JobRecord, Page, Transition
+from offload.core.states import Reason, State
+from offload.errors import BackendError
+
+T = TypeVar("T")
+
+#: Most index entries one list_jobs call reads while filtering (then it returns a cursor).
+LIST_SCAN_BUDGET = 5000
+
+
+class Run(Protocol):
+    """The backend's ``_run``: one Redis call, with redis-py errors mapped to offload's."""
+
+    async def __call__(
+        self, call: Callable[[aioredis.Redis], Awaitable[T]], *, retry: bool = False
+    ) -> T: ...
+
+
+async def list_jobs(run: Run, root: str, flt: JobFilter) -> Page:
+    """Newest first from the smallest index that fits the filter, checking the rest of the
+    filter on each job; reads at most LIST_SCAN_BUDGET entries, then returns a cursor."""
+    indexes = [f"{root}i:all"]
+    for name, value in (("st", flt.status.value if flt.status else None),
+                        ("tk", flt.task), ("q", flt.queue), ("tn", flt.tenant)):  # fmt: skip
+        if value is not None:
+            indexes.append(f"{root}i:{name}:{value}")
+    index = indexes[0]
+    if len(indexes) > 1:
+
+        async def sizes(c: aioredis.Redis) -> list[int]:
+            async with c.pipeline(transaction=False) as pipe:
+                for key in indexes[1:]:
+                    pipe.zcard(key)
+                return list(await pipe.execute())
+
+        counts = await run(sizes, retry=True)
+        index = min(zip(counts, indexes[1:], strict=True))[1]
+    after = decode_cursor(flt.cursor) if flt.cursor is not None else None
+    top = "+inf" if after is None else repr(after[0])
+    found: list[JobRecord] = []
+    scanned = 0
+    last: tuple[float, str] | None = None
+    while len(found) <= flt.limit and scanned < LIST_SCAN_BUDGET:
+        batch = max(2 * flt.limit, 100)
+        entries: list[tuple[str, float]] = await run(
+            lambda c, start=scanned, n=batch: c.zrevrangebyscore(  # type: ignore[misc]
+                index, top, "-inf", start=start, num=n, withscores=True
+            ),
+            retry=True,
+        )
+        if not entries:
+            last = None
+            break
+        scanned += len(entries)
+        wanted = [(i, s) for i, s in entries if after is None or (s, i) < after]
+        for record in await fetch(run, root, [i for i, _ in wanted]):
+            if matches(record, flt):
+                found.append(record)
+        last = (entries[-1][1], entries[-1][0])
+    if len(found) > flt.limit:
+        page = found[: flt.limit]
+        return Page(page, encode_cursor(page[-1].created_at, page[-1].id))
+    cursor = encode_cursor(*last) if last is not None and scanned >= LIST_SCAN_BUDGET else None
+    return Page(found, cursor)
+
+
+async def fetch(run: Run, root: str, ids: Sequence[str]) -> list[JobRecord]:
+    if not ids:
+        return []
+
+    async def read(c: aioredis.Redis) -> list[dict[str, str]]:
+        async with c.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hgetall(f"{root}j:{job_id}")
+            return list(await pipe.execute())
+
+    hashes = await run(read, retry=True)
+    return [job_from_hash(h, f"{root}j:{i}") for i, h in zip(ids, hashes, strict=True) if h]
+
+
+async def history(run: Run, root: str, job_id: str) -> list[Transition]:
+    key = f"{root}h:{job_id}"
+    job_key = f"{root}j:{job_id}"
+
+    async def read(c: aioredis.Redis) -> list[Any]:
+        async with c.pipeline(transaction=False) as pipe:
+            pipe.hmget(job_key, ["created_at", "submitted_as"])
+            pipe.lrange(key, 0, -1)
+            return list(await pipe.execute())
+
+    (created, initial), raw = await run(read, retry=True)
+    if created is None:
+        return []
+    try:
+        first = Transition(job_id, float(created), None, State(initial), Reason.SUBMITTED, 0, 0)
+        return [first, *(transition_from_json(job_id, entry) for entry in raw)]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise BackendError(f"corrupt history under Redis key {key!r}: {exc}") from None
+
+
+def matches(job: JobRecord, flt: JobFilter) -> bool:
+    return (
+        (flt.status is None or job.status is flt.status)
+        and (flt.task is None or job.task == flt.task)
+        and (flt.queue is None or job.queue == flt.queue)
+        and (flt.tenant is None or job.tenant == flt.tenant)
+    )

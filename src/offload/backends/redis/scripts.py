@@ -1,0 +1,119 @@
+"""The Redis backend's Lua scripts: every state transition is one script, run atomically.
+
+Each script gets one key, the namespace root ``{prefix}:`` (KEYS[1]); every key it touches is
+that root plus a suffix, so all of a namespace's keys share one hash tag (one Redis Cluster
+slot). ``ARGV[1]`` is the time to use, or ``""`` to take it from Redis ``TIME`` (production:
+leases and due times never depend on a worker's clock; tests pass a manual clock's time).
+
+Layout under the root ``R``:
+
+- ``R j:<id>``                 hash: the job's fields (absent field = None)
+- ``R h:<id>``                 list: the job's transitions after its submit, JSON arrays (the
+                               submit is implied by the job's created_at and submitted_as)
+- ``R q:<queue>:<priority>``   zset of ready jobs with no lost lease, score run_at
+- ``R qp:<queue>``             zset of the priorities that have ready jobs, score -priority
+- ``R c:<queue>:<priority>``   zset of ready jobs of *limited* tasks (caps or rate limits: a
+                               claim checks them), score run_at; ``R cp:<queue>`` priorities
+- ``R s:<queue>``              zset of ready *suspects* (losses > 0), score run_at
+- ``R park:<slot>``            zset of queued jobs of limited tasks that found ``slot`` full at a
+                               claim, score run_at: out of the claims' way until it frees
+- ``R slots``                  hash ``t\0<task>`` / ``k\0<task>\0<key>`` -> running capped jobs
+- ``R tat``                    hash: rate bucket (same names) -> next allowed start
+- ``R sched``                  zset of scheduled jobs, score run_at
+- ``R run``                    zset of running jobs, score lease_until
+- ``R expire``                 zset of ended jobs that have a result_ttl, score when to prune
+- ``R counts``                 hash ``<queue>\\0<status>`` -> count
+- ``R i:all`` / ``i:st:<status>`` / ``i:tk:<task>`` / ``i:q:<queue>`` / ``i:tn:<tenant>``
+                               zsets for listing, score created_at
+- ``R idem:<tenant>\\0<key>``  string ``<job id>\\0<fingerprint>\\0<expires at>``
+- ``R w`` / ``R wseen`` / ``R wexp``  live workers: info JSON, last seen, expiry
+- channel ``R wake``           a queue name, published when that queue stops being empty
+
+Floats are written by passing Lua numbers to ``redis.call`` (exact round trip) and returned
+as ``%.17g`` strings; never through ``tostring`` or cjson, which keep 14 digits.
+
+The scripts themselves are the files of ``lua/``: ``prelude.lua`` (the helpers every script
+starts with) and one file per transition, loaded at import. A line ``-- include: x.lua``
+inlines ``x.lua`` (the submit machinery, shared by SUBMIT and FINISH), and ``__NAME__``
+placeholders take the values of :data:`VALUES` (the state machine generated from
+``core.states.TRANSITIONS``, and the constants below).
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+from offload.backends.base import IDEMPOTENCY_WINDOW
+from offload.core.bounds import PRIORITY_MAX, PRIORITY_MIN
+from offload.core.states import TRANSITIONS
+
+#: Most due scheduled jobs one claim promotes (the rest wait for the next claim).
+PROMOTE_BATCH = 100
+#: Most suspects per queue one claim looks at.
+SUSPECT_SCAN = 100
+#: Jobs waiting for a concurrency slot one claim looks past, per queue.
+CAPPED_SCAN = 64
+#: Most jobs one claim parks because their slot is full (each is parked once per wait).
+PARK_BATCH = 1000
+#: Priorities one claim reads at a time (it reads only as many pages as it needs).
+PRIORITY_PAGE = 16
+
+#: The scripts, one per transition, each in ``lua/<name>.lua``.
+NAMES = (
+    "submit",
+    "claim",
+    "renew",
+    "progress",
+    "finish",
+    "cancel",
+    "reap",
+    "reclaim",
+    "ready",
+    "heartbeat",
+    "workers",
+    "prune",
+)
+_LUA = resources.files("offload.backends.redis") / "lua"
+_PLACEHOLDER = re.compile(r"__([A-Z][A-Z_]*[A-Z])__")
+_INCLUDE = re.compile(r"^-- include: (\w+)\.lua\n", re.MULTILINE)
+
+
+def _transitions_table() -> str:
+    rows = []
+    for source, targets in TRANSITIONS.items():
+        name = "new" if source is None else source.value
+        allowed = ", ".join(f"['{t.value}'] = true" for t in sorted(targets))
+        rows.append(f"['{name}'] = {{{allowed}}}")
+    return "{" + ", ".join(rows) + "}"
+
+
+#: What each ``__NAME__`` placeholder of the Lua files stands for.
+VALUES: dict[str, str] = {
+    "TRANSITIONS": _transitions_table(),
+    "IDEMPOTENCY_WINDOW": repr(IDEMPOTENCY_WINDOW),
+    "PRIORITY_MIN": str(PRIORITY_MIN),
+    "PRIORITY_MAX": str(PRIORITY_MAX),
+    "PROMOTE_BATCH": str(PROMOTE_BATCH),
+    "SUSPECT_SCAN": str(SUSPECT_SCAN),
+    "CAPPED_SCAN": str(CAPPED_SCAN),
+    "PARK_BATCH": str(PARK_BATCH),
+    "PRIORITY_PAGE": str(PRIORITY_PAGE),
+}
+
+
+def load(name: str) -> str:
+    """``lua/<name>.lua`` with its includes inlined and its placeholders replaced (an unknown
+    placeholder is a KeyError at import, not a Lua error at the first call)."""
+    source = (_LUA / f"{name}.lua").read_text(encoding="utf-8")
+    source = _INCLUDE.sub(lambda m: load(m[1]), source)
+    return _PLACEHOLDER.sub(lambda m: VALUES[m[1]], source)
+
+
+PRELUDE = load("prelude")
+SCRIPTS: dict[str, str] = {name: load(name) for name in NAMES}
+
+
+def script(name: str) -> str:
+    """The full source of one script: the shared prelude and its body."""
+    return PRELUDE + SCRIPTS[name]
