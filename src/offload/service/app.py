@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
-from offload import __version__
+from offload._version import __version__
 from offload.client import App
 from offload.errors import BackendUnavailable
 from offload.service import routes_jobs, routes_ops
