@@ -37,3 +37,10 @@ def test_dir_lists_every_exported_name() -> None:
     import offload
 
     assert set(offload.__all__) <= set(dir(offload))
+
+
+def test_the_flask_extension_loads_no_fastapi() -> None:
+    loaded = loaded_after("import offload.integrations.flask")
+    heavy = {"fastapi", "starlette", "prometheus_client", "offload.service", "offload.worker"}
+    assert not {m for m in loaded if m.partition(".")[0] in heavy or m in heavy}
+    assert not {m for m in loaded if m.startswith(("offload.service.", "offload.worker."))}

@@ -6,9 +6,10 @@ and is sent each step's outcome. It builds requests, reads answers and maps erro
 I/O. The two faces only run plans: :class:`HTTPClient` with a blocking ``httpx.Client``,
 :class:`AsyncHTTPClient` with an ``httpx.AsyncClient``. A fix to an operation is a fix to both.
 
-Errors answer as offload's own exceptions (see :func:`_error_for`); an error the Python API
-has no class for (400, 401, 403, 413, 415, 429, 500) raises :class:`APIError`, and a service
-that cannot be reached raises :class:`~offload.errors.BackendUnavailable` naming the URL.
+Errors answer as offload's own exceptions (the error table of :mod:`offload.api.errors`, read
+backwards); an error the Python API has no class for (400, 401, 403, 413, 415, 429, 500) raises
+:class:`APIError`, and a service that cannot be reached raises
+:class:`~offload.errors.BackendUnavailable` naming the URL.
 """
 
 from __future__ import annotations
@@ -23,17 +24,9 @@ from typing import Any, Self, TypeVar, cast
 import httpx
 import orjson
 
+from offload.api.errors import exception_for
 from offload.core.states import TERMINAL_STATES
-from offload.errors import (
-    BackendUnavailable,
-    IdempotencyConflict,
-    InvalidArguments,
-    InvalidTransition,
-    JobNotFound,
-    OffloadError,
-    TaskNotFound,
-    WaitTimeout,
-)
+from offload.errors import BackendUnavailable, OffloadError, WaitTimeout
 
 T = TypeVar("T")
 JobDict = dict[str, Any]
@@ -239,19 +232,8 @@ def _error_for(response: httpx.Response) -> OffloadError:
         details: dict[str, Any] = dict(error.get("details") or {})
     except (ValueError, KeyError, TypeError):
         code, message, details = "http_error", response.text[:200] or response.reason_phrase, {}
-    if status == 404 and code == "job_not_found":
-        return JobNotFound(str(details.get("job_id", "")))
-    if status == 422 and code == "unknown_task":
-        return TaskNotFound(str(details.get("task", "")), list(details.get("known_tasks", [])))
-    if status == 422 and code == "invalid_arguments":
-        task = str(details.get("task", ""))
-        reason = message.removeprefix(f"invalid arguments for task {task!r}: ")
-        return InvalidArguments(task, reason, argument=details.get("argument"))
-    if status == 409 and code == "idempotency_conflict":
-        return IdempotencyConflict(str(details.get("idempotency_key")), str(details.get("job_id")))
-    if status == 409 and code == "invalid_transition":
-        target = message.partition("cannot become ")[2] or "that"
-        return InvalidTransition(str(details.get("job_id")), str(details.get("status")), target)
+    if (known := exception_for(status, code, message, details)) is not None:
+        return known
     if status == 503:
         return BackendUnavailable(f"the offload API at {response.url} is unavailable: {message}")
     return APIError(status, code, message, details)

@@ -15,10 +15,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 import offload
+from offload.api.schemas import JobOut
 from offload.client import SubmitOptions
 from offload.core.states import State
 from offload.integrations.flask import Offload
-from offload.service.schemas import JobOut
 from offload.settings import Settings
 from upkit import free_port
 

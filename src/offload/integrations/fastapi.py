@@ -59,19 +59,20 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from offload.api.auth import TokenTable
+from offload.api.errors import TRANSLATED, translate
+from offload.api.schemas import JobOut
 from offload.client import App
 from offload.console import parse_queues
 from offload.errors import BackendUnavailable, ConfigurationError
 from offload.jobs import Job
 from offload.logs import REQUEST_ID, request_id_from
 from offload.service import routes_jobs
-from offload.service.auth import TokenTable
 from offload.service.config import ServiceConfig
 from offload.service.deps import ServiceState
-from offload.service.errors import TRANSLATED, install_error_handlers, translate
+from offload.service.errors import api_response, install_error_handlers
 from offload.service.metrics import Metrics
 from offload.service.ratelimit import RateLimiter
-from offload.service.schemas import JobOut
 from offload.worker.worker import Worker
 
 __all__ = [
@@ -222,7 +223,7 @@ def handle_errors(api: Starlette, *, retry_after: int = UNAVAILABLE_RETRY_AFTER)
     """
 
     async def on_offload_error(request: Request, exc: Exception) -> Response:
-        return translate(exc, retry_after=retry_after).response()
+        return api_response(translate(exc, retry_after=retry_after))
 
     for exc_class in TRANSLATED:
         if exc_class not in api.exception_handlers:

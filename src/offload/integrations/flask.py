@@ -48,14 +48,14 @@ from flask import Blueprint, Flask, Response, g, request
 from pydantic import BaseModel
 
 from offload._portal import before_interpreter_exit
+from offload.api.auth import ANONYMOUS
+from offload.api.errors import TRANSLATED, error_body, translate
+from offload.api.schemas import History, JobOut, TransitionOut
 from offload.client import App, SubmitOptions, Task
 from offload.core.job import JobRecord
 from offload.errors import JobNotFound, OffloadError
 from offload.jobs import Job
 from offload.logs import REQUEST_ID, request_id_from
-from offload.service.auth import ANONYMOUS
-from offload.service.errors import TRANSLATED, error_body, translate
-from offload.service.schemas import History, JobOut, TransitionOut
 
 __all__ = ["Offload"]
 
@@ -198,7 +198,7 @@ def _handle_errors(flask_app: Flask) -> None:
 
 
 def _error_response(exc: Exception) -> Response:
-    """An offload error in the service's shape and status (``offload.service.errors``)."""
+    """An offload error in the service's shape and status (``offload.api.errors``)."""
     error = translate(exc, retry_after=UNAVAILABLE_RETRY_AFTER)
     body = error_body(error.code, error.message, error.details)
     return Response(body, status=error.status, headers=error.headers, mimetype="application/json")

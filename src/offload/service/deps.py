@@ -9,10 +9,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from offload.api.auth import ANONYMOUS, Principal, Role, TokenTable
+from offload.api.errors import ApiError
 from offload.client import App
-from offload.service.auth import ANONYMOUS, Principal, Role, TokenTable
 from offload.service.config import ServiceConfig
-from offload.service.errors import ApiError
 from offload.service.metrics import Metrics
 from offload.service.ratelimit import RateLimiter
 

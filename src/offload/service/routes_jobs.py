@@ -11,17 +11,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from offload.api.auth import Principal
+from offload.api.errors import ApiError
+from offload.api.schemas import ErrorOut, History, JobOut, JobPage, SubmitRequest, TransitionOut
 from offload.client import SubmitOptions
 from offload.core import validate
 from offload.core.job import JobFilter, JobRecord
 from offload.core.states import State
 from offload.errors import ConfigurationError, JobNotFound
-from offload.service.auth import Principal
 from offload.service.deps import Admin, Reader, Service, ServiceState, Submitter
-from offload.service.errors import ApiError
 from offload.service.events import HEADERS, MEDIA_TYPE, follow_job
 from offload.service.middleware import request_id_of
-from offload.service.schemas import ErrorOut, History, JobOut, JobPage, SubmitRequest, TransitionOut
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
