@@ -159,6 +159,11 @@ def test_the_view_answers_202_with_the_job_and_its_location(
     assert client.post("/by-name/8").status_code == 202
 
 
+def test_locations_are_behind_the_script_root(client: FlaskClient) -> None:
+    r = client.post("/documents/7/render", environ_overrides={"SCRIPT_NAME": "/web"})
+    assert r.headers["Location"] == f"/web/jobs/{r.get_json()['id']}"
+
+
 def test_job_routes_read_cancel_retry_and_tell_the_history(client: FlaskClient) -> None:
     job_id = client.post("/documents/1/render").get_json()["id"]
     got = client.get(f"/jobs/{job_id}")

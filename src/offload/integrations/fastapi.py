@@ -83,6 +83,7 @@ __all__ = [
 log = logging.getLogger("offload.integrations.fastapi")
 
 _SERVICE_PREFIX = "/v1/jobs"  # where routes_jobs lives in `offload serve`
+_ROUTE_NAME = "offload_{}"  # a mounted job route's name: the service's, kept apart from the app's
 #: Retry-After (seconds) of a 503 when the backend is unavailable, as ``offload serve`` answers
 UNAVAILABLE_RETRY_AFTER = ServiceConfig().unavailable_retry_after
 
@@ -94,7 +95,6 @@ ErrorHandler = Callable[[Request, Exception], Coroutine[Any, Any, Response]]
 class _Mount:
     """What the mounted routes need besides the service state (on ``api.state.offload_mount``)."""
 
-    prefix: str
     handlers: dict[type, ErrorHandler]  # the service's, by exception class
 
     async def error(self, request: Request, exc: Exception) -> Response:
@@ -104,17 +104,11 @@ class _Mount:
                 return await handler(request, exc)
         raise exc  # not an Exception subclass: unreachable (Exception has a handler)
 
-    def relocate(self, request: Request, response: Response) -> None:
-        """Point a ``Location`` the service handlers set (``/v1/jobs/<id>``) under the mount."""
-        location = response.headers.get("location")
-        if location and location.startswith(_SERVICE_PREFIX + "/"):
-            job_id = location.removeprefix(_SERVICE_PREFIX + "/")
-            response.headers["location"] = _location(request, self.prefix, job_id)
-
 
 class _JobRoute(APIRoute):
     """A service job route that answers its errors in the service's shape, without touching
-    the application's own exception handlers, and names its jobs under the mount's prefix."""
+    the application's own exception handlers. (Its ``Location`` headers name the mounted job
+    route: see ``ServiceState.job_route``.)"""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
@@ -124,11 +118,9 @@ class _JobRoute(APIRoute):
             state = request.scope.setdefault("state", {})
             state.setdefault("request_id", request_id_from(request.headers.get("x-request-id")))
             try:
-                response = await handle(request)
+                return await handle(request)
             except Exception as exc:
                 return await mount.error(request, exc)
-            mount.relocate(request, response)
-            return response
 
         return route
 
@@ -174,8 +166,9 @@ def mount(
         config=config,
         metrics=Metrics(),
         limiter=RateLimiter(config.rate_limit, config.rate_burst),
+        job_route=_ROUTE_NAME.format(routes_jobs.get_job.__name__),
     )
-    api.state.offload_mount = _Mount(prefix, _service_error_handlers(config))
+    api.state.offload_mount = _Mount(_service_error_handlers(config))
     _register(api, app)
     router = APIRouter(prefix=prefix, route_class=_JobRoute, dependencies=list(dependencies or ()))
     for route in routes_jobs.router.routes:
@@ -189,7 +182,7 @@ def mount(
             response_model=route.response_model,
             response_class=route.response_class,
             responses=route.responses,
-            name=f"offload_{route.name}",
+            name=_ROUTE_NAME.format(route.name),
             description=route.description,
             tags=route.tags,
         )

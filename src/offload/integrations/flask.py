@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Flask, Response, g, request
+from flask import Blueprint, Flask, Response, g, request, url_for
 from pydantic import BaseModel
 
 from offload._portal import before_interpreter_exit
@@ -120,9 +120,10 @@ class Offload:
         return task.submit(*args, **kwargs)
 
     def accepted(self, job: Job) -> Response:
-        """202 Accepted with ``job`` as the service shows it and ``Location: <prefix>/<id>``."""
+        """202 Accepted with ``job`` as the service shows it and ``Location: <prefix>/<id>``
+        (behind the application's root, like every ``url_for``; in a request context)."""
         response = _json(JobOut.of(job.record), 202)
-        response.headers["Location"] = f"{self.url_prefix}/{job.id}"
+        response.headers["Location"] = url_for(f"{self.blueprint.name}.get_job", job_id=job.id)
         return response
 
     # -- the job routes ------------------------------------------------------------------------

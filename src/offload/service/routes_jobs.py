@@ -97,7 +97,7 @@ async def submit_job(
     [job] = await svc.app.asubmit_many([new])
     if job.id == new.id:  # not a replay of an idempotency key
         svc.metrics.jobs_submitted.labels(job.record.task).inc()
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    response.headers["Location"] = svc.job_location(request, job.id)
     return JobOut.of(job.record)
 
 
@@ -145,7 +145,7 @@ async def retry_job(
     await own_job(svc, caller, job_id)
     job = await svc.app.aretry(job_id, meta={"request_id": request_id_of(request.scope)})
     svc.metrics.jobs_submitted.labels(job.record.task).inc()
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    response.headers["Location"] = svc.job_location(request, job.id)
     return JobOut.of(job.record)
 
 
