@@ -110,6 +110,14 @@ def mount(
     )
     api.state.offload_mount = _Mount(_service_error_handlers(config))
     register(api, app)
+    api.include_router(_job_router(prefix, dependencies))
+    api.add_middleware(RequestIdMiddleware)
+    if error_handlers:
+        handle_errors(api, retry_after=config.unavailable_retry_after)
+
+
+def _job_router(prefix: str, dependencies: Sequence[Any] | None) -> APIRouter:
+    """The service's job routes, under ``prefix`` and the names of :data:`_ROUTE_NAME`."""
     router = APIRouter(prefix=prefix, route_class=_JobRoute, dependencies=list(dependencies or ()))
     for route in routes_jobs.router.routes:
         if not isinstance(route, APIRoute):
@@ -126,10 +134,7 @@ def mount(
             description=route.description,
             tags=route.tags,
         )
-    api.include_router(router)
-    api.add_middleware(RequestIdMiddleware)
-    if error_handlers:
-        handle_errors(api, retry_after=config.unavailable_retry_after)
+    return router
 
 
 def _service_error_handlers(config: ServiceConfig) -> dict[type, ErrorHandler]:
