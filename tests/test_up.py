@@ -21,8 +21,8 @@ import uvloop
 
 import offload
 import offload.up
+from offload.api.auth import TokenTable
 from offload.errors import ConfigurationError
-from offload.service.auth import TokenTable
 from offload.up import check_bind, run_up, serve
 from upkit import RunningUp, free_port
 

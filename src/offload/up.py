@@ -26,12 +26,12 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from offload.api.auth import TokenTable
 from offload.backends.sqlite.check import require_sound
 from offload.client import App
 from offload.errors import BackendUnavailable, ConfigurationError
 from offload.loader import load_app
 from offload.service.app import create_app
-from offload.service.auth import TokenTable
 from offload.service.config import ServiceConfig
 from offload.settings import Settings
 from offload.worker.worker import Worker

@@ -17,11 +17,11 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 import offload
+from offload.api.schemas import JobOut
 from offload.core.states import State
 from offload.errors import ConfigurationError
 from offload.integrations import fastapi as offload_fastapi
 from offload.service import ServiceConfig, TokenTable
-from offload.service.schemas import JobOut
 from offload.settings import Settings
 from upkit import free_port
 

@@ -15,10 +15,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 import offload
+from offload.api.schemas import JobOut
 from offload.client import SubmitOptions
 from offload.core.states import State
 from offload.integrations.flask import Offload
-from offload.service.schemas import JobOut
 from offload.settings import Settings
 from upkit import free_port
 
@@ -157,6 +157,11 @@ def test_the_view_answers_202_with_the_job_and_its_location(
     assert r.headers["Location"] == f"/jobs/{body['id']}"
     assert body == JobOut.of(jobs.get_job(body["id"]).record).model_dump(mode="json")
     assert client.post("/by-name/8").status_code == 202
+
+
+def test_locations_are_behind_the_script_root(client: FlaskClient) -> None:
+    r = client.post("/documents/7/render", environ_overrides={"SCRIPT_NAME": "/web"})
+    assert r.headers["Location"] == f"/web/jobs/{r.get_json()['id']}"
 
 
 def test_job_routes_read_cancel_retry_and_tell_the_history(client: FlaskClient) -> None:

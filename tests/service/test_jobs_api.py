@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from servicekit import ACME_ADMIN, ACME_SUBMIT, Service
+import httpx
+from servicekit import ACME_ADMIN, ACME_SUBMIT, Service, build_app
+
+from offload.service import create_app
 
 JOB_FIELDS = {
     "id", "task", "queue", "status", "args", "kwargs", "priority", "attempts", "progress",
@@ -229,3 +232,15 @@ async def test_numbers_json_cannot_hold_are_422_not_500(svc: Service) -> None:
     )
     assert huge.status_code == 422
     assert huge.json()["error"]["details"]["argument"] == "a"
+
+
+async def test_locations_are_built_from_the_route_behind_the_root_path() -> None:
+    api = create_app(build_app("memory://"))
+    transport = httpx.ASGITransport(app=api, root_path="/offload")
+    async with (
+        api.router.lifespan_context(api),
+        httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client,
+    ):
+        r = await client.post("/offload/v1/jobs", json={"task": "add", "args": [1, 2]})
+        assert r.headers["location"] == f"/offload/v1/jobs/{r.json()['id']}"
+        assert (await client.get(r.headers["location"])).json()["id"] == r.json()["id"]

@@ -44,18 +44,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Flask, Response, g, request
+from flask import Blueprint, Flask, Response, g, request, url_for
 from pydantic import BaseModel
 
 from offload._portal import before_interpreter_exit
+from offload.api.auth import ANONYMOUS
+from offload.api.errors import TRANSLATED, error_body, translate
+from offload.api.schemas import History, JobOut, TransitionOut
 from offload.client import App, Task
 from offload.core.job import JobRecord
 from offload.errors import JobNotFound, OffloadError
 from offload.jobs import Job
 from offload.logs import REQUEST_ID, request_id_from
-from offload.service.auth import ANONYMOUS
-from offload.service.errors import TRANSLATED, error_body, translate
-from offload.service.schemas import History, JobOut, TransitionOut
 
 __all__ = ["Offload"]
 
@@ -120,9 +120,10 @@ class Offload:
         return task.submit(*args, **kwargs)
 
     def accepted(self, job: Job) -> Response:
-        """202 Accepted with ``job`` as the service shows it and ``Location: <prefix>/<id>``."""
+        """202 Accepted with ``job`` as the service shows it and ``Location: <prefix>/<id>``
+        (behind the application's root, like every ``url_for``; in a request context)."""
         response = _json(JobOut.of(job.record), 202)
-        response.headers["Location"] = f"{self.url_prefix}/{job.id}"
+        response.headers["Location"] = url_for(f"{self.blueprint.name}.get_job", job_id=job.id)
         return response
 
     # -- the job routes ------------------------------------------------------------------------
@@ -198,7 +199,7 @@ def _handle_errors(flask_app: Flask) -> None:
 
 
 def _error_response(exc: Exception) -> Response:
-    """An offload error in the service's shape and status (``offload.service.errors``)."""
+    """An offload error in the service's shape and status (``offload.api.errors``)."""
     error = translate(exc, retry_after=UNAVAILABLE_RETRY_AFTER)
     body = error_body(error.code, error.message, error.details)
     return Response(body, status=error.status, headers=error.headers, mimetype="application/json")

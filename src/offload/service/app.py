@@ -11,11 +11,11 @@ from fastapi.responses import JSONResponse
 from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
-from offload import __version__
+from offload._version import __version__
+from offload.api.auth import TokenTable
 from offload.client import App
 from offload.errors import BackendUnavailable
 from offload.service import routes_jobs, routes_ops
-from offload.service.auth import TokenTable
 from offload.service.config import ServiceConfig
 from offload.service.dashboard import router as dashboard
 from offload.service.deps import Reader, ServiceState
@@ -43,7 +43,7 @@ def create_app(
     """Build the HTTP API of ``app``.
 
     ``tokens`` default to ``settings.tokens`` (``OFFLOAD_TOKENS``, see
-    :mod:`offload.service.auth`), and ``settings`` to ``app.settings``. With no tokens every
+    :mod:`offload.api.auth`), and ``settings`` to ``app.settings``. With no tokens every
     caller is the anonymous admin of tenant ``default``. The lifespan opens the app's backend
     and closes it; every piece of state lives on ``fastapi_app.state.service``. ``not_ready``
     adds to the readiness probe: it returns why the service is not ready, or None.

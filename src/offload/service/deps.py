@@ -9,10 +9,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from offload.api.auth import ANONYMOUS, Principal, Role, TokenTable
+from offload.api.errors import ApiError
 from offload.client import App
-from offload.service.auth import ANONYMOUS, Principal, Role, TokenTable
 from offload.service.config import ServiceConfig
-from offload.service.errors import ApiError
 from offload.service.metrics import Metrics
 from offload.service.ratelimit import RateLimiter
 
@@ -31,6 +31,9 @@ class ServiceState:
     #: what else readiness depends on (``offload up``: its embedded worker); returns why the
     #: service is not ready, or None when it is
     not_ready: Callable[[], str | None] | None = None
+    #: the name of the route that answers one job, whose URL ``Location`` headers give (the
+    #: FastAPI integration mounts the job routes under names of its own)
+    job_route: str = "get_job"
     #: the buckets of callers with no or a wrong token, one per client address
     guesses: RateLimiter = field(init=False)
 
@@ -41,6 +44,10 @@ class ServiceState:
             min(config.rate_burst, config.auth_failure_burst),
         )
         object.__setattr__(self, "guesses", guesses)
+
+    def job_location(self, request: Request, job_id: str) -> str:
+        """The URL path of job ``job_id`` where this request was served (root path included)."""
+        return request.url_for(self.job_route, job_id=job_id).path
 
 
 async def service_state(request: Request) -> ServiceState:

@@ -20,10 +20,10 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from offload.api.errors import error_body, translate
+from offload.api.schemas import JobOut
 from offload.core.job import JobRecord
 from offload.errors import OffloadError
-from offload.service.errors import error_body, translate
-from offload.service.schemas import JobOut
 
 MEDIA_TYPE = "text/event-stream"
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

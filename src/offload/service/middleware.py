@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from offload.api.errors import error_body
 from offload.logs import REQUEST_ID, request_id_from
-from offload.service.errors import error_body
 from offload.service.metrics import Metrics
 
 log = logging.getLogger("offload.service")

@@ -11,17 +11,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from offload.api.auth import Principal
+from offload.api.errors import ApiError
+from offload.api.schemas import ErrorOut, History, JobOut, JobPage, SubmitRequest, TransitionOut
 from offload.client import SubmitOptions
 from offload.core import validate
 from offload.core.job import JobFilter, JobRecord
 from offload.core.states import State
 from offload.errors import ConfigurationError, JobNotFound
-from offload.service.auth import Principal
 from offload.service.deps import Admin, Reader, Service, ServiceState, Submitter
-from offload.service.errors import ApiError
 from offload.service.events import HEADERS, MEDIA_TYPE, follow_job
 from offload.service.middleware import request_id_of
-from offload.service.schemas import ErrorOut, History, JobOut, JobPage, SubmitRequest, TransitionOut
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
@@ -97,7 +97,7 @@ async def submit_job(
     [job] = await svc.app.asubmit_many([new])
     if job.id == new.id:  # not a replay of an idempotency key
         svc.metrics.jobs_submitted.labels(job.record.task).inc()
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    response.headers["Location"] = svc.job_location(request, job.id)
     return JobOut.of(job.record)
 
 
@@ -145,7 +145,7 @@ async def retry_job(
     await own_job(svc, caller, job_id)
     job = await svc.app.aretry(job_id, meta={"request_id": request_id_of(request.scope)})
     svc.metrics.jobs_submitted.labels(job.record.task).inc()
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    response.headers["Location"] = svc.job_location(request, job.id)
     return JobOut.of(job.record)
 
 

@@ -15,14 +15,8 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from offload.backends import Backend
-from offload.core.job import JobFilter
-from offload.core.schedule import describe_schedules
-from offload.core.states import State
-from offload.service.deps import Reader, Service, ServiceState
-from offload.service.errors import ApiError
-from offload.service.metrics import CONTENT_TYPE
-from offload.service.schemas import (
+from offload.api.errors import ApiError
+from offload.api.schemas import (
     ErrorOut,
     Health,
     QueueList,
@@ -34,6 +28,12 @@ from offload.service.schemas import (
     WorkerList,
     WorkerOut,
 )
+from offload.backends import Backend
+from offload.core.job import JobFilter
+from offload.core.schedule import describe_schedules
+from offload.core.states import State
+from offload.service.deps import Reader, Service, ServiceState
+from offload.service.metrics import CONTENT_TYPE
 
 log = logging.getLogger("offload.service")
 

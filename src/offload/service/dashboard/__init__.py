@@ -13,7 +13,7 @@ from importlib import resources
 
 from fastapi import APIRouter, Response
 
-from offload.service.errors import ApiError
+from offload.api.errors import ApiError
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
