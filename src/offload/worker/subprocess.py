@@ -86,16 +86,8 @@ async def run_process(
     out, err, scope = _Capped(max_output), _Capped(max_output), asyncio.timeout(timeout)
     ctx = current_or_none()
     with _announcer(ctx) as preexec:
-        proc = await asyncio.create_subprocess_exec(
-            *args,
-            stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,
-            preexec_fn=preexec,
-        )
+        options = _spawn_options(data, cwd, env, preexec)
+        proc = await asyncio.create_subprocess_exec(*args, **options)
     with _registered(ctx, proc.pid):
         try:
             async with scope:
@@ -138,17 +130,7 @@ def run_process_sync(
     if ctx is not None:
         ctx.check_cancelled()
     with _announcer(ctx) as preexec:
-        proc = subprocess.Popen(
-            args,
-            bufsize=0,
-            stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,
-            preexec_fn=preexec,
-        )
+        proc = subprocess.Popen(args, bufsize=0, **_spawn_options(data, cwd, env, preexec))
     deadline = None if timeout is None else time.monotonic() + timeout
     threads: list[threading.Thread] = []
     with _registered(ctx, proc.pid):
@@ -211,6 +193,24 @@ def _argv_list(argv: Argv) -> list[str]:
 
 def _encode(data: bytes | str | None) -> bytes | None:
     return data.encode() if isinstance(data, str) else data
+
+
+def _spawn_options(
+    data: bytes | None,
+    cwd: str | os.PathLike[str] | None,
+    env: Mapping[str, str] | None,
+    preexec: Callable[[], None] | None,
+) -> dict[str, Any]:
+    """The spawn arguments both faces share: pipes, a new session, the lifeline ``preexec``."""
+    return {
+        "stdin": subprocess.PIPE if data is not None else subprocess.DEVNULL,
+        "stdout": subprocess.PIPE,
+        "stderr": subprocess.PIPE,
+        "cwd": cwd,
+        "env": env,
+        "start_new_session": True,
+        "preexec_fn": preexec,
+    }
 
 
 @contextmanager
