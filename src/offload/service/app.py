@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -58,24 +58,12 @@ def create_app(
         limiter=RateLimiter(config.rate_limit, config.rate_burst),
         not_ready=not_ready,
     )
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        try:
-            await app.backend()
-        except BackendUnavailable as exc:  # serve 503s until it comes back
-            log.warning("backend unavailable at startup: %s", exc)
-        try:
-            yield
-        finally:
-            await app.aclose()
-
     secured = state.tokens.enabled
     api = FastAPI(
         title="offload",
         version=__version__,
         description="Background jobs: submit, follow, cancel and retry jobs of registered tasks.",
-        lifespan=lifespan,
+        lifespan=_lifespan(app),
         # Without tokens (a developer's machine) /openapi.json, /docs and /redoc are served
         # as usual. With tokens: no /docs or /redoc (their pages load scripts from a public
         # CDN), and /openapi.json only for a token (see _serve_schema_to_readers).
@@ -91,7 +79,30 @@ def create_app(
     for router in routers:
         api.include_router(router)
     # Requests refused by middleware never reach the router: match them here for metrics.
-    known = [route for router in routers for route in router.routes]
+    _add_middleware(api, state, [route for router in routers for route in router.routes])
+    return api
+
+
+def _lifespan(app: App) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Open ``app``'s backend at startup (serving 503s if it is down) and close it at shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            await app.backend()
+        except BackendUnavailable as exc:  # serve 503s until it comes back
+            log.warning("backend unavailable at startup: %s", exc)
+        try:
+            yield
+        finally:
+            await app.aclose()
+
+    return lifespan
+
+
+def _add_middleware(api: FastAPI, state: ServiceState, known: list[BaseRoute]) -> None:
+    """The body limit, the loopback host check (no tokens) and the request context/metrics."""
+    config = state.config
     api.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
     if config.bound_to_loopback and not state.tokens.enabled:
         api.add_middleware(LoopbackHostMiddleware)
@@ -100,7 +111,6 @@ def create_app(
         metrics=state.metrics,
         route_of=lambda scope: route_template(known, scope),
     )
-    return api
 
 
 def route_template(routes: list[BaseRoute], scope: Scope) -> str:
