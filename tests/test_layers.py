@@ -37,6 +37,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "offload.backends",
         "offload.client",
         "offload.jobs",
+        "offload.tasks",
         "offload.workflows",
         "offload.loader",
         "offload._portal",
@@ -45,7 +46,14 @@ LAYERS: dict[str, tuple[str, ...]] = {
     ),
     "worker": ("offload.worker",),
     "service": ("offload.service",),
-    "cli": ("offload.cli", "offload.up", "offload.console", "offload.loadtest", "offload.demo"),
+    "cli": (
+        "offload.cli",
+        "offload.cli_args",
+        "offload.up",
+        "offload.console",
+        "offload.loadtest",
+        "offload.demo",
+    ),
 }
 ORDER = list(LAYERS)
 
