@@ -14,7 +14,7 @@ from starlette.types import Scope
 from offload import __version__
 from offload.client import App
 from offload.errors import BackendUnavailable
-from offload.service import routes_jobs, routes_ops
+from offload.service import routes_dash, routes_jobs, routes_ops
 from offload.service.auth import TokenTable
 from offload.service.config import ServiceConfig
 from offload.service.dashboard import router as dashboard
@@ -87,7 +87,8 @@ def create_app(
     if secured:
         _serve_schema_to_readers(api)
     install_error_handlers(api, retry_after=config.unavailable_retry_after)
-    routers = (routes_jobs.router, routes_ops.router, routes_ops.probes, dashboard)
+    routers = (routes_jobs.router, routes_ops.router, routes_dash.router, routes_ops.probes,
+               dashboard)  # fmt: skip
     for router in routers:
         api.include_router(router)
     # Requests refused by middleware never reach the router: match them here for metrics.
