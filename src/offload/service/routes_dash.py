@@ -43,7 +43,7 @@ _AUTH: dict[int | str, dict[str, Any]] = {
 View = Literal["schedules", "limits", "workflows", "workers", "queues"]
 HEARTBEAT = 15.0
 Window = Annotated[int, Query(ge=60, le=86400, description="seconds of history")]
-Size = Annotated[int, Query(ge=10, le=3600, description="seconds per bucket")]
+Size = Annotated[int, Query(ge=5, le=3600, description="seconds per bucket")]
 
 
 @router.get("/schedules", responses=_AUTH)
@@ -82,7 +82,9 @@ async def queues(
     return await queues_view(await svc.app.backend(), window=window, bucket=bucket)
 
 
-def _reader(view: View, svc: ServiceState, caller: Principal) -> Callable[[], Awaitable[BaseModel]]:
+def _reader(
+    view: View, svc: ServiceState, caller: Principal, window: int, bucket: int
+) -> Callable[[], Awaitable[BaseModel]]:
     async def read() -> BaseModel:
         backend = await svc.app.backend()
         if view == "schedules":
@@ -93,7 +95,7 @@ def _reader(view: View, svc: ServiceState, caller: Principal) -> Callable[[], Aw
             return await workflows_view(backend, caller.tenant)
         if view == "workers":
             return await workers_view(backend, caller.tenant)
-        return await queues_view(backend)
+        return await queues_view(backend, window=window, bucket=bucket)
 
     return read
 
@@ -108,9 +110,13 @@ async def view_events(
     svc: Service,
     caller: Reader,
     interval: Annotated[float, Query(ge=0.2, le=60, description="seconds between reads")] = 2.0,
+    window: Window = 3600,
+    bucket: Size = 60,
 ) -> StreamingResponse:
-    """The view as Server-Sent Events: ``snapshot``, then ``update`` when it changed."""
-    stream = follow_view(_reader(view, svc, caller), interval=interval, heartbeat=HEARTBEAT)
+    """The view as Server-Sent Events: ``snapshot``, then ``update`` when it changed
+    (``window`` and ``bucket``: of the ``queues`` view)."""
+    read = _reader(view, svc, caller, window, bucket)
+    stream = follow_view(read, interval=interval, heartbeat=HEARTBEAT)
     return StreamingResponse(stream, media_type=MEDIA_TYPE, headers=HEADERS)
 
 
