@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from offload import console
+from offload import cli_top, console
 from offload.backends.sqlite_check import require_existing
 from offload.client import App, SubmitOptions
 from offload.core.schedule import describe_schedules
@@ -141,6 +141,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--select", default="", metavar="CODES", help="only these codes: OFF1,OFF201")
     p.add_argument("--ignore", default="", metavar="CODES", help="leave these codes out")
     p.set_defaults(func=_doctor)
+
+    cli_top.register(sub, _backend_options, _app_for)  # offload top
     return parser
 
 
