@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -62,13 +63,13 @@ async def test_pages_need_no_token_but_their_views_do(svc: Service) -> None:
 # ---- a real browser over `offload up dash_app:app` ------------------------------------------
 
 
-@pytest.fixture
-def dash_up(tmp_path: Path, browser_available: None) -> Iterator[tuple[RunningUp, str]]:
+@contextmanager
+def _up(tmp_path: Path, **env: str) -> Iterator[tuple[RunningUp, str]]:
     """``offload up dash_app:app`` on a fresh SQLite file; yields it and the backend URL."""
     port = free_port()
     backend = f"sqlite:///{tmp_path}/offload.db"
     env = {**os.environ, "OFFLOAD_BACKEND": backend, "PYTHONPATH": str(TESTS),
-           "OFFLOAD_LEASE_SECONDS": "6"}  # fmt: skip
+           "OFFLOAD_LEASE_SECONDS": "6", **env}  # fmt: skip
     log = tmp_path / "up.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -88,6 +89,12 @@ def dash_up(tmp_path: Path, browser_available: None) -> Iterator[tuple[RunningUp
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+@pytest.fixture
+def dash_up(tmp_path: Path, browser_available: None) -> Iterator[tuple[RunningUp, str]]:
+    with _up(tmp_path) as running:
+        yield running
 
 
 @pytest.fixture
@@ -222,5 +229,31 @@ def test_each_page_shows_its_view_live_in_chromium(
 
             assert page.evaluate("typeof window.__pwned") == "undefined"
             assert problems == []
+        finally:
+            browser.close()
+
+
+@pytest.mark.slow
+def test_with_tokens_a_page_asks_for_one_then_streams_through_fetch(
+    browser_available: None, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with (
+        _up(tmp_path, OFFLOAD_TOKENS="dash-secret=default:read") as (up, _),
+        sync_playwright() as p,
+    ):
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{up.base}/dashboard/workers.html")
+            expect(page.locator("#token-form")).to_be_visible()
+            page.fill("#token", "dash-secret")
+            page.click("#token-form button[type=submit]")
+            expect(page.locator("body")).to_have_attribute("data-mode", "live")
+            expect(page.locator("#workers tbody")).to_contain_text("up")
+            assert errors == []
         finally:
             browser.close()
