@@ -5,6 +5,7 @@
 
 const TOKEN_KEY = "offload.token";
 const POLL_MS = 2000;
+const RETRY_MS = 30000;
 const SVG = "http://www.w3.org/2000/svg";
 const $ = (selector) => document.querySelector(selector);
 
@@ -164,8 +165,9 @@ async function stream(url, onData, signal) {
   }
 }
 
-async function poll(path, onData, signal) {
-  while (!signal.aborted) {
+// Poll until `until` (epoch ms), then return so that the stream is tried again.
+async function poll(path, onData, signal, until) {
+  while (!signal.aborted && Date.now() < until) {
     try {
       if (!document.hidden) onData(await api(path));
     } catch (error) {
@@ -175,23 +177,28 @@ async function poll(path, onData, signal) {
   }
 }
 
+// Follow the view over its stream; whenever the stream ends or fails, poll for a while
+// (RETRY_MS) and try the stream again. `?mode=poll` polls only.
 function live(view, render) {
   let controller = null;
-  const start = () => {
+  const range = new URLSearchParams(location.search);
+  const query = view === "queues" && range.get("window")
+    ? `?window=${encodeURIComponent(range.get("window"))}` +
+      `&bucket=${encodeURIComponent(range.get("bucket") ?? "60")}`
+    : "";
+  const path = `/v1/overview/${view}`;
+  const forced = range.get("mode") === "poll";
+  const start = async () => {
     if (controller) controller.abort();
     controller = new AbortController();
     const { signal } = controller;
-    const range = new URLSearchParams(location.search);
-    const query = view === "queues" && range.get("window")
-      ? `?window=${encodeURIComponent(range.get("window"))}&bucket=${encodeURIComponent(range.get("bucket") ?? "60")}`
-      : "";
-    const path = `/v1/overview/${view}`;
-    const forced = new URLSearchParams(location.search).get("mode") === "poll";
-    const viaStream = forced ? Promise.resolve() : stream(`${path}/events${query}`,
-      shown(render, "live"), signal);
-    viaStream.catch(() => {}).then(() => {
-      if (!signal.aborted) poll(path + query, shown(render, "polling"), signal);
-    });
+    while (!signal.aborted) {
+      if (!forced) {
+        await stream(`${path}/events${query}`, shown(render, "live"), signal).catch(() => {});
+      }
+      await poll(path + query, shown(render, "polling"), signal,
+        forced ? Infinity : Date.now() + RETRY_MS);
+    }
   };
   setupToken(start);
   start();
