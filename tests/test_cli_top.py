@@ -61,8 +61,9 @@ def test_top_once_prints_queues_workers_and_rates(
     assert "1 worker(s)" in lines[0]
     assert "1 jobs/min done" in lines[0]
     header = next(line for line in lines if line.startswith("QUEUE"))
-    assert header.split() == ["QUEUE", "SCHEDULED", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED",
-                              "DONE/MIN", "FAILED/MIN", "WAIT"]  # fmt: skip
+    assert header.split() == ["QUEUE", "SCHED", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED",
+                              "DONE/M", "FAIL/M", "WAIT"]  # fmt: skip
+    assert len(header) <= 80  # fits a terminal of 80 columns
     default = next(line for line in lines if line.startswith("default "))
     assert default.split()[1:8] == ["0", "0", "1", "1", "1", "1", "1"]
     emails = next(line for line in lines if line.startswith("emails "))

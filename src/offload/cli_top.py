@@ -101,7 +101,8 @@ def render(frame: Frame, title: str = "offload top", width: int = 100) -> list[s
         rows.append((q.queue, *(str(q.count(s)) for s in STATES),
                      str(frame.done[q.queue]), str(frame.failed[q.queue]),
                      _seconds(sum(waits) / len(waits) if waits else None)))  # fmt: skip
-    header = ("QUEUE", *(s.value.upper() for s in STATES), "DONE/MIN", "FAILED/MIN", "WAIT")
+    header = ("QUEUE", "SCHED", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "DONE/M", "FAIL/M",
+              "WAIT")  # fmt: skip
     lines += _table(header, rows) if rows else ["(no jobs)"]
     lines.append("")
     lines += _workers(frame)
