@@ -150,6 +150,8 @@ async def test_queues_chart_counts_finished_jobs_and_their_wait(anon: Service) -
     assert default["ready"] >= 1
     small = (await anon.client.get("/v1/overview/queues?window=600&bucket=120")).json()
     assert len(small["queues"][0]["buckets"]) == 5
+    wide = (await anon.client.get("/v1/overview/queues?window=86400&bucket=5")).json()
+    assert (wide["bucket"], len(wide["queues"][0]["buckets"])) == (120, 720)  # widened
 
 
 async def test_events_stream_starts_with_a_snapshot(anon: Service) -> None:

@@ -40,6 +40,8 @@ GRACE = 30.0
 #: the period over which missed ticks are counted
 MISSED_WINDOW = 3600.0
 PAGE = 1000
+#: the most buckets a queue's series has (a smaller bucket than window / this is widened)
+MAX_BUCKETS = 720
 
 
 @dataclass
@@ -201,6 +203,7 @@ def _worker_row(w: WorkerInfo, jobs: list[JobRecord], now: float, tenant: str) -
 async def queues_view(backend: Backend, *, window: int = 3600, bucket: int = 60) -> QueuesView:
     """Per queue: jobs finished and their wait (due -> started) per ``bucket`` seconds over
     the last ``window`` seconds, by finish time; and the age of the oldest ready job."""
+    bucket = max(bucket, -(-window // MAX_BUCKETS))
     now = await backend.now()
     stats = {s.queue: s for s in await backend.stats()}
     count = window // bucket

@@ -49,7 +49,9 @@ INTERVALS: dict[str, float] = {
     "schedules": 5.0, "limits": 3.0, "workflows": 3.0, "workers": 2.0, "queues": 10.0,
 }  # fmt: skip
 Window = Annotated[int, Query(ge=60, le=86400, description="seconds of history")]
-Size = Annotated[int, Query(ge=5, le=3600, description="seconds per bucket")]
+Size = Annotated[
+    int, Query(ge=5, le=3600, description="seconds per bucket (widened to make at most 720)")
+]
 
 
 @router.get("/schedules", responses=_AUTH)
