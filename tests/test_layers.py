@@ -49,6 +49,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "cli": (
         "offload.cli",
         "offload.cli_args",
+        "offload.cli_top",
+        "offload.cli_progress",
         "offload.up",
         "offload.console",
         "offload.loadtest",

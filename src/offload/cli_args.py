@@ -7,12 +7,14 @@ command does is in :mod:`offload.cli`, which hands :func:`build_parser` a handle
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeAlias
 
 from offload.core.states import State
 
 Handler = Callable[[argparse.Namespace], int]
+SubCommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+Extension = Callable[[SubCommands, Callable[[argparse.ArgumentParser], None]], None]
 #: ``add_argument``'s positional and keyword arguments, or one of the shared options below.
 Arg = tuple[tuple[str, ...], dict[str, Any]] | str
 
@@ -147,8 +149,13 @@ COMMANDS: dict[str, tuple[str, list[Arg]]] = {
 }
 
 
-def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
-    """The ``offload`` parser; each command's namespace carries its handler as ``func``."""
+def build_parser(
+    handlers: Mapping[str, Handler], extensions: Sequence[Extension] = ()
+) -> argparse.ArgumentParser:
+    """The ``offload`` parser; each command's namespace carries its handler as ``func``.
+
+    ``extensions`` add commands that declare themselves (``offload top``): each is called with
+    the sub-command table and :func:`backend_options`."""
     parser = argparse.ArgumentParser(prog="offload", description="Background jobs for web apps.")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     for name, (helptext, args) in COMMANDS.items():
@@ -162,6 +169,8 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
             else:
                 _backend_options(p)
         p.set_defaults(func=handlers[name])
+    for extend in extensions:
+        extend(sub, _backend_options)
     return parser
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import orjson
 
+from offload.cli_progress import ProgressView
 from offload.core import validate
 from offload.core.job import JobRecord, Transition
 from offload.errors import ConfigurationError, WaitTimeout
@@ -123,21 +123,18 @@ def show_schedules(schedules: list[dict[str, Any]], *, as_json: bool) -> None:
         print("(no schedules)")
 
 
-async def follow(job: Job, timeout: float | None) -> None:
-    """Wait for a job, drawing a progress bar on a terminal."""
+async def follow(job: Job, timeout: float | None, view: ProgressView | None = None) -> None:
+    """Wait for a job, showing its progress on stderr (see :mod:`offload.cli_progress`)."""
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
-    tty = sys.stderr.isatty()
-    while not job.record.is_terminal:
-        if deadline is not None and loop.time() >= deadline:
-            raise WaitTimeout(f"job {job.id} is still {job.status.value} after {timeout:g}s")
-        if tty:
-            fraction = job.progress or 0.0
-            bar = "#" * int(fraction * 30)
-            message = job.record.progress_message or job.status.value
-            sys.stderr.write(f"\r[{bar:<30}] {fraction * 100:3.0f}% {message[:40]:<40}")
-            sys.stderr.flush()
-        await asyncio.sleep(0.1)
-        await job.arefresh()
-    if tty:
-        sys.stderr.write("\r" + " " * 80 + "\r")
+    view = view if view is not None else ProgressView()
+    try:
+        while not job.record.is_terminal:
+            if deadline is not None and loop.time() >= deadline:
+                raise WaitTimeout(f"job {job.id} is still {job.status.value} after {timeout:g}s")
+            view.update(job.record)
+            await asyncio.sleep(0.1)
+            await job.arefresh()
+        view.update(job.record)
+    finally:
+        view.close()

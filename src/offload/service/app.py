@@ -15,7 +15,7 @@ from offload._version import __version__
 from offload.api.auth import TokenTable
 from offload.client import App
 from offload.errors import BackendUnavailable
-from offload.service import routes_jobs, routes_ops
+from offload.service import routes_dash, routes_jobs, routes_ops
 from offload.service.config import ServiceConfig
 from offload.service.dashboard import router as dashboard
 from offload.service.deps import Reader, ServiceState
@@ -75,7 +75,8 @@ def create_app(
     if secured:
         _serve_schema_to_readers(api)
     install_error_handlers(api, retry_after=config.unavailable_retry_after)
-    routers = (routes_jobs.router, routes_ops.router, routes_ops.probes, dashboard)
+    routers = (routes_jobs.router, routes_ops.router, routes_dash.router, routes_ops.probes,
+               dashboard)  # fmt: skip
     for router in routers:
         api.include_router(router)
     # Requests refused by middleware never reach the router: match them here for metrics.

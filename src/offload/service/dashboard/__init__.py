@@ -19,11 +19,16 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
     "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
+#: the overview pages, each at ``/dashboard/<page>.html``, live over ``/v1/overview/<page>``
+PAGES = ("schedules", "limits", "workflows", "workers", "queues")
 #: the files served, with their content types; anything else is a 404
 FILES = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
+    # the overview pages (schedules, limits, workflows, workers, queues) and their script
+    **{f"{page}.html": "text/html; charset=utf-8" for page in PAGES},
+    "pages.js": "text/javascript; charset=utf-8",
 }
 HEADERS = {
     "Content-Security-Policy": CSP,
@@ -52,7 +57,7 @@ async def index() -> Response:
 
 @router.api_route("/dashboard/{name}", methods=["GET", "HEAD"])
 async def static(name: str) -> Response:
-    """The page's script and style sheet."""
+    """The page's script and style sheet, and the overview pages."""
     if name not in FILES:
         raise ApiError(404, "not_found", f"no dashboard file {name!r}", headers=HEADERS)
     return _serve(name)
