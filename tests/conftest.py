@@ -15,6 +15,7 @@ import pytest
 import offload
 from offload.backends.memory import MemoryBackend
 from offload.settings import Settings
+from pgkit import drop_test_database
 from rediskit import drop_test_namespaces, redis_namespace_url
 from upkit import RunningUp, free_port
 
@@ -24,6 +25,7 @@ def _drop_redis_test_namespaces() -> Iterator[None]:
     """Tests make Redis namespaces as they go; remove them all when the session ends."""
     yield
     drop_test_namespaces()
+    drop_test_database()
 
 
 @pytest.fixture
