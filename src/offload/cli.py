@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from offload import console
+from offload import cli_migrate, console
 from offload.backends.sqlite_check import require_existing
 from offload.client import App, SubmitOptions
 from offload.core.schedule import describe_schedules
@@ -134,6 +134,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback URL")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_loadtest)
+
+    cli_migrate.add_parser(sub)
 
     p = sub.add_parser("doctor", help="scan an app's source for calls that block its event loop")
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (nothing is run)")

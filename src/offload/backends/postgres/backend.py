@@ -321,7 +321,7 @@ def _select_one() -> Plan[None]:
 async def migrate(conn: psycopg.AsyncConnection[Any], schema_name: str) -> int:
     """Bring the schema to :data:`schema.SCHEMA_VERSION`; returns the version found. Processes
     starting together take turns on an advisory lock; the later ones find the work done."""
-    found = await _stored_version(conn, schema_name)
+    found = await stored_version(conn, schema_name)
     if found == schema.SCHEMA_VERSION:
         return found
     async with conn.transaction():
@@ -329,7 +329,7 @@ async def migrate(conn: psycopg.AsyncConnection[Any], schema_name: str) -> int:
             "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
             (schema.lock_key(schema_name),),
         )
-        found = await _stored_version(conn, schema_name)  # again, now that we hold the lock
+        found = await stored_version(conn, schema_name)  # again, now that we hold the lock
         schema.check_version(found)
         if found < schema.SCHEMA_VERSION:
             for statement in schema.migration_steps(schema_name, found):
@@ -337,7 +337,7 @@ async def migrate(conn: psycopg.AsyncConnection[Any], schema_name: str) -> int:
     return found
 
 
-async def _stored_version(conn: psycopg.AsyncConnection[Any], schema_name: str) -> int:
+async def stored_version(conn: psycopg.AsyncConnection[Any], schema_name: str) -> int:
     try:
         async with conn.transaction():  # a savepoint inside a transaction: may fail harmlessly
             cur = await conn.execute(schema.version_sql(schema_name))
