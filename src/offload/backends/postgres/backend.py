@@ -193,8 +193,10 @@ class PostgresBackend:
         room = {q: n for q, n in queues.items() if n > 0}
         if limit <= 0 or not room:
             return []
-        return await self._run(
-            lambda now: claim_plan(self.names, now, worker_id, room, limit, lease_seconds, idle)
+        return await self._run_plan(
+            lambda: claim_plan(
+                self.names, self._fixed_now(), worker_id, room, limit, lease_seconds, idle
+            )
         )
 
     async def renew(

@@ -21,7 +21,7 @@ from typing import Any
 from offload.backends._common import check_transition
 from offload.backends._gate import Gate
 from offload.backends.postgres import schema
-from offload.backends.postgres.plan import Plan, Query, Rows
+from offload.backends.postgres.plan import Plan, Query, Rows, clock_plan
 from offload.backends.postgres.submit import Names
 from offload.core.job import JobRecord
 from offload.core.limits import Limits
@@ -54,19 +54,26 @@ def promote_due(names: Names, now: float) -> Plan[None]:
 
 def claim_plan(
     names: Names,
-    now: float,
+    fixed_now: float | None,
     worker_id: str,
     room: dict[str, int],
     limit: int,
     lease_seconds: float,
     idle: bool,
 ) -> Plan[list[JobRecord]]:
+    """Claim up to ``limit`` jobs; ``fixed_now`` is the backend's clock if it has one (tests),
+    else None: the server's clock, read again once the limits lock is held (a claim that
+    waited for it must not start its jobs at a time before the finish that freed their slot)."""
+    now = yield from clock_plan(fixed_now)
     yield from promote_due(names, now)
     limited = yield Query(
         f"SELECT 1 FROM {names.s}.jobs WHERE status = 'queued' AND limited "
         "AND queue = ANY(%s) LIMIT 1",
         (list(room),),
     )
+    if limited:
+        yield Query(f"SELECT id FROM {names.s}.limits_lock FOR UPDATE")
+        now = yield from clock_plan(fixed_now)
     lease = {"worker": worker_id, "now": now, "until": now + lease_seconds}
     if not limited:
         rows = yield Query(_fast_sql(names), {
@@ -122,9 +129,8 @@ def _fast_sql(names: Names) -> str:
 def _limited_choice(
     names: Names, now: float, room: dict[str, int], limit: int, lease_seconds: float, idle: bool
 ) -> Plan[list[str]]:
-    """Which jobs to start, under the limits lock (the SQLite backend's algorithm)."""
+    """Which jobs to start, with the limits lock held (the SQLite backend's algorithm)."""
     s = names.s
-    yield Query(f"SELECT id FROM {s}.limits_lock FOR UPDATE")
     pick = f"SELECT {PICK} FROM {s}.jobs WHERE status = 'queued' AND queue = %s AND {{}} "
     pick += f"ORDER BY {ORDER}"
     patient = now if idle else now - lease_seconds
