@@ -151,7 +151,7 @@ async def test_times_come_from_the_server_clock(url: str) -> None:
 
 
 async def test_poll_only_mode_wakes_a_waiter_without_listen(url: str) -> None:
-    store = PostgresBackend.from_url(f"{url}&notify=false&poll_interval=0.05")
+    store = PostgresBackend.from_url(f"{url}&notify=false&prepare=false&poll_interval=0.05")
     other = PostgresBackend.from_url(url)
     await store.open()
     await other.open()

@@ -8,7 +8,8 @@ migrations applied at :meth:`PostgresBackend.open` under an advisory lock (see :
 
 URL options (the rest of the query string goes to libpq, e.g. ``sslmode``):
 ``schema`` (default ``offload``), ``notify`` (``false`` for PgBouncer transaction pooling:
-poll every ``poll_interval`` seconds instead), ``pool_size`` (default 10 connections).
+poll every ``poll_interval`` seconds instead), ``prepare`` (``false``: no server-side prepared
+statements, for poolers that cannot keep them), ``pool_size`` (default 10 connections).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from offload.core.states import Reason, State
 from offload.errors import BackendError, BackendUnavailable, ConfigurationError, OffloadError
 
 T = TypeVar("T")
-OPTIONS = ("schema", "notify", "pool_size", "poll_interval")
+OPTIONS = ("schema", "notify", "prepare", "pool_size", "poll_interval")
 #: Times a transaction that lost a deadlock or a serialization conflict is tried again.
 RETRIES = 5
 RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
@@ -79,6 +80,7 @@ class PostgresBackend:
         *,
         schema_name: str = schema.DEFAULT_SCHEMA,
         notify: bool = True,
+        prepare: bool = True,
         pool_size: int = 10,
         poll_interval: float = 0.5,
         clock: Clock | None = None,
@@ -96,6 +98,11 @@ class PostgresBackend:
         channel = f"offload:{schema_name}" if notify else None
         self.names = Names(schema_name, channel)
         self._pool_size = pool_size
+        # None: never prepare statements (for poolers that cannot keep them, e.g. PgBouncer
+        # in transaction mode before 1.21); psycopg's default prepares after 5 executions.
+        self._connect_kwargs: dict[str, Any] = {"autocommit": False}
+        if not prepare:
+            self._connect_kwargs["prepare_threshold"] = None
         self._pool: psycopg_pool.AsyncConnectionPool | None = None
         self._listener = Listener(conninfo, channel, poll_interval)
 
@@ -107,6 +114,7 @@ class PostgresBackend:
                 conninfo,
                 schema_name=options.get("schema", schema.DEFAULT_SCHEMA),
                 notify=_flag(options.get("notify", "true"), "notify"),
+                prepare=_flag(options.get("prepare", "true"), "prepare"),
                 pool_size=int(options.get("pool_size", 10)),
                 poll_interval=float(options.get("poll_interval", 0.5)),
                 clock=clock,
@@ -121,7 +129,7 @@ class PostgresBackend:
             return
         pool = psycopg_pool.AsyncConnectionPool(
             self.conninfo, min_size=1, max_size=self._pool_size, open=False,
-            kwargs={"autocommit": False},
+            kwargs=self._connect_kwargs,
         )  # fmt: skip
         try:
             await pool.open(wait=True, timeout=10.0)

@@ -82,6 +82,9 @@ def move(
     whose cancel was requested is cancelled instead."""
     s = names.s
     keys = {"now": now, "id": lease.job_id, "token": lease.token}
+    if target in TERMINAL_STATES:  # one statement: worker, attempt and token stay as they are
+        yield from _finish(names, keys, target, reason, sets, params, detail)
+        return
     rows = yield Query(f"{names.select_job} WHERE {OWNED} FOR UPDATE", keys)
     if not rows:
         raise LeaseLost(lease.job_id, lease.token)
@@ -101,6 +104,33 @@ def move(
     )
     if target not in TERMINAL_STATES or rows[0][26]:  # new work, or a freed slot
         yield from notify(names)
+
+
+def _finish(
+    names: Names,
+    keys: dict[str, Any],
+    target: State,
+    reason: Reason,
+    sets: str,
+    params: dict[str, Any],
+    detail: str | None,
+) -> Plan[None]:
+    """running -> a final state, its history row and (for a capped job, whose slot it frees)
+    the wake-up, in one statement conditional on the lease."""
+    check_transition(keys["id"], State.RUNNING, target)
+    s = names.s
+    wake = "NULL" if names.channel is None else "pg_notify(%(channel)s, '')::text"
+    rows = yield Query(
+        f"WITH done AS (UPDATE {s}.jobs SET status = %(target)s, updated_at = %(now)s, {sets} "
+        f"WHERE {OWNED} RETURNING id, attempts, token, worker_id, capped), "
+        f"logged AS (INSERT INTO {s}.history ({schema.HISTORY_COLUMNS}) SELECT id, %(now)s, "
+        "'running', %(target)s, %(reason)s, attempts, token, worker_id, %(detail)s FROM done) "
+        f"SELECT CASE WHEN capped THEN {wake} END FROM done",
+        {**params, **keys, "target": target.value, "reason": reason.value,
+         "detail": schema.clean_text(detail), "channel": names.channel},
+    )  # fmt: skip
+    if not rows:
+        raise LeaseLost(keys["id"], keys["token"])
 
 
 def succeed_then(

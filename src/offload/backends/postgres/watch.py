@@ -34,6 +34,7 @@ class Listener:
         self._waiters: set[asyncio.Future[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._listening = False
+        self._sessions = 0  # LISTEN sessions started: a wake-up from a new one is no news
         self._closed = False
 
     async def wait(self, probe: Probe, timeout: float) -> None:
@@ -46,13 +47,16 @@ class Listener:
         while True:
             fut = asyncio.get_running_loop().create_future()
             self._waiters.add(fut)
+            session = self._sessions
             try:
                 delay = min(await probe(), deadline - time.monotonic())
                 if delay <= 0:
                     return
                 if self._listening:
                     await asyncio.wait_for(fut, delay)
-                    return
+                    if session == self._sessions:  # a notification, not a listener (re)start
+                        return
+                    continue
                 # Not listening (yet): probe again soon; a listener that starts wakes us.
                 await asyncio.wait_for(fut, min(delay, self._poll_interval))
             except TimeoutError:
@@ -87,6 +91,7 @@ class Listener:
                 conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
                 await conn.execute(f'LISTEN "{channel}"')
                 self._listening = True
+                self._sessions += 1
                 self._wake_all()  # waiters that probed before we listened probe again
                 async for _ in conn.notifies():
                     self._wake_all()
