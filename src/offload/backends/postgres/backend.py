@@ -158,9 +158,10 @@ class PostgresBackend:
     def _fixed_now(self) -> float | None:
         return None if self.clock is None else self.clock.now()
 
-    async def _run(self, body: Callable[[float], Plan[T]]) -> T:
-        """Run ``body`` (given the backend's now) in one transaction of its own."""
-        return await self._run_plan(lambda: _timed(self._fixed_now(), body))
+    async def _run(self, body: Callable[[float], Plan[T]], *, durable: bool = True) -> T:
+        """Run ``body`` (given the backend's now) in one transaction of its own; a worker's
+        own bookkeeping is not ``durable`` (see :func:`.plan.clock_plan`)."""
+        return await self._run_plan(lambda: _timed(self._fixed_now(), body, not durable))
 
     async def _run_plan(self, make: Callable[[], Plan[T]]) -> T:
         pool = self._pool
@@ -213,10 +214,14 @@ class PostgresBackend:
         items = list(leases)
         if not items:
             return RenewResult(frozenset(), frozenset())
-        return await self._run(lambda now: tx.renew(self.names, now, items, lease_seconds))
+        return await self._run(
+            lambda now: tx.renew(self.names, now, items, lease_seconds), durable=False
+        )
 
     async def progress(self, lease: Lease, fraction: float | None, message: str | None) -> None:
-        await self._run(lambda now: tx.progress(self.names, now, lease, fraction, message))
+        await self._run(
+            lambda now: tx.progress(self.names, now, lease, fraction, message), durable=False
+        )
 
     async def complete(self, lease: Lease, result: Any, *, then: Sequence[NewJob] = ()) -> None:
         params = {"result": orjson.dumps(result), "error": None}
@@ -267,22 +272,26 @@ class PostgresBackend:
         detail: str | None = None,
     ) -> None:
         await self._run(
-            lambda now: tx.move(self.names, now, lease, target, reason, sets, params, detail)
+            lambda now: tx.move(self.names, now, lease, target, reason, sets, params, detail),
+            durable=False,
         )
 
     async def cancel(self, job_id: str) -> JobRecord:
         return await self._run(lambda now: tx.cancel(self.names, now, job_id))
 
     async def reap(self, limit: int = 100) -> int:
-        return await self._run(lambda now: tx.reap(self.names, now, limit, self.max_losses))
+        return await self._run(
+            lambda now: tx.reap(self.names, now, limit, self.max_losses), durable=False
+        )
 
     async def reclaim_dead(self, grace: float, limit: int = 100) -> int:
         return await self._run(
-            lambda now: tx.reclaim_dead(self.names, now, grace, limit, self.max_losses)
+            lambda now: tx.reclaim_dead(self.names, now, grace, limit, self.max_losses),
+            durable=False,
         )
 
     async def prune(self, limit: int = 500) -> int:
-        return await self._run(lambda now: tx.prune(self.names, now, limit))
+        return await self._run(lambda now: tx.prune(self.names, now, limit), durable=False)
 
     # -- reads ---------------------------------------------------------------------------------
     async def get(self, job_id: str) -> JobRecord | None:
@@ -298,7 +307,7 @@ class PostgresBackend:
         return await self._run_plan(lambda: reads.stats(self.names))
 
     async def heartbeat(self, worker: WorkerInfo, *, ttl: float) -> None:
-        await self._run(lambda now: tx.heartbeat(self.names, now, worker, ttl))
+        await self._run(lambda now: tx.heartbeat(self.names, now, worker, ttl), durable=False)
 
     async def workers(self) -> list[WorkerInfo]:
         return await self._run(lambda now: tx.live_workers(self.names, now))
@@ -314,8 +323,8 @@ class PostgresBackend:
         await self._listener.wait(probe, timeout)
 
 
-def _timed(fixed: float | None, body: Callable[[float], Plan[T]]) -> Plan[T]:
-    now = yield from clock_plan(fixed)
+def _timed(fixed: float | None, body: Callable[[float], Plan[T]], relaxed: bool) -> Plan[T]:
+    now = yield from clock_plan(fixed, relaxed=relaxed)
     return (yield from body(now))
 
 

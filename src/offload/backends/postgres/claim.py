@@ -64,6 +64,8 @@ def claim_plan(
     """Claim up to ``limit`` jobs; ``fixed_now`` is the backend's clock if it has one (tests),
     else None: the server's clock, read again once the limits lock is held (a claim that
     waited for it must not start its jobs at a time before the finish that freed their slot)."""
+    # Durable, unlike the outcomes: a claim lost in a server crash would hand its fencing
+    # token out again, to a second worker, while the first still runs the job.
     now = yield from clock_plan(fixed_now)
     yield from promote_due(names, now)
     limited = yield Query(

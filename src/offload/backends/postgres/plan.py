@@ -31,8 +31,25 @@ Plan = Generator[Query, Rows, T]
 SERVER_NOW = Query("SELECT extract(epoch FROM clock_timestamp())::double precision")
 
 
-def clock_plan(fixed: float | None) -> Plan[float]:
-    """``fixed`` when the backend runs on a given clock (tests), else the server's clock."""
+#: The same, and this transaction's commit does not wait for its WAL to reach the disk.
+RELAXED_NOW = Query(
+    "SELECT extract(epoch FROM clock_timestamp())::double precision, "
+    "set_config('synchronous_commit', 'off', true)"
+)
+
+
+def clock_plan(fixed: float | None, *, relaxed: bool = False) -> Plan[float]:
+    """``fixed`` when the backend runs on a given clock (tests), else the server's clock.
+
+    ``relaxed``: the transaction commits without waiting for its flush (a worker's own
+    bookkeeping: renewals, outcomes, reaping, pruning). A crash of the server can then only
+    roll such a commit back, so that the job runs again. Submits, cancels and claims stay
+    durable, and each durable commit flushes every relaxed one before it (the WAL is one
+    sequence), so a claim's fencing token is never handed out twice.
+    """
+    if relaxed:
+        rows = yield RELAXED_NOW
+        return fixed if fixed is not None else float(rows[0][0])
     if fixed is not None:
         return fixed
     rows = yield SERVER_NOW
