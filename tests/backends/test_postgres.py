@@ -23,7 +23,7 @@ from offload.core.clock import ManualClock
 from offload.core.job import Lease, NewJob
 from offload.core.limits import Limits
 from offload.core.states import State
-from offload.errors import ConfigurationError
+from offload.errors import BackendUnavailable, ConfigurationError
 from pgkit import postgres_schema_url, session_database
 
 LEASE = 30.0
@@ -216,3 +216,47 @@ async def test_a_finished_capped_job_frees_its_slot_for_another_backend(
 
 def test_the_test_database_is_private() -> None:
     assert "offload_test_" in session_database()
+
+
+def _terminate(url: str, query_like: str) -> int:
+    """pg_terminate_backend every connection to the test database whose last query matches."""
+    conninfo, _ = split_url(url)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+            "current_database() AND pid <> pg_backend_pid() AND query LIKE %s",
+            (query_like,),
+        ).fetchall()
+    return len(rows)
+
+
+async def test_a_killed_listener_reconnects_and_wakes_waiters(url: str) -> None:
+    store = PostgresBackend.from_url(url)
+    other = PostgresBackend.from_url(url)
+    await store.open()
+    await other.open()
+    try:
+        await store.wait_for_work(["default"], timeout=0.3)  # the listener is up
+        channel = store.names.channel
+        assert _terminate(url, f'LISTEN "{channel}"') == 1
+        waiting = asyncio.create_task(store.wait_for_work(["default"], timeout=30.0))
+        await asyncio.sleep(1.0)  # past the reconnect pause: listening again
+        await other.submit([job(1)])
+        await asyncio.wait_for(waiting, 5.0)
+    finally:
+        await store.close()
+        await other.close()
+
+
+async def test_a_killed_pool_connection_costs_at_most_one_failed_call(
+    backend: PostgresBackend,
+) -> None:
+    await backend.submit([job(1)])
+    assert _terminate(url=backend.url, query_like="%") >= 1
+    failures = 0
+    for _ in range(3):
+        try:
+            assert await backend.get(f"{1:032x}") is not None
+        except BackendUnavailable:
+            failures += 1
+    assert failures <= 1
