@@ -70,7 +70,7 @@ async def _migrate(conninfo: str, name: str, *, apply: bool) -> tuple[int, int]:
     import psycopg
 
     from offload.backends.postgres import schema
-    from offload.backends.postgres.backend import migrate, stored_version
+    from offload.backends.postgres.migrate import migrate, stored_version
 
     try:
         async with await psycopg.AsyncConnection.connect(conninfo) as conn:
