@@ -15,6 +15,7 @@ import pytest
 import offload
 from offload.backends.memory import MemoryBackend
 from offload.settings import Settings
+from pgkit import drop_test_database, postgres_schema_url
 from rediskit import drop_test_namespaces, redis_namespace_url
 from upkit import RunningUp, free_port
 
@@ -24,6 +25,7 @@ def _drop_redis_test_namespaces() -> Iterator[None]:
     """Tests make Redis namespaces as they go; remove them all when the session ends."""
     yield
     drop_test_namespaces()
+    drop_test_database()
 
 
 @pytest.fixture
@@ -40,7 +42,7 @@ def fast_settings(tmp_path: object) -> Settings:
     )
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 async def app(
     request: pytest.FixtureRequest, tmp_path: Path, fast_settings: Settings
 ) -> AsyncIterator[offload.App]:
@@ -49,6 +51,8 @@ async def app(
         app = offload.App(MemoryBackend(), settings=fast_settings)
     elif request.param == "redis":
         app = offload.App(settings=fast_settings.with_(backend=redis_namespace_url()))
+    elif request.param == "postgres":
+        app = offload.App(settings=fast_settings.with_(backend=postgres_schema_url()))
     else:
         app = offload.App(settings=fast_settings.with_(backend=f"sqlite:///{tmp_path}/jobs.db"))
     yield app

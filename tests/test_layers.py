@@ -51,6 +51,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "offload.cli_args",
         "offload.cli_top",
         "offload.cli_progress",
+        "offload.cli_migrate",
         "offload.up",
         "offload.console",
         "offload.loadtest",

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from offload import cli_top, console
+from offload import cli_migrate, cli_top, console
 from offload.backends.sqlite.check import require_existing
 from offload.cli_args import build_parser
 from offload.client import App, SubmitOptions
@@ -55,7 +55,10 @@ def _parser() -> argparse.ArgumentParser:
             "loadtest": _loadtest,
             "doctor": _doctor,
         },
-        extensions=[lambda sub, backend_options: cli_top.register(sub, backend_options, _app_for)],
+        extensions=[
+            lambda sub, _: cli_migrate.add_parser(sub),
+            lambda sub, backend_options: cli_top.register(sub, backend_options, _app_for),
+        ],
     )
 
 

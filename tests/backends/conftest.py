@@ -18,6 +18,7 @@ from offload.backends.base import Backend
 from offload.backends.memory import MemoryBackend
 from offload.core.clock import ManualClock
 from offload.core.job import NewJob
+from pgkit import postgres_schema_url
 from rediskit import redis_namespace_url
 
 BackendFactory = Callable[[Path, ManualClock], Backend]
@@ -40,11 +41,18 @@ def _redis(workdir: Path, clock: ManualClock) -> Backend:
     return RedisBackend(redis_namespace_url(), clock=clock)
 
 
+def _postgres(workdir: Path, clock: ManualClock) -> Backend:
+    from offload.backends.postgres import PostgresBackend
+
+    return PostgresBackend.from_url(postgres_schema_url(), clock=clock)  # skips without a server
+
+
 #: Every backend the contract suite and the model test run against. Add a kind here.
 BACKENDS: dict[str, BackendFactory] = {
     "memory": _memory,
     "sqlite": _sqlite,
     "redis": _redis,
+    "postgres": _postgres,
 }
 
 

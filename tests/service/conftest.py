@@ -1,4 +1,5 @@
-"""Fixtures of the HTTP service tests: a real offload App on memory://, SQLite and Redis."""
+"""Fixtures of the HTTP service tests: a real offload App on memory://, SQLite, Redis and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ from servicekit import TOKENS, Service, Start, build_app
 
 from offload.backends.base import Backend
 from offload.service import ServiceConfig, TokenTable, create_app
+from pgkit import postgres_schema_url
 from rediskit import redis_namespace_url
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "redis":
         return redis_namespace_url()
+    if request.param == "postgres":
+        return postgres_schema_url()
     return "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'jobs.db'}"
 
 

@@ -23,6 +23,7 @@ from offload.core.clock import ManualClock
 from offload.core.schedule import MissedPolicy, tick_of
 from offload.settings import Settings
 from offload.worker.scheduler import Scheduler
+from pgkit import postgres_schema_url
 from rediskit import redis_namespace_url
 
 EVERY_SECOND = timedelta(seconds=1)
@@ -124,15 +125,16 @@ def test_only_workers_that_serve_a_schedules_queue_run_a_scheduler(
 
 
 # -- real workers on every backend -------------------------------------------------------------
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 async def app(
     request: pytest.FixtureRequest, tmp_path: Path, fast_settings: Settings
 ) -> AsyncIterator[offload.App]:
     url = {
-        "memory": "memory://",
-        "sqlite": f"sqlite:///{tmp_path}/jobs.db",
-        "redis": redis_namespace_url(),
-    }[request.param]
+        "memory": lambda: "memory://",
+        "sqlite": lambda: f"sqlite:///{tmp_path}/jobs.db",
+        "redis": redis_namespace_url,
+        "postgres": postgres_schema_url,
+    }[request.param]()
     app = offload.App(url, settings=fast_settings)
     yield app
     await app.aclose()

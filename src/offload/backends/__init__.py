@@ -17,6 +17,8 @@ def open_backend(url: str, *, clock: Clock | None = None, strict: bool = False) 
     - ``redis://host:6379/0`` (needs ``pip install 'offload[redis]'``); options ``?prefix=`` (a
       namespace, default ``offload``) and ``?strict=true`` (as ``strict`` here: refuse a server
       that may lose jobs, instead of warning)
+    - ``postgresql://user:pass@host/db`` (needs ``pip install 'offload[postgres]'``); options
+      ``?schema=`` (default ``offload``) and ``?notify=false`` (poll, for PgBouncer)
     - ``memory://`` (a new, private in-process store)
     """
     parsed = parse_url(url)
@@ -36,7 +38,15 @@ def open_backend(url: str, *, clock: Clock | None = None, strict: bool = False) 
                 f"{url!r} needs the Redis client: pip install 'offload[redis]'"
             ) from None
         return RedisBackend.from_url(url, clock=clock, strict=strict)
+    if parsed.scheme in ("postgresql", "postgres"):
+        try:
+            from offload.backends.postgres import PostgresBackend
+        except ImportError:
+            raise ConfigurationError(
+                f"{url!r} needs psycopg: pip install 'offload[postgres]'"
+            ) from None
+        return PostgresBackend.from_url(url, clock=clock)
     raise ConfigurationError(
         f"unsupported backend URL scheme {parsed.scheme!r} in {url!r}; "
-        "use sqlite:///path.db, redis://host:6379/0 or memory://"
+        "use sqlite:///path.db, redis://host:6379/0, postgresql://host/db or memory://"
     )
