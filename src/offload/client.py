@@ -18,6 +18,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import orjson
 
+from offload import tracing
 from offload._portal import Portal, before_interpreter_exit
 from offload.backends import Backend, open_backend
 from offload.core import validate
@@ -61,8 +62,11 @@ class App(AppWorkflows):
     object; by default ``$OFFLOAD_BACKEND``, else ``sqlite:///offload.db``.
     """
 
-    def __init__(self, backend: str | Backend | None = None, *, settings: Settings | None = None):
-        base = settings or Settings.from_env()
+    def __init__(
+        self, backend: str | Backend | None = None, *, settings: Settings | None = None,
+        tracing: bool | None = None,
+    ):  # fmt: skip
+        base = (settings or Settings.from_env()).with_(tracing=tracing)
         if isinstance(backend, str):
             base = base.with_(backend=backend)
         self.settings = base
@@ -286,8 +290,12 @@ class App(AppWorkflows):
                 option=orjson.OPT_SORT_KEYS,
             )  # fmt: skip
             fingerprint = hashlib.sha256(body).hexdigest()
+        job_id, tenant = new_job_id(), options.tenant or "default"
+        meta = _with_request_id(options.meta)
+        if self.settings.tracing:  # a PRODUCER span; its context is stored in the job's meta
+            meta = tracing.stamp(meta, queue=queue, job_id=job_id, task=spec.name, tenant=tenant)
         return NewJob(
-            id=new_job_id(),
+            id=job_id,
             task=spec.name,
             args=json_args,
             kwargs=json_kwargs,
@@ -298,8 +306,8 @@ class App(AppWorkflows):
             idempotency_key=options.idempotency_key,
             fingerprint=fingerprint,
             concurrency_key=options.concurrency_key,
-            tenant=options.tenant or "default",
-            meta=_with_request_id(options.meta),
+            tenant=tenant,
+            meta=meta,
             result_ttl=self.settings.result_ttl if spec.result_ttl is None else spec.result_ttl,
             limits=spec.limits,
         )

@@ -65,6 +65,12 @@ class Settings:
     #: refuse to start when the backend's server may lose acknowledged jobs (Redis: eviction
     #: on, or persistence off); otherwise that is logged as a warning
     strict: bool = False
+    #: OpenTelemetry spans for submits and attempts (docs/guide/observability.md; needs
+    #: ``offload[otel]``); off: opentelemetry is not even imported
+    tracing: bool = False
+    #: port on which a worker serves its job metrics (Prometheus text; 0: not served). An
+    #: embedded worker's metrics are on its web application's ``/metrics`` instead
+    metrics_port: int = 0
     #: largest result a task may return, in bytes of JSON; a bigger one fails the job (store
     #: large outputs elsewhere and return a reference)
     max_result_bytes: int = 4 * 1024 * 1024

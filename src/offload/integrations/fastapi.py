@@ -59,6 +59,7 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from offload import tracing
 from offload.client import App
 from offload.console import parse_queues
 from offload.errors import BackendUnavailable, ConfigurationError
@@ -194,6 +195,8 @@ def mount(
         )
     api.include_router(router)
     api.add_middleware(RequestIdMiddleware)
+    if app.settings.tracing:  # the jobs a request submits join its trace (W3C traceparent)
+        api.add_middleware(tracing.TraceContextMiddleware)
     if error_handlers:
         handle_errors(api, retry_after=config.unavailable_retry_after)
 

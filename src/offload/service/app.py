@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
-from offload import __version__
+from offload import __version__, tracing
 from offload.client import App
 from offload.errors import BackendUnavailable
 from offload.service import routes_jobs, routes_ops
@@ -95,6 +95,8 @@ def create_app(
     api.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
     if config.bound_to_loopback and not state.tokens.enabled:
         api.add_middleware(LoopbackHostMiddleware)
+    if app.settings.tracing:  # the jobs a request submits join its trace (W3C traceparent)
+        api.add_middleware(tracing.TraceContextMiddleware)
     api.add_middleware(
         RequestContextMiddleware,
         metrics=state.metrics,

@@ -31,6 +31,7 @@ from offload.worker.executors.base import Executor
 from offload.worker.executors.thread import ThreadExecutor
 from offload.worker.failure import clip
 from offload.worker.lease import LeaseKeeper
+from offload.worker.observe import Observer
 from offload.worker.runner import JobRunner, Running, StopReason
 from offload.worker.scheduler import Scheduler
 from offload.worker.startup import open_when_up
@@ -111,6 +112,7 @@ class Worker:
         self._nudge: asyncio.Future[None] | None = None  # the claim loop waits for room on it
         self._grace: float = self.settings.shutdown_grace
         self.processed = 0
+        self._observer = Observer(self.settings, self.id)  # metrics and spans of each attempt
         #: True from start-up (backend open) until shutdown begins: what readiness reports
         self.serving = False
 
@@ -189,6 +191,7 @@ class Worker:
         self._start_warden()
         await self._first_heartbeat()
         self._keeper.start()
+        self._observer.serving(lambda: self._keeper.reaped)
         log.info("worker %s serving %s with %d slots", self.id, _describe(self.queues),
                  self.concurrency)  # fmt: skip
         self.serving = True
@@ -336,14 +339,17 @@ class Worker:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("job %s (%s) started, attempt %d", rec.id, rec.task, rec.attempts,
                       extra=fields)  # fmt: skip
+        watch = self._observer.start(rec)
         try:
             outcome = await self._runner.execute(job)
+            watch.executed()
             if job.has_slot:
                 ran = time.monotonic() - job.began
                 self._job_seconds = ran if self._job_seconds == float("inf") else (
                     0.9 * self._job_seconds + 0.1 * ran)  # fmt: skip
             self._free_slot(job)  # only I/O is left: let the next claim share its transaction
             outcome = await self._runner.finish(job, outcome)
+            watch.end(outcome.kind, stop_reason=job.stop_reason, outcome=outcome)
             if outcome.kind == "lost":
                 log.warning("job %s (%s): lease lost; its outcome was discarded", rec.id, rec.task,
                             extra=fields)  # fmt: skip
@@ -353,6 +359,7 @@ class Worker:
         except Exception:
             log.exception("job %s: internal error in the worker", rec.id, extra=fields)
         finally:
+            watch.end("failed")  # an internal error (else a no-op: it has ended)
             self._free_slot(job)
             self._keeper.untrack(rec.id)
             self._running.pop(rec.id, None)
@@ -452,6 +459,7 @@ class Worker:
         await asyncio.to_thread(self._warden.close)
         await asyncio.to_thread(self._keeper.stop)
         await self._close_resources()
+        self._observer.stopped()
         log.info("worker %s stopped after %d job(s); released %d", self.id, self.processed,
                  len(leftover))  # fmt: skip
 
