@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -92,6 +92,7 @@ class JobMetrics:
             labels, registry=None,
         )  # fmt: skip
         self.reaped = _Reaped()
+        self._by_label: dict[tuple[str, str], tuple[Any, Any]] = {}
         #: a registry of these metrics alone, what ``/metrics`` of a web process adds
         self.own = CollectorRegistry(auto_describe=True)
         for collector in (self.wait, self.run, self.in_flight, self.retries, self.lost,
@@ -113,13 +114,24 @@ class JobMetrics:
             found = _BY_REGISTRY[registry] = cls(registry)
         return found
 
+    def _children(self, task: str, queue: str) -> tuple[Any, Any]:
+        """The labelled in-flight gauge and wait histogram of (task, queue): looked up once,
+        as a label lookup costs more than the observation."""
+        key = (task, queue)
+        found = self._by_label.get(key)
+        if found is None:
+            found = (self.in_flight.labels(task, queue), self.wait.labels(task, queue))
+            self._by_label[key] = found
+        return found
+
     def started(self, task: str, queue: str, wait: float | None) -> None:
-        self.in_flight.labels(task, queue).inc()
+        in_flight, waits = self._children(task, queue)
+        in_flight.inc()
         if wait is not None:
-            self.wait.labels(task, queue).observe(max(0.0, wait))
+            waits.observe(max(0.0, wait))
 
     def ended(self, task: str, queue: str, outcome: str, ran: float | None) -> None:
-        self.in_flight.labels(task, queue).dec()
+        self._children(task, queue)[0].dec()
         if ran is not None:
             self.run.labels(task, queue, outcome).observe(ran)
         if outcome == "retry":

@@ -71,6 +71,9 @@ class Settings:
     #: port on which a worker serves its job metrics (Prometheus text; 0: not served). An
     #: embedded worker's metrics are on its web application's ``/metrics`` instead
     metrics_port: int = 0
+    #: Prometheus metrics of each job a worker runs (offload.job_metrics), when
+    #: prometheus-client is installed
+    job_metrics: bool = True
     #: largest result a task may return, in bytes of JSON; a bigger one fails the job (store
     #: large outputs elsewhere and return a reference)
     max_result_bytes: int = 4 * 1024 * 1024

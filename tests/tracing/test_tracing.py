@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +45,15 @@ def as_json(exporter: InMemorySpanExporter) -> list[Span]:
 
 
 def render_tree(spans: list[Span]) -> str:
-    """The spans as an indented tree, parents first (what docs/guide/observability.md shows)."""
+    """The spans as an indented tree, parents first, each with its start (from the first
+    span's) and duration: what docs/guide/observability.md shows."""
     children: dict[str | None, list[Span]] = {}
     for span in sorted(spans, key=lambda s: s["start_time"]):
         children.setdefault(span["parent_id"], []).append(span)
     known = {s["context"]["span_id"] for s in spans}
     roots = [s for s in spans if s["parent_id"] not in known]
     lines: list[str] = []
+    origin = min((_ms(s["start_time"]) for s in spans), default=0.0)
 
     def walk(span: Span, depth: int) -> None:
         attrs = span["attributes"]
@@ -62,7 +65,9 @@ def render_tree(spans: list[Span]) -> str:
             if key in attrs
         )
         kind = span["kind"].removeprefix("SpanKind.")
+        start, end = _ms(span["start_time"]), _ms(span["end_time"])
         lines.append(
+            f"{start - origin:7.1f} ms {end - start:6.1f} ms  "
             f"{'  ' * depth}{span['name']} [{kind}] {status} {detail}"
             + (f" events: {events}" if events else "")
         )
@@ -72,6 +77,10 @@ def render_tree(spans: list[Span]) -> str:
     for root in roots:
         walk(root, 0)
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _ms(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp() * 1000
 
 
 def start_worker(db: Path, out: Path) -> subprocess.Popen[str]:

@@ -64,7 +64,7 @@ class Observer:
     def __init__(self, settings: Settings, worker_id: str) -> None:
         self.worker_id = worker_id
         self.tracing = settings.tracing
-        self.metrics = job_metrics.JobMetrics.of()
+        self.metrics = job_metrics.JobMetrics.of() if settings.job_metrics else None
         self._port = settings.metrics_port
 
     def start(self, record: JobRecord) -> Watch:
