@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +21,7 @@ from offload.integrations.flask import Offload
 from offload.settings import Settings
 from offload.worker.worker import Worker
 
+DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana-offload.json"
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 REMOTE_TRACE = 0x0AF7651916CD43DD8448EB211C80319C
 REMOTE_SPAN = 0xB7AD6B7169203331
@@ -145,12 +147,13 @@ async def test_a_workflow_is_one_trace(traced: offload.App, spans: InMemorySpanE
         return x + y
 
     flow = await traced.asubmit_workflow(offload.chain(add.s(1, 2), add.s(3)))
-    head = await traced.aget_job(flow.id)
-    await run_until(traced, head)
-    for _ in range(200):
-        if len(named(spans, "process default")) == 2:
-            break
-        await asyncio.sleep(0.02)
+    worker = Worker(traced)
+    running = asyncio.create_task(worker.run())
+    try:
+        assert await flow.aresult(timeout=10) == 6
+    finally:
+        worker.stop()
+        await running
     [send] = named(spans, "send workflow")
     steps = named(spans, "process default")
     assert len(steps) == 2
@@ -177,4 +180,27 @@ async def test_job_metrics_on_the_service_metrics(fast_settings: Settings) -> No
     assert 'offload_jobs_in_flight{queue="pdf",task="flaky"} 0.0' in text
     assert "offload_lease_expiries_total" in text
     assert job_metrics.JobMetrics.of() is job_metrics.JobMetrics.of()  # one per registry
+    await app.aclose()
+
+
+async def test_the_grafana_dashboard_uses_only_metrics_that_exist(fast_settings: Settings) -> None:
+    import json
+    import re
+
+    from offload.core.job import QueueStats
+    from offload.core.states import State
+    from offload.service.metrics import Metrics
+
+    app = offload.App("memory://", settings=fast_settings)
+    noop = app.task(name="dash_noop")(lambda: None)
+    await run_until(app, await noop.asubmit())
+    metrics = Metrics()
+    metrics.observe_request("GET", "/v1/jobs", 200, 0.01)
+    metrics.set_queue_stats([QueueStats("default", {State.QUEUED: 1})])
+    typed = re.findall(r"^# TYPE (offload_\w+) ", metrics.render().decode(), re.M)
+    exported = {re.sub(r"_(bucket|count|sum|total)$", "", name) for name in typed}
+    found = re.findall(r"\b(offload_\w+[a-z])\b", json.dumps(json.loads(DASHBOARD.read_text())))
+    used = {re.sub(r"_(bucket|count|sum|total)$", "", name) for name in found}
+    assert used, "no metric in the dashboard"
+    assert used - exported == set()
     await app.aclose()
