@@ -133,6 +133,10 @@ class Settings:
                 ", ".join(f"{name} ({getattr(self, name)})" for name in caps)
                 + " must each be at least 1"
             )
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigurationError(
+                f"metrics_port ({self.metrics_port}) must be a port from 1 to 65535, or 0 (off)"
+            )
         if self.log_format not in ("text", "json"):
             raise ConfigurationError("log_format must be 'text' or 'json'")
 

@@ -91,7 +91,8 @@ def stamp(
         f"send {queue or 'workflow'}", kind=trace.SpanKind.PRODUCER, attributes=attributes
     )
     carrier: dict[str, str] = {}
-    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    if span.get_span_context().is_valid:  # else (no SDK) there is nothing to pass on
+        propagate.inject(carrier, context=trace.set_span_in_context(span))
     span.end()
     if not carrier:  # no SDK (a no-op span): nothing worth storing
         return meta
@@ -126,6 +127,19 @@ class Attempt:
         self._done = True
         trace, context, _ = _otel()
         span = self.span
+        if span.is_recording():  # else (no SDK, or not sampled) every call below is a no-op
+            self._record(trace, kind, stop_reason, reason, error, retry_in)
+        span.end()
+        try:
+            context.detach(self._token)
+        except Exception:  # another task's context: the span is ended all the same
+            pass
+
+    def _record(
+        self, trace: ModuleType, kind: str, stop_reason: str | None, reason: str | None,
+        error: Mapping[str, Any] | None, retry_in: float | None,
+    ) -> None:  # fmt: skip
+        span = self.span
         span.set_attribute("offload.outcome", kind)
         if reason == "timeout":
             span.add_event("timeout")
@@ -144,11 +158,6 @@ class Attempt:
         elif kind in ("failed", "retry", "lost"):
             message = str((error or {}).get("message", kind))[:200]
             span.set_status(trace.Status(trace.StatusCode.ERROR, message))
-        span.end()
-        try:
-            context.detach(self._token)
-        except Exception:  # another task's context: the span is ended all the same
-            pass
 
 
 def start_attempt(record: JobRecord, worker_id: str) -> Attempt:

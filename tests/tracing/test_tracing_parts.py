@@ -204,3 +204,9 @@ async def test_the_grafana_dashboard_uses_only_metrics_that_exist(fast_settings:
     assert used, "no metric in the dashboard"
     assert used - exported == set()
     await app.aclose()
+
+
+def test_metrics_port_is_a_port() -> None:
+    assert Settings.from_env({"OFFLOAD_METRICS_PORT": "9464"}).metrics_port == 9464
+    with pytest.raises(offload.ConfigurationError, match="metrics_port"):
+        Settings(metrics_port=70000)
