@@ -34,11 +34,18 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from benchreport import command_line, write_section
 
+if TYPE_CHECKING:
+    import offload
+    from offload.core.job import JobRecord
+    from offload.core.task import TaskSpec
+
 MODES = ("bare", "off", "api", "sdk")
 BULK = 1_000
+MICRO = 20_000  # calls of the hooks alone, timed in a loop
 
 
 def install_sdk() -> None:
@@ -55,7 +62,7 @@ def install_sdk() -> None:
             return SpanExportResult.SUCCESS
 
     provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(Drop()))
+    provider.add_span_processor(BatchSpanProcessor(Drop(), max_queue_size=MICRO * 2))
     trace.set_tracer_provider(provider)
 
 
@@ -89,10 +96,32 @@ async def one_run(mode: str, jobs: int, folder: str) -> dict[str, float]:
     worker_cpu = time.process_time() - cpu
     worker.stop()
     await running
+    record = (await app.ajobs(limit=1))[0].record
     await app.aclose()
     loaded = any(name.startswith("opentelemetry") for name in sys.modules)
     return {"submit_us": submit_cpu / jobs * 1e6, "worker_us": worker_cpu / jobs * 1e6,
-            "otel_loaded": float(loaded)}  # fmt: skip
+            "otel_loaded": float(loaded), **micro(app, noop.spec, record)}  # fmt: skip
+
+
+def micro(app: offload.App, spec: TaskSpec, record: JobRecord) -> dict[str, float]:
+    """CPU per call of the two places tracing and job metrics hook into, timed alone: a
+    submit's ``App.prepare`` and the worker's observer around one attempt."""
+    from offload.client import SubmitOptions
+    from offload.worker.observe import Observer
+
+    options = SubmitOptions()
+    cpu = time.process_time()
+    for _ in range(MICRO):
+        app.prepare(spec, (), {}, options)
+    prepare_us = (time.process_time() - cpu) / MICRO * 1e6
+    observer = Observer(app.settings, "bench-worker")
+    cpu = time.process_time()
+    for _ in range(MICRO):
+        watch = observer.start(record)
+        watch.executed()
+        watch.end("succeeded")
+    observe_us = (time.process_time() - cpu) / MICRO * 1e6
+    return {"prepare_us": prepare_us, "observe_us": observe_us}
 
 
 def child(mode: str, jobs: int) -> None:
@@ -145,6 +174,18 @@ def report(results: dict[str, list[dict[str, float]]], jobs: int, runs: int, too
             f"| {names[mode]} | {summary([r['submit_us'] for r in rows])} | "
             f"{summary([r['worker_us'] for r in rows])} | {loaded} |"
         )
+    lines += [
+        "",
+        f"The hooks alone, {MICRO:,} calls in a loop (steadier than the end-to-end figures "
+        "on a shared machine):",
+        "",
+        "| Tracing | `App.prepare` [us CPU/call] | worker's observer, one attempt [us CPU] |",
+        "|---|---|---|",
+    ]
+    for mode in MODES:
+        rows = results[mode]
+        lines.append(f"| {names[mode]} | {summary([r['prepare_us'] for r in rows])} | "
+                     f"{summary([r['observe_us'] for r in rows])} |")  # fmt: skip
     base = statistics.median(r["submit_us"] + r["worker_us"] for r in results["bare"])
     lines.append("")
     for mode in ("off", "api", "sdk"):

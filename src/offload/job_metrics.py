@@ -92,7 +92,7 @@ class JobMetrics:
             labels, registry=None,
         )  # fmt: skip
         self.reaped = _Reaped()
-        self._by_label: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._children: dict[tuple[object, ...], Any] = {}
         #: a registry of these metrics alone, what ``/metrics`` of a web process adds
         self.own = CollectorRegistry(auto_describe=True)
         for collector in (self.wait, self.run, self.in_flight, self.retries, self.lost,
@@ -114,30 +114,28 @@ class JobMetrics:
             found = _BY_REGISTRY[registry] = cls(registry)
         return found
 
-    def _children(self, task: str, queue: str) -> tuple[Any, Any]:
-        """The labelled in-flight gauge and wait histogram of (task, queue): looked up once,
-        as a label lookup costs more than the observation."""
-        key = (task, queue)
-        found = self._by_label.get(key)
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """The labelled child of ``metric``, looked up once: the lookup costs more than an
+        observation."""
+        key = (id(metric), *labels)
+        found = self._children.get(key)
         if found is None:
-            found = (self.in_flight.labels(task, queue), self.wait.labels(task, queue))
-            self._by_label[key] = found
+            found = self._children[key] = metric.labels(*labels)
         return found
 
     def started(self, task: str, queue: str, wait: float | None) -> None:
-        in_flight, waits = self._children(task, queue)
-        in_flight.inc()
+        self._child(self.in_flight, task, queue).inc()
         if wait is not None:
-            waits.observe(max(0.0, wait))
+            self._child(self.wait, task, queue).observe(max(0.0, wait))
 
     def ended(self, task: str, queue: str, outcome: str, ran: float | None) -> None:
-        self._children(task, queue)[0].dec()
+        self._child(self.in_flight, task, queue).dec()
         if ran is not None:
-            self.run.labels(task, queue, outcome).observe(ran)
+            self._child(self.run, task, queue, outcome).observe(ran)
         if outcome == "retry":
-            self.retries.labels(task, queue).inc()
+            self._child(self.retries, task, queue).inc()
         elif outcome == "lost":
-            self.lost.labels(task, queue).inc()
+            self._child(self.lost, task, queue).inc()
 
 
 def render_global() -> bytes:

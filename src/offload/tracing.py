@@ -58,10 +58,18 @@ def _otel() -> tuple[ModuleType, ModuleType, ModuleType]:
     return trace, context, propagate
 
 
-def _tracer() -> Tracer:
+def check_installed() -> None:
+    """Raise ConfigurationError unless opentelemetry-api can be imported."""
+    _otel()
+
+
+def _tracer() -> Tracer | None:
+    """offload's tracer; None while no SDK is installed (every span would be a no-op)."""
+    trace = _otel()[0]
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return None
     from offload import __version__
 
-    trace = _otel()[0]
     tracer: Tracer = trace.get_tracer(INSTRUMENTATION, __version__)
     return tracer
 
@@ -84,10 +92,13 @@ def stamp(
     """``meta`` with the context of a new PRODUCER span (``send {queue}``), which is ended at
     once: it marks the moment the job was prepared, in the caller's trace."""
     trace, _, propagate = _otel()
+    tracer = _tracer()
+    if tracer is None:
+        return meta
     attributes = _attributes(queue or "", job_id, task, tenant, "send")
     if queue is None:
         del attributes["messaging.destination.name"]
-    span = _tracer().start_span(
+    span = tracer.start_span(
         f"send {queue or 'workflow'}", kind=trace.SpanKind.PRODUCER, attributes=attributes
     )
     carrier: dict[str, str] = {}
@@ -160,14 +171,18 @@ class Attempt:
             span.set_status(trace.Status(trace.StatusCode.ERROR, message))
 
 
-def start_attempt(record: JobRecord, worker_id: str) -> Attempt:
-    """Start the CONSUMER span of the attempt ``record`` (just claimed) and make it current."""
+def start_attempt(record: JobRecord, worker_id: str) -> Attempt | None:
+    """Start the CONSUMER span of the attempt ``record`` (just claimed) and make it current;
+    None without an SDK."""
     trace, context, propagate = _otel()
+    tracer = _tracer()
+    if tracer is None:
+        return None
     parent = propagate.extract(_carrier(record.meta))
     attributes = _attributes(record.queue, record.id, record.task, record.tenant, "process")
     attributes["offload.job.attempt"] = record.attempts
     attributes["offload.worker.id"] = worker_id
-    span = _tracer().start_span(
+    span = tracer.start_span(
         f"process {record.queue}", context=parent, kind=trace.SpanKind.CONSUMER,
         attributes=attributes,
     )  # fmt: skip

@@ -49,13 +49,17 @@ class Watch:
         if self._metrics is not None:
             self._metrics.ended(rec.task, rec.queue, kind, self._ran)
             self._metrics = None
-        if self._span is not None:
+        span, self._span = self._span, None
+        if span is not None:
             reason = getattr(outcome, "reason", None)
-            self._span.finish(
-                kind, stop_reason=stop_reason, reason=getattr(reason, "value", None),
-                error=getattr(outcome, "error", None), retry_in=getattr(outcome, "retry_in", None),
-            )  # fmt: skip
-            self._span = None
+            try:
+                span.finish(
+                    kind, stop_reason=stop_reason, reason=getattr(reason, "value", None),
+                    error=getattr(outcome, "error", None),
+                    retry_in=getattr(outcome, "retry_in", None),
+                )  # fmt: skip
+            except Exception:  # tracing must never break the worker's bookkeeping
+                log.exception("job %s: cannot end its span", rec.id)
 
 
 class Observer:
@@ -66,9 +70,16 @@ class Observer:
         self.tracing = settings.tracing
         self.metrics = job_metrics.JobMetrics.of() if settings.job_metrics else None
         self._port = settings.metrics_port
+        if self.tracing:
+            tracing.check_installed()  # a clear error now, not one per job
 
     def start(self, record: JobRecord) -> Watch:
-        span = tracing.start_attempt(record, self.worker_id) if self.tracing else None
+        span = None
+        if self.tracing:
+            try:
+                span = tracing.start_attempt(record, self.worker_id)
+            except Exception:  # tracing must never stop a job from running
+                log.exception("job %s: cannot start its span", record.id)
         return Watch(record, self.metrics, span)
 
     def serving(self, reaped: Callable[[], int]) -> None:
