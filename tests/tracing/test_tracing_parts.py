@@ -4,6 +4,7 @@ ASGI and Flask apps, span events for timeouts, cancels and workflows, and ``/met
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -210,3 +211,21 @@ def test_metrics_port_is_a_port() -> None:
     assert Settings.from_env({"OFFLOAD_METRICS_PORT": "9464"}).metrics_port == 9464
     with pytest.raises(offload.ConfigurationError, match="metrics_port"):
         Settings(metrics_port=70000)
+
+
+def test_tracing_on_without_opentelemetry_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = offload.App("memory://", tracing=True)
+    task = app.task(name="work")(lambda: None)
+    tracing._otel.cache_clear()
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)  # as if it were not installed
+    try:
+        with pytest.raises(offload.ConfigurationError, match=r"offload\[otel\]"):
+            Worker(app)
+        with pytest.raises(offload.ConfigurationError, match=r"offload\[otel\]"):
+            task.submit()
+    finally:
+        monkeypatch.undo()
+        tracing._otel.cache_clear()
+        app.close()
