@@ -229,3 +229,26 @@ def test_tracing_on_without_opentelemetry_is_a_clear_error(
         monkeypatch.undo()
         tracing._otel.cache_clear()
         app.close()
+
+
+async def test_a_periodic_tick_is_sent_and_processed_in_one_trace(
+    traced: offload.App, spans: InMemorySpanExporter
+) -> None:
+    from datetime import timedelta
+
+    traced.periodic(every=timedelta(seconds=1), name="tick")(lambda: None)
+    worker = Worker(traced)
+    running = asyncio.create_task(worker.run())
+    try:
+        async with asyncio.timeout(10):
+            while not named(spans, "process default"):
+                await asyncio.sleep(0.05)
+    finally:
+        worker.stop()
+        await running
+    sent = {s.context.span_id: s for s in named(spans, "send default")}
+    first = named(spans, "process default")[0]
+    assert first.parent is not None
+    send = sent[first.parent.span_id]
+    assert send.attributes is not None
+    assert send.attributes["offload.task.name"] == "tick"
