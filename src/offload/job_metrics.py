@@ -148,8 +148,16 @@ def render_global() -> bytes:
     return b"" if found is None else generate_latest(found.own)
 
 
-def serve(port: int, host: str = "0.0.0.0") -> None:
-    """Serve the global registry's metrics over HTTP on ``port`` (a standalone worker)."""
+def serve(port: int, host: str = "0.0.0.0") -> Callable[[], None]:
+    """Serve the global registry's metrics over HTTP on ``port`` (a standalone worker), in a
+    thread; returns the function that stops it."""
     from prometheus_client import start_http_server
 
-    start_http_server(port, addr=host)
+    server, thread = start_http_server(port, addr=host)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return stop

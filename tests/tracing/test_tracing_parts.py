@@ -252,3 +252,28 @@ async def test_a_periodic_tick_is_sent_and_processed_in_one_trace(
     send = sent[first.parent.span_id]
     assert send.attributes is not None
     assert send.attributes["offload.task.name"] == "tick"
+
+
+async def test_a_worker_serves_its_job_metrics_on_metrics_port(fast_settings: Settings) -> None:
+    from upkit import free_port
+
+    port = free_port()
+    app = offload.App("memory://", settings=fast_settings.with_(metrics_port=port))
+    noop = app.task(name="served_noop")(lambda: None)
+    job = await noop.asubmit()
+    worker = Worker(app)
+    running = asyncio.create_task(worker.run())
+    try:
+        while not (await job.arefresh()).record.is_terminal:
+            await asyncio.sleep(0.02)
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    finally:
+        worker.stop()
+        await running
+    labels = 'outcome="succeeded",queue="default",task="served_noop"'
+    assert f"offload_job_run_seconds_count{{{labels}}}" in text
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(httpx.ConnectError):  # stopped with the worker
+            await client.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+    await app.aclose()

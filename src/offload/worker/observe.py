@@ -70,6 +70,7 @@ class Observer:
         self.tracing = settings.tracing
         self.metrics = job_metrics.JobMetrics.of() if settings.job_metrics else None
         self._port = settings.metrics_port
+        self._stop_serving: Callable[[], None] | None = None
         if self.tracing:
             tracing.check_installed()  # a clear error now, not one per job
 
@@ -89,10 +90,13 @@ class Observer:
         self.metrics.reaped.add(self.worker_id, reaped)
         if self._port:
             try:
-                job_metrics.serve(self._port)
+                self._stop_serving = job_metrics.serve(self._port)
             except OSError as exc:  # another worker process of this machine serves it
                 log.warning("cannot serve metrics on port %d: %s", self._port, exc)
 
     def stopped(self) -> None:
+        if self._stop_serving is not None:
+            self._stop_serving()
+            self._stop_serving = None
         if self.metrics is not None:
             self.metrics.reaped.discard(self.worker_id)
