@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from offload import job_metrics, tracing
 from offload.integrations.flask import Offload
 from offload.settings import Settings
 from offload.worker.worker import Worker
+from upkit import RunningUp
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana-offload.json"
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -277,3 +279,19 @@ async def test_a_worker_serves_its_job_metrics_on_metrics_port(fast_settings: Se
         with pytest.raises(httpx.ConnectError):  # stopped with the worker
             await client.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
     await app.aclose()
+
+
+@pytest.mark.slow
+def test_offload_up_serves_its_workers_job_metrics(offload_up: RunningUp) -> None:
+    with httpx.Client(base_url=offload_up.base, timeout=5) as http:
+        created = http.post("/v1/jobs", json={"task": "send_email", "args": ["a@b.c", "hi"]})
+        assert created.status_code == 202, created.text
+        job_id = created.json()["id"]
+        deadline = time.monotonic() + 30
+        while http.get(f"/v1/jobs/{job_id}").json()["status"] != "succeeded":
+            assert time.monotonic() < deadline, offload_up.log.read_text()
+            time.sleep(0.05)
+        text = http.get("/metrics").text
+    assert 'offload_job_queue_wait_seconds_count{queue="default",task="send_email"} 1.0' in text
+    assert 'offload_jobs_submitted_total{task="send_email"} 1.0' in text
+    offload_up.stop()
