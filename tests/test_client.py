@@ -179,7 +179,7 @@ def test_app_reads_backend_from_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_bad_backend_urls_say_what_to_use(tmp_path: object) -> None:
     for url, match in [
-        ("postgres://x", "unsupported backend URL scheme"),
+        ("mysql://x", "unsupported backend URL scheme"),
         ("nothing", "has no scheme"),
         ("sqlite:///db.sqlite?colour=red", "unknown SQLite URL option"),
         ("sqlite:///x.db?synchronous=sometimes", "synchronous must be one of"),

@@ -8,7 +8,6 @@ behaviour as ``async def`` endpoints.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import threading
 import weakref
@@ -17,11 +16,8 @@ from datetime import timedelta, tzinfo
 from functools import partial
 from typing import Any, ParamSpec, TypeVar, Unpack, overload
 
-import orjson
-
 from offload._portal import Portal, before_interpreter_exit
 from offload.backends import Backend, open_backend
-from offload.core.ids import new_job_id
 from offload.core.job import MAX_PAGE, JobFilter, JobRecord, NewJob
 from offload.core.options import PeriodicKeywords, TaskKeywords, TaskOptions
 from offload.core.options import SubmitOptions as SubmitOptions
@@ -42,8 +38,8 @@ from offload.errors import (
     OffloadError,
 )
 from offload.jobs import Job
-from offload.logs import REQUEST_ID
 from offload.settings import Settings
+from offload.submission import prepare_job
 from offload.tasks import Task as Task
 from offload.workflows import submit as workflows
 from offload.workflows.canvas import Flow
@@ -62,8 +58,11 @@ class App:
     object; by default ``$OFFLOAD_BACKEND``, else ``sqlite:///offload.db``.
     """
 
-    def __init__(self, backend: str | Backend | None = None, *, settings: Settings | None = None):
-        base = settings or Settings.from_env()
+    def __init__(
+        self, backend: str | Backend | None = None, *, settings: Settings | None = None,
+        tracing: bool | None = None,
+    ):  # fmt: skip
+        base = (settings or Settings.from_env()).with_(tracing=tracing)
         if isinstance(backend, str):
             base = base.with_(backend=backend)
         self.settings = base
@@ -210,37 +209,7 @@ class App:
         submitting caller (tasks, the HTTP routes, the Flask and Django integrations, the
         scheduler) goes through here."""
         spec = self.registry.get(task) if isinstance(task, str) else task
-        options = options or _NO_OPTIONS
-        kwargs = kwargs or {}
-        json_args, json_kwargs = spec.encode_arguments(args, kwargs)
-        queue = options.queue or spec.queue
-        priority = spec.priority if options.priority is None else options.priority
-        fingerprint = None
-        if options.idempotency_key is not None:
-            # Everything that shapes the job: the same key with any of it changed is a 409.
-            body = orjson.dumps(
-                [spec.name, json_args, json_kwargs, queue, priority, options.delay,
-                 options.run_at, options.concurrency_key],
-                option=orjson.OPT_SORT_KEYS,
-            )  # fmt: skip
-            fingerprint = hashlib.sha256(body).hexdigest()
-        return NewJob(
-            id=new_job_id(),
-            task=spec.name,
-            args=json_args,
-            kwargs=json_kwargs,
-            queue=queue,
-            priority=priority,
-            delay=max(0.0, options.delay or 0.0),
-            run_at=options.run_at,
-            idempotency_key=options.idempotency_key,
-            fingerprint=fingerprint,
-            concurrency_key=options.concurrency_key,
-            tenant=options.tenant or "default",
-            meta=_with_request_id(options.meta),
-            result_ttl=self.settings.result_ttl if spec.result_ttl is None else spec.result_ttl,
-            limits=spec.limits,
-        )
+        return prepare_job(spec, args, kwargs or {}, options or _NO_OPTIONS, self.settings)
 
     async def asubmit_name(
         self, task: str, args: list[Any] | None = None, kwargs: dict[str, Any] | None = None,
@@ -389,11 +358,3 @@ class App:
         while pruned := await backend.prune(batch):
             total += pruned
         return total
-
-
-def _with_request_id(meta: dict[str, Any] | None) -> dict[str, Any]:
-    """The job's meta, with the id of the request being served (if any) as ``request_id``."""
-    request_id = REQUEST_ID.get()
-    if request_id is None or (meta and "request_id" in meta):
-        return dict(meta or {})
-    return {**(meta or {}), "request_id": request_id}

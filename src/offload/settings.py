@@ -65,6 +65,15 @@ class Settings:
     #: refuse to start when the backend's server may lose acknowledged jobs (Redis: eviction
     #: on, or persistence off); otherwise that is logged as a warning
     strict: bool = False
+    #: OpenTelemetry spans for submits and attempts (docs/guide/observability.md; needs
+    #: ``offload[otel]``); off: opentelemetry is not even imported
+    tracing: bool = False
+    #: port on which a worker serves its job metrics (Prometheus text; 0: not served). An
+    #: embedded worker's metrics are on its web application's ``/metrics`` instead
+    metrics_port: int = 0
+    #: Prometheus metrics of each job a worker runs (offload.job_metrics), when
+    #: prometheus-client is installed
+    job_metrics: bool = True
     #: largest result a task may return, in bytes of JSON; a bigger one fails the job (store
     #: large outputs elsewhere and return a reference)
     max_result_bytes: int = 4 * 1024 * 1024
@@ -123,6 +132,10 @@ class Settings:
             raise ConfigurationError(
                 ", ".join(f"{name} ({getattr(self, name)})" for name in caps)
                 + " must each be at least 1"
+            )
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigurationError(
+                f"metrics_port ({self.metrics_port}) must be a port from 1 to 65535, or 0 (off)"
             )
         if self.log_format not in ("text", "json"):
             raise ConfigurationError("log_format must be 'text' or 'json'")

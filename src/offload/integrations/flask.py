@@ -47,6 +47,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, g, request, url_for
 from pydantic import BaseModel
 
+from offload import tracing
 from offload._portal import before_interpreter_exit
 from offload.api.auth import ANONYMOUS
 from offload.api.errors import TRANSLATED, error_body, translate
@@ -98,6 +99,9 @@ class Offload:
         flask_app.before_request(_start_request)
         flask_app.after_request(_echo_request_id)
         flask_app.teardown_request(_end_request)
+        if self.app.settings.tracing:  # the jobs a request submits join its trace (W3C)
+            flask_app.before_request(_continue_trace)
+            flask_app.teardown_request(_leave_trace)
         if self.error_handlers:
             _handle_errors(flask_app)
         if not self._close_at_exit:  # before thread pools stop, which closing may need
@@ -188,6 +192,15 @@ def _end_request(exc: BaseException | None) -> None:
     token = g.pop("offload_request_token", None)
     if token is not None:
         REQUEST_ID.reset(token)
+
+
+def _continue_trace() -> None:
+    headers = {name: request.headers.get(name, "") for name in tracing.HEADERS}
+    g.offload_trace = tracing.continue_trace(headers)
+
+
+def _leave_trace(exc: BaseException | None) -> None:
+    tracing.leave(g.pop("offload_trace", None))
 
 
 def _handle_errors(flask_app: Flask) -> None:

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
+from offload import tracing
 from offload._version import __version__
 from offload.api.auth import TokenTable
 from offload.client import App
@@ -107,6 +108,8 @@ def _add_middleware(api: FastAPI, state: ServiceState, known: list[BaseRoute]) -
     api.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
     if config.bound_to_loopback and not state.tokens.enabled:
         api.add_middleware(LoopbackHostMiddleware)
+    if state.app.settings.tracing:  # the jobs a request submits join its trace (W3C traceparent)
+        api.add_middleware(tracing.TraceContextMiddleware)
     api.add_middleware(
         RequestContextMiddleware,
         metrics=state.metrics,

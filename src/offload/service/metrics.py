@@ -12,6 +12,7 @@ from __future__ import annotations
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
+from offload import job_metrics
 from offload.core.job import QueueStats
 from offload.core.states import State
 
@@ -63,5 +64,6 @@ class Metrics:
                 self.queue_jobs.labels(queue.queue, state.value).set(queue.count(state))
 
     def render(self) -> bytes:
-        """The registry in Prometheus text format."""
-        return generate_latest(self.registry)
+        """The registry in Prometheus text format, with the job metrics of the workers that
+        run in this process (``offload up``, an embedded worker; see offload.job_metrics)."""
+        return generate_latest(self.registry) + job_metrics.render_global()

@@ -69,6 +69,7 @@ class LeaseKeeper:
         self._thread = threading.Thread(target=self._main, name="offload-leases", daemon=True)
         # time.monotonic() by which the worker surely counts as dead without a new heartbeat
         self._alive_until = float("inf") if describe is None else float("-inf")
+        self.reaped = 0  # jobs of dead workers and expired leases reclaimed (a metric reads it)
         self.pruned = 0
 
     def start(self) -> None:
@@ -182,6 +183,7 @@ class LeaseKeeper:
             return
         if reaped:
             log.warning("reclaimed %d job(s) of dead worker(s)", reaped)
+            self.reaped += reaped
 
     async def _renew(self, lease_seconds: float | None) -> None:
         held = self._snapshot()
@@ -209,7 +211,7 @@ class LeaseKeeper:
 
     async def _reap(self) -> None:
         try:
-            await asyncio.wait_for(self._backend.reap(), self._patience())
+            self.reaped += await asyncio.wait_for(self._backend.reap(), self._patience())
         except Exception as exc:
             log.warning("reaping expired leases failed: %s", _reason(exc))
 

@@ -29,6 +29,7 @@ from offload.worker.executors.asyncio_ import AsyncExecutor
 from offload.worker.executors.base import Executor
 from offload.worker.executors.thread import ThreadExecutor
 from offload.worker.lease import LeaseKeeper
+from offload.worker.observe import Observer
 from offload.worker.progress import ProgressWriter
 from offload.worker.runner import JobRunner, Running, StopReason
 from offload.worker.scheduler import Scheduler
@@ -113,6 +114,7 @@ class Worker:
         self._nudge: asyncio.Future[None] | None = None  # the claim loop waits for room on it
         self._grace: float = self.settings.shutdown_grace
         self.processed = 0
+        self._observer = Observer(self.settings, self.id)  # metrics and spans of each attempt
         #: True from start-up (backend open) until shutdown begins: what readiness reports
         self.serving = False
 
@@ -200,6 +202,7 @@ class Worker:
         start_warden(self._warden)
         await first_heartbeat(self.backend, self.describe(), self._keeper, self.settings.dead_after)
         self._keeper.start()
+        self._observer.serving(lambda: self._keeper.reaped)
         log.info("worker %s serving %s with %d slots", self.id, _describe(self.queues),
                  self.concurrency)  # fmt: skip
         self.serving = True
@@ -285,11 +288,14 @@ class Worker:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("job %s (%s) started, attempt %d", rec.id, rec.task, rec.attempts,
                       extra=fields)  # fmt: skip
+        watch = self._observer.start(rec)
         try:
             outcome = await self._runner.execute(job)
+            watch.executed()
             if self._slots.done(job.seat):  # only I/O is left: the next claim may share its write
                 self._wake_claimer()
             outcome = await self._runner.finish(job, outcome)
+            watch.end(outcome.kind, stop_reason=job.stop_reason, outcome=outcome)
             if outcome.kind == "lost":
                 log.warning("job %s (%s): lease lost; its outcome was discarded", rec.id, rec.task,
                             extra=fields)  # fmt: skip
@@ -299,6 +305,7 @@ class Worker:
         except Exception:
             log.exception("job %s: internal error in the worker", rec.id, extra=fields)
         finally:
+            watch.end("failed")  # an internal error (else a no-op: it has ended)
             if self._slots.free(job.seat):
                 self._wake_claimer()
             self._keeper.untrack(rec.id)
@@ -350,6 +357,7 @@ class Worker:
         await asyncio.to_thread(self._warden.close)
         await asyncio.to_thread(self._keeper.stop)
         await self._close_resources()
+        self._observer.stopped()
         log.info("worker %s stopped after %d job(s); released %d", self.id, self.processed,
                  len(leftover))  # fmt: skip
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from offload import tracing
 from offload.core.ids import new_job_id
 from offload.core.job import DEFAULT_TENANT
 from offload.core.limits import Limits
@@ -19,14 +20,17 @@ async def asubmit_workflow(
     app: WorkflowApp, flow: Flow, *, tenant: str | None, meta: dict[str, Any] | None
 ) -> Workflow:
     """Check ``flow`` against ``app`` and store its first steps (see ``App.asubmit_workflow``)."""
-    plan = compile_plan(app, flow, new_job_id(), dict(meta or {}))
+    workflow_id, tenant = new_job_id(), tenant or DEFAULT_TENANT
+    meta = dict(meta or {})
+    if app.settings.tracing:  # one PRODUCER span; every step's attempts are its children
+        meta = tracing.stamp(meta, queue=None, job_id=workflow_id, task="workflow", tenant=tenant)
+    plan = compile_plan(app, flow, workflow_id, meta)
     backend = await app.backend()
     registry = app.registry
 
     def limits_of(task: str) -> Limits | None:
         return registry.get(task).limits
 
-    tenant = tenant or DEFAULT_TENANT
     [head, *_] = await store.start(
         backend, plan, plan.root, store.NoValue, tenant=tenant, limits_of=limits_of, fresh=True
     )

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.routing import APIRoute, APIRouter
 from starlette.responses import Response
 
+from offload import tracing
 from offload.api.auth import TokenTable
 from offload.client import App
 from offload.errors import ConfigurationError
@@ -112,6 +113,8 @@ def mount(
     register(api, app)
     api.include_router(_job_router(prefix, dependencies))
     api.add_middleware(RequestIdMiddleware)
+    if app.settings.tracing:  # the jobs a request submits join its trace (W3C traceparent)
+        api.add_middleware(tracing.TraceContextMiddleware)
     if error_handlers:
         handle_errors(api, retry_after=config.unavailable_retry_after)
 
