@@ -50,9 +50,10 @@ def job_from_hash(h: dict[str, str], where: str) -> JobRecord:
             priority=int(h["priority"]),
             attempts=int(h["attempts"]),
             losses=int(h["losses"]),
-            run_at=float(h["run_at"]),
+            # an ended job keeps neither when they repeat created_at and finished_at (fold())
+            run_at=float(get("run_at") or h["created_at"]),
             created_at=float(h["created_at"]),
-            updated_at=float(h["updated_at"]),
+            updated_at=float(get("updated_at") or h["finished_at"]),
             started_at=_float(get("started_at")),
             finished_at=_float(get("finished_at")),
             token=int(h["token"]),
