@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import os
 import re
+import sqlite3
 import tempfile
 import time
 import uuid
@@ -27,6 +28,7 @@ import redis
 
 from offload.backends.redis import RedisBackend
 from offload.backends.sqlite import SQLiteBackend
+from offload.core.clock import ManualClock
 from offload.core.ids import new_job_id
 from offload.core.job import Lease, NewJob
 from offload.settings import Settings
@@ -102,30 +104,60 @@ async def run_backend(backend: Any, n: int) -> None:
         await backend.close()
 
 
+async def fill_drain_prune(backend: SQLiteBackend, clock: ManualClock, n: int) -> None:
+    """Fill and drain n jobs, let their result_ttl run out, prune them all."""
+    await backend.open()
+    try:
+        await fill_and_drain(backend, n)
+        clock.advance(Settings().result_ttl + 1)
+        while await backend.prune(5000):
+            pass
+    finally:
+        await backend.close()
+
+
+def sqlite_size(path: str, vacuum: bool) -> int:
+    db = sqlite3.connect(path)
+    if vacuum:
+        db.execute("VACUUM")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    return os.path.getsize(path)
+
+
 def sqlite_figures(n: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "size.db")
         started = time.perf_counter()
         asyncio.run(run_backend(SQLiteBackend(path, synchronous="off"), n))
         elapsed = time.perf_counter() - started
-        import sqlite3
-
+        raw = sqlite_size(path, vacuum=False)
+        size = sqlite_size(path, vacuum=True)
         db = sqlite3.connect(path)
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        raw = os.path.getsize(path)
-        db.execute("VACUUM")
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        size = os.path.getsize(path)
-        tables = {
-            name: db.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
-            for name in ("jobs", "history")
-        }
+        pages = dict(db.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"))
         db.close()
         print(f"SQLite {sqlite3.sqlite_version}, {n} no-op jobs in {elapsed:.1f} s")
         print(
             f"  file after drain: {raw / n:.0f} bytes/job; after VACUUM: {size / n:.0f} bytes/job"
         )
-        print(f"  rows: {tables['jobs']:,} jobs, {tables['history']:,} history")
+        for name, total in sorted(pages.items(), key=lambda item: -item[1])[:6]:
+            print(f"    {name:<24} {total / n:>8.1f} bytes/job")
+        # Pruned pages go on SQLite's freelist (auto_vacuum is off) and the next jobs reuse them.
+        cycle = os.path.join(tmp, "cycle.db")
+        clock = ManualClock()
+        asyncio.run(
+            fill_drain_prune(SQLiteBackend(cycle, synchronous="off", clock=clock), clock, n)
+        )
+        pruned = sqlite_size(cycle, vacuum=False)
+        db = sqlite3.connect(cycle)
+        free = db.execute("PRAGMA freelist_count").fetchone()[0] * 4096
+        db.close()
+        asyncio.run(run_backend(SQLiteBackend(cycle, synchronous="off", clock=clock), n))
+        again = sqlite_size(cycle, vacuum=False)
+        print(
+            f"  after pruning them all: file {pruned / n:.0f} bytes/job, {free / n:.0f} of it free;"
+        )
+        print(f"  after as many jobs again: file {again / n:.0f} bytes/job (the free pages reused)")
 
 
 def main() -> None:
