@@ -29,7 +29,7 @@ import redis
 from offload.backends.redis import RedisBackend
 from offload.backends.sqlite import SQLiteBackend
 from offload.core.clock import ManualClock
-from offload.core.ids import new_job_id
+from offload.core.ids import new_job_id, new_worker_id
 from offload.core.job import Lease, NewJob
 from offload.settings import Settings
 
@@ -48,8 +48,9 @@ async def fill_and_drain(backend: Any, n: int) -> None:
     for start in range(0, n, BATCH):
         await backend.submit(new_jobs(min(BATCH, n - start)))
     done = 0
+    worker = new_worker_id("worker")  # as long as a real worker's id
     while done < n:
-        jobs = await backend.claim("bench-worker", {"default": BATCH}, BATCH, 60.0)
+        jobs = await backend.claim(worker, {"default": BATCH}, BATCH, 60.0)
         if not jobs:
             raise RuntimeError(f"nothing to claim after {done} of {n} jobs")
         await asyncio.gather(*(backend.complete(Lease(j.id, j.token), None) for j in jobs))

@@ -47,9 +47,9 @@ def job_from_hash(h: dict[str, str], where: str) -> JobRecord:
             status=State(h["status"]),
             args=orjson.loads(h["args"]),
             kwargs=orjson.loads(h["kwargs"]),
-            priority=int(h["priority"]),
+            priority=int(get("priority", 0)),  # an ended job: no 0s
             attempts=int(h["attempts"]),
-            losses=int(h["losses"]),
+            losses=int(get("losses", 0)),
             # an ended job keeps neither when they repeat created_at and finished_at (fold())
             run_at=float(get("run_at") or h["created_at"]),
             created_at=float(h["created_at"]),
