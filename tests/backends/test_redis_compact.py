@@ -107,3 +107,21 @@ async def test_a_finished_job_is_one_listpack_hash_and_refuses_a_late_completion
     keys = sync_redis.keys(store.root.replace("{", "[{]") + "[jh]:*")
     assert keys == [f"{store.root}j:{a.id}"]
     assert sync_redis.object("encoding", keys[0]) == "listpack"
+
+
+async def test_a_long_history_folds_in_pieces(
+    store: RedisBackend, clock: ManualClock, sync_redis: redis.Redis
+) -> None:
+    # Thousands of entries (a rate-limited job can bounce that often) are more than one
+    # HSET's unpack takes: the fold writes them in pieces.
+    [a] = await store.submit([job(4)])
+    [claimed] = await store.claim("w", {"default": 1}, 1, 10.0)
+    at = repr(clock.now() - 1.0)
+    bounce = f'["{at}","queued","scheduled","rate_limited",0,0,false,false]'
+    sync_redis.lpush(f"{store.root}h:{a.id}", *[bounce] * 5000)
+    await store.complete(Lease(a.id, claimed.token), None)
+    history = await store.history(a.id)
+    assert len(history) == 5003
+    assert {(e.reason, e.at) for e in history[1:5001]} == {(Reason.RATE_LIMITED, float(at))}
+    assert [e.reason for e in history[5001:]] == [Reason.CLAIMED, Reason.SUCCEEDED]
+    assert not sync_redis.exists(f"{store.root}h:{a.id}")

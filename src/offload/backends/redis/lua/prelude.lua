@@ -72,7 +72,7 @@ local function fold(id, last)
   end
   for _, r in ipairs(raw) do put(cjson.decode(r)) end
   put(last)
-  redis.call('HSET', k, unpack(sets))
+  bulk('HSET', k, sets)  -- in pieces: a long history (many rate_limited turns) exceeds unpack
   local dels = {'lease_until', 'cap', 'key_cap', 'rate', 'key_rate'}
   if f[4] == f[2] then dels[#dels + 1] = 'updated_at' end  -- read back as finished_at
   if f[5] == f[6] then dels[#dels + 1] = 'run_at' end  -- read back as created_at
