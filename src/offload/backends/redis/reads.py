@@ -8,7 +8,11 @@ from typing import Any, Protocol, TypeVar
 import redis.asyncio as aioredis
 
 from offload.backends._common import decode_cursor, encode_cursor
-from offload.backends.redis.records import job_from_hash, transition_from_json
+from offload.backends.redis.records import (
+    history_entries,
+    job_from_hash,
+    transition_from_json,
+)
 from offload.core.job import JobFilter, JobRecord, Page, Transition
 from offload.core.states import Reason, State
 from offload.errors import BackendError
@@ -95,16 +99,23 @@ async def history(run: Run, root: str, job_id: str) -> list[Transition]:
 
     async def read(c: aioredis.Redis) -> list[Any]:
         async with c.pipeline(transaction=False) as pipe:
-            pipe.hmget(job_key, ["created_at", "submitted_as"])
+            pipe.hgetall(job_key)
             pipe.lrange(key, 0, -1)
             return list(await pipe.execute())
 
-    (created, initial), raw = await run(read, retry=True)
-    if created is None:
+    job, raw = await run(read, retry=True)
+    if "created_at" not in job:
         return []
     try:
-        first = Transition(job_id, float(created), None, State(initial), Reason.SUBMITTED, 0, 0)
-        return [first, *(transition_from_json(job_id, entry) for entry in raw)]
+        first = Transition(
+            job_id, float(job["created_at"]), None, State(job["submitted_as"]), Reason.SUBMITTED,
+            0, 0,
+        )  # fmt: skip
+        return [
+            first,
+            *history_entries(job_id, job),
+            *(transition_from_json(job_id, e) for e in raw),
+        ]
     except (ValueError, TypeError, KeyError) as exc:
         raise BackendError(f"corrupt history under Redis key {key!r}: {exc}") from None
 

@@ -47,12 +47,13 @@ def job_from_hash(h: dict[str, str], where: str) -> JobRecord:
             status=State(h["status"]),
             args=orjson.loads(h["args"]),
             kwargs=orjson.loads(h["kwargs"]),
-            priority=int(h["priority"]),
+            priority=int(get("priority", 0)),  # an ended job: no 0s
             attempts=int(h["attempts"]),
-            losses=int(h["losses"]),
-            run_at=float(h["run_at"]),
+            losses=int(get("losses", 0)),
+            # an ended job keeps neither when they repeat created_at and finished_at (fold())
+            run_at=float(get("run_at") or h["created_at"]),
             created_at=float(h["created_at"]),
-            updated_at=float(h["updated_at"]),
+            updated_at=float(get("updated_at") or h["finished_at"]),
             started_at=_float(get("started_at")),
             finished_at=_float(get("finished_at")),
             token=int(h["token"]),
@@ -75,8 +76,36 @@ def job_from_hash(h: dict[str, str], where: str) -> JobRecord:
         ) from None
 
 
+#: What a folded history entry's time stands for when it is a number (see fold() in prelude.lua).
+_TIMES = {1: "started_at", 2: "finished_at"}
+
+
+def history_entries(job_id: str, h: dict[str, str]) -> list[Transition]:
+    """The history an ended job keeps in its hash, fields h1, h2, ... (moved there by fold()
+    in prelude.lua): a time 1 or 2 is the job's started_at or finished_at, reason 0 the new
+    status, worker 1 the job's worker_id; trailing falses are left out."""
+    entries = []
+    i = 1
+    while (raw := h.get(f"h{i}")) is not None:
+        entry: list[Any] = orjson.loads(raw)
+        entry += [False] * (8 - len(entry))
+        if not isinstance(entry[0], str):
+            entry[0] = h[_TIMES[entry[0]]]
+        if entry[3] == 0:
+            entry[3] = entry[2]
+        if entry[6] == 1:
+            entry[6] = h["worker_id"]
+        entries.append(transition_from_entry(job_id, entry))
+        i += 1
+    return entries
+
+
 def transition_from_json(job_id: str, raw: str) -> Transition:
-    at, before, after, reason, attempt, token, worker, detail = orjson.loads(raw)
+    return transition_from_entry(job_id, orjson.loads(raw))
+
+
+def transition_from_entry(job_id: str, entry: Sequence[Any]) -> Transition:
+    at, before, after, reason, attempt, token, worker, detail = entry
     return Transition(
         job_id,
         float(at),

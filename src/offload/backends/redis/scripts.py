@@ -7,9 +7,13 @@ leases and due times never depend on a worker's clock; tests pass a manual clock
 
 Layout under the root ``R``:
 
-- ``R j:<id>``                 hash: the job's fields (absent field = None)
-- ``R h:<id>``                 list: the job's transitions after its submit, JSON arrays (the
-                               submit is implied by the job's created_at and submitted_as)
+- ``R j:<id>``                 hash: the job's fields (absent field = None); once the job
+                               ended, also its history as fields h1, h2, ... (see fold() in
+                               prelude.lua), and no run_at / updated_at when they equal
+                               created_at / finished_at, no priority / losses when 0
+- ``R h:<id>``                 list: the transitions of a job that has not ended, after its
+                               submit, JSON arrays (the submit is implied by the job's
+                               created_at and submitted_as); folded into j:<id> at its end
 - ``R q:<queue>:<priority>``   zset of ready jobs with no lost lease, score run_at
 - ``R qp:<queue>``             zset of the priorities that have ready jobs, score -priority
 - ``R c:<queue>:<priority>``   zset of ready jobs of *limited* tasks (caps or rate limits: a

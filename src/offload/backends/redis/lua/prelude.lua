@@ -47,9 +47,45 @@ local function opt(s) if s == nil or s == '' then return nil end return string.s
 local function fields(id, ...)
   return redis.call('HMGET', R .. 'j:' .. id, ...)
 end
+-- A job's history: an h: list while it lives; when it ends, fold() moves the list into the
+-- job's hash, one short field per entry (h1, h2, ...: values under hash-max-listpack-value
+-- keep the hash a listpack). An entry's time is 1 or 2 when it is the job's started_at or
+-- finished_at, its reason 0 when it is the new status, its worker 1 when it is the job's
+-- worker_id, and trailing falses are left out (records.history_entries reads them back).
+-- The limits only running needs go too, updated_at and run_at when they repeat
+-- finished_at and created_at, priority and losses when 0: one key and ~360 bytes less per
+-- ended job.
+local ENDS = {succeeded = true, failed = true, cancelled = true}
+local function fold(id, last)
+  local k, hk = R .. 'j:' .. id, R .. 'h:' .. id
+  local raw = redis.call('LRANGE', hk, 0, -1)
+  local f = redis.call('HMGET', k, 'started_at', 'finished_at', 'worker_id', 'updated_at',
+    'run_at', 'created_at', 'priority', 'losses')
+  local sets = {}
+  local function put(e)
+    if e[1] == f[1] then e[1] = 1 elseif e[1] == f[2] then e[1] = 2 end
+    if e[4] == e[3] then e[4] = 0 end
+    if f[3] and e[7] == f[3] then e[7] = 1 end
+    while #e > 0 and e[#e] == false do e[#e] = nil end
+    sets[#sets + 1] = 'h' .. (#sets / 2 + 1)
+    sets[#sets + 1] = cjson.encode(e)
+  end
+  for _, r in ipairs(raw) do put(cjson.decode(r)) end
+  put(last)
+  bulk('HSET', k, sets)  -- in pieces: a long history (many rate_limited turns) exceeds unpack
+  local dels = {'lease_until', 'cap', 'key_cap', 'rate', 'key_rate'}
+  if f[4] == f[2] then dels[#dels + 1] = 'updated_at' end  -- read back as finished_at
+  if f[5] == f[6] then dels[#dels + 1] = 'run_at' end  -- read back as created_at
+  if f[7] == '0' then dels[#dels + 1] = 'priority' end  -- read back as 0
+  if f[8] == '0' then dels[#dels + 1] = 'losses' end
+  redis.call('HDEL', k, unpack(dels))
+  redis.call('DEL', hk)
+end
 local function hist(id, at, from, to, reason, attempt, token, worker, detail)
-  redis.call('RPUSH', R .. 'h:' .. id, cjson.encode({fnum(at), from or false, to, reason,
-    tonumber(attempt), tonumber(token), worker or false, detail or false}))
+  local entry = {fnum(at), from or false, to, reason, tonumber(attempt), tonumber(token),
+    worker or false, detail or false}
+  if ENDS[to] then return fold(id, entry) end
+  redis.call('RPUSH', R .. 'h:' .. id, cjson.encode(entry))
 end
 -- Count, index and record a status change (from = nil for a new job).
 local function move(id, queue, created, from, to)

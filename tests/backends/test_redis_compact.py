@@ -1,0 +1,127 @@
+"""A Redis job that ended is one compact hash: its history folded in, nothing else left behind."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import redis
+
+from offload.backends.redis import RedisBackend
+from offload.core.clock import ManualClock
+from offload.core.job import Lease, NewJob
+from offload.core.states import Reason, State
+from rediskit import TEST_REDIS, redis_namespace_url
+
+
+def job(n: int) -> NewJob:
+    return NewJob(id=f"{n:032x}", task="tasks.echo", args=[n], kwargs={}, result_ttl=60.0)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def store(clock: ManualClock) -> AsyncIterator[RedisBackend]:
+    backend = RedisBackend(redis_namespace_url(), clock=clock)
+    await backend.open()
+    yield backend
+    await backend.close()
+
+
+@pytest.fixture
+def sync_redis() -> redis.Redis:
+    client = redis.Redis.from_url(TEST_REDIS, decode_responses=True)
+    yield client
+    client.close()
+
+
+async def test_an_ended_job_keeps_its_history_in_its_hash(
+    store: RedisBackend, clock: ManualClock, sync_redis: redis.Redis
+) -> None:
+    [a] = await store.submit([job(1)])
+    [first] = await store.claim("worker-one", {"default": 1}, 1, 10.0)
+    clock.advance(1.0)
+    await store.fail(Lease(a.id, first.token), {"type": "E", "message": "once"}, retry_in=0.0)
+    clock.advance(1.0)
+    [second] = await store.claim("worker-two", {"default": 1}, 1, 10.0)
+    clock.advance(2.0)
+    running = await store.history(a.id)
+    await store.fail(Lease(a.id, second.token), {"type": "E", "message": "boom"})
+
+    history = await store.history(a.id)
+    record = await store.get(a.id)
+    assert record is not None
+    assert record.status is State.FAILED
+    assert history[: len(running)] == running
+    last = history[-1]
+    assert (last.at, last.from_status, last.to_status, last.reason) == (
+        clock.now(), State.RUNNING, State.FAILED, Reason.FAILED,
+    )  # fmt: skip
+    assert (last.worker_id, last.token) == ("worker-two", second.token)
+    assert [e.worker_id for e in history] == [None, "worker-one", "worker-one", "worker-two",
+                                             "worker-two"]  # fmt: skip
+    assert record.updated_at == record.finished_at == clock.now()
+    assert record.run_at == history[2].at  # requeued for its retry: kept as it was
+    assert (history[2].reason, history[2].detail) == (Reason.RETRY, "once")
+    assert first.token < second.token
+    assert not sync_redis.exists(f"{store.root}h:{a.id}")
+
+
+async def test_a_job_cancelled_before_it_ran_reads_back_whole(
+    store: RedisBackend, clock: ManualClock, sync_redis: redis.Redis
+) -> None:
+    [a] = await store.submit([job(2)])
+    clock.advance(3.0)
+    cancelled = await store.cancel(a.id)
+    record = await store.get(a.id)
+    assert record == cancelled
+    assert record is not None
+    assert record.run_at == record.created_at
+    assert record.updated_at == record.finished_at == clock.now()
+    history = await store.history(a.id)
+    assert [(e.from_status, e.to_status, e.reason, e.worker_id) for e in history] == [
+        (None, State.QUEUED, Reason.SUBMITTED, None),
+        (State.QUEUED, State.CANCELLED, Reason.CANCELLED, None),
+    ]
+    assert history[1].at == clock.now()
+    assert not sync_redis.exists(f"{store.root}h:{a.id}")
+
+
+async def test_a_finished_job_is_one_listpack_hash_and_refuses_a_late_completion(
+    store: RedisBackend, sync_redis: redis.Redis
+) -> None:
+    [a] = await store.submit([job(3)])
+    [claimed] = await store.claim("w", {"default": 1}, 1, 10.0)
+    lease = Lease(a.id, claimed.token)
+    await store.complete(lease, 1)
+    before = await store.history(a.id)
+    with pytest.raises(Exception, match="lease"):
+        await store.complete(lease, 2)
+    assert await store.history(a.id) == before
+    record = await store.get(a.id)
+    assert record is not None
+    assert record.result == 1
+    keys = sync_redis.keys(store.root.replace("{", "[{]") + "[jh]:*")
+    assert keys == [f"{store.root}j:{a.id}"]
+    assert sync_redis.object("encoding", keys[0]) == "listpack"
+
+
+async def test_a_long_history_folds_in_pieces(
+    store: RedisBackend, clock: ManualClock, sync_redis: redis.Redis
+) -> None:
+    # Thousands of entries (a rate-limited job can bounce that often) are more than one
+    # HSET's unpack takes: the fold writes them in pieces.
+    [a] = await store.submit([job(4)])
+    [claimed] = await store.claim("w", {"default": 1}, 1, 10.0)
+    at = repr(clock.now() - 1.0)
+    bounce = f'["{at}","queued","scheduled","rate_limited",0,0,false,false]'
+    sync_redis.lpush(f"{store.root}h:{a.id}", *[bounce] * 5000)
+    await store.complete(Lease(a.id, claimed.token), None)
+    history = await store.history(a.id)
+    assert len(history) == 5003
+    assert {(e.reason, e.at) for e in history[1:5001]} == {(Reason.RATE_LIMITED, float(at))}
+    assert [e.reason for e in history[5001:]] == [Reason.CLAIMED, Reason.SUCCEEDED]
+    assert not sync_redis.exists(f"{store.root}h:{a.id}")
