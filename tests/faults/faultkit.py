@@ -1,10 +1,11 @@
 """Helpers for the real-process fault tests: worker processes, their logs, and cleanup.
 
-A :class:`Faults` runs on one backend kind: ``sqlite`` (a fresh file) or ``redis`` (a fresh
+A :class:`Faults` runs on one backend kind: ``sqlite`` (a fresh file), ``redis`` (a fresh
 namespace on the shared test server, or any ``redis://`` URL a test passes, such as a private
-server it kills). Every worker is started in a session of its own, so teardown can SIGKILL its
-whole process group (a supervisor's children included) by pid, whatever state the test left it
-in (stopped, draining, hung). Pids of grandchildren the tests learn about are killed too. The
+server it kills) or ``postgres`` (a fresh schema in the test session's database). Every
+worker is started in a session of its own, so teardown can SIGKILL its whole process group (a
+supervisor's children included) by pid, whatever state the test left it in (stopped,
+draining, hung). Pids of grandchildren the tests learn about are killed too. The
 ``faults`` fixture (conftest.py) hands a test one :class:`Faults`, runs the history checker
 (:mod:`history`) on it after the test, and cleans it up.
 
@@ -42,6 +43,7 @@ import offload
 from offload import State, Transition
 from offload.backends.base import Backend
 from offload.core.job import JobFilter, JobRecord
+from pgkit import postgres_schema_url
 from rediskit import TEST_REDIS
 from upkit import free_port
 
@@ -251,7 +253,7 @@ class Api:
 
 
 #: The backend kinds every fault test runs on.
-KINDS = ("sqlite", "redis")
+KINDS = ("sqlite", "redis", "postgres")
 #: Namespaces of these tests on the shared test Redis start with this, not with
 #: ``rediskit.TEST_PREFIX``: every pytest session deletes all namespaces under that prefix when
 #: it ends, those of sessions still running included, and a fault test must keep its jobs.
@@ -277,8 +279,9 @@ def drop_namespace(prefix: str, server: str = TEST_REDIS) -> None:
 class Faults:
     """What a fault test needs: a fresh store of jobs, a client App, and worker processes.
 
-    ``kind`` is ``"sqlite"`` (a file in ``tmp_path``) or ``"redis"`` (``url``, by default a
-    fresh namespace on the shared test server, deleted at cleanup).
+    ``kind`` is ``"sqlite"`` (a file in ``tmp_path``), ``"redis"`` (``url``, by default a
+    fresh namespace on the shared test server, deleted at cleanup) or ``"postgres"`` (a fresh
+    schema, dropped with the session's database).
     """
 
     def __init__(self, tmp_path: Path, kind: str = "sqlite", url: str | None = None) -> None:
@@ -290,6 +293,8 @@ class Faults:
         if url is None and kind == "redis":
             url = fresh_redis_url()
             self.own_namespace = url.rpartition("prefix=")[2]
+        if url is None and kind == "postgres":
+            url = postgres_schema_url()  # a fresh schema in the session's own database
         self.url = url or f"sqlite:///{tmp_path / 'jobs.db'}"
         self.marks = tmp_path / "marks"
         self.marks.mkdir()
