@@ -1,7 +1,8 @@
 """Fixtures of the fault tests: workers as real processes, a history check after every test.
 
 ``faults`` is parametrized over the backend kinds (``faultkit.KINDS``), so every test that uses
-it runs once on a fresh SQLite file and once in a fresh namespace on the shared test Redis.
+it runs once on a fresh SQLite file, once in a fresh namespace on the shared test Redis and
+once in a fresh schema on the test PostgreSQL.
 ``outage`` is a :class:`Faults` on a private ``redis-server`` (``redis_server``) that a test may
 kill, pause or cut off.
 

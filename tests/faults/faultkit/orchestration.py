@@ -1,7 +1,8 @@
 """A fault test's scenario: one backend kind, a client App, processes and evidence.
 
-:class:`Faults` runs on ``sqlite`` (a fresh file) or ``redis`` (a fresh namespace on the shared
-test server, or any ``redis://`` URL a test passes, such as a private server it kills). It joins
+:class:`Faults` runs on ``sqlite`` (a fresh file), ``postgres`` (a fresh schema in the test
+session's database) or ``redis`` (a fresh namespace on the shared test server, or any
+``redis://`` URL a test passes, such as a private server it kills). It joins
 :class:`~faultkit.processes.Processes` and :class:`~faultkit.ledger.Ledger` and adds the waits a
 scenario is written with.
 """
@@ -17,13 +18,14 @@ import redis
 from history import Fault, Summary
 
 import offload
+from pgkit import postgres_schema_url
 from rediskit import TEST_REDIS
 
 from .ledger import Ledger
 from .processes import LEASE, REAP, Processes, WorkerProcess, wait_until
 
 #: The backend kinds every fault test runs on.
-KINDS = ("sqlite", "redis")
+KINDS = ("sqlite", "redis", "postgres")
 
 #: Namespaces of these tests on the shared test Redis start with this, not with
 #: ``rediskit.TEST_PREFIX``: every pytest session deletes all namespaces under that prefix when
@@ -63,6 +65,8 @@ class Faults(Processes, Ledger):
         if url is None and kind == "redis":
             url = fresh_redis_url()
             self.own_namespace = url.rpartition("prefix=")[2]
+        if url is None and kind == "postgres":
+            url = postgres_schema_url()  # a fresh schema in the session's own database
         self.url = url or f"sqlite:///{tmp_path / 'jobs.db'}"
         self.marks = tmp_path / "marks"
         self.marks.mkdir()
