@@ -98,7 +98,7 @@ class Worker:
             app.new_backend(), self.id, self.settings,
             on_lost=lambda job_id: self._from_thread(job_id, "lost"),
             on_cancel=lambda job_id: self._from_thread(job_id, "cancel"),
-            describe=self.describe,
+            describe=self.describe, retention=app.retention(),
         )  # fmt: skip
         self._running: dict[str, Running] = {}  # claimed and not yet recorded
         self._slots = Slots(
