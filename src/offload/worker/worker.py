@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
+from offload.backends import storage
 from offload.client import App
 from offload.core.ids import new_worker_id
 from offload.core.job import JobRecord, Lease, WorkerInfo
@@ -200,6 +201,8 @@ class Worker:
         start_warden(self._warden)
         await first_heartbeat(self.backend, self.describe(), self._keeper, self.settings.dead_after)
         self._keeper.start()
+        if problem := await storage.check(self.backend, self.app.retention()):
+            log.warning("finished jobs may fill the backend: %s", problem)
         log.info("worker %s serving %s with %d slots", self.id, _describe(self.queues),
                  self.concurrency)  # fmt: skip
         self.serving = True
