@@ -7,6 +7,7 @@ acknowledged job. See the README for a tour.
 from offload.client import App, SubmitOptions, Task
 from offload.core.clock import ManualClock
 from offload.core.job import JobRecord, Transition
+from offload.core.retention import Retention
 from offload.core.states import State
 from offload.errors import (
     BackendError,
@@ -70,6 +71,7 @@ __all__ = [
     "ProcessError",
     "ProcessResult",
     "ProcessTimeout",
+    "Retention",
     "Retry",
     "SerializationError",
     "Settings",
