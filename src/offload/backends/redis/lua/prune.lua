@@ -6,23 +6,40 @@
 local now = clock(ARGV[1])
 local limit = tonumber(ARGV[2])
 local deleted = 0
+-- Deletions are gathered and written once per key (flush): far fewer calls than per job.
+local zrem, counts, keys = {}, {}, {}
 local function drop(id)
   local f = fields(id, 'queue', 'status', 'task', 'tenant')
+  local idxs = {'expire'}
   if f[1] then
-    redis.call('HINCRBY', R .. 'counts', f[1] .. '\0' .. f[2], -1)
-    for _, idx in ipairs({'i:all', 'i:st:' .. f[2], 'i:tk:' .. f[3], 'i:q:' .. f[1],
-                          'i:tn:' .. f[4], 'fin:' .. f[2]}) do
-      redis.call('ZREM', R .. idx, id)
-    end
+    local name = f[1] .. '\0' .. f[2]
+    counts[name] = (counts[name] or 0) + 1
+    idxs = {'expire', 'i:all', 'i:st:' .. f[2], 'i:tk:' .. f[3], 'i:q:' .. f[1],
+            'i:tn:' .. f[4], 'fin:' .. f[2]}
   end
-  redis.call('DEL', R .. 'j:' .. id, R .. 'h:' .. id)
-  redis.call('ZREM', R .. 'expire', id)
+  for _, idx in ipairs(idxs) do
+    local ids = zrem[idx] or {}
+    ids[#ids + 1] = id
+    zrem[idx] = ids
+  end
+  keys[#keys + 1] = R .. 'j:' .. id
+  keys[#keys + 1] = R .. 'h:' .. id
   deleted = deleted + 1
+end
+local function flush()
+  for idx, ids in pairs(zrem) do bulk('ZREM', R .. idx, ids) end
+  for name, n in pairs(counts) do redis.call('HINCRBY', R .. 'counts', name, -n) end
+  for i = 1, #keys, 1000 do
+    local chunk = {unpack(keys, i, math.min(i + 999, #keys))}
+    local first = table.remove(chunk, 1)  -- every key here is R .. 'j:' or R .. 'h:' ..
+    redis.call('DEL', first, unpack(chunk))
+  end
+  zrem, counts, keys = {}, {}, {}
 end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', R .. 'expire', '-inf', now, 'LIMIT', 0, limit)) do
   drop(id)
 end
-if ARGV[3] == nil or ARGV[3] == '' then return deleted end
+if ARGV[3] == nil or ARGV[3] == '' then flush() return deleted end
 local policy = cjson.decode(ARGV[3])
 local own = next(policy.tasks) ~= nil
 for _, status in ipairs({'succeeded', 'failed', 'cancelled'}) do
@@ -40,13 +57,14 @@ for _, status in ipairs({'succeeded', 'failed', 'cancelled'}) do
     end
   end
 end
+flush()  -- the counts below must not count what was just deleted
 if policy.cap < 0 or deleted >= limit then return deleted end
 local ended = {}
-local counts = redis.call('HGETALL', R .. 'counts')
-for i = 1, #counts, 2 do
-  local queue, status = string.match(counts[i], '^(.*)%z(%a+)$')
+local stored = redis.call('HGETALL', R .. 'counts')
+for i = 1, #stored, 2 do
+  local queue, status = string.match(stored[i], '^(.*)%z(%a+)$')
   if status == 'succeeded' or status == 'failed' or status == 'cancelled' then
-    ended[queue] = (ended[queue] or 0) + tonumber(counts[i + 1])
+    ended[queue] = (ended[queue] or 0) + tonumber(stored[i + 1])
   end
 end
 for queue, n in pairs(ended) do
@@ -61,9 +79,9 @@ for queue, n in pairs(ended) do
           status == 'cancelled') then
         drop(id)
         over = over - 1
-        start = start - 1
       end
     end
   end
 end
+flush()
 return deleted
