@@ -36,12 +36,7 @@ from offload.core.schedule import (
 )
 from offload.core.states import State
 from offload.core.task import TaskSpec
-from offload.errors import (
-    BackendUnavailable,
-    InvalidTransition,
-    JobNotFound,
-    OffloadError,
-)
+from offload.errors import BackendUnavailable, InvalidTransition, JobNotFound, OffloadError
 from offload.jobs import Job
 from offload.logs import REQUEST_ID
 from offload.settings import Settings
@@ -382,19 +377,16 @@ class App:
 
     def retention(self) -> RetentionPolicy:
         """The retention policy prunes apply: the settings' and the registered tasks' own."""
-        own = {spec.name: spec.retention for spec in self.registry if spec.retention}
-        return self.settings.retention(own)
+        return self.settings.retention({t.name: t.retention for t in self.registry if t.retention})
 
     async def aprune(self, batch: int = 1000) -> int:
-        """Delete every ended job past its retention (its result_ttl, else its age by outcome,
-        and beyond ``max_finished`` per queue), ``batch`` at a time (workers do this on their
-        own every ``prune_interval``); returns how many."""
+        """Delete every ended job past its retention (see :meth:`retention`), ``batch`` at a
+        time (workers do this on their own every ``prune_interval``); returns how many."""
         if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_PAGE:
             raise ValueError(f"batch must be a whole number from 1 to {MAX_PAGE}, not {batch!r}")
         backend = await self.backend()
         total = 0
-        policy = self.retention()
-        while pruned := await backend.prune(batch, policy):
+        while pruned := await backend.prune(batch, self.retention()):
             total += pruned
         return total
 
