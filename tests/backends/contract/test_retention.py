@@ -174,3 +174,18 @@ async def test_the_count_cap_prunes_the_oldest_ended_jobs_of_each_queue(
     assert counts["default"][State.FAILED] == 1
     assert counts["default"][State.CANCELLED] == 1
     assert counts["default"][State.QUEUED] == 5
+
+
+async def test_workflow_and_group_members_are_pruned_like_any_job(
+    backend: Backend, clock: ManualClock, make: MakeJob
+) -> None:
+    # As before retention by outcome: a member's own end and retention decide, not its
+    # workflow's (a running or waiting member is never pruned; an ended one is when due).
+    policy = RetentionPolicy(Retention(succeeded=10), max_finished=None)
+    member = {"workflow": {"id": "wf1", "join": "g", "member": 0}}
+    ended = await finish_all(backend, [make(meta=member), make(meta={"workflow": {"id": "wf1"}})])
+    waiting = await submit_one(backend, make(meta=member))
+    clock.advance(10)
+    assert await backend.prune(policy=policy) == 2
+    assert await remaining(backend) == {waiting.id}
+    assert all([await backend.get(job_id) is None for job_id in ended])

@@ -67,9 +67,11 @@ for i = 1, #stored, 2 do
     ended[queue] = (ended[queue] or 0) + tonumber(stored[i + 1])
   end
 end
+-- Scanned from the oldest, at most 10 x limit entries per queue and call: a queue whose
+-- oldest jobs are long-queued or scheduled ones does not make every prune walk all of them.
 for queue, n in pairs(ended) do
   local over, start = n - policy.cap, 0
-  while over > 0 and deleted < limit do
+  while over > 0 and deleted < limit and start < 10 * limit do
     local ids = redis.call('ZRANGE', R .. 'i:q:' .. queue, start, start + 199)
     if #ids == 0 then break end
     start = start + #ids
