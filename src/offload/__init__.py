@@ -10,6 +10,7 @@ import typing  # a module, so not a public name (tests/test_public_api.py)
 from offload._version import __version__
 from offload.core.clock import ManualClock
 from offload.core.job import JobRecord, Transition
+from offload.core.retention import Retention
 from offload.core.states import State
 from offload.errors import (
     BackendError,
@@ -110,6 +111,7 @@ __all__ = [
     "ProcessError",
     "ProcessResult",
     "ProcessTimeout",
+    "Retention",
     "Retry",
     "SerializationError",
     "Settings",

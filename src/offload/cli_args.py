@@ -86,7 +86,7 @@ COMMANDS: dict[str, tuple[str, list[Arg]]] = {
     "status": ("show one job", [_arg("id", metavar="ID"), BACKEND, _JSON]),
     "cancel": ("cancel a job", [_arg("id", metavar="ID"), BACKEND, _JSON]),
     "prune": (
-        "delete ended jobs whose result_ttl ran out",
+        "delete ended jobs past their retention (result_ttl, age by outcome, max_finished)",
         [
             _arg("--batch", type=int, default=1000, help="jobs deleted per transaction (1000)"),
             BACKEND,

@@ -22,6 +22,7 @@ from offload.core.job import MAX_PAGE, JobFilter, JobRecord, NewJob
 from offload.core.options import PeriodicKeywords, TaskKeywords, TaskOptions
 from offload.core.options import SubmitOptions as SubmitOptions
 from offload.core.registry import TaskRegistry
+from offload.core.retention import RetentionPolicy
 from offload.core.schedule import (
     MissedPolicy,
     Schedule,
@@ -31,12 +32,7 @@ from offload.core.schedule import (
 )
 from offload.core.states import State
 from offload.core.task import TaskSpec
-from offload.errors import (
-    BackendUnavailable,
-    InvalidTransition,
-    JobNotFound,
-    OffloadError,
-)
+from offload.errors import BackendUnavailable, InvalidTransition, JobNotFound, OffloadError
 from offload.jobs import Job
 from offload.settings import Settings
 from offload.submission import prepare_job
@@ -91,8 +87,8 @@ class App:
 
         The options (``name``, ``queue``, ``executor``, ``retries``, ``retry_backoff``,
         ``retry_backoff_max``, ``timeout``, ``priority``, ``result_ttl``, ``concurrency``,
-        ``key_concurrency``, ``rate_limit``, ``key_rate_limit``) are described, with their
-        defaults, by :class:`offload.core.options.TaskOptions`.
+        ``key_concurrency``, ``rate_limit``, ``key_rate_limit``, ``retention``) are described,
+        with their defaults, by :class:`offload.core.options.TaskOptions`.
         """
         declared = TaskOptions.of("App.task", options, TaskKeywords)
         return (
@@ -348,13 +344,17 @@ class App:
             return [(old, None) for old in found]
         return [(old, await self.aretry(old.id, once=True)) for old in found]
 
+    def retention(self) -> RetentionPolicy:
+        """The retention policy prunes apply: the settings' and the registered tasks' own."""
+        return self.settings.retention({t.name: t.retention for t in self.registry if t.retention})
+
     async def aprune(self, batch: int = 1000) -> int:
-        """Delete every ended job whose result_ttl ran out, ``batch`` at a time (workers do
-        this on their own every ``prune_interval``); returns how many."""
+        """Delete every ended job past its retention (see :meth:`retention`), ``batch`` at a
+        time (workers do this on their own every ``prune_interval``); returns how many."""
         if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_PAGE:
             raise ValueError(f"batch must be a whole number from 1 to {MAX_PAGE}, not {batch!r}")
         backend = await self.backend()
         total = 0
-        while pruned := await backend.prune(batch):
+        while pruned := await backend.prune(batch, self.retention()):
             total += pruned
         return total

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from offload.core.retention import Retention, RetentionPolicy
 from offload.errors import ConfigurationError
 
 DEFAULT_BACKEND = "sqlite:///offload.db"
@@ -45,9 +46,17 @@ class Settings:
     loop_threads: int = 0
     #: longest pause between claim attempts of an idle worker (a fallback; wake-ups come sooner)
     idle_wait: float = 1.0
-    #: seconds a finished job (its result or error and its history) is kept, unless its task
-    #: sets result_ttl; then workers prune it
-    result_ttl: float = 7 * 24 * 3600.0
+    #: seconds every finished job (its result or error and its history) is kept, whatever
+    #: its outcome, unless its task sets its own; None: kept by outcome (retain_* below)
+    result_ttl: float | None = None
+    #: seconds a job that succeeded is kept after it ended (unless it has a result_ttl)
+    retain_succeeded: float = 24 * 3600.0
+    #: seconds a job that failed is kept after it ended (unless it has a result_ttl)
+    retain_failed: float = 7 * 24 * 3600.0
+    #: seconds a cancelled job is kept after it ended (unless it has a result_ttl)
+    retain_cancelled: float = 7 * 24 * 3600.0
+    #: finished jobs kept per queue at most, the oldest beyond pruned first; 0: no cap
+    max_finished: int = 100_000
     #: seconds between a worker's sweeps for expired jobs (0: this worker does not prune)
     prune_interval: float = 60.0
     #: jobs one sweep deletes at most (the next sweep goes on)
@@ -121,11 +130,17 @@ class Settings:
                 f"prefetch ({self.prefetch}) must be >= 0 (or -1: as many as the worker's "
                 f"slots) and claim_batch ({self.claim_batch}) at least 1"
             )
-        if self.result_ttl < 0 or self.prune_interval < 0 or self.prune_batch < 1:
+        ttl = self.result_ttl
+        if ttl is not None and (not math.isfinite(ttl) or ttl < 0):
+            raise ConfigurationError(f"result_ttl ({ttl:g}) must be >= 0 seconds or None")
+        ages = ("retain_succeeded", "retain_failed", "retain_cancelled", "prune_interval")
+        if any(getattr(self, name) < 0 for name in ages) or self.max_finished < 0:
             raise ConfigurationError(
-                f"result_ttl ({self.result_ttl:g}) and prune_interval ({self.prune_interval:g}) "
-                f"must be >= 0 seconds and prune_batch ({self.prune_batch}) at least 1"
+                ", ".join(f"{name} ({getattr(self, name):g})" for name in ages)
+                + f" must be >= 0 seconds, max_finished ({self.max_finished}) >= 0"
             )
+        if self.prune_batch < 1:
+            raise ConfigurationError(f"prune_batch ({self.prune_batch}) must be at least 1")
         caps = ("max_result_bytes", "max_error_chars", "max_progress_chars",
                 "http_max_connections", "http_keep_alive")  # fmt: skip
         if any(getattr(self, name) < 1 for name in caps):
@@ -150,7 +165,8 @@ class Settings:
         for f in fields(cls):
             raw = env.get(prefix + f.name.upper())
             if raw is not None and raw != "":
-                values[f.name] = _convert(prefix + f.name.upper(), raw, f.default)
+                default = 0.0 if f.name == "result_ttl" else f.default  # float | None
+                values[f.name] = _convert(prefix + f.name.upper(), raw, default)
         return cls(**values)
 
     def with_(self, **changes: Any) -> Settings:
@@ -164,6 +180,14 @@ class Settings:
                 if name not in given and getattr(self, name) == self.lease_seconds / 3:
                     given[name] = 0.0
         return replace(self, **given)
+
+    def retention(self, tasks: Mapping[str, Retention] | None = None) -> RetentionPolicy:
+        """The retention policy of these settings, with the tasks' own (by task name)."""
+        return RetentionPolicy(
+            default=Retention(self.retain_succeeded, self.retain_failed, self.retain_cancelled),
+            tasks=dict(tasks or {}),
+            max_finished=self.max_finished or None,
+        )
 
 
 def _convert(name: str, raw: str, default: object) -> object:

@@ -29,7 +29,7 @@ async def test_a_version_1_database_is_upgraded_and_keeps_its_jobs(tmp_path: Pat
     conn = sqlite3.connect(path)
     conn.executescript(
         "DROP INDEX jobs_expiry; DROP INDEX jobs_capped; DROP INDEX jobs_slots; "
-        "DROP INDEX jobs_ready; DROP TABLE buckets; "
+        "DROP INDEX jobs_outcome; DROP INDEX jobs_ready; DROP TABLE buckets; "
         + "".join(f"ALTER TABLE jobs DROP COLUMN {column}; " for column in NEW_COLUMNS)
         + "CREATE INDEX jobs_ready ON jobs (queue, priority DESC, run_at, id) "
         "WHERE status = 'queued' AND losses = 0; "

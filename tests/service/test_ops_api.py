@@ -78,7 +78,9 @@ async def test_workers_running_counts_their_running_jobs_now_not_at_the_heartbea
 
 async def test_health_probes(svc: Service) -> None:
     assert (await svc.client.get("/health/live")).json() == {"status": "ok"}
-    assert (await svc.client.get("/health/ready")).json() == {"status": "ok"}
+    ready = (await svc.client.get("/health/ready")).json()
+    assert ready["status"] == "ok"
+    assert ready["details"]["finished_jobs"] == 0  # what retention bounds (issue 21)
 
 
 async def test_unknown_route_and_method_use_the_error_shape(svc: Service) -> None:
@@ -152,6 +154,7 @@ async def test_metrics_in_prometheus_text_format(svc: Service) -> None:
     assert 'offload_http_request_duration_seconds_bucket{le="0.5",method="GET"' in text
     assert 'offload_queue_jobs{queue="default",state="queued"} 2.0' in text
     assert 'offload_queue_jobs{queue="default",state="running"} 0.0' in text
+    assert "offload_finished_bytes 0.0" in text
 
 
 async def test_each_service_has_its_own_registry(start: Start) -> None:

@@ -263,6 +263,11 @@ class WorkerList(BaseModel):
 
 class Health(BaseModel):
     status: str = Field(description='"ok" when healthy')
+    details: dict[str, Any] | None = Field(
+        default=None,
+        description="readiness: finished jobs stored, their estimated bytes, Redis maxmemory, "
+        "and a warning when finished jobs may fill the backend",
+    )
 
 
 class ErrorDetail(BaseModel):

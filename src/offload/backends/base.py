@@ -23,6 +23,7 @@ from offload.core.job import (
     Transition,
     WorkerInfo,
 )
+from offload.core.retention import RetentionPolicy
 from offload.core.states import Reason
 
 #: A job whose lease expired this many times (its worker died each time) fails as worker_lost.
@@ -132,9 +133,12 @@ class Backend(Protocol):
         none, else how many jobs the reap that follows moved. Fenced like ``reap``: the old
         owner's lease is gone."""
 
-    async def prune(self, limit: int = 500) -> int:
-        """Delete up to ``limit`` ended jobs whose ``result_ttl`` ran out since they ended,
-        with their history; return how many. Jobs submitted without a result_ttl are kept."""
+    async def prune(self, limit: int = 500, policy: RetentionPolicy | None = None) -> int:
+        """Delete up to ``limit`` ended jobs with their history; return how many. Due are,
+        in this order: jobs whose ``result_ttl`` ran out since they ended; with a ``policy``,
+        jobs without a result_ttl older than its age for their task and outcome; then the
+        oldest ended jobs of a queue beyond its ``max_finished``. Without a policy, jobs
+        submitted without a result_ttl are kept. Jobs that did not end are never deleted."""
 
     async def get(self, job_id: str) -> JobRecord | None:
         """One job, or None."""

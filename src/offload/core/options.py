@@ -14,6 +14,7 @@ from offload.core.bounds import check_delay, check_priority
 from offload.core.codec import to_json_value
 from offload.core.job import DEFAULT_QUEUE
 from offload.core.limits import Limits, check_cap, parse_rate
+from offload.core.retention import Retention
 from offload.core.retry import RetryPolicy
 from offload.core.task import ExecutorKind, TaskSpec, infer_executor
 from offload.errors import SerializationError
@@ -45,6 +46,7 @@ class TaskOptions:
     key_concurrency: int | None = None
     rate_limit: str | None = None
     key_rate_limit: str | None = None
+    retention: Retention | None = None
 
     def __post_init__(self) -> None:
         self.limits()
@@ -87,6 +89,7 @@ class TaskOptions:
             priority=self.priority,
             result_ttl=self.result_ttl,
             limits=self.limits(),
+            retention=self.retention,
         )
 
 
@@ -105,6 +108,7 @@ class PeriodicKeywords(TypedDict, total=False):
     result_ttl: float | None
     concurrency: int | None
     rate_limit: str | None
+    retention: Retention | None
 
 
 class TaskKeywords(PeriodicKeywords, total=False):

@@ -16,6 +16,7 @@ from offload.core.bounds import check_priority, check_seconds
 from offload.core.codec import to_json_value
 from offload.core.job import DEFAULT_QUEUE
 from offload.core.limits import Limits
+from offload.core.retention import Retention
 from offload.core.retry import RetryPolicy
 from offload.errors import InvalidArguments, SerializationError
 
@@ -42,6 +43,7 @@ class TaskSpec:
     priority: int = 0
     result_ttl: float | None = None
     limits: Limits | None = None  # global caps and rate limits (None: unlimited)
+    retention: Retention | None = None  # how long its ended jobs are kept (None: the App's)
 
     def __post_init__(self) -> None:
         if not self.name or any(c.isspace() or not c.isprintable() for c in self.name):

@@ -5,6 +5,9 @@
 - ``offload_http_request_duration_seconds{method,route}``: time to answer, histogram
 - ``offload_queue_jobs{queue,state}``: jobs per queue and state, read from the backend on
   every scrape (counts of the whole store, all tenants)
+- ``offload_finished_jobs{queue}``: ended jobs stored per queue (what retention bounds)
+- ``offload_finished_bytes``: their estimated bytes (Redis: sampled MEMORY USAGE; SQLite: used
+  pages shared out by rows), read on every scrape
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.exposition import generate_latest
 
 from offload import job_metrics
+from offload.backends.storage import Storage
 from offload.core.job import QueueStats
 from offload.core.states import State
 
@@ -51,6 +55,25 @@ class Metrics:
             ["queue", "state"],
             registry=self.registry,
         )
+
+        self.finished_jobs = Gauge(
+            "offload_finished_jobs",
+            "Ended jobs stored per queue (read at scrape time).",
+            ["queue"],
+            registry=self.registry,
+        )
+        self.finished_bytes = Gauge(
+            "offload_finished_bytes",
+            "Estimated bytes of the ended jobs stored (read at scrape time).",
+            registry=self.registry,
+        )
+
+    def set_storage(self, storage: Storage) -> None:
+        """Replace the finished-job gauges with what ``storage`` measured."""
+        self.finished_jobs.clear()
+        for queue, count in storage.finished.items():
+            self.finished_jobs.labels(queue).set(count)
+        self.finished_bytes.set(storage.bytes)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.http_requests.labels(method, route, str(status)).inc()

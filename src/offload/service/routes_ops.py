@@ -28,7 +28,7 @@ from offload.api.schemas import (
     WorkerList,
     WorkerOut,
 )
-from offload.backends import Backend
+from offload.backends import Backend, storage
 from offload.core.job import JobFilter
 from offload.core.schedule import describe_schedules
 from offload.core.states import State
@@ -92,13 +92,13 @@ async def _running_by_worker(backend: Backend) -> Counter[str | None]:
             return counts
 
 
-@probes.get("/health/live")
+@probes.get("/health/live", response_model_exclude_none=True)
 async def live() -> Health:
     """Liveness: the process answers."""
     return Health(status="ok")
 
 
-@probes.get("/health/ready", responses={503: {"model": ErrorOut}})
+@probes.get("/health/ready", responses={503: {"model": ErrorOut}}, response_model_exclude_none=True)
 async def ready(svc: Service) -> Health:
     """Readiness: the backend answers a ping, and whatever else the service depends on runs
     (``offload up``: its embedded worker); 503 with Retry-After when not."""
@@ -110,7 +110,15 @@ async def ready(svc: Service) -> Health:
     reason = svc.not_ready() if svc.not_ready is not None else None
     if reason is not None:
         raise _not_ready(svc, reason)
-    return Health(status="ok")
+    try:
+        found = await storage.measure(await svc.app.backend())
+    except Exception as exc:  # figures, not readiness
+        log.warning("cannot measure finished jobs for /health/ready: %s", exc)
+        return Health(status="ok")
+    details = found.details()
+    if problem := storage.warning(found, svc.app.retention()):
+        details["warning"] = problem
+    return Health(status="ok", details=details)
 
 
 def _not_ready(svc: ServiceState, reason: str) -> ApiError:
@@ -131,6 +139,7 @@ async def metrics(svc: Service) -> Response:
     """Prometheus metrics; queue gauges are read from the backend now."""
     try:
         svc.metrics.set_queue_stats(await (await svc.app.backend()).stats())
+        svc.metrics.set_storage(await storage.measure(await svc.app.backend()))
     except Exception as exc:  # still serve the process's own metrics
         log.warning("cannot read queue stats for /metrics: %s", exc)
     return Response(svc.metrics.render(), media_type=CONTENT_TYPE)

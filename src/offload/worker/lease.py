@@ -23,9 +23,12 @@ from dataclasses import dataclass
 
 from offload.backends import Backend
 from offload.core.job import Lease, WorkerInfo
+from offload.core.retention import RetentionPolicy
 from offload.settings import Settings
 from offload.worker.failure import describe
 
+#: Seconds one prune sweep may go on, batch after batch, before the thread renews leases again.
+PRUNE_BUDGET = 0.25
 log = logging.getLogger("offload.worker")
 
 #: Fence this long before the presumed expiry, to leave room for clock drift and latency.
@@ -54,8 +57,10 @@ class LeaseKeeper:
         on_lost: Callable[[str], None],
         on_cancel: Callable[[str], None],
         describe: Callable[[], WorkerInfo] | None = None,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         self._backend = backend
+        self._retention = settings.retention() if retention is None else retention
         self._worker_id = worker_id
         self._settings = settings
         self._on_lost = on_lost
@@ -150,7 +155,8 @@ class LeaseKeeper:
                 self._fence()
                 if s.prune_interval > 0 and now >= next_prune:
                     next_prune = now + s.prune_interval
-                    await self._prune(s.prune_batch)
+                    if await self._prune(s.prune_batch):
+                        next_prune = now  # a backlog: go on at the next tick
                     self._fence()
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), tick)
@@ -215,16 +221,26 @@ class LeaseKeeper:
         except Exception as exc:
             log.warning("reaping expired leases failed: %s", _reason(exc))
 
-    async def _prune(self, limit: int) -> None:
-        """Delete one bounded batch of expired jobs (result_ttl); the next sweep goes on."""
-        try:
-            pruned = await asyncio.wait_for(self._backend.prune(limit), self._patience())
-        except Exception as exc:
-            log.warning("pruning expired jobs failed: %s", _reason(exc))
-            return
+    async def _prune(self, limit: int) -> bool:
+        """Delete batches of jobs past their retention for up to PRUNE_BUDGET seconds (the
+        thread renews leases too); True if more are due (the next tick goes on)."""
+        deadline = time.monotonic() + PRUNE_BUDGET
+        pruned = 0
+        while True:
+            try:
+                batch = await asyncio.wait_for(
+                    self._backend.prune(limit, self._retention), self._patience()
+                )
+            except Exception as exc:
+                log.warning("pruning expired jobs failed: %s", _reason(exc))
+                return False
+            pruned += batch
+            if batch < limit or time.monotonic() >= deadline:
+                break
         self.pruned += pruned
         if pruned:
             log.debug("pruned %d expired job(s)", pruned)
+        return batch >= limit
 
     def _patience(self) -> float:
         """How long a backend call may take before fencing must be checked again."""

@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
+from offload.backends import storage
 from offload.client import App
 from offload.core.ids import new_worker_id
 from offload.core.job import JobRecord, Lease, WorkerInfo
@@ -99,7 +100,7 @@ class Worker:
             app.new_backend(), self.id, self.settings,
             on_lost=lambda job_id: self._from_thread(job_id, "lost"),
             on_cancel=lambda job_id: self._from_thread(job_id, "cancel"),
-            describe=self.describe,
+            describe=self.describe, retention=app.retention(),
         )  # fmt: skip
         self._running: dict[str, Running] = {}  # claimed and not yet recorded
         self._slots = Slots(
@@ -203,6 +204,8 @@ class Worker:
         await first_heartbeat(self.backend, self.describe(), self._keeper, self.settings.dead_after)
         self._keeper.start()
         self._observer.serving(lambda: self._keeper.reaped)
+        if problem := await storage.check(self.backend, self.app.retention()):
+            log.warning("finished jobs may fill the backend: %s", problem)
         log.info("worker %s serving %s with %d slots", self.id, _describe(self.queues),
                  self.concurrency)  # fmt: skip
         self.serving = True

@@ -17,6 +17,7 @@ from offload.backends._common import (
 )
 from offload.backends._gate import Gate
 from offload.backends.memory.reads import MemoryReads
+from offload.backends.memory.retention import retention_due
 from offload.backends.memory.store import copy_json
 from offload.core.job import (
     JobRecord,
@@ -24,6 +25,7 @@ from offload.core.job import (
     NewJob,
     RenewResult,
 )
+from offload.core.retention import RetentionPolicy
 from offload.core.states import TERMINAL_STATES, Reason, State
 from offload.errors import InvalidTransition, JobNotFound
 
@@ -302,12 +304,19 @@ class MemoryBackend(MemoryReads):
                 self._jobs[job.id] = replace(job, lease_until=now)
         return await self.reap(limit) if dead else 0
 
-    async def prune(self, limit: int = 500) -> int:
+    async def prune(self, limit: int = 500, policy: RetentionPolicy | None = None) -> int:
         with self._lock:
             now = self.clock.now()
-            due = sorted((at, job_id) for job_id, at in self._expires.items() if at <= now)
-            for _, job_id in due[:limit]:
-                del self._jobs[job_id], self._expires[job_id], self._ttl[job_id]
+            expired = sorted((at, job_id) for job_id, at in self._expires.items() if at <= now)
+            due = [job_id for _, job_id in expired[:limit]]
+            if policy is not None and len(due) < limit:
+                ended = [j for j in self._jobs.values() if j.status in TERMINAL_STATES]
+                ended.sort(key=lambda j: (j.finished_at or 0.0, j.id))
+                due += retention_due(ended, set(self._ttl), set(due), policy, now)
+            for job_id in due[:limit]:
+                del self._jobs[job_id]
+                self._expires.pop(job_id, None)
+                self._ttl.pop(job_id, None)
                 self._limits.pop(job_id, None)
                 self._history.pop(job_id, None)
             return len(due[:limit])

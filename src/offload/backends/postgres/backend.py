@@ -43,6 +43,7 @@ from offload.core.job import (
     Transition,
     WorkerInfo,
 )
+from offload.core.retention import RetentionPolicy
 from offload.core.states import Reason, State
 from offload.errors import BackendError, BackendUnavailable, ConfigurationError, OffloadError
 
@@ -291,8 +292,8 @@ class PostgresBackend:
             durable=False,
         )
 
-    async def prune(self, limit: int = 500) -> int:
-        return await self._run(lambda now: tx.prune(self.names, now, limit), durable=False)
+    async def prune(self, limit: int = 500, policy: RetentionPolicy | None = None) -> int:
+        return await self._run(lambda now: tx.prune(self.names, now, limit, policy), durable=False)
 
     # -- reads ---------------------------------------------------------------------------------
     async def get(self, job_id: str) -> JobRecord | None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from offload.backends.postgres.retention import INDEXES
 from offload.core.job import JobRecord, Transition
 from offload.core.states import Reason, State
 from offload.errors import ConfigurationError
@@ -118,6 +119,7 @@ CREATE INDEX idempotency_expiry ON {s}.idempotency (expires_at);
 CREATE TABLE {s}.limits_lock (id integer PRIMARY KEY);
 INSERT INTO {s}.limits_lock VALUES (1);
 """,
+    INDEXES,  # 2: the partial indexes of ended jobs that retention reads
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -15,11 +15,12 @@ import orjson
 
 from offload.backends._common import check_transition
 from offload.backends.base import CANCEL_INSTEAD
-from offload.backends.postgres import schema
+from offload.backends.postgres import retention, schema
 from offload.backends.postgres.claim import capped_ready_sql
 from offload.backends.postgres.plan import Plan, Query
 from offload.backends.postgres.submit import Names, insert_jobs, notify
 from offload.core.job import JobRecord, Lease, NewJob, RenewResult, WorkerInfo
+from offload.core.retention import RetentionPolicy
 from offload.core.states import ACTIVE_STATES, TERMINAL_STATES, Reason, State
 from offload.errors import InvalidTransition, JobNotFound, LeaseLost
 
@@ -227,9 +228,10 @@ def reclaim_dead(names: Names, now: float, grace: float, limit: int, max_losses:
     return (yield from reap(names, now, limit, max_losses))
 
 
-def prune(names: Names, now: float, limit: int) -> Plan[int]:
-    """Delete up to ``limit`` ended jobs past their expiry, their history, and stale
-    idempotency keys: bounded batches, so a backlog never becomes one long transaction."""
+def prune(names: Names, now: float, limit: int, policy: RetentionPolicy | None = None) -> Plan[int]:
+    """Delete up to ``limit`` ended jobs past their expiry or their retention, their history,
+    and stale idempotency keys: bounded batches, so a backlog never becomes one long
+    transaction."""
     s = names.s
     rows = yield Query(
         f"SELECT id FROM {s}.jobs WHERE expires_at <= %s ORDER BY expires_at LIMIT %s "
@@ -237,15 +239,16 @@ def prune(names: Names, now: float, limit: int) -> Plan[int]:
         (now, limit),
     )
     ids = [row[0] for row in rows]
-    if ids:
-        yield Query(f"DELETE FROM {s}.history WHERE job_id = ANY(%s)", (ids,))
-        yield Query(f"DELETE FROM {s}.jobs WHERE id = ANY(%s)", (ids,))
+    yield from retention.delete(s, ids)
+    pruned = len(ids)
+    if policy is not None and pruned < limit:
+        pruned += yield from retention.prune(s, now, limit - pruned, policy)
     yield Query(
         f"DELETE FROM {s}.idempotency WHERE (tenant, key) IN (SELECT tenant, key FROM "
         f"{s}.idempotency WHERE expires_at <= %s LIMIT %s)",
         (now, limit),
     )
-    return len(ids)
+    return pruned
 
 
 def heartbeat(names: Names, now: float, worker: WorkerInfo, ttl: float) -> Plan[None]:

@@ -55,6 +55,7 @@ from offload.core.job import (
     Transition,
     WorkerInfo,
 )
+from offload.core.retention import RetentionPolicy
 from offload.core.states import Reason, State
 from offload.errors import (
     BackendError,
@@ -339,8 +340,9 @@ class RedisBackend:
         ended = int(await self._script("reclaim", [self._now_arg(), repr(float(grace)), limit]))
         return await self.reap(limit) if ended else 0
 
-    async def prune(self, limit: int = 500) -> int:
-        return int(await self._script("prune", [self._now_arg(), limit]))
+    async def prune(self, limit: int = 500, policy: RetentionPolicy | None = None) -> int:
+        rules = "" if policy is None else orjson.dumps(policy.as_json()).decode()
+        return int(await self._script("prune", [self._now_arg(), limit, rules]))
 
     # -- reads ---------------------------------------------------------------------------------
     async def get(self, job_id: str) -> JobRecord | None:

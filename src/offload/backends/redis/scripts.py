@@ -26,6 +26,8 @@ Layout under the root ``R``:
 - ``R sched``                  zset of scheduled jobs, score run_at
 - ``R run``                    zset of running jobs, score lease_until
 - ``R expire``                 zset of ended jobs that have a result_ttl, score when to prune
+- ``R fin:<status>``           zset of ended jobs without a result_ttl, score when they ended
+                               (prune ages them by the retention policy of their outcome)
 - ``R counts``                 hash ``<queue>\\0<status>`` -> count
 - ``R i:all`` / ``i:st:<status>`` / ``i:tk:<task>`` / ``i:q:<queue>`` / ``i:tn:<tenant>``
                                zsets for listing, score created_at

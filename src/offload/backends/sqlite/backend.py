@@ -38,6 +38,7 @@ from offload.core.job import (
     Transition,
     WorkerInfo,
 )
+from offload.core.retention import RetentionPolicy
 from offload.core.states import Reason, State
 from offload.errors import (
     BackendUnavailable,
@@ -289,8 +290,9 @@ class SQLiteBackend:
             durable=False,
         )
 
-    async def prune(self, limit: int = 500) -> int:
-        return await self._writer.run(lambda c: tx.prune(c, self.clock.now(), limit), durable=False)
+    async def prune(self, limit: int = 500, policy: RetentionPolicy | None = None) -> int:
+        now = self.clock.now()
+        return await self._writer.run(lambda c: tx.prune(c, now, limit, policy), durable=False)
 
     # -- reads ---------------------------------------------------------------------------------
     async def get(self, job_id: str) -> JobRecord | None:

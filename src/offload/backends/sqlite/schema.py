@@ -63,6 +63,10 @@ CREATE INDEX IF NOT EXISTS jobs_due ON jobs (run_at) WHERE status = 'scheduled';
 CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (lease_until) WHERE status = 'running';
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at, id);
 CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_outcome ON jobs (status, finished_at)
+    WHERE status IN ('succeeded', 'failed', 'cancelled') AND expires_at IS NULL;
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (queue, finished_at)
+    WHERE status IN ('succeeded', 'failed', 'cancelled');
 CREATE TABLE IF NOT EXISTS history (
     seq INTEGER PRIMARY KEY,
     job_id TEXT NOT NULL,

@@ -18,10 +18,11 @@ import orjson
 
 from offload.backends._common import check_new_job, check_transition
 from offload.backends.base import CANCEL_INSTEAD, IDEMPOTENCY_WINDOW
-from offload.backends.sqlite import schema
+from offload.backends.sqlite import retention, schema
 from offload.backends.sqlite.claim import capped_ready, claim
 from offload.core.job import JobRecord, Lease, NewJob, RenewResult, WorkerInfo
 from offload.core.limits import Limits
+from offload.core.retention import RetentionPolicy
 from offload.core.states import ACTIVE_STATES, TERMINAL_STATES, Reason, State
 from offload.errors import IdempotencyConflict, InvalidTransition, JobNotFound, LeaseLost
 
@@ -350,25 +351,27 @@ def reclaim_dead(
     return reap(conn, now, limit, max_losses) if ended else 0
 
 
-def prune(conn: sqlite3.Connection, now: float, limit: int) -> int:
-    """Delete up to ``limit`` ended jobs past their expiry, their history, and stale
-    idempotency keys."""
+def prune(
+    conn: sqlite3.Connection, now: float, limit: int, policy: RetentionPolicy | None = None
+) -> int:
+    """Delete up to ``limit`` ended jobs past their expiry or their retention, their history,
+    and stale idempotency keys."""
     ids = [
         r[0]
         for r in conn.execute(
             "SELECT id FROM jobs WHERE expires_at <= ? ORDER BY expires_at LIMIT ?", (now, limit)
         )
     ]
-    if ids:
-        marks = ",".join("?" * len(ids))
-        conn.execute(f"DELETE FROM history WHERE job_id IN ({marks})", ids)
-        conn.execute(f"DELETE FROM jobs WHERE id IN ({marks})", ids)
+    retention.delete(conn, ids)
+    pruned = len(ids)
+    if policy is not None and pruned < limit:
+        pruned += retention.prune(conn, now, limit - pruned, policy)
     conn.execute(
         "DELETE FROM idempotency WHERE (tenant, key) IN (SELECT tenant, key FROM idempotency "
         "WHERE expires_at <= ? LIMIT ?)",
         (now, limit),
     )
-    return len(ids)
+    return pruned
 
 
 def fetch(conn: sqlite3.Connection, job_id: str) -> JobRecord | None:

@@ -20,7 +20,7 @@ else
     for _, slot in ipairs(slots_of(id)) do unpark(slot[1], 1) end
   end
   redis.call('HSET', k, 'finished_at', now)
-  ended(id, now)
+  ended(id, now, 'cancelled')
   local err = move(id, f[2], f[4], status, 'cancelled')
   if err then return err end
   hist(id, now, status, 'cancelled', 'cancelled', f[5], f[6], f[7], nil)

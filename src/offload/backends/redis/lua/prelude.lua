@@ -187,15 +187,17 @@ local function holds(id, token, now)
   if f[1] ~= 'running' or f[2] ~= token or tonumber(f[3]) <= now then return nil end
   return f
 end
--- A job just ended: start its retention clock, if it has one.
-local function ended(id, now)
+-- A job just ended with status: start its retention clock (its result_ttl), or, without
+-- one, list it among the ended jobs of its outcome that prune ages by the policy.
+local function ended(id, now, status)
   local ttl = tonumber(redis.call('HGET', R .. 'j:' .. id, 'result_ttl'))
-  if finite(ttl) then redis.call('ZADD', R .. 'expire', now + ttl, id) end
+  if finite(ttl) then redis.call('ZADD', R .. 'expire', now + ttl, id)
+  else redis.call('ZADD', R .. 'fin:' .. status, now, id) end
 end
 -- A running job that would run again, but whose cancel was requested: cancel it instead.
 local function cancel_instead(id, f, now, detail)
   local k = R .. 'j:' .. id
-  ended(id, now)
+  ended(id, now, 'cancelled')
   free_slots(id, f[4])
   redis.call('HSET', k, 'finished_at', now, 'updated_at', now)
   redis.call('HDEL', k, 'lease_until')
