@@ -11,6 +11,7 @@ from typing import Any, Self, cast
 import httpx
 
 from offload.http_client.plans import (
+    LIMITS,
     Emit,
     Event,
     JobDict,
@@ -35,7 +36,7 @@ class AsyncHTTPClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._plans = Plans(base_url, token, timeout)
-        self._http = httpx.AsyncClient(transport=transport, timeout=timeout)
+        self._http = httpx.AsyncClient(transport=transport or default_transport(), timeout=timeout)
 
     async def submit(
         self,
@@ -94,6 +95,15 @@ class AsyncHTTPClient:
         async for _ in driver.events():
             pass
         return cast(T, driver.result)
+
+
+def default_transport() -> httpx.AsyncBaseTransport:
+    """aiohttp's pool when it is installed (``offload[client]``), else httpx's, widened."""
+    try:
+        from offload.http_client.aiohttp_ import AiohttpTransport
+    except ImportError:
+        return httpx.AsyncHTTPTransport(limits=LIMITS)
+    return AiohttpTransport()
 
 
 class _AsyncDriver:

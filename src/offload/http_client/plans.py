@@ -23,6 +23,9 @@ Event = tuple[str, JobDict]
 
 #: seconds between ``GET`` polls once a ``wait`` has lost its event stream
 POLL_INTERVAL = 0.25
+#: httpx's pool: as many connections kept alive as may be open (httpx keeps 20 of 100 by
+#: default, so 50 concurrent callers closed and reopened 30 connections per round)
+LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100)
 _TERMINAL = frozenset(s.value for s in TERMINAL_STATES)
 
 

@@ -10,6 +10,7 @@ from typing import Any, Self, cast
 import httpx
 
 from offload.http_client.plans import (
+    LIMITS,
     Emit,
     Event,
     JobDict,
@@ -38,7 +39,7 @@ class HTTPClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._plans = Plans(base_url, token, timeout)
-        self._http = httpx.Client(transport=transport, timeout=timeout)
+        self._http = httpx.Client(transport=transport, timeout=timeout, limits=LIMITS)
 
     def submit(
         self,
