@@ -55,7 +55,7 @@ RATIO = 1.3
 BODY = {"task": "send_email", "args": ["bench@example.com", "hi"], "kwargs": {}}
 WARMUP = 200
 
-Sample = tuple[float, float, float]  # jobs/s, p50 ms, p99 ms
+Sample = tuple[float, float, float, float]  # jobs/s, p50 ms, p99 ms, client CPU ms per job
 Results = dict[tuple[int, str], list[Sample]]
 
 
@@ -67,7 +67,7 @@ def start_up(backend: str, folder: Path) -> Server:
     return Server("up", [proc], f"http://127.0.0.1:{port}", [log], backend)
 
 
-def summary(latencies: list[float], seconds: float) -> Sample:
+def summary(latencies: list[float], seconds: float) -> tuple[float, float, float]:
     ordered = sorted(latencies)
 
     def pct(p: float) -> float:
@@ -79,7 +79,7 @@ def summary(latencies: list[float], seconds: float) -> Sample:
 # -- the three clients -------------------------------------------------------------------------
 async def closed_loop(
     send: Callable[[], Awaitable[object]], concurrency: int, seconds: float
-) -> Sample:
+) -> tuple[float, float, float]:
     """``concurrency`` tasks calling ``send`` back to back for ``seconds``; after a warm-up."""
     await asyncio.gather(*(send() for _ in range(min(WARMUP, concurrency))))
     latencies: list[float] = []
@@ -95,7 +95,7 @@ async def closed_loop(
     return summary(latencies, time.perf_counter() - began)
 
 
-async def raw_aiohttp(base: str, concurrency: int, seconds: float) -> Sample:
+async def raw_aiohttp(base: str, concurrency: int, seconds: float) -> tuple[float, float, float]:
     body = orjson.dumps(BODY)
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     async with aiohttp.ClientSession() as session:
@@ -108,7 +108,7 @@ async def raw_aiohttp(base: str, concurrency: int, seconds: float) -> Sample:
         return await closed_loop(send, concurrency, seconds)
 
 
-async def offload_async(base: str, concurrency: int, seconds: float) -> Sample:
+async def offload_async(base: str, concurrency: int, seconds: float) -> tuple[float, float, float]:
     async with offload.AsyncHTTPClient(base) as client:
 
         async def send() -> object:
@@ -117,7 +117,7 @@ async def offload_async(base: str, concurrency: int, seconds: float) -> Sample:
         return await closed_loop(send, concurrency, seconds)
 
 
-def offload_sync(base: str, concurrency: int, seconds: float) -> Sample:
+def offload_sync(base: str, concurrency: int, seconds: float) -> tuple[float, float, float]:
     """One shared ``HTTPClient``, ``concurrency`` threads sending back to back."""
     latencies: list[float] = []
     with offload.HTTPClient(base) as client:
@@ -146,11 +146,17 @@ def offload_sync(base: str, concurrency: int, seconds: float) -> Sample:
 
 
 async def measure(client: str, base: str, concurrency: int, seconds: float) -> Sample:
+    """One client's sample, with the CPU this process spent per job (warm-up included)."""
+    cpu = time.process_time()
     if client == "aiohttp":
-        return await raw_aiohttp(base, concurrency, seconds)
-    if client == "AsyncHTTPClient":
-        return await offload_async(base, concurrency, seconds)
-    return await asyncio.to_thread(offload_sync, base, concurrency, seconds)
+        jobs = await raw_aiohttp(base, concurrency, seconds)
+    elif client == "AsyncHTTPClient":
+        jobs = await offload_async(base, concurrency, seconds)
+    else:
+        jobs = await asyncio.to_thread(offload_sync, base, concurrency, seconds)
+    warm = min(WARMUP, concurrency) if client != "HTTPClient" else concurrency
+    done = jobs[0] * seconds + warm
+    return (*jobs, 1000 * (time.process_time() - cpu) / done)
 
 
 # -- runs --------------------------------------------------------------------------------------
@@ -172,7 +178,8 @@ async def one_run(ns: argparse.Namespace, run: int, results: Results) -> None:
                     results.setdefault((concurrency, client), []).append(sample)
                     progress(
                         f"run {run + 1} x{concurrency:<4} {client:16} {sample[0]:7.0f} jobs/s  "
-                        f"p50 {sample[1]:6.1f} ms  p99 {sample[2]:6.1f} ms"
+                        f"p50 {sample[1]:6.1f} ms  p99 {sample[2]:6.1f} ms  "
+                        f"CPU {sample[3]:.2f} ms/job"
                     )
         finally:
             stop(server)
@@ -191,7 +198,7 @@ def med(samples: list[Sample], i: int) -> float:
 
 def cell(samples: list[Sample], i: int) -> str:
     values = [s[i] for s in samples]
-    f = "{:,.0f}" if i == 0 else "{:.1f}"
+    f = "{:,.0f}" if i == 0 else "{:.2f}" if i == 3 else "{:.1f}"
     mid = f.format(statistics.median(values))
     if len(values) == 1:
         return mid
@@ -200,13 +207,13 @@ def cell(samples: list[Sample], i: int) -> str:
 
 def table(results: Results) -> str:
     rows = [
-        "| submitters | client | jobs/s | p50 ms | p99 ms |",
-        "|---:|---|---:|---:|---:|",
+        "| submitters | client | jobs/s | p50 ms | p99 ms | client CPU ms/job |",
+        "|---:|---|---:|---:|---:|---:|",
     ]
     for (concurrency, client), samples in sorted(results.items()):
         rows.append(
             f"| {concurrency} | {client} | {cell(samples, 0)} | {cell(samples, 1)} | "
-            f"{cell(samples, 2)} |"
+            f"{cell(samples, 2)} | {cell(samples, 3)} |"
         )
     return "\n".join(rows)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self, cast
 
@@ -12,6 +12,8 @@ import httpx
 
 from offload.http_client.plans import (
     LIMITS,
+    Answer,
+    Call,
     Emit,
     Event,
     JobDict,
@@ -22,6 +24,8 @@ from offload.http_client.plans import (
     T,
     unreachable,
 )
+
+Fetch = Callable[[Call], Awaitable[Answer]]
 
 
 class AsyncHTTPClient:
@@ -36,7 +40,10 @@ class AsyncHTTPClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._plans = Plans(base_url, token, timeout)
-        self._http = httpx.AsyncClient(transport=transport or default_transport(), timeout=timeout)
+        transport = transport or default_transport()
+        self._http = httpx.AsyncClient(transport=transport, timeout=timeout)
+        # aiohttp's: plain requests skip httpx.AsyncClient.send (streams still go through it)
+        self._fetch: Fetch = getattr(transport, "fetch", self._send)
 
     async def submit(
         self,
@@ -75,7 +82,9 @@ class AsyncHTTPClient:
 
         Leaving the loop early: close it (``contextlib.aclosing``) to drop the stream at once.
         """
-        return _AsyncDriver(self._http, self._plans.base_url, self._plans.events(job_id)).events()
+        return _AsyncDriver(
+            self._http, self._fetch, self._plans.base_url, self._plans.events(job_id)
+        ).events()
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -90,8 +99,11 @@ class AsyncHTTPClient:
     ) -> None:
         await self.aclose()
 
+    async def _send(self, call: Call) -> Answer:
+        return await self._http.send(call.to_httpx())
+
     async def _run(self, plan: Plan[T]) -> T:
-        driver = _AsyncDriver(self._http, self._plans.base_url, plan)
+        driver = _AsyncDriver(self._http, self._fetch, self._plans.base_url, plan)
         async for _ in driver.events():
             pass
         return cast(T, driver.result)
@@ -109,8 +121,10 @@ def default_transport() -> httpx.AsyncBaseTransport:
 class _AsyncDriver:
     """Runs one plan with an async client; ``events()`` yields the plan's emitted events."""
 
-    def __init__(self, http: httpx.AsyncClient, base_url: str, plan: Plan[Any]) -> None:
-        self.http, self.base_url, self.plan = http, base_url, plan
+    def __init__(
+        self, http: httpx.AsyncClient, fetch: Fetch, base_url: str, plan: Plan[Any]
+    ) -> None:
+        self.http, self.fetch, self.base_url, self.plan = http, fetch, base_url, plan
         self.result: Any = None
 
     async def events(self) -> AsyncGenerator[Event, None]:
@@ -129,12 +143,12 @@ class _AsyncDriver:
                 try:
                     if isinstance(step, Emit):
                         yield step.event
-                    elif isinstance(step, httpx.Request):
-                        reply = await self.http.send(step)
+                    elif isinstance(step, Call):
+                        reply = await self.fetch(step)
                     elif isinstance(step, Open):
                         if stream is not None:
                             await stream.aclose()
-                        stream = reply = await self.http.send(step.request, stream=True)
+                        stream = reply = await self.http.send(step.call.to_httpx(), stream=True)
                         if stream.status_code != 200:
                             await stream.aread()
                         lines = stream.aiter_lines()

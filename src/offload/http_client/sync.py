@@ -11,6 +11,7 @@ import httpx
 
 from offload.http_client.plans import (
     LIMITS,
+    Call,
     Emit,
     Event,
     JobDict,
@@ -121,12 +122,12 @@ class _SyncDriver:
                 try:
                     if isinstance(step, Emit):
                         yield step.event
-                    elif isinstance(step, httpx.Request):
-                        reply = self.http.send(step)
+                    elif isinstance(step, Call):
+                        reply = self.http.send(step.to_httpx())
                     elif isinstance(step, Open):
                         if stream is not None:
                             stream.close()
-                        stream = reply = self.http.send(step.request, stream=True)
+                        stream = reply = self.http.send(step.call.to_httpx(), stream=True)
                         if stream.status_code != 200:
                             stream.read()
                         lines = stream.iter_lines()
