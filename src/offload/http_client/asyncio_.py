@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import TYPE_CHECKING, Any, Self, cast
 
 import httpx
 
@@ -22,8 +22,12 @@ from offload.http_client.plans import (
     Plan,
     Plans,
     T,
+    fits,
     unreachable,
 )
+
+if TYPE_CHECKING:
+    from offload.http_client.aiohttp_ import AiohttpPool
 
 Fetch = Callable[[Call], Awaitable[Answer]]
 
@@ -40,10 +44,9 @@ class AsyncHTTPClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._plans = Plans(base_url, token, timeout)
-        transport = transport or default_transport()
+        self._aio = _aiohttp_pool() if transport is None else None
+        transport = transport or httpx.AsyncHTTPTransport(limits=LIMITS)
         self._http = httpx.AsyncClient(transport=transport, timeout=timeout)
-        # aiohttp's: plain requests skip httpx.AsyncClient.send (streams still go through it)
-        self._fetch: Fetch = getattr(transport, "fetch", self._send)
 
     async def submit(
         self,
@@ -88,6 +91,8 @@ class AsyncHTTPClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        if self._aio is not None:
+            await self._aio.aclose()
 
     close = aclose
 
@@ -99,7 +104,10 @@ class AsyncHTTPClient:
     ) -> None:
         await self.aclose()
 
-    async def _send(self, call: Call) -> Answer:
+    async def _fetch(self, call: Call) -> Answer:
+        """A plain request: through aiohttp if installed (and the body small), else httpx."""
+        if self._aio is not None and fits(call):
+            return await self._aio.fetch(call)
         return await self._http.send(call.to_httpx())
 
     async def _run(self, plan: Plan[T]) -> T:
@@ -109,13 +117,13 @@ class AsyncHTTPClient:
         return cast(T, driver.result)
 
 
-def default_transport() -> httpx.AsyncBaseTransport:
-    """aiohttp's pool when it is installed (``offload[client]``), else httpx's, widened."""
+def _aiohttp_pool() -> AiohttpPool | None:
+    """aiohttp's pool when aiohttp is installed (``offload[client]``), else None."""
     try:
-        from offload.http_client.aiohttp_ import AiohttpTransport
+        from offload.http_client.aiohttp_ import AiohttpPool
     except ImportError:
-        return httpx.AsyncHTTPTransport(limits=LIMITS)
-    return AiohttpTransport()
+        return None
+    return AiohttpPool()
 
 
 class _AsyncDriver:

@@ -65,6 +65,15 @@ class Call:
         )  # fmt: skip
 
 
+#: bodies from this size on go through httpx even where aiohttp is used (see ``aiohttp_.py``)
+SMALL = 64 * 1024
+
+
+def fits(call: Call) -> bool:
+    """Whether aiohttp may carry ``call``: its body, if any, is small."""
+    return call.content is None or len(call.content) < SMALL
+
+
 class Answer(Protocol):
     """What plans read of a response: ``httpx.Response`` is one."""
 
