@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -51,6 +52,9 @@ import offload
 
 SECTION = "HTTP clients: offload's against raw aiohttp"
 CLIENTS = ("aiohttp", "AsyncHTTPClient", "HTTPClient")
+#: the same two clients as if aiohttp were not installed (httpx alone: the fallback)
+HTTPX_ONLY = ("AsyncHTTPClient/httpx", "HTTPClient/httpx")
+ALL = CLIENTS + HTTPX_ONLY
 RATIO = 1.3
 BODY = {"task": "send_email", "args": ["bench@example.com", "hi"], "kwargs": {}}
 WARMUP = 200
@@ -108,8 +112,28 @@ async def raw_aiohttp(base: str, concurrency: int, seconds: float) -> tuple[floa
         return await closed_loop(send, concurrency, seconds)
 
 
-async def offload_async(base: str, concurrency: int, seconds: float) -> tuple[float, float, float]:
-    async with offload.AsyncHTTPClient(base) as client:
+@contextlib.contextmanager
+def wire(client: str) -> Iterator[None]:
+    """For the ``/httpx`` clients: make offload's aiohttp module unimportable meanwhile."""
+    if not client.endswith("/httpx"):
+        yield
+        return
+    saved = sys.modules.pop("offload.http_client.aiohttp_", None)
+    sys.modules["offload.http_client.aiohttp_"] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        del sys.modules["offload.http_client.aiohttp_"]
+        if saved is not None:
+            sys.modules["offload.http_client.aiohttp_"] = saved
+
+
+async def offload_async(
+    base: str, concurrency: int, seconds: float, name: str
+) -> tuple[float, float, float]:
+    with wire(name):
+        made = offload.AsyncHTTPClient(base)
+    async with made as client:
 
         async def send() -> object:
             return await client.submit(BODY["task"], *BODY["args"])
@@ -117,10 +141,14 @@ async def offload_async(base: str, concurrency: int, seconds: float) -> tuple[fl
         return await closed_loop(send, concurrency, seconds)
 
 
-def offload_sync(base: str, concurrency: int, seconds: float) -> tuple[float, float, float]:
+def offload_sync(
+    base: str, concurrency: int, seconds: float, name: str
+) -> tuple[float, float, float]:
     """One shared ``HTTPClient``, ``concurrency`` threads sending back to back."""
     latencies: list[float] = []
-    with offload.HTTPClient(base) as client:
+    with wire(name):
+        made = offload.HTTPClient(base)
+    with made as client:
         barrier = threading.Barrier(concurrency + 1)
         end = [0.0]
 
@@ -150,11 +178,11 @@ async def measure(client: str, base: str, concurrency: int, seconds: float) -> S
     cpu = time.process_time()
     if client == "aiohttp":
         jobs = await raw_aiohttp(base, concurrency, seconds)
-    elif client == "AsyncHTTPClient":
-        jobs = await offload_async(base, concurrency, seconds)
+    elif client.startswith("AsyncHTTPClient"):
+        jobs = await offload_async(base, concurrency, seconds, client)
     else:
-        jobs = await asyncio.to_thread(offload_sync, base, concurrency, seconds)
-    warm = min(WARMUP, concurrency) if client != "HTTPClient" else concurrency
+        jobs = await asyncio.to_thread(offload_sync, base, concurrency, seconds, client)
+    warm = concurrency if client.startswith("HTTPClient") else min(WARMUP, concurrency)
     done = jobs[0] * seconds + warm
     return (*jobs, 1000 * (time.process_time() - cpu) / done)
 
@@ -172,8 +200,9 @@ async def one_run(ns: argparse.Namespace, run: int, results: Results) -> None:
         try:
             await until_ready(server)
             for concurrency in ns.concurrency:
-                order = CLIENTS[run % 3 :] + CLIENTS[: run % 3]  # each client goes first once
-                for client in (c for c in order if c in ns.clients):
+                chosen = [c for c in ALL if c in ns.clients]
+                order = chosen[run % len(chosen) :] + chosen[: run % len(chosen)]  # rotated
+                for client in order:
                     sample = await measure(client, server.base, concurrency, ns.seconds)
                     results.setdefault((concurrency, client), []).append(sample)
                     progress(
@@ -210,7 +239,9 @@ def table(results: Results) -> str:
         "| submitters | client | jobs/s | p50 ms | p99 ms | client CPU ms/job |",
         "|---:|---|---:|---:|---:|---:|",
     ]
-    for (concurrency, client), samples in sorted(results.items()):
+    for (concurrency, client), samples in sorted(
+        results.items(), key=lambda i: (i[0][0], ALL.index(i[0][1]))
+    ):
         rows.append(
             f"| {concurrency} | {client} | {cell(samples, 0)} | {cell(samples, 1)} | "
             f"{cell(samples, 2)} | {cell(samples, 3)} |"
@@ -222,7 +253,7 @@ def verdicts(results: Results) -> list[str]:
     lines = []
     for concurrency in sorted({c for c, _ in results}):
         ref = results.get((concurrency, "aiohttp"))
-        for client in CLIENTS[1:]:
+        for client in CLIENTS[1:] + HTTPX_ONLY:
             mine = results.get((concurrency, client))
             if ref is None or mine is None:
                 continue
@@ -251,8 +282,9 @@ def section(ns: argparse.Namespace, results: Results, duration: str) -> str:
         f"to back for {ns.seconds:g} s per concurrency (after a warm-up), the clients taking "
         "turns within each run. `aiohttp` is a raw `aiohttp.ClientSession` posting the body; "
         "`AsyncHTTPClient` runs in asyncio tasks, `HTTPClient` is one client shared by that "
-        "many threads. The client runs in the benchmark's own process, beside the server on "
-        "the same cores.",
+        "many threads; `/httpx` marks the same client as if aiohttp were not installed (httpx "
+        "alone, the fallback). The client runs in the benchmark's own process, beside the "
+        "server on the same cores.",
         "",
         *machine(),
         "",
@@ -279,7 +311,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--seconds", type=float, default=4.0, help="measured seconds per client (4)")
     p.add_argument("--concurrency", default="50,200", help="submitters, comma-separated")
-    p.add_argument("--clients", default=",".join(CLIENTS), help="comma-separated")
+    p.add_argument("--clients", default=",".join(CLIENTS),
+                   help=f"comma-separated, from {', '.join(ALL)}; default: first 3")  # fmt: skip
     p.add_argument("--out", type=Path, help="write the results section into this Markdown file")
     ns = p.parse_args(argv)
     ns.concurrency = [int(c) for c in ns.concurrency.split(",")]

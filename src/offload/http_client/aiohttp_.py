@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from http import HTTPStatus
 from typing import Any
+from urllib.request import getproxies
 
 import aiohttp
 import httpx
@@ -36,8 +37,12 @@ class AiohttpPool:
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self._pool_size)
-            # bodies are decoded below, by their Content-Encoding, as httpx would
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+            # bodies are decoded below, by their Content-Encoding, as httpx would; proxies from
+            # the environment as httpx follows them (looking them up costs each request: only
+            # when some are set)
+            self._session = aiohttp.ClientSession(
+                connector=connector, auto_decompress=False, trust_env=bool(getproxies())
+            )
         return self._session
 
     async def fetch(self, call: Call) -> Reply:

@@ -1,4 +1,5 @@
-"""``AsyncHTTPClient``: offload's HTTP API with an ``httpx.AsyncClient``; it only runs plans."""
+"""``AsyncHTTPClient``: offload's HTTP API over aiohttp if installed, else an
+``httpx.AsyncClient`` (which keeps event streams and big bodies); it only runs plans."""
 
 from __future__ import annotations
 
@@ -45,8 +46,7 @@ class AsyncHTTPClient:
     ) -> None:
         self._plans = Plans(base_url, token, timeout)
         self._aio = _aiohttp_pool() if transport is None else None
-        transport = transport or httpx.AsyncHTTPTransport(limits=LIMITS)
-        self._http = httpx.AsyncClient(transport=transport, timeout=timeout)
+        self._http = httpx.AsyncClient(transport=transport, timeout=timeout, limits=LIMITS)
 
     async def submit(
         self,

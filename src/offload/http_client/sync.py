@@ -1,4 +1,5 @@
-"""``HTTPClient``: offload's HTTP API with a blocking ``httpx.Client``; it only runs plans."""
+"""``HTTPClient``: offload's HTTP API over aiohttp on a private loop thread if installed, else
+a blocking ``httpx.Client`` (which keeps event streams and big bodies); it only runs plans."""
 
 from __future__ import annotations
 
