@@ -1,16 +1,20 @@
-"""``AsyncHTTPClient``: offload's HTTP API with an ``httpx.AsyncClient``; it only runs plans."""
+"""``AsyncHTTPClient``: offload's HTTP API over aiohttp if installed, else an
+``httpx.AsyncClient`` (which keeps event streams and big bodies); it only runs plans."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import TYPE_CHECKING, Any, Self, cast
 
 import httpx
 
 from offload.http_client.plans import (
+    LIMITS,
+    Answer,
+    Call,
     Emit,
     Event,
     JobDict,
@@ -19,8 +23,14 @@ from offload.http_client.plans import (
     Plan,
     Plans,
     T,
+    fits,
     unreachable,
 )
+
+if TYPE_CHECKING:
+    from offload.http_client.aiohttp_ import AiohttpPool
+
+Fetch = Callable[[Call], Awaitable[Answer]]
 
 
 class AsyncHTTPClient:
@@ -35,7 +45,8 @@ class AsyncHTTPClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._plans = Plans(base_url, token, timeout)
-        self._http = httpx.AsyncClient(transport=transport, timeout=timeout)
+        self._aio = _aiohttp_pool() if transport is None else None
+        self._http = httpx.AsyncClient(transport=transport, timeout=timeout, limits=LIMITS)
 
     async def submit(
         self,
@@ -74,10 +85,14 @@ class AsyncHTTPClient:
 
         Leaving the loop early: close it (``contextlib.aclosing``) to drop the stream at once.
         """
-        return _AsyncDriver(self._http, self._plans.base_url, self._plans.events(job_id)).events()
+        return _AsyncDriver(
+            self._http, self._fetch, self._plans.base_url, self._plans.events(job_id)
+        ).events()
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        if self._aio is not None:
+            await self._aio.aclose()
 
     close = aclose
 
@@ -89,18 +104,35 @@ class AsyncHTTPClient:
     ) -> None:
         await self.aclose()
 
+    async def _fetch(self, call: Call) -> Answer:
+        """A plain request: through aiohttp if installed (and the body small), else httpx."""
+        if self._aio is not None and fits(call):
+            return await self._aio.fetch(call)
+        return await self._http.send(call.to_httpx())
+
     async def _run(self, plan: Plan[T]) -> T:
-        driver = _AsyncDriver(self._http, self._plans.base_url, plan)
+        driver = _AsyncDriver(self._http, self._fetch, self._plans.base_url, plan)
         async for _ in driver.events():
             pass
         return cast(T, driver.result)
 
 
+def _aiohttp_pool() -> AiohttpPool | None:
+    """aiohttp's pool when aiohttp is installed (``offload[client]``), else None."""
+    try:
+        from offload.http_client.aiohttp_ import AiohttpPool
+    except ImportError:
+        return None
+    return AiohttpPool()
+
+
 class _AsyncDriver:
     """Runs one plan with an async client; ``events()`` yields the plan's emitted events."""
 
-    def __init__(self, http: httpx.AsyncClient, base_url: str, plan: Plan[Any]) -> None:
-        self.http, self.base_url, self.plan = http, base_url, plan
+    def __init__(
+        self, http: httpx.AsyncClient, fetch: Fetch, base_url: str, plan: Plan[Any]
+    ) -> None:
+        self.http, self.fetch, self.base_url, self.plan = http, fetch, base_url, plan
         self.result: Any = None
 
     async def events(self) -> AsyncGenerator[Event, None]:
@@ -119,12 +151,12 @@ class _AsyncDriver:
                 try:
                     if isinstance(step, Emit):
                         yield step.event
-                    elif isinstance(step, httpx.Request):
-                        reply = await self.http.send(step)
+                    elif isinstance(step, Call):
+                        reply = await self.fetch(step)
                     elif isinstance(step, Open):
                         if stream is not None:
                             await stream.aclose()
-                        stream = reply = await self.http.send(step.request, stream=True)
+                        stream = reply = await self.http.send(step.call.to_httpx(), stream=True)
                         if stream.status_code != 200:
                             await stream.aread()
                         lines = stream.aiter_lines()
