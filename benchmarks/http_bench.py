@@ -179,9 +179,14 @@ def _spawn(
     out: IO[bytes]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            argv, cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            argv,
+            cwd=folder,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     return proc, log
 
 
@@ -217,8 +222,18 @@ def api_argv(kind: str, workers: int, port: int) -> list[str]:
         more = ["--workers", str(workers)] if workers > 1 else []
         argv = ["offload", "serve", DEMO_APP, "--host", "127.0.0.1", "--port", str(port), *more]
         return [sys.executable, "-m", *argv]
-    return [sys.executable, "-m", "gunicorn", "-k", "uvicorn.workers.UvicornWorker", "-w",
-            str(workers), "-b", f"127.0.0.1:{port}", "offload.up:asgi_from_env()"]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-k",
+        "uvicorn.workers.UvicornWorker",
+        "-w",
+        str(workers),
+        "-b",
+        f"127.0.0.1:{port}",
+        "offload.up:asgi_from_env()",
+    ]
 
 
 async def until_ready(server: Server) -> None:
@@ -313,9 +328,14 @@ async def submit(
 ) -> loadtest.Report:
     """``n`` crunch jobs from ``cfg.concurrency`` clients; no more are sent after ``limit`` s."""
     return await loadtest.run(
-        server.base, task=TASK, args=[cfg.rounds], n=n, concurrency=cfg.concurrency, rate=rate,
+        server.base,
+        task=TASK,
+        args=[cfg.rounds],
+        n=n,
+        concurrency=cfg.concurrency,
+        rate=rate,
         duration=limit or cfg.limit,
-    )  # fmt: skip
+    )
 
 
 def load_jobs(cfg: Config) -> int:
@@ -621,27 +641,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--requests", type=int, default=3_000, help="steady-phase submissions (3000)")
     p.add_argument("--concurrency", type=int, default=100, help="clients (100)")
     p.add_argument("--rate", type=float, default=200.0, help="steady submissions/s in all (200)")
-    p.add_argument("--closed-requests", type=int, default=3_000,
-                   help="back-to-back submissions (3000; 0 skips them)")  # fmt: skip
+    p.add_argument(
+        "--closed-requests",
+        type=int,
+        default=3_000,
+        help="back-to-back submissions (3000; 0 skips them)",
+    )
     p.add_argument("--warmup", type=int, default=200, help="unmeasured submissions first (200)")
-    p.add_argument("--load-seconds", type=float, default=20.0,
-                   help="seconds of crunch work per core submitted first (20)")  # fmt: skip
-    p.add_argument("--limit", type=float, default=30.0,
-                   help="seconds a submission phase may send for at most (30)")  # fmt: skip
+    p.add_argument(
+        "--load-seconds",
+        type=float,
+        default=20.0,
+        help="seconds of crunch work per core submitted first (20)",
+    )
+    p.add_argument(
+        "--limit",
+        type=float,
+        default=30.0,
+        help="seconds a submission phase may send for at most (30)",
+    )
     p.add_argument("--rounds", type=int, default=200_000, help="crunch rounds per job (200000)")
-    p.add_argument("--backend", help="offload's backend URL ({run} becomes unique per run); "
-                   "default: a fresh SQLite file per run")  # fmt: skip
-    p.add_argument("--baseline-workers", type=int, default=1,
-                   help="uvicorn processes of the FastAPI baseline (1)")  # fmt: skip
+    p.add_argument(
+        "--backend",
+        help="offload's backend URL ({run} becomes unique per run); "
+        "default: a fresh SQLite file per run",
+    )
+    p.add_argument(
+        "--baseline-workers",
+        type=int,
+        default=1,
+        help="uvicorn processes of the FastAPI baseline (1)",
+    )
     p.add_argument(
         "--api-workers",
         type=int,
         default=1,
         help="API processes of split (offload serve --workers) and gunicorn (1)",
     )
-    p.add_argument("--systems", default="up,split,fastapi",
-                   help="comma-separated, from up, split, gunicorn, fastapi "
-                   "(default: up,split,fastapi)")  # fmt: skip
+    p.add_argument(
+        "--systems",
+        default="up,split,fastapi",
+        help="comma-separated, from up, split, gunicorn, fastapi (default: up,split,fastapi)",
+    )
     p.add_argument("--runs", type=int, default=3, help="repetitions; medians are reported (3)")
     p.add_argument("--out", type=Path, help="write the results section into this Markdown file")
     return p.parse_args(argv)
@@ -654,12 +695,20 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not systems:
         raise SystemExit(f"unknown system(s) {sorted(unknown)}; choose from {', '.join(SYSTEMS)}")
     cfg = Config(
-        requests=ns.requests, concurrency=ns.concurrency, rate=ns.rate,
-        closed_requests=ns.closed_requests, warmup=ns.warmup, load_seconds=ns.load_seconds,
-        limit=ns.limit, rounds=ns.rounds, backend=ns.backend,
-        baseline_workers=ns.baseline_workers, systems=systems, api_workers=ns.api_workers,
+        requests=ns.requests,
+        concurrency=ns.concurrency,
+        rate=ns.rate,
+        closed_requests=ns.closed_requests,
+        warmup=ns.warmup,
+        load_seconds=ns.load_seconds,
+        limit=ns.limit,
+        rounds=ns.rounds,
+        backend=ns.backend,
+        baseline_workers=ns.baseline_workers,
+        systems=systems,
+        api_workers=ns.api_workers,
         job_seconds=crunch_seconds(ns.rounds),
-    )  # fmt: skip
+    )
     about, load_start = machine(), load_average()
     started = time.monotonic()
     results = asyncio.run(run_all(cfg, ns.runs))

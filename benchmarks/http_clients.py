@@ -275,35 +275,37 @@ def section(ns: argparse.Namespace, results: Results, duration: str) -> str:
         else "a fresh SQLite file per run"
     )
     kind = "Redis" if ns.backend and ns.backend.startswith("redis") else "SQLite"
-    return "\n".join([
-        f"## {SECTION} ({kind})",
-        "",
-        f"Measured with `benchmarks/http_clients.py` on {datetime.now(UTC):%Y-%m-%d} in "
-        f"{duration}: `offload up` on {backend}; each client submits `send_email` jobs back "
-        f"to back for {ns.seconds:g} s per concurrency (after a warm-up), the clients taking "
-        "turns within each run. `aiohttp` is a raw `aiohttp.ClientSession` posting the body; "
-        "`AsyncHTTPClient` runs in asyncio tasks, `HTTPClient` is one client shared by that "
-        "many threads; `/httpx` marks the same client as if aiohttp were not installed (httpx "
-        "alone, the fallback). The client runs in the benchmark's own process, beside the "
-        "server on the same cores.",
-        "",
-        *machine(),
-        "",
-        "Command:",
-        "",
-        "```",
-        command_line(),
-        "```",
-        "",
-        f"Median of {len(next(iter(results.values())))} run(s); min to max in brackets.",
-        "",
-        table(results),
-        "",
-        "Targets (issue 22, item 5: within 1.3x of raw aiohttp's throughput and p99):",
-        "",
-        *verdicts(results),
-        "",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"## {SECTION} ({kind})",
+            "",
+            f"Measured with `benchmarks/http_clients.py` on {datetime.now(UTC):%Y-%m-%d} in "
+            f"{duration}: `offload up` on {backend}; each client submits `send_email` jobs back "
+            f"to back for {ns.seconds:g} s per concurrency (after a warm-up), the clients taking "
+            "turns within each run. `aiohttp` is a raw `aiohttp.ClientSession` posting the body; "
+            "`AsyncHTTPClient` runs in asyncio tasks, `HTTPClient` is one client shared by that "
+            "many threads; `/httpx` marks the same client as if aiohttp were not installed (httpx "
+            "alone, the fallback). The client runs in the benchmark's own process, beside the "
+            "server on the same cores.",
+            "",
+            *machine(),
+            "",
+            "Command:",
+            "",
+            "```",
+            command_line(),
+            "```",
+            "",
+            f"Median of {len(next(iter(results.values())))} run(s); min to max in brackets.",
+            "",
+            table(results),
+            "",
+            "Targets (issue 22, item 5: within 1.3x of raw aiohttp's throughput and p99):",
+            "",
+            *verdicts(results),
+            "",
+        ]
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -312,8 +314,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--seconds", type=float, default=4.0, help="measured seconds per client (4)")
     p.add_argument("--concurrency", default="50,200", help="submitters, comma-separated")
-    p.add_argument("--clients", default=",".join(CLIENTS),
-                   help=f"comma-separated, from {', '.join(ALL)}; default: first 3")  # fmt: skip
+    p.add_argument(
+        "--clients",
+        default=",".join(CLIENTS),
+        help=f"comma-separated, from {', '.join(ALL)}; default: first 3",
+    )
     p.add_argument("--out", type=Path, help="write the results section into this Markdown file")
     ns = p.parse_args(argv)
     ns.concurrency = [int(c) for c in ns.concurrency.split(",")]
@@ -331,8 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print("\n".join(verdicts(results)))
     if ns.out is not None:
-        write_section(ns.out, f"{SECTION} ({'Redis' if ns.backend else 'SQLite'})",
-                      section(ns, results, f"{minutes}m{seconds:02d}s"))  # fmt: skip
+        write_section(
+            ns.out,
+            f"{SECTION} ({'Redis' if ns.backend else 'SQLite'})",
+            section(ns, results, f"{minutes}m{seconds:02d}s"),
+        )
         print(f"wrote {ns.out}")
     return 0
 

@@ -42,10 +42,12 @@ async def run(url: str, seconds: float, per_tick: int) -> None:
     try:
         while time.monotonic() - start < seconds:
             began = time.monotonic()
-            await backend.submit([
-                NewJob(id=uuid.uuid4().hex, task="t", args=[1], kwargs={}, result_ttl=0.0)
-                for _ in range(per_tick)
-            ])  # fmt: skip
+            await backend.submit(
+                [
+                    NewJob(id=uuid.uuid4().hex, task="t", args=[1], kwargs={}, result_ttl=0.0)
+                    for _ in range(per_tick)
+                ]
+            )
             claimed = await backend.claim("w", {"default": 100}, 100, 30.0)
             await asyncio.gather(*(backend.complete(Lease(j.id, j.token), None) for j in claimed))
             done += len(claimed)

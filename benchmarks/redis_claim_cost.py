@@ -62,8 +62,13 @@ async def main(url: str) -> None:
     clock = ManualClock()
     await case(url, "1 priority, 2,000 jobs", [jobs(2000)], clock, 0)
     for n in (10_000, 40_000):
-        fill = [[NewJob(id=uuid.uuid4().hex, task="t", args=[], kwargs={}, priority=p)
-                 for p in range(i, min(i + 2000, n))] for i in range(0, n, 2000)]  # fmt: skip
+        fill = [
+            [
+                NewJob(id=uuid.uuid4().hex, task="t", args=[], kwargs={}, priority=p)
+                for p in range(i, min(i + 2000, n))
+            ]
+            for i in range(0, n, 2000)
+        ]
         await case(url, f"{n:,} distinct priorities", fill, clock, 0)
     delayed = [jobs(2000, delay=60.0) for _ in range(11)]
     await case(url, "22,000 delayed jobs fallen due", delayed, clock, 61.0)

@@ -31,8 +31,16 @@ from offload.core.states import State
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-FIELDS = ["seconds", "submitted", "done_per_s", "stored", "finished", "redis_mb", "sqlite_mb",
-          "worker_rss_mb"]  # fmt: skip
+FIELDS = [
+    "seconds",
+    "submitted",
+    "done_per_s",
+    "stored",
+    "finished",
+    "redis_mb",
+    "sqlite_mb",
+    "worker_rss_mb",
+]
 
 
 def rss_mb(pid: int) -> float:
@@ -51,9 +59,21 @@ def rss_mb(pid: int) -> float:
 
 
 def start_redis(port: int, folder: Path) -> subprocess.Popen[bytes]:
-    argv = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
-            "--dir", str(folder), "--maxmemory", "1gb",
-            "--maxmemory-policy", "noeviction"]  # fmt: skip
+    argv = [
+        "redis-server",
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(folder),
+        "--maxmemory",
+        "1gb",
+        "--maxmemory-policy",
+        "noeviction",
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(100):
         try:
@@ -75,13 +95,20 @@ def sample(ns: argparse.Namespace, url: str, db: Path, pid: int) -> tuple[float,
 
 
 async def soak(ns: argparse.Namespace, url: str, db: Path, out: Path) -> None:
-    env = {**os.environ, "OFFLOAD_BACKEND": url, "OFFLOAD_RETAIN_SUCCEEDED": str(ns.retain),
-           "OFFLOAD_PRUNE_INTERVAL": str(ns.prune_interval),
-           "OFFLOAD_LOG_LEVEL": "WARNING"}  # fmt: skip
+    env = {
+        **os.environ,
+        "OFFLOAD_BACKEND": url,
+        "OFFLOAD_RETAIN_SUCCEEDED": str(ns.retain),
+        "OFFLOAD_PRUNE_INTERVAL": str(ns.prune_interval),
+        "OFFLOAD_LOG_LEVEL": "WARNING",
+    }
     worker = subprocess.Popen(  # noqa: ASYNC220 - started once, before the measured loop
         [sys.executable, "-m", "offload", "worker", "backend_bench:app"],
-        cwd=HERE, env=env, stdout=subprocess.DEVNULL, stderr=sys.stderr,
-    )  # fmt: skip
+        cwd=HERE,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=sys.stderr,
+    )
     app = offload.App(url)
     app.task(name="noop")(_noop)
     rows: list[dict[str, float]] = []
@@ -103,9 +130,22 @@ async def soak(ns: argparse.Namespace, url: str, db: Path, out: Path) -> None:
                 rate = (done - last_done) / max(now - last_t, 1e-9)
                 last_done, last_t = done, now
                 redis_mb, sqlite_mb, rss = sample(ns, url, db, worker.pid)
-                row = dict(zip(FIELDS, [round(now - start, 1), submitted, round(rate, 1), stored,
-                                        finished, round(redis_mb, 2), round(sqlite_mb, 2),
-                                        round(rss, 1)], strict=True))  # fmt: skip
+                row = dict(
+                    zip(
+                        FIELDS,
+                        [
+                            round(now - start, 1),
+                            submitted,
+                            round(rate, 1),
+                            stored,
+                            finished,
+                            round(redis_mb, 2),
+                            round(sqlite_mb, 2),
+                            round(rss, 1),
+                        ],
+                        strict=True,
+                    )
+                )
                 rows.append(row)
                 print(row, flush=True)
             await asyncio.sleep(tick)
@@ -134,9 +174,12 @@ def write(rows: list[dict[str, float]], out: Path, ns: argparse.Namespace) -> No
     t = [r["seconds"] / 60 for r in rows]
     store = "redis_mb" if ns.backend == "redis" else "sqlite_mb"
     label = "Redis used_memory (MiB)" if ns.backend == "redis" else "SQLite file + WAL (MiB)"
-    panels = [(store, label),
-              ("worker_rss_mb", "worker RSS (MiB)"), ("stored", "jobs stored"),
-              ("done_per_s", "jobs done per second")]  # fmt: skip
+    panels = [
+        (store, label),
+        ("worker_rss_mb", "worker RSS (MiB)"),
+        ("stored", "jobs stored"),
+        ("done_per_s", "jobs done per second"),
+    ]
     fig, axes = plt.subplots(len(panels), 1, figsize=(8, 9), sharex=True)
     for ax, (key, label) in zip(axes, panels, strict=True):
         ax.plot(t, [r[key] for r in rows])

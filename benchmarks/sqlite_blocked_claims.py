@@ -24,8 +24,7 @@ LIMITS = Limits(key_concurrency=1)
 
 
 def job(key: str) -> NewJob:
-    return NewJob(id=new_job_id(), task="t", args=[], kwargs={}, concurrency_key=key,
-                  limits=LIMITS)  # fmt: skip
+    return NewJob(id=new_job_id(), task="t", args=[], kwargs={}, concurrency_key=key, limits=LIMITS)
 
 
 async def measure(n: int) -> float:

@@ -74,8 +74,9 @@ async def one_run(mode: str, jobs: int, folder: str) -> dict[str, float]:
     if mode == "sdk":
         install_sdk()
     settings = offload.Settings.from_env().with_(job_metrics=mode != "bare")
-    app = offload.App(f"sqlite:///{folder}/jobs.db", settings=settings,
-                      tracing=mode not in ("bare", "off"))  # fmt: skip
+    app = offload.App(
+        f"sqlite:///{folder}/jobs.db", settings=settings, tracing=mode not in ("bare", "off")
+    )
 
     @app.task(name="noop")
     async def noop() -> None:
@@ -84,8 +85,9 @@ async def one_run(mode: str, jobs: int, folder: str) -> dict[str, float]:
     await app.backend()
     cpu = time.process_time()
     for start in range(0, jobs, BULK):
-        batch = [app.prepare(noop.spec, (), {}, SubmitOptions())
-                 for _ in range(min(BULK, jobs - start))]  # fmt: skip
+        batch = [
+            app.prepare(noop.spec, (), {}, SubmitOptions()) for _ in range(min(BULK, jobs - start))
+        ]
         await app.asubmit_many(batch)
     submit_cpu = time.process_time() - cpu
     worker = Worker(app)
@@ -99,8 +101,12 @@ async def one_run(mode: str, jobs: int, folder: str) -> dict[str, float]:
     record = (await app.ajobs(limit=1))[0].record
     await app.aclose()
     loaded = any(name.startswith("opentelemetry") for name in sys.modules)
-    return {"submit_us": submit_cpu / jobs * 1e6, "worker_us": worker_cpu / jobs * 1e6,
-            "otel_loaded": float(loaded), **micro(app, noop.spec, record)}  # fmt: skip
+    return {
+        "submit_us": submit_cpu / jobs * 1e6,
+        "worker_us": worker_cpu / jobs * 1e6,
+        "otel_loaded": float(loaded),
+        **micro(app, noop.spec, record),
+    }
 
 
 def micro(app: offload.App, spec: TaskSpec, record: JobRecord) -> dict[str, float]:
@@ -133,8 +139,11 @@ def run_child(mode: str, jobs: int) -> dict[str, float]:
     env = {k: v for k, v in os.environ.items() if k != "OFFLOAD_TRACING"}
     done = subprocess.run(
         [sys.executable, __file__, "--child", mode, "--jobs", str(jobs)],
-        env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
@@ -165,8 +174,12 @@ def report(results: dict[str, list[dict[str, float]]], jobs: int, runs: int, too
         "| Tracing | prepare + submit [us CPU/job] | worker [us CPU/job] | otel imported |",
         "|---|---|---|---|",
     ]
-    names = {"bare": "off, job metrics off (as before tracing)", "off": "off (default)",
-             "api": "on, API only (no SDK)", "sdk": "on, SDK + batch processor"}  # fmt: skip
+    names = {
+        "bare": "off, job metrics off (as before tracing)",
+        "off": "off (default)",
+        "api": "on, API only (no SDK)",
+        "sdk": "on, SDK + batch processor",
+    }
     for mode in MODES:
         rows = results[mode]
         loaded = "yes" if rows[0]["otel_loaded"] else "no"
@@ -184,15 +197,19 @@ def report(results: dict[str, list[dict[str, float]]], jobs: int, runs: int, too
     ]
     for mode in MODES:
         rows = results[mode]
-        lines.append(f"| {names[mode]} | {summary([r['prepare_us'] for r in rows])} | "
-                     f"{summary([r['observe_us'] for r in rows])} |")  # fmt: skip
+        lines.append(
+            f"| {names[mode]} | {summary([r['prepare_us'] for r in rows])} | "
+            f"{summary([r['observe_us'] for r in rows])} |"
+        )
     base = statistics.median(r["submit_us"] + r["worker_us"] for r in results["bare"])
     lines.append("")
     for mode in ("off", "api", "sdk"):
         total = statistics.median(r["submit_us"] + r["worker_us"] for r in results[mode])
         share = (total - base) / base
-        lines.append(f"- {names[mode]}: {total - base:+,.1f} us of CPU per job in all "
-                     f"({share:+.0%} of the {base:,.1f} us with neither).")  # fmt: skip
+        lines.append(
+            f"- {names[mode]}: {total - base:+,.1f} us of CPU per job in all "
+            f"({share:+.0%} of the {base:,.1f} us with neither)."
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -169,12 +169,28 @@ def servers(pin: bool, folder: Path) -> Iterator[dict[str, Server]]:
         for variant in VARIANTS:
             port, log = free_port(), folder / f"{variant}.log"
             with log.open("wb") as out:
-                procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "uvicorn", f"watchdog_bench:{variant}_app", "--host",
-                     "127.0.0.1", "--port", str(port), "--log-level", "warning",
-                     "--no-access-log", "--lifespan", "on"],
-                    cwd=HERE, stdout=out, stderr=subprocess.STDOUT,
-                ))  # fmt: skip
+                procs.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "uvicorn",
+                            f"watchdog_bench:{variant}_app",
+                            "--host",
+                            "127.0.0.1",
+                            "--port",
+                            str(port),
+                            "--log-level",
+                            "warning",
+                            "--no-access-log",
+                            "--lifespan",
+                            "on",
+                        ],
+                        cwd=HERE,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
             if pin:
                 os.sched_setaffinity(procs[-1].pid, {0})
             running[variant] = Server(port, procs[-1].pid, log)
@@ -205,8 +221,10 @@ def _wait_ready(port: int) -> None:
 
 # -- the report ----------------------------------------------------------------------------------
 def table(samples: list[Sample]) -> str:
-    rows = ["| server | req/s | req/s range | p50 latency | p99 latency | server CPU per request |",
-            "|---|---|---|---|---|---|"]  # fmt: skip
+    rows = [
+        "| server | req/s | req/s range | p50 latency | p99 latency | server CPU per request |",
+        "|---|---|---|---|---|---|",
+    ]
     medians: dict[str, tuple[float, float, float | None]] = {}
     for variant in VARIANTS:
         mine = [s for s in samples if s.variant == variant]
@@ -219,8 +237,10 @@ def table(samples: list[Sample]) -> str:
         low, high = min(s.rps for s in mine), max(s.rps for s in mine)
         name = "without the middleware" if variant == "plain" else "with WatchdogMiddleware"
         shown_cpu = f"{cpu:.0f} µs" if cpu is not None else "n/a"
-        rows.append(f"| {name} | {rps:,.0f} | {low:,.0f} to {high:,.0f} | {p50:.2f} ms | "
-                    f"{p99:.2f} ms | {shown_cpu} |")  # fmt: skip
+        rows.append(
+            f"| {name} | {rps:,.0f} | {low:,.0f} to {high:,.0f} | {p50:.2f} ms | "
+            f"{p99:.2f} ms | {shown_cpu} |"
+        )
     plain, watched = medians["plain"], medians["watched"]
     overhead = (
         f"Overhead (medians): req/s {(watched[0] - plain[0]) / plain[0]:+.1%}, "
@@ -254,8 +274,10 @@ async def measure(args: argparse.Namespace, running: dict[str, Server]) -> list[
             sample = await burst(variant, running[variant], args.connections, args.duration)
             samples.append(sample)
             cpu = f"{sample.cpu_us:.0f} µs" if sample.cpu_us is not None else "n/a"
-            print(f"run {run + 1}/{args.runs} {variant:8} {sample.rps:7,.0f} req/s  p50 "
-                  f"{sample.p50_ms:.2f} ms  p99 {sample.p99_ms:.2f} ms  cpu/req {cpu}")  # fmt: skip
+            print(
+                f"run {run + 1}/{args.runs} {variant:8} {sample.rps:7,.0f} req/s  p50 "
+                f"{sample.p50_ms:.2f} ms  p99 {sample.p99_ms:.2f} ms  cpu/req {cpu}"
+            )
     return samples
 
 
@@ -282,11 +304,19 @@ async def in_process(rounds: int, calls: int) -> dict[str, float]:
         "watched": WatchdogMiddleware(build_app(watched=False)),
     }
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-        "scheme": "http", "path": "/", "raw_path": b"/", "root_path": "", "query_string": b"",
-        "headers": [(b"host", b"127.0.0.1")], "server": ("127.0.0.1", 80),
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/",
+        "raw_path": b"/",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"127.0.0.1")],
+        "server": ("127.0.0.1", 80),
         "client": ("127.0.0.1", 5000),
-    }  # fmt: skip
+    }
 
     async def receive() -> dict[str, object]:
         return {"type": "http.request", "body": b"", "more_body": False}
@@ -340,21 +370,27 @@ def main() -> int:
         blocks = running["watched"].log.read_text().count("event loop blocked")
     direct = runner(in_process(args.asgi_rounds, args.asgi_calls))
     print()
-    print(f"{platform.python_implementation()} {platform.python_version()}, "
-          f"{os.cpu_count()} cores, pinned={pin}, load average {start_load:.2f} at the start "
-          f"and {os.getloadavg()[0]:.2f} at the end; {args.runs} runs of {args.duration:g} s, "
-          f"{args.connections} connections, threshold {THRESHOLD_MS} ms; blocks the watched "
-          f"server logged: {blocks}")  # fmt: skip
+    print(
+        f"{platform.python_implementation()} {platform.python_version()}, "
+        f"{os.cpu_count()} cores, pinned={pin}, load average {start_load:.2f} at the start "
+        f"and {os.getloadavg()[0]:.2f} at the end; {args.runs} runs of {args.duration:g} s, "
+        f"{args.connections} connections, threshold {THRESHOLD_MS} ms; blocks the watched "
+        f"server logged: {blocks}"
+    )
     print(table(samples))
     if idle is not None:
-        print(f"\nIdle servers, CPU over {IDLE_SECONDS:g} s: {idle['plain']:.2f} ms/s without the "
-              f"middleware, {idle['watched']:.2f} ms/s with it (the heartbeat and the monitor "
-              f"thread: {idle['watched'] - idle['plain']:+.2f} ms of CPU per second).")  # fmt: skip
+        print(
+            f"\nIdle servers, CPU over {IDLE_SECONDS:g} s: {idle['plain']:.2f} ms/s without the "
+            f"middleware, {idle['watched']:.2f} ms/s with it (the heartbeat and the monitor "
+            f"thread: {idle['watched'] - idle['plain']:+.2f} ms of CPU per second)."
+        )
     plain, watched, added = direct["plain"], direct["watched"], direct["added"]
-    print(f"\nIn-process ASGI calls ({args.asgi_rounds} alternating rounds of {args.asgi_calls:,}, "
-          f"CPU time of the loop thread): {plain:.1f} µs per request without the middleware, "
-          f"{watched:.1f} µs with it; median of the per-round differences {added:+.2f} µs "
-          f"({added / plain:+.1%}).")  # fmt: skip
+    print(
+        f"\nIn-process ASGI calls ({args.asgi_rounds} alternating rounds of {args.asgi_calls:,}, "
+        f"CPU time of the loop thread): {plain:.1f} µs per request without the middleware, "
+        f"{watched:.1f} µs with it; median of the per-round differences {added:+.2f} µs "
+        f"({added / plain:+.1%})."
+    )
     return 0
 
 

@@ -120,26 +120,37 @@ async def main(ns: argparse.Namespace) -> dict[str, Any]:
     with mock.patch.object(loadtest, "_Target", endpoint_target(body, ns.header)):
         async with sampling(ns, samples):
             report = await loadtest.run(
-                ns.url, task="-", n=ns.n, concurrency=ns.c, rate=ns.rate, duration=ns.duration,
+                ns.url,
+                task="-",
+                n=ns.n,
+                concurrency=ns.c,
+                rate=ns.rate,
+                duration=ns.duration,
                 progress=loadtest.progress_bar(),
-            )  # fmt: skip
+            )
             drained = await drain(ns.watch, began) if ns.drain else None
     result = report.as_dict()
     if drained is not None:
         result["work_done_after_s"] = round(drained, 1)
     if ns.probe:
         result["probe"] = {
-            "url": ns.probe, "answered": len(samples.probe_ms), "errors": samples.probe_errors,
+            "url": ns.probe,
+            "answered": len(samples.probe_ms),
+            "errors": samples.probe_errors,
             "p50_ms": round(percentile(samples.probe_ms, 50), 1),
             "max_ms": round(percentile(samples.probe_ms, 100), 1),
-        }  # fmt: skip
+        }
     for pid in ns.watch:
         rss = samples.rss_mib.get(pid, [0.0])
-        result.setdefault("memory", []).append({
-            "pid": pid, "rss_first_mib": round(rss[0], 1), "rss_peak_mib": round(max(rss), 1),
-            "rss_last_mib": round(rss[-1], 1),
-            "processes_peak": max(samples.processes.get(pid, [0])),
-        })  # fmt: skip
+        result.setdefault("memory", []).append(
+            {
+                "pid": pid,
+                "rss_first_mib": round(rss[0], 1),
+                "rss_peak_mib": round(max(rss), 1),
+                "rss_last_mib": round(rss[-1], 1),
+                "processes_peak": max(samples.processes.get(pid, [0])),
+            }
+        )
     return result
 
 

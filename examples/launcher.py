@@ -84,9 +84,14 @@ class Launcher:
         """Start ``argv`` in ``cwd``; with ``ready`` (``http://...`` or ``tcp://host:port``),
         wait until it answers there. :raises RuntimeError: it exited or never answered."""
         popen = subprocess.Popen(
-            list(argv), cwd=cwd, env={**self.env, **(env or {})}, start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=self.output, stderr=self.output,
-        )  # fmt: skip
+            list(argv),
+            cwd=cwd,
+            env={**self.env, **(env or {})},
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=self.output,
+            stderr=self.output,
+        )
         process = Process(name, popen, ready)
         self.processes.append(process)
         if ready is not None:
@@ -95,14 +100,32 @@ class Launcher:
 
     def worker(self, name: str, cwd: Path, *, concurrency: int, app: str = "tasks:app") -> Process:
         """``offload worker APP`` in ``cwd`` with ``concurrency`` slots."""
-        argv = [PYTHON, "-m", "offload", "worker", app, "--concurrency", str(concurrency),
-                "--name", name]  # fmt: skip
+        argv = [
+            PYTHON,
+            "-m",
+            "offload",
+            "worker",
+            app,
+            "--concurrency",
+            str(concurrency),
+            "--name",
+            name,
+        ]
         return self.start(name, argv, cwd=cwd)
 
     def uvicorn(self, cwd: Path, app: str, port: int, *, name: str = "web") -> Process:
         """``uvicorn APP`` in ``cwd`` on 127.0.0.1:``port``, ready once ``/health`` answers."""
-        argv = [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-                "--no-access-log"]  # fmt: skip
+        argv = [
+            PYTHON,
+            "-m",
+            "uvicorn",
+            app,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+        ]
         return self.start(name, argv, cwd=cwd, ready=f"http://127.0.0.1:{port}/health")
 
     def announce(self, what: str, url: str, data: Path) -> None:

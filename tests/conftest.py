@@ -68,8 +68,11 @@ def offload_up(tmp_path: Path) -> Iterator[RunningUp]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "offload", "up", "--port", str(port)],
-            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     running = RunningUp(proc, f"http://127.0.0.1:{port}", log)
     try:
         deadline = time.monotonic() + 30

@@ -101,9 +101,11 @@ def test_errors_are_one_clear_line_and_exit_1(
     [["jobs"], ["status", "0123"], ["cancel", "0123"], ["prune"], ["jobs", "--backend", ""]],
 )
 def test_read_commands_never_create_a_database(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
     argv: list[str],
-) -> None:  # fmt: skip
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("OFFLOAD_BACKEND", raising=False)
     assert main(argv) == 1
@@ -138,14 +140,34 @@ def test_worker_command_runs_jobs_and_stops_on_sigterm(project: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(project), "OFFLOAD_SHUTDOWN_GRACE": "1"}
     worker = subprocess.Popen(
         [sys.executable, "-m", "offload", "worker", "cliapp:app", "--concurrency", "2"],
-        cwd=project, env=env, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=project,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "offload", "submit", "add", "20", "22", "--app", "cliapp:app",
-             "--wait", "--timeout", "20", "--json"],
-            cwd=project, env=env, capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "offload",
+                "submit",
+                "add",
+                "20",
+                "22",
+                "--app",
+                "cliapp:app",
+                "--wait",
+                "--timeout",
+                "20",
+                "--json",
+            ],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert done.returncode == 0, done.stderr
         assert orjson.loads(done.stdout)["result"] == 42
     finally:
@@ -177,8 +199,10 @@ def supervised(project: Path) -> Iterator[Supervised]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "offload", "worker", "cliapp:app", "--processes", "2"],
-            cwd=project, env=env, stderr=out,
-        )  # fmt: skip
+            cwd=project,
+            env=env,
+            stderr=out,
+        )
     running = Supervised(proc, log, [])
     try:
         running.wait_for(" serving ", count=2)
@@ -284,8 +308,10 @@ def test_prune_and_bulk_retry(
     assert main(["jobs", "--json", "--limit", "50"]) == 0
     left = orjson.loads(capsys.readouterr().out)
     assert sorted((j["task"], j["status"]) for j in left) == [
-        ("brittle", "queued"), ("brittle", "queued"), ("brittle", "queued"),
+        ("brittle", "queued"),
+        ("brittle", "queued"),
+        ("brittle", "queued"),
         ("steady", "succeeded"),
-    ]  # fmt: skip
+    ]
     assert main(["prune", "--batch", "0"]) == 1
     assert "--batch must be at least 1" in capsys.readouterr().err

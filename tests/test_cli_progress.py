@@ -15,9 +15,19 @@ from offload.core.states import State
 
 def _record(**changes: object) -> JobRecord:
     base = JobRecord(
-        id="j1", task="t", queue="default", status=State.QUEUED, args=[], kwargs={},
-        priority=0, attempts=0, losses=0, run_at=0.0, created_at=0.0, updated_at=0.0,
-    )  # fmt: skip
+        id="j1",
+        task="t",
+        queue="default",
+        status=State.QUEUED,
+        args=[],
+        kwargs={},
+        priority=0,
+        attempts=0,
+        losses=0,
+        run_at=0.0,
+        created_at=0.0,
+        updated_at=0.0,
+    )
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
@@ -34,15 +44,20 @@ def test_plain_lines_when_not_a_terminal() -> None:
     out = io.StringIO()
     view = ProgressView(out, tty=False)
     for record in (
-        _record(), _record(), _record(status=State.RUNNING),
+        _record(),
+        _record(),
+        _record(status=State.RUNNING),
         _record(status=State.RUNNING, progress=0.5, progress_message="half"),
         _record(status=State.SUCCEEDED, progress=1.0),
-    ):  # fmt: skip
+    ):
         view.update(record)
     view.close()
     assert out.getvalue().splitlines() == [
-        "j1 queued", "j1 running", "j1 running 50% half", "j1 succeeded 100%",
-    ]  # fmt: skip
+        "j1 queued",
+        "j1 running",
+        "j1 running 50% half",
+        "j1 succeeded 100%",
+    ]
     assert "\r" not in out.getvalue()
 
 

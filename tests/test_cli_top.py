@@ -35,9 +35,17 @@ async def _seed(app: App) -> None:
     backend = await app.backend()
     now = await backend.now()
     worker = WorkerInfo(
-        id="w-1", name="box-1", host="box", pid=42, queues=["default"], concurrency=4,
-        started_at=now, last_seen=now, running=0, processed=2,
-    )  # fmt: skip
+        id="w-1",
+        name="box-1",
+        host="box",
+        pid=42,
+        queues=["default"],
+        concurrency=4,
+        started_at=now,
+        last_seen=now,
+        running=0,
+        processed=2,
+    )
     await backend.heartbeat(worker, ttl=60)
     for n in range(3):
         await app.asubmit_name("add", [n, 1], {})
@@ -61,8 +69,17 @@ def test_top_once_prints_queues_workers_and_rates(
     assert "1 worker(s)" in lines[0]
     assert "1 jobs/min done" in lines[0]
     header = next(line for line in lines if line.startswith("QUEUE"))
-    assert header.split() == ["QUEUE", "SCHED", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED",
-                              "DONE/M", "FAIL/M", "WAIT"]  # fmt: skip
+    assert header.split() == [
+        "QUEUE",
+        "SCHED",
+        "QUEUED",
+        "RUNNING",
+        "SUCCEEDED",
+        "FAILED",
+        "DONE/M",
+        "FAIL/M",
+        "WAIT",
+    ]
     assert len(header) <= 80  # fits a terminal of 80 columns
     default = next(line for line in lines if line.startswith("default "))
     assert default.split()[1:8] == ["0", "0", "1", "1", "1", "1", "1"]

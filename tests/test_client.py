@@ -252,8 +252,12 @@ def test_an_idempotency_key_covers_every_submit_option(app: offload.App) -> None
     def charge(order: int) -> None: ...
 
     first = charge.options(idempotency_key="order-9").submit(1)
-    for change in ({"priority": 3}, {"delay": 10}, {"run_at": 2_000_000_000},
-                   {"concurrency_key": "c"}):  # fmt: skip
+    for change in (
+        {"priority": 3},
+        {"delay": 10},
+        {"run_at": 2_000_000_000},
+        {"concurrency_key": "c"},
+    ):
         with pytest.raises(offload.IdempotencyConflict):
             charge.options(idempotency_key="order-9", **change).submit(1)
     assert [j.id for j in app.jobs()] == [first.id]

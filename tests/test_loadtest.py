@@ -27,11 +27,14 @@ def server() -> Iterator[LiveServer]:
 #: connection, and one sized answer after which the server closes the idle connection.
 _ANSWERS = (
     (b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\n{}", False),
-    (b"HTTP/1.1 202 Accepted\r\ntransfer-encoding: chunked\r\n\r\n"
-     b"1;x=y\r\n{\r\n1\r\n}\r\n0\r\nx-trailer: 1\r\n\r\n", False),
+    (
+        b"HTTP/1.1 202 Accepted\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"1;x=y\r\n{\r\n1\r\n}\r\n0\r\nx-trailer: 1\r\n\r\n",
+        False,
+    ),
     (b"HTTP/1.1 422 Unprocessable Entity\r\nconnection: close\r\n\r\n{}", True),
     (b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n", True),
-)  # fmt: skip
+)
 
 
 @pytest.fixture
@@ -72,9 +75,14 @@ async def framing_server() -> AsyncIterator[tuple[str, list[int]]]:
 async def test_two_hundred_submissions_all_succeed(server: LiveServer) -> None:
     seen: list[tuple[int, int]] = []
     report = await loadtest.run(
-        server.url, task="add", args=[1, 2], n=200, concurrency=20, token=ADMIN,
+        server.url,
+        task="add",
+        args=[1, 2],
+        n=200,
+        concurrency=20,
+        token=ADMIN,
         progress=lambda done, total: seen.append((done, total)),
-    )  # fmt: skip
+    )
     assert (report.sent, report.succeeded, report.errors) == (200, 200, {})
     assert not report.stopped_early
     assert len(report.latencies_ms) == 200
@@ -163,9 +171,19 @@ def test_cli_json_report(server: LiveServer, capsys: pytest.CaptureFixture[str])
     assert main([*argv, "--token", ADMIN, "--json"]) == 0
     report = orjson.loads(capsys.readouterr().out)
     assert set(report) == {
-        "url", "requested", "concurrency", "rate_rps", "sent", "succeeded", "failed", "errors",
-        "elapsed_s", "stopped_early", "throughput_rps", "latency_ms",
-    }  # fmt: skip
+        "url",
+        "requested",
+        "concurrency",
+        "rate_rps",
+        "sent",
+        "succeeded",
+        "failed",
+        "errors",
+        "elapsed_s",
+        "stopped_early",
+        "throughput_rps",
+        "latency_ms",
+    }
     assert (report["sent"], report["succeeded"], report["failed"]) == (40, 40, 0)
     assert report["rate_rps"] is None
 

@@ -209,10 +209,16 @@ def test_schedule_keys_meta_and_description() -> None:
     assert tick_of(meta, "other") is None
     assert tick_of({"periodic": "report", "tick": "yesterday"}, "report") is None
     assert schedule.describe(at("2025-01-01T12:00:00")) == {
-        "name": "report", "task": "report", "queue": "reports",
-        "schedule": "0 3 * * * (Asia/Tokyo)", "cron": "0 3 * * *", "every": None,
-        "tz": "Asia/Tokyo", "missed": "once", "next_tick": "2025-01-01T18:00:00+00:00",
-    }  # fmt: skip
+        "name": "report",
+        "task": "report",
+        "queue": "reports",
+        "schedule": "0 3 * * * (Asia/Tokyo)",
+        "cron": "0 3 * * *",
+        "every": None,
+        "tz": "Asia/Tokyo",
+        "missed": "once",
+        "next_tick": "2025-01-01T18:00:00+00:00",
+    }
     assert iso_utc(0) == "1970-01-01T00:00:00+00:00"
     assert [format_seconds(s) for s in (1, 90, 3600, 86400 + 61)] == ["1s", "1m30s", "1h", "1d1m1s"]
 

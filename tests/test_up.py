@@ -123,8 +123,12 @@ def run_offload_up(cwd: Path, port: int, backend: str) -> subprocess.CompletedPr
     env = {**os.environ, "OFFLOAD_BACKEND": backend}
     return subprocess.run(
         [sys.executable, "-m", "offload", "up", "--port", str(port)],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_up_on_a_busy_port_is_one_line_and_exit_1(tmp_path: Path) -> None:
@@ -210,11 +214,18 @@ def test_serve_passes_the_http_limits_to_uvicorn(
 @pytest.mark.slow
 def test_up_answers_503_beyond_its_connection_limit(tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "OFFLOAD_BACKEND": f"sqlite:///{tmp_path}/o.db",
-           "OFFLOAD_HTTP_MAX_CONNECTIONS": "2"}  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "offload", "up", "--port", str(port)],
-                            env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    env = {
+        **os.environ,
+        "OFFLOAD_BACKEND": f"sqlite:///{tmp_path}/o.db",
+        "OFFLOAD_HTTP_MAX_CONNECTIONS": "2",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "offload", "up", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:

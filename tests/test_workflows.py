@@ -81,8 +81,10 @@ async def test_chain_passes_each_result_to_the_next_step(app: offload.App) -> No
     jobs = [job for job in await wf.asteps() if job is not None]
     assert [job.id for job in jobs] == [wf.id, f"{wf.id}.1", f"{wf.id}.2"]
     assert [(job.record.args, job.record.kwargs) for job in jobs] == [
-        ([1, 2], {}), ([3, 10], {}), ([13], {"y": 3}),
-    ]  # fmt: skip
+        ([1, 2], {}),
+        ([3, 10], {}),
+        ([13], {"y": 3}),
+    ]
     assert [job.record.meta["workflow"]["path"] for job in jobs] == ["0", "1", "2"]
 
 
@@ -250,8 +252,10 @@ async def test_cancel_a_pending_workflow_and_a_finished_one(app: offload.App) ->
     await wf.acancel()  # again: no harm
     assert await wf.astatus() == Status.CANCELLED
     assert [await status_of(job) for job in await wf.asteps()] == [
-        State.CANCELLED, State.CANCELLED, None,
-    ]  # fmt: skip
+        State.CANCELLED,
+        State.CANCELLED,
+        None,
+    ]
     done = await app.asubmit_workflow(add.s(1, 1))
     async with running(app):
         assert await done.aresult(timeout=10) == 2
@@ -380,8 +384,11 @@ async def test_a_later_steps_arguments_json_cannot_hold_are_refused() -> None:
     deep: object = 1
     for _ in range(100):
         deep = [deep]
-    for bad, says in ((math.inf, "JSON cannot represent"), ([math.nan], "JSON cannot represent"),
-                      (deep, "nested more than")):  # fmt: skip
+    for bad, says in (
+        (math.inf, "JSON cannot represent"),
+        ([math.nan], "JSON cannot represent"),
+        (deep, "nested more than"),
+    ):
         with pytest.raises(offload.InvalidArguments, match=says):
             await app.asubmit_workflow(chain(take.s(None, 1), take.s(bad)))
         with pytest.raises(offload.InvalidArguments, match=says):
@@ -418,9 +425,14 @@ class Workers:
         argv = [sys.executable, "-m", "offload", "worker", "workflow_app:app", "--name", name]
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                argv, cwd=HERE, env=full, stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                argv,
+                cwd=HERE,
+                env=full,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.procs.append((proc, log))
         self.wait(lambda: " serving " in log.read_text() or proc.poll() is not None, "start")
         assert " serving " in log.read_text(), log.read_text()
@@ -487,11 +499,13 @@ def test_a_worker_killed_mid_step_resumes_the_chain(workers: Workers) -> None:
     app, step, _ = client(workers.url)
     try:
         ledger = str(workers.ledger)
-        wf = app.submit_workflow(chain(
-            step.s(1, ledger=ledger, tag="a"),
-            step.s(ledger=ledger, tag="b", nap_first=60),
-            step.s(ledger=ledger, tag="c"),
-        ))  # fmt: skip
+        wf = app.submit_workflow(
+            chain(
+                step.s(1, ledger=ledger, tag="a"),
+                step.s(ledger=ledger, tag="b", nap_first=60),
+                step.s(ledger=ledger, tag="c"),
+            )
+        )
         first = workers.start("w1")
         workers.wait(lambda: workers.runs()["b"] == 1, "step b to start")
         os.killpg(first.pid, signal.SIGKILL)  # in the middle of step b
@@ -517,11 +531,13 @@ def test_the_next_step_does_not_exist_until_the_last_ones_success_is_recorded(
     app, step, _ = client(workers.url)
     try:
         ledger = workers.ledger
-        wf = app.submit_workflow(chain(
-            step.s(1, ledger=str(ledger), tag="a"),
-            step.s(ledger=str(ledger), tag="b"),
-            step.s(ledger=str(ledger), tag="c"),
-        ))  # fmt: skip
+        wf = app.submit_workflow(
+            chain(
+                step.s(1, ledger=str(ledger), tag="a"),
+                step.s(ledger=str(ledger), tag="b"),
+                step.s(ledger=str(ledger), tag="c"),
+            )
+        )
         first = workers.start("w1", WF_STALL_TAGS="a")
         workers.start("w2")  # claims whatever becomes claimable meanwhile
         workers.wait(lambda: (ledger / "stalled-a").exists(), "step a to end on w1")
@@ -551,12 +567,15 @@ def test_crashes_between_a_steps_code_and_recording_its_success(
     app, step, fan = client(workers.url)
     try:
         ledger = str(workers.ledger)
-        wf = app.submit_workflow(chain(
-            step.s(1, ledger=ledger, tag="a"),  # dies before recording its success
-            group(step.s(ledger=ledger, tag="m0"),
-                  step.s(ledger=ledger, tag="m1", nap_first=0.3)),  # likewise
-            fan.s(ledger=ledger, tag="fan"),
-        ))  # fmt: skip
+        wf = app.submit_workflow(
+            chain(
+                step.s(1, ledger=ledger, tag="a"),  # dies before recording its success
+                group(
+                    step.s(ledger=ledger, tag="m0"), step.s(ledger=ledger, tag="m1", nap_first=0.3)
+                ),  # likewise
+                fan.s(ledger=ledger, tag="fan"),
+            )
+        )
         crash = {"WF_CRASH_TAGS": "a,m1"}
         for name in ("w1", "w2"):
             proc = workers.start(name, **crash)

@@ -95,6 +95,11 @@ async def get_content(content_id: str) -> dict[str, Any]:
 def step_view(job: offload.Job) -> dict[str, Any]:
     record = job.record
     return {
-        "job_id": job.id, "task": record.task, "status": job.status, "progress": job.progress,
-        "message": record.progress_message, "result": record.result, "error": job.error,
-    }  # fmt: skip
+        "job_id": job.id,
+        "task": record.task,
+        "status": job.status,
+        "progress": job.progress,
+        "message": record.progress_message,
+        "result": record.result,
+        "error": job.error,
+    }

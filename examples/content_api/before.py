@@ -65,8 +65,14 @@ async def create_content(creator_id: int, body: NewContent) -> dict[str, Any]:
             for n in range(IMAGES)
         ]
     store.save_post(config.db, post_id, creator.id, body.topic, title, sections, images)
-    post = Post(post_id=post_id, creator_id=creator.id, email=creator.email, title=title,
-                sections=sections, images=images)  # fmt: skip
+    post = Post(
+        post_id=post_id,
+        creator_id=creator.id,
+        email=creator.email,
+        title=title,
+        sections=sections,
+        images=images,
+    )
     with smtplib.SMTP(config.smtp_host, config.smtp_port, timeout=10) as smtp:  # blocks too
         smtp.send_message(compose_email(config, post))
     return dict(post)

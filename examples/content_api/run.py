@@ -42,12 +42,15 @@ def main() -> int:
         launcher.start(
             "upstream",
             [PYTHON, "upstream.py", "--port", str(upstream), "--llm-delay", ns.llm_delay],
-            cwd=HERE, ready=f"http://127.0.0.1:{upstream}/health",
-        )  # fmt: skip
+            cwd=HERE,
+            ready=f"http://127.0.0.1:{upstream}/health",
+        )
         launcher.start(
-            "smtp", [PYTHON, "smtpsink.py", "--port", str(smtp), "--outbox", str(data / "outbox")],
-            cwd=HERE, ready=f"tcp://127.0.0.1:{smtp}",
-        )  # fmt: skip
+            "smtp",
+            [PYTHON, "smtpsink.py", "--port", str(smtp), "--outbox", str(data / "outbox")],
+            cwd=HERE,
+            ready=f"tcp://127.0.0.1:{smtp}",
+        )
         if not ns.before:
             for n in range(1, ns.workers + 1):
                 launcher.worker(f"content-{n}", HERE, concurrency=ns.concurrency)

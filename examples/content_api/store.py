@@ -75,12 +75,24 @@ def get_creator(path: Path, creator_id: int) -> Creator | None:
 
 
 def save_post(
-    path: Path, post_id: str, creator_id: int, topic: str, title: str,
-    sections: list[str], images: list[str],
-) -> None:  # fmt: skip
+    path: Path,
+    post_id: str,
+    creator_id: int,
+    topic: str,
+    title: str,
+    sections: list[str],
+    images: list[str],
+) -> None:
     with connect(path) as conn:
         conn.execute(
             "INSERT OR REPLACE INTO posts VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (post_id, creator_id, topic, title, json.dumps(sections), json.dumps(images),
-             time.time()),
-        )  # fmt: skip
+            (
+                post_id,
+                creator_id,
+                topic,
+                title,
+                json.dumps(sections),
+                json.dumps(images),
+                time.time(),
+            ),
+        )

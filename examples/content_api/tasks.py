@@ -50,8 +50,14 @@ async def generate_post(creator_id: int, topic: str) -> Post:
         store.save_post, config.db, job.id, creator.id, topic, title, sections, images
     )
     job.progress(1.0, "written")
-    return Post(post_id=job.id, creator_id=creator.id, email=creator.email, title=title,
-                sections=sections, images=images)  # fmt: skip
+    return Post(
+        post_id=job.id,
+        creator_id=creator.id,
+        email=creator.email,
+        title=title,
+        sections=sections,
+        images=images,
+    )
 
 
 @app.task(timeout=60, retries=5, retry_backoff=2.0, priority=1)

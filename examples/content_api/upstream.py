@@ -22,10 +22,31 @@ import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 WORDS = (
-    "tea", "craft", "morning", "light", "slow", "ritual", "leaf", "kettle", "steam", "porcelain",
-    "garden", "rain", "harvest", "valley", "hands", "patience", "aroma", "quiet", "ceremony",
-    "spring", "mountain", "story", "season", "warmth",
-)  # fmt: skip
+    "tea",
+    "craft",
+    "morning",
+    "light",
+    "slow",
+    "ritual",
+    "leaf",
+    "kettle",
+    "steam",
+    "porcelain",
+    "garden",
+    "rain",
+    "harvest",
+    "valley",
+    "hands",
+    "patience",
+    "aroma",
+    "quiet",
+    "ceremony",
+    "spring",
+    "mountain",
+    "story",
+    "season",
+    "warmth",
+)
 
 
 def complete(prompt: str) -> str:

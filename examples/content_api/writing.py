@@ -51,7 +51,8 @@ def compose_email(config: Config, post: Post) -> EmailMessage:
     message["Subject"] = f"Your post is ready: {post['title']}"
     message["Message-ID"] = f"<{post['post_id']}@content-api.example>"
     message.set_content(
-        f"{post['title']}\n\n" + "\n\n".join(post["sections"])
+        f"{post['title']}\n\n"
+        + "\n\n".join(post["sections"])
         + f"\n\n({len(post['images'])} images attached to the post {post['post_id']})\n"
-    )  # fmt: skip
+    )
     return message

@@ -28,23 +28,48 @@ def main() -> int:
     ns = parser.parse_args()
     data = ns.data.resolve()
     data.mkdir(parents=True, exist_ok=True)
-    env = {"REPORTS_DATA": str(data), "REPORTS_BEFORE": "1" if ns.before else "0",
-           "DJANGO_SETTINGS_MODULE": "reportsite.settings"}  # fmt: skip
+    env = {
+        "REPORTS_DATA": str(data),
+        "REPORTS_BEFORE": "1" if ns.before else "0",
+        "DJANGO_SETTINGS_MODULE": "reportsite.settings",
+    }
     manage = [PYTHON, str(HERE / "manage.py")]
     with Launcher(env=env) as launcher:
-        subprocess.run([*manage, "migrate", "--verbosity", "0"], cwd=HERE, check=True,
-                       env=launcher.env)  # fmt: skip
+        subprocess.run(
+            [*manage, "migrate", "--verbosity", "0"], cwd=HERE, check=True, env=launcher.env
+        )
         if not ns.before:
-            worker = [*manage, "offload_worker", "--concurrency", str(ns.concurrency),
-                      "--name", "reports"]  # fmt: skip
+            worker = [
+                *manage,
+                "offload_worker",
+                "--concurrency",
+                str(ns.concurrency),
+                "--name",
+                "reports",
+            ]
             launcher.start("worker", worker, cwd=HERE)
         launcher.start(
             "web",
-            [PYTHON, "-m", "gunicorn", "reportsite.wsgi", "-k", "gthread", "--threads", "4",
-             "-w", str(ns.web_workers), "--graceful-timeout", "10", "--no-control-socket",
-             "-b", f"127.0.0.1:{ns.port}"],
-            cwd=HERE, ready=f"http://127.0.0.1:{ns.port}/health",
-        )  # fmt: skip
+            [
+                PYTHON,
+                "-m",
+                "gunicorn",
+                "reportsite.wsgi",
+                "-k",
+                "gthread",
+                "--threads",
+                "4",
+                "-w",
+                str(ns.web_workers),
+                "--graceful-timeout",
+                "10",
+                "--no-control-socket",
+                "-b",
+                f"127.0.0.1:{ns.port}",
+            ],
+            cwd=HERE,
+            ready=f"http://127.0.0.1:{ns.port}/health",
+        )
         version = "BEFORE (inline report) version" if ns.before else "offload version"
         launcher.announce(f"Django reports site, {version}", f"http://127.0.0.1:{ns.port}", data)
         return launcher.wait()

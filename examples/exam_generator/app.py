@@ -75,10 +75,15 @@ async def create_exam(
         if workflow_id != workflow.id:  # the same key at the same moment: keep the first
             await workflow.acancel()
     return JSONResponse(
-        {"exam_id": exam_id, "workflow_id": workflow_id, "status_url": f"/exams/{exam_id}",
-         "events_url": f"{JOBS}/{workflow_id}/events"},
-        status_code=202, headers={"Location": f"/exams/{exam_id}"},
-    )  # fmt: skip
+        {
+            "exam_id": exam_id,
+            "workflow_id": workflow_id,
+            "status_url": f"/exams/{exam_id}",
+            "events_url": f"{JOBS}/{workflow_id}/events",
+        },
+        status_code=202,
+        headers={"Location": f"/exams/{exam_id}"},
+    )
 
 
 @api.get("/exams/{exam_id}")
@@ -111,10 +116,12 @@ async def exam_view(exam_id: str) -> dict[str, Any]:
     workflow = await jobs.aworkflow(workflow_id)
     steps = await workflow.asteps()
     return {
-        "exam_id": exam_id, "workflow_id": workflow_id, "status": await workflow.astatus(),
+        "exam_id": exam_id,
+        "workflow_id": workflow_id,
+        "status": await workflow.astatus(),
         "steps": [None if job is None else step_view(job) for job in steps],
         "pdf": f"/exams/{exam_id}/pdf",
-    }  # fmt: skip
+    }
 
 
 def step_view(job: offload.Job) -> dict[str, Any]:

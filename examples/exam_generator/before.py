@@ -38,8 +38,12 @@ def build(exam_id: str, course: str, questions: int) -> None:
         for step in STEPS:
             with lock:
                 statuses[exam_id] = f"running {step}"
-            subprocess.run(command(step, folder, exam_id, course, questions), cwd=folder,
-                           check=True, capture_output=True)  # fmt: skip
+            subprocess.run(
+                command(step, folder, exam_id, course, questions),
+                cwd=folder,
+                check=True,
+                capture_output=True,
+            )
     except subprocess.CalledProcessError as exc:
         with lock:
             statuses[exam_id] = f"failed: {exc}"

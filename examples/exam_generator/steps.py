@@ -39,9 +39,20 @@ def compiler_name() -> str:
 def command(step: Step, folder: Path, exam_id: str, course: str, questions: int) -> list[str]:
     """The argv of one step, to run in the exam's ``folder``."""
     if step == "data":
-        return [sys.executable, str(SCRIPTS / "make_data.py"), "--exam", exam_id,
-                "--course", course, "--questions", str(questions), "--out", str(folder),
-                "--seconds", DATA_SECONDS]  # fmt: skip
+        return [
+            sys.executable,
+            str(SCRIPTS / "make_data.py"),
+            "--exam",
+            exam_id,
+            "--course",
+            course,
+            "--questions",
+            str(questions),
+            "--out",
+            str(folder),
+            "--seconds",
+            DATA_SECONDS,
+        ]
     if step == "render":
         return [sys.executable, str(SCRIPTS / "render.py"), str(folder)]
     tex = latex()

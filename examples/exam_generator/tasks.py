@@ -36,9 +36,13 @@ async def exam_step(exam: Exam, step: Step) -> Exam:
     folder.mkdir(parents=True, exist_ok=True)
     argv = command(step, folder, exam["exam_id"], exam["course"], exam["questions"])
     await offload.run_process(argv, cwd=folder, timeout=TIMEOUTS[step])
-    return Exam(exam_id=exam["exam_id"], course=exam["course"], questions=exam["questions"],
-                done=[*exam["done"], step],
-                compiler=compiler_name() if step == "compile" else exam["compiler"])  # fmt: skip
+    return Exam(
+        exam_id=exam["exam_id"],
+        course=exam["course"],
+        questions=exam["questions"],
+        done=[*exam["done"], step],
+        compiler=compiler_name() if step == "compile" else exam["compiler"],
+    )
 
 
 def exam_workflow(exam_id: str, course: str, questions: int) -> offload.Chain:

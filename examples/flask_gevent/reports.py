@@ -35,5 +35,10 @@ def build(report_id: str, client: str, rows: int) -> Report:
     REPORTS.mkdir(parents=True, exist_ok=True)
     path = REPORTS / f"{report_id}.csv"
     path.write_text(body)
-    return Report(client=client, rows=rows, totals=totals, path=str(path),
-                  sha256=hashlib.sha256(body.encode()).hexdigest())  # fmt: skip
+    return Report(
+        client=client,
+        rows=rows,
+        totals=totals,
+        path=str(path),
+        sha256=hashlib.sha256(body.encode()).hexdigest(),
+    )

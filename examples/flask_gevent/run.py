@@ -40,15 +40,30 @@ def main() -> int:
                 launcher.worker(f"reports-{n}", HERE, concurrency=ns.concurrency)
         launcher.start(
             "web",
-            [PYTHON, "-m", "gunicorn", "-k", "gevent", "-w", str(ns.web_workers),
-             "--worker-connections", "1000", "--graceful-timeout", "10", "--no-control-socket",
-             "-b", f"127.0.0.1:{ns.port}",
-             "before:web" if ns.before else "web:web"],
-            cwd=HERE, ready=f"http://127.0.0.1:{ns.port}/health",
-        )  # fmt: skip
+            [
+                PYTHON,
+                "-m",
+                "gunicorn",
+                "-k",
+                "gevent",
+                "-w",
+                str(ns.web_workers),
+                "--worker-connections",
+                "1000",
+                "--graceful-timeout",
+                "10",
+                "--no-control-socket",
+                "-b",
+                f"127.0.0.1:{ns.port}",
+                "before:web" if ns.before else "web:web",
+            ],
+            cwd=HERE,
+            ready=f"http://127.0.0.1:{ns.port}/health",
+        )
         version = "BEFORE (thread per request) version" if ns.before else "offload version"
-        launcher.announce(f"Flask app on gunicorn/gevent, {version}",
-                          f"http://127.0.0.1:{ns.port}", data)  # fmt: skip
+        launcher.announce(
+            f"Flask app on gunicorn/gevent, {version}", f"http://127.0.0.1:{ns.port}", data
+        )
         return launcher.wait()
 
 

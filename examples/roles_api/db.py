@@ -22,9 +22,23 @@ from typing import Any
 DEPARTMENTS = ("engineering", "design", "sales", "support", "finance", "research")
 TITLES = ("engineer", "analyst", "designer", "manager", "scientist", "specialist")
 SKILLS = (
-    "python", "sql", "rust", "go", "kubernetes", "figma", "negotiation", "writing", "statistics",
-    "accounting", "leadership", "research", "support", "testing", "security", "cloud",
-)  # fmt: skip
+    "python",
+    "sql",
+    "rust",
+    "go",
+    "kubernetes",
+    "figma",
+    "negotiation",
+    "writing",
+    "statistics",
+    "accounting",
+    "leadership",
+    "research",
+    "support",
+    "testing",
+    "security",
+    "cloud",
+)
 LEVELS = 6
 
 SCHEMA = """
@@ -129,9 +143,18 @@ def save_role(path: Path, role: dict[str, Any]) -> None:
     with connect(path) as conn:
         conn.execute(
             "INSERT OR REPLACE INTO roles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (role["id"], role["department"], role["title"], role["level"], role["salary_min"],
-             role["salary_max"], json.dumps(role["skills"]), role["description"], time.time()),
-        )  # fmt: skip
+            (
+                role["id"],
+                role["department"],
+                role["title"],
+                role["level"],
+                role["salary_min"],
+                role["salary_max"],
+                json.dumps(role["skills"]),
+                role["description"],
+                time.time(),
+            ),
+        )
 
 
 def get_role(path: Path, role_id: str) -> dict[str, Any] | None:

@@ -15,9 +15,14 @@ GENERATION_SECONDS = float(os.environ.get("ROLES_GENERATION_SECONDS", "1.0"))
 
 
 def describe(
-    department: str, title: str, level: int, headcount: dict[str, int], band: dict[str, int],
-    skills: list[str], similar: list[str],
-) -> str:  # fmt: skip
+    department: str,
+    title: str,
+    level: int,
+    headcount: dict[str, int],
+    band: dict[str, int],
+    skills: list[str],
+    similar: list[str],
+) -> str:
     """The generated job description (what the model would write, from what the queries found)."""
     peers = f"{len(similar)} similar role(s) already open" if similar else "the first such role"
     return (
@@ -28,11 +33,21 @@ def describe(
 
 
 def role_record(
-    role_id: str, department: str, title: str, level: int, band: dict[str, int],
-    skills: list[str], description: str,
-) -> dict[str, Any]:  # fmt: skip
+    role_id: str,
+    department: str,
+    title: str,
+    level: int,
+    band: dict[str, int],
+    skills: list[str],
+    description: str,
+) -> dict[str, Any]:
     return {
-        "id": role_id, "department": department, "title": title, "level": level,
-        "salary_min": band["min"], "salary_max": band["max"], "skills": skills,
+        "id": role_id,
+        "department": department,
+        "title": title,
+        "level": level,
+        "salary_min": band["min"],
+        "salary_max": band["max"],
+        "skills": skills,
         "description": description,
-    }  # fmt: skip
+    }

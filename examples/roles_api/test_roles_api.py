@@ -29,8 +29,14 @@ def expected(path: str, department: str, title: str, level: int) -> dict[str, ob
         ).fetchall()
     conn.close()
     skills = [skill for skill, _ in sorted(counts, key=lambda row: (-row[1], row[0]))[:5]]
-    return {"department": department, "title": title, "level": level,
-            "salary_min": low, "salary_max": high, "skills": skills}  # fmt: skip
+    return {
+        "department": department,
+        "title": title,
+        "level": level,
+        "salary_min": low,
+        "salary_max": high,
+        "skills": skills,
+    }
 
 
 def wait(client: httpx.Client, job_id: str) -> dict[str, Any]:
@@ -69,7 +75,11 @@ def test_post_answers_at_once_and_the_job_queries_generates_and_saves(
     assert saved["description"].startswith("Engineer (level 3) in design")
     result = done["result"]
     assert set(result["timings_ms"]) == {
-        "headcount", "salary_band", "top_skills", "similar_roles", "all_queries"
-    }  # fmt: skip
+        "headcount",
+        "salary_band",
+        "top_skills",
+        "similar_roles",
+        "all_queries",
+    }
     assert result["similar_roles"] == []
     assert second["result"]["similar_roles"] == [job["id"]]  # it saw the first role, committed

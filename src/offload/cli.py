@@ -101,10 +101,14 @@ def _worker(ns: argparse.Namespace) -> int:
     if ns.lease is not None:
         overrides["renew_interval"] = overrides["reap_interval"] = ns.lease / 3
     worker = Worker(
-        app, queues=console.parse_queues(ns.queues) if ns.queues else None,
-        concurrency=ns.concurrency, name=ns.name, app_path=ns.app,
-        settings=app.settings.with_(**overrides), parent_pid=ns.parent_pid,
-    )  # fmt: skip
+        app,
+        queues=console.parse_queues(ns.queues) if ns.queues else None,
+        concurrency=ns.concurrency,
+        name=ns.name,
+        app_path=ns.app,
+        settings=app.settings.with_(**overrides),
+        parent_pid=ns.parent_pid,
+    )
 
     async def serve() -> None:
         worker.install_signal_handlers()
@@ -140,9 +144,12 @@ def _serve(ns: argparse.Namespace) -> int:
 def _child_args(ns: argparse.Namespace) -> list[str]:
     args = ["worker", ns.app, "--processes", "1", "--parent-pid", str(os.getpid())]
     for flag, value in (
-        ("--queues", ns.queues), ("--concurrency", ns.concurrency), ("--name", ns.name),
-        ("--lease", ns.lease), ("--shutdown-grace", ns.shutdown_grace),
-    ):  # fmt: skip
+        ("--queues", ns.queues),
+        ("--concurrency", ns.concurrency),
+        ("--name", ns.name),
+        ("--lease", ns.lease),
+        ("--shutdown-grace", ns.shutdown_grace),
+    ):
         if value is not None:
             args += [flag, str(value)]
     return args
@@ -206,12 +213,19 @@ def _prune(ns: argparse.Namespace) -> int:
 def _retry(ns: argparse.Namespace) -> int:
     _at_least_one(ns.limit, "--limit")
     with load_app(ns.app) as app:
-        done = app.run_sync(app.aretry_matching(
-            status=ns.status, task=ns.task, queue=ns.queue, limit=ns.limit, dry_run=ns.dry_run,
-        ))  # fmt: skip
+        done = app.run_sync(
+            app.aretry_matching(
+                status=ns.status,
+                task=ns.task,
+                queue=ns.queue,
+                limit=ns.limit,
+                dry_run=ns.dry_run,
+            )
+        )
     if ns.json:
-        rows = [{"id": old.id, "task": old.task, "retry": new.id if new else None}
-                for old, new in done]  # fmt: skip
+        rows = [
+            {"id": old.id, "task": old.task, "retry": new.id if new else None} for old, new in done
+        ]
         print(orjson.dumps(rows).decode())
         return 0
     verb = "would retry" if ns.dry_run else "retried"
@@ -234,11 +248,20 @@ def _loadtest(ns: argparse.Namespace) -> int:
     args = console.parse_value(ns.args)
     if not isinstance(args, list):
         raise ConfigurationError(f"--args must be a JSON array, not {ns.args!r}")
-    report = asyncio.run(loadtest.run(
-        ns.url, task=ns.task, args=args, n=ns.n, concurrency=ns.c, rate=ns.rate,
-        duration=ns.duration, token=ns.token, allow_remote=ns.allow_remote,
-        progress=loadtest.progress_bar(),
-    ))  # fmt: skip
+    report = asyncio.run(
+        loadtest.run(
+            ns.url,
+            task=ns.task,
+            args=args,
+            n=ns.n,
+            concurrency=ns.c,
+            rate=ns.rate,
+            duration=ns.duration,
+            token=ns.token,
+            allow_remote=ns.allow_remote,
+            progress=loadtest.progress_bar(),
+        )
+    )
     print(orjson.dumps(report.as_dict()).decode() if ns.json else report.table())
     return 0
 

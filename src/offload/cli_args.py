@@ -176,10 +176,11 @@ def build_parser(
 
 def _strict_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--strict", action="store_true",
+        "--strict",
+        action="store_true",
         help="refuse to start if the backend's server may lose jobs (Redis eviction or no "
         "persistence; default: warn)",
-    )  # fmt: skip
+    )
 
 
 def _backend_options(p: argparse.ArgumentParser) -> None:

@@ -23,9 +23,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--backend", help="backend URL (default: $OFFLOAD_BACKEND)")
     p.add_argument("--dry-run", action="store_true", help="print the SQL, change nothing")
     p.add_argument(
-        "--offline", action="store_true",
+        "--offline",
+        action="store_true",
         help="with --dry-run: do not connect; print the SQL for an empty database",
-    )  # fmt: skip
+    )
     p.set_defaults(func=run)
 
 

@@ -51,12 +51,21 @@ def _when(ts: float | None) -> str:
 
 def _record_json(rec: JobRecord) -> dict[str, Any]:
     return {
-        "id": rec.id, "task": rec.task, "queue": rec.queue, "status": rec.status.value,
-        "args": rec.args, "kwargs": rec.kwargs, "attempts": rec.attempts,
-        "progress": rec.progress, "progress_message": rec.progress_message,
-        "result": rec.result, "error": rec.error, "created_at": rec.created_at,
-        "started_at": rec.started_at, "finished_at": rec.finished_at,
-    }  # fmt: skip
+        "id": rec.id,
+        "task": rec.task,
+        "queue": rec.queue,
+        "status": rec.status.value,
+        "args": rec.args,
+        "kwargs": rec.kwargs,
+        "attempts": rec.attempts,
+        "progress": rec.progress,
+        "progress_message": rec.progress_message,
+        "result": rec.result,
+        "error": rec.error,
+        "created_at": rec.created_at,
+        "started_at": rec.started_at,
+        "finished_at": rec.finished_at,
+    }
 
 
 def show_job(
@@ -69,10 +78,15 @@ def show_job(
         print(f"{rec.id} {rec.status.value}")
         return
     rows = [
-        ("id", rec.id), ("task", rec.task), ("queue", rec.queue), ("status", rec.status.value),
-        ("attempts", str(rec.attempts)), ("created", _when(rec.created_at)),
-        ("started", _when(rec.started_at)), ("finished", _when(rec.finished_at)),
-    ]  # fmt: skip
+        ("id", rec.id),
+        ("task", rec.task),
+        ("queue", rec.queue),
+        ("status", rec.status.value),
+        ("attempts", str(rec.attempts)),
+        ("created", _when(rec.created_at)),
+        ("started", _when(rec.started_at)),
+        ("finished", _when(rec.finished_at)),
+    ]
     if rec.progress is not None or rec.progress_message:
         rows.append(("progress", f"{(rec.progress or 0) * 100:.0f}% {rec.progress_message or ''}"))
     if rec.result is not None:
@@ -83,8 +97,10 @@ def show_job(
         print(f"{key:>9}  {value}")
     for t in history or []:
         before = t.from_status.value if t.from_status else "new"
-        print(f"{'':>9}  {_when(t.at)}  {before} -> {t.to_status.value} ({t.reason.value}, "
-              f"attempt {t.attempt}{', ' + t.detail if t.detail else ''})")  # fmt: skip
+        print(
+            f"{'':>9}  {_when(t.at)}  {before} -> {t.to_status.value} ({t.reason.value}, "
+            f"attempt {t.attempt}{', ' + t.detail if t.detail else ''})"
+        )
 
 
 def show_table(records: list[JobRecord], *, as_json: bool) -> None:
@@ -114,10 +130,15 @@ def show_schedules(schedules: list[dict[str, Any]], *, as_json: bool) -> None:
         return
     header = ("TASK", "QUEUE", "SCHEDULE", "NEXT TICK (UTC)", "MISSED")
     rows = [
-        (s["name"], s["queue"], s["schedule"],
-         datetime.fromisoformat(s["next_tick"]).strftime("%Y-%m-%d %H:%M:%S"), s["missed"])
+        (
+            s["name"],
+            s["queue"],
+            s["schedule"],
+            datetime.fromisoformat(s["next_tick"]).strftime("%Y-%m-%d %H:%M:%S"),
+            s["missed"],
+        )
         for s in schedules
-    ]  # fmt: skip
+    ]
     _print_rows(header, rows)
     if not rows:
         print("(no schedules)")

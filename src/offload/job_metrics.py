@@ -29,8 +29,26 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
 #: Waits and run times from a millisecond to an hour.
-BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-           120.0, 300.0, 900.0, 3600.0)  # fmt: skip
+BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    900.0,
+    3600.0,
+)
 
 _BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, JobMetrics]
 _BY_REGISTRY = weakref.WeakKeyDictionary()
@@ -72,31 +90,45 @@ class JobMetrics:
         self.wait = Histogram(
             "offload_job_queue_wait_seconds",
             "Seconds from a job being due (created, or its delay over) to its claim.",
-            labels, buckets=BUCKETS, registry=None,
-        )  # fmt: skip
+            labels,
+            buckets=BUCKETS,
+            registry=None,
+        )
         self.run = Histogram(
             "offload_job_run_seconds",
             "Seconds from a job's claim to the end of its code, by outcome.",
-            [*labels, "outcome"], buckets=BUCKETS, registry=None,
-        )  # fmt: skip
+            [*labels, "outcome"],
+            buckets=BUCKETS,
+            registry=None,
+        )
         self.in_flight = Gauge(
-            "offload_jobs_in_flight", "Jobs claimed by a worker and not yet recorded.",
-            labels, registry=None, multiprocess_mode="livesum",
-        )  # fmt: skip
+            "offload_jobs_in_flight",
+            "Jobs claimed by a worker and not yet recorded.",
+            labels,
+            registry=None,
+            multiprocess_mode="livesum",
+        )
         self.retries = Counter(
             "offload_job_retries", "Attempts that ended in a retry.", labels, registry=None
         )
         self.lost = Counter(
             "offload_job_leases_lost",
             "Attempts whose lease was lost before their outcome was written.",
-            labels, registry=None,
-        )  # fmt: skip
+            labels,
+            registry=None,
+        )
         self.reaped = _Reaped()
         self._children: dict[tuple[object, ...], Any] = {}
         #: a registry of these metrics alone, what ``/metrics`` of a web process adds
         self.own = CollectorRegistry(auto_describe=True)
-        for collector in (self.wait, self.run, self.in_flight, self.retries, self.lost,
-                          self.reaped):  # fmt: skip
+        for collector in (
+            self.wait,
+            self.run,
+            self.in_flight,
+            self.retries,
+            self.lost,
+            self.reaped,
+        ):
             registry.register(collector)
             self.own.register(collector)
 

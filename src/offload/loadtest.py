@@ -59,33 +59,47 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "url": self.url, "requested": self.requested, "concurrency": self.concurrency,
-            "rate_rps": self.rate, "sent": self.sent, "succeeded": self.succeeded,
+            "url": self.url,
+            "requested": self.requested,
+            "concurrency": self.concurrency,
+            "rate_rps": self.rate,
+            "sent": self.sent,
+            "succeeded": self.succeeded,
             "failed": self.sent - self.succeeded,
-            "errors": dict(sorted(self.errors.items())), "elapsed_s": round(self.elapsed, 3),
-            "stopped_early": self.stopped_early, "throughput_rps": round(self.throughput, 1),
+            "errors": dict(sorted(self.errors.items())),
+            "elapsed_s": round(self.elapsed, 3),
+            "stopped_early": self.stopped_early,
+            "throughput_rps": round(self.throughput, 1),
             "latency_ms": {
-                "p50": round(self.percentile(50), 2), "p95": round(self.percentile(95), 2),
-                "p99": round(self.percentile(99), 2), "max": round(self.percentile(100), 2),
+                "p50": round(self.percentile(50), 2),
+                "p95": round(self.percentile(95), 2),
+                "p99": round(self.percentile(99), 2),
+                "max": round(self.percentile(100), 2),
             },
-        }  # fmt: skip
+        }
 
     def table(self) -> str:
         d = self.as_dict()
         lat = d["latency_ms"]
         rows = [
             ("target", self.url),
-            ("requests", f"{self.sent} of {self.requested} sent, concurrency {self.concurrency}"
-                         + ("" if self.rate is None else f", at {self.rate:g}/s")
-                         + (" (stopped at the time limit)" if self.stopped_early else "")),
+            (
+                "requests",
+                f"{self.sent} of {self.requested} sent, concurrency {self.concurrency}"
+                + ("" if self.rate is None else f", at {self.rate:g}/s")
+                + (" (stopped at the time limit)" if self.stopped_early else ""),
+            ),
             ("succeeded", str(self.succeeded)),
             ("failed", str(d["failed"])),
             *((f"  {status}", str(count)) for status, count in d["errors"].items()),
             ("elapsed", f"{self.elapsed:.2f} s"),
             ("throughput", f"{self.throughput:.1f} requests/s"),
-            ("latency", f"p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  p99 {lat['p99']:.1f}  "
-                        f"max {lat['max']:.1f} ms"),
-        ]  # fmt: skip
+            (
+                "latency",
+                f"p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  p99 {lat['p99']:.1f}  "
+                f"max {lat['max']:.1f} ms",
+            ),
+        ]
         return "\n".join(f"{key:<11} {value}" for key, value in rows)
 
 
@@ -157,12 +171,7 @@ async def run(
         elapsed = time.perf_counter() - started
     finally:
         await asyncio.gather(*(conn.aclose() for conn in conns))
-    sent = len(tally.latencies)
-    return Report(
-        url=url, requested=n, concurrency=concurrency, rate=rate, sent=sent,
-        succeeded=sent - sum(tally.errors.values()), errors=dict(tally.errors),
-        elapsed=elapsed, stopped_early=sent < n, latencies_ms=tally.latencies,
-    )  # fmt: skip
+    return tally.report(url, concurrency, rate, elapsed)
 
 
 class _Tally:
@@ -173,6 +182,21 @@ class _Tally:
         self.n, self.timeout, self.progress = n, timeout, progress
         self.latencies: list[float] = []
         self.errors: Counter[str] = Counter()
+
+    def report(self, url: str, concurrency: int, rate: float | None, elapsed: float) -> Report:
+        sent = len(self.latencies)
+        return Report(
+            url=url,
+            requested=self.n,
+            concurrency=concurrency,
+            rate=rate,
+            sent=sent,
+            succeeded=sent - sum(self.errors.values()),
+            errors=dict(self.errors),
+            elapsed=elapsed,
+            stopped_early=sent < self.n,
+            latencies_ms=self.latencies,
+        )
 
     async def lane(self, conn: _Connection, due_times: _Schedule) -> None:
         """One client: send each request it is given when it is due, one at a time."""

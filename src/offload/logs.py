@@ -36,9 +36,15 @@ from offload.errors import ConfigurationError
 from offload.settings import Settings
 
 __all__ = [
-    "LOG_FIELDS", "REQUEST_ID", "JSONFormatter", "TextFormatter", "configure_logging",
-    "dict_config", "escape_controls", "request_id_from",
-]  # fmt: skip
+    "LOG_FIELDS",
+    "REQUEST_ID",
+    "JSONFormatter",
+    "TextFormatter",
+    "configure_logging",
+    "dict_config",
+    "escape_controls",
+    "request_id_from",
+]
 
 #: the id of the request being served in this context (None outside requests)
 REQUEST_ID: ContextVar[str | None] = ContextVar("offload_request_id", default=None)

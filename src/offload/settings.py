@@ -116,6 +116,11 @@ class Settings:
                 f"heartbeat_interval ({self.heartbeat_interval:g}s) must be > 0 and at most half "
                 f"of dead_after ({self.dead_after:g}s), so one late heartbeat is not a death"
             )
+        self._check_worker()
+        self._check_limits()
+
+    def _check_worker(self) -> None:
+        """The worker's counts: losses before running alone, slots, threads, prefetch."""
         if self.run_alone_after < 1:
             raise ConfigurationError(
                 f"run_alone_after ({self.run_alone_after}) must be at least 1 (worker losses)"
@@ -130,6 +135,9 @@ class Settings:
                 f"prefetch ({self.prefetch}) must be >= 0 (or -1: as many as the worker's "
                 f"slots) and claim_batch ({self.claim_batch}) at least 1"
             )
+
+    def _check_limits(self) -> None:
+        """Retention, pruning, size caps, the metrics port and the log format."""
         ttl = self.result_ttl
         if ttl is not None and (not math.isfinite(ttl) or ttl < 0):
             raise ConfigurationError(f"result_ttl ({ttl:g}) must be >= 0 seconds or None")
@@ -141,8 +149,13 @@ class Settings:
             )
         if self.prune_batch < 1:
             raise ConfigurationError(f"prune_batch ({self.prune_batch}) must be at least 1")
-        caps = ("max_result_bytes", "max_error_chars", "max_progress_chars",
-                "http_max_connections", "http_keep_alive")  # fmt: skip
+        caps = (
+            "max_result_bytes",
+            "max_error_chars",
+            "max_progress_chars",
+            "http_max_connections",
+            "http_keep_alive",
+        )
         if any(getattr(self, name) < 1 for name in caps):
             raise ConfigurationError(
                 ", ".join(f"{name} ({getattr(self, name)})" for name in caps)

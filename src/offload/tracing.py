@@ -40,9 +40,13 @@ SYSTEM = "offload"
 INSTRUMENTATION = "offload"
 #: The span event that ends an attempt, by outcome.
 OUTCOME_EVENTS = {
-    "succeeded": "succeeded", "failed": "failed", "retry": "retry", "cancelled": "cancelled",
-    "released": "released", "lost": "lease_lost",
-}  # fmt: skip
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "retry": "retry",
+    "cancelled": "cancelled",
+    "released": "released",
+    "lost": "lease_lost",
+}
 
 
 @functools.cache
@@ -128,9 +132,14 @@ class Attempt:
         self._done = False
 
     def finish(
-        self, kind: str, *, stop_reason: str | None = None, reason: str | None = None,
-        error: Mapping[str, Any] | None = None, retry_in: float | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        kind: str,
+        *,
+        stop_reason: str | None = None,
+        reason: str | None = None,
+        error: Mapping[str, Any] | None = None,
+        retry_in: float | None = None,
+    ) -> None:
         """End the span with the attempt's outcome (``kind``: succeeded, failed, retry,
         cancelled, released, lost; ``reason``: the failure's, e.g. ``timeout``)."""
         if self._done:
@@ -147,19 +156,27 @@ class Attempt:
             pass
 
     def _record(
-        self, trace: ModuleType, kind: str, stop_reason: str | None, reason: str | None,
-        error: Mapping[str, Any] | None, retry_in: float | None,
-    ) -> None:  # fmt: skip
+        self,
+        trace: ModuleType,
+        kind: str,
+        stop_reason: str | None,
+        reason: str | None,
+        error: Mapping[str, Any] | None,
+        retry_in: float | None,
+    ) -> None:
         span = self.span
         span.set_attribute("offload.outcome", kind)
         if reason == "timeout":
             span.add_event("timeout")
         if error is not None and kind in ("failed", "retry"):
             span.set_attribute("error.type", str(error.get("type", "Exception")))
-            span.add_event("exception", {
-                "exception.type": str(error.get("type", "")),
-                "exception.message": str(error.get("message", ""))[:1000],
-            })  # fmt: skip
+            span.add_event(
+                "exception",
+                {
+                    "exception.type": str(error.get("type", "")),
+                    "exception.message": str(error.get("message", ""))[:1000],
+                },
+            )
         if stop_reason == "lost" and kind != "lost":
             span.add_event("lease_lost")
         details = {"offload.retry_in": float(retry_in or 0.0)} if kind == "retry" else None
@@ -183,9 +200,11 @@ def start_attempt(record: JobRecord, worker_id: str) -> Attempt | None:
     attributes["offload.job.attempt"] = record.attempts
     attributes["offload.worker.id"] = worker_id
     span = tracer.start_span(
-        f"process {record.queue}", context=parent, kind=trace.SpanKind.CONSUMER,
+        f"process {record.queue}",
+        context=parent,
+        kind=trace.SpanKind.CONSUMER,
         attributes=attributes,
-    )  # fmt: skip
+    )
     return Attempt(span, context.attach(trace.set_span_in_context(span)))
 
 

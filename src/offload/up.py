@@ -110,8 +110,15 @@ def serve(app_path: str, *, host: str, port: int, workers: int) -> None:
     if workers > 1:
         os.environ["OFFLOAD_APP"] = app_path
         os.environ[_HOST_VAR] = host
-        uvicorn.run("offload.up:asgi_from_env", factory=True, host=host, port=port,
-                    workers=workers, access_log=False, **limits)  # fmt: skip
+        uvicorn.run(
+            "offload.up:asgi_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=False,
+            **limits,
+        )
     else:
         freeze_heap()
         uvicorn.run(api, host=host, port=port, access_log=False, **limits)

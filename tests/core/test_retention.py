@@ -21,8 +21,11 @@ def test_the_defaults_plateau_and_result_ttl_is_unset() -> None:
 
 
 def test_settings_from_the_environment() -> None:
-    env = {"OFFLOAD_RETAIN_SUCCEEDED": "60", "OFFLOAD_MAX_FINISHED": "0",
-           "OFFLOAD_RESULT_TTL": "3600"}  # fmt: skip
+    env = {
+        "OFFLOAD_RETAIN_SUCCEEDED": "60",
+        "OFFLOAD_MAX_FINISHED": "0",
+        "OFFLOAD_RESULT_TTL": "3600",
+    }
     settings = Settings.from_env(env)
     assert settings.result_ttl == 3600.0
     policy = settings.retention()
@@ -30,8 +33,12 @@ def test_settings_from_the_environment() -> None:
     assert policy.max_finished is None  # 0: no cap
 
 
-BAD = [{"retain_failed": -1.0}, {"max_finished": -1}, {"result_ttl": -1.0},
-       {"retain_succeeded": math.inf}]  # fmt: skip
+BAD = [
+    {"retain_failed": -1.0},
+    {"max_finished": -1},
+    {"result_ttl": -1.0},
+    {"retain_succeeded": math.inf},
+]
 
 
 @pytest.mark.parametrize("bad", BAD)

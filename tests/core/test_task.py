@@ -54,8 +54,9 @@ def test_arguments_are_validated_encoded_and_decoded_back() -> None:
         (({"street": "x", "number": 1}, "not a date"), {}, "argument 'when'"),
     ],
 )
-def test_bad_arguments_name_the_problem(args: tuple[object, ...], kwargs: dict[str, object],
-                                        match: str) -> None:  # fmt: skip
+def test_bad_arguments_name_the_problem(
+    args: tuple[object, ...], kwargs: dict[str, object], match: str
+) -> None:
     spec = TaskSpec(func=ship, name="ship")
     with pytest.raises(InvalidArguments, match=match):
         spec.encode_arguments(args, kwargs)

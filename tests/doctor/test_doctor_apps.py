@@ -78,8 +78,12 @@ def test_select_and_ignore_by_code_or_prefix() -> None:
     app = FIXTURES / "fastapi_bad"
     assert {code for _, _, code in found(app, select=["OFF2"])} == {"OFF201", "OFF202"}
     assert {code for _, _, code in found(app, select=["OFF10"], ignore=["OFF101", "off102"])} == {
-        "OFF103", "OFF104", "OFF105", "OFF106", "OFF107",
-    }  # fmt: skip
+        "OFF103",
+        "OFF104",
+        "OFF105",
+        "OFF106",
+        "OFF107",
+    }
 
 
 def test_findings_are_sorted_and_carry_the_fix() -> None:

@@ -123,9 +123,15 @@ def test_clients_made_in_several_ways(check: Check) -> None:
             boto3.Session().client("s3").get_object(Bucket="b", Key="k")
             boto3.client("s3").generate_presigned_url("get_object")
     """) == {
-        (12, "OFF105"), (14, "OFF105"), (15, "OFF105"), (16, "OFF105"), (17, "OFF105"),
-        (18, "OFF105"), (19, "OFF106"), (20, "OFF106"),
-    }  # fmt: skip
+        (12, "OFF105"),
+        (14, "OFF105"),
+        (15, "OFF105"),
+        (16, "OFF105"),
+        (17, "OFF105"),
+        (18, "OFF105"),
+        (19, "OFF106"),
+        (20, "OFF106"),
+    }
 
 
 def test_openai_module_level_client(check: Check) -> None:
@@ -466,9 +472,12 @@ def test_blocking_helpers_of_the_project_are_followed(tmp_path: Path) -> None:
     report = scan([str(tmp_path)])
     found = {(Path(f.path).name, f.line, f.code): f.title for f in report.findings}
     assert set(found) == {
-        ("main.py", 15, "OFF101"), ("main.py", 16, "OFF103"), ("main.py", 17, "OFF105"),
-        ("main.py", 18, "OFF102"), ("main.py", 19, "OFF102"),
-    }  # fmt: skip
+        ("main.py", 15, "OFF101"),
+        ("main.py", 16, "OFF103"),
+        ("main.py", 17, "OFF105"),
+        ("main.py", 18, "OFF102"),
+        ("main.py", 19, "OFF102"),
+    }
     helpers = str(Path(tmp_path, "app", "helpers.py"))
     assert found[("main.py", 15, "OFF101")] == (
         f"blocking HTTP call: load_rows() -> requests.get() ({helpers}:4) in async def report"

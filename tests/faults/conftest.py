@@ -94,8 +94,13 @@ def _checked(request: pytest.FixtureRequest, f: Faults) -> Iterator[Faults]:
 def _publish(
     request: pytest.FixtureRequest, f: Faults, summary: dict[str, Any], took: float
 ) -> None:
-    line = {"test": request.node.nodeid, "backend": f.kind, "seconds": round(took, 1), **summary,
-            **f.measured}  # fmt: skip
+    line = {
+        "test": request.node.nodeid,
+        "backend": f.kind,
+        "seconds": round(took, 1),
+        **summary,
+        **f.measured,
+    }
     print(f"history check passed: {json.dumps(line)}")
     results = os.environ.get("OFFLOAD_FAULT_RESULTS")
     if results:

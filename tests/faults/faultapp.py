@@ -99,8 +99,15 @@ def _worker_pid() -> int:
 def _ledger(ledger: str, event: str, **fields: Any) -> None:
     """Append one event of this run to the ledger of this process."""
     ctx = offload.current()
-    entry = {"ev": event, "job": ctx.id, "attempt": ctx.attempt, "pid": os.getpid(),
-             "worker": _worker_pid(), "at": REAL_TIME(), **fields}  # fmt: skip
+    entry = {
+        "ev": event,
+        "job": ctx.id,
+        "attempt": ctx.attempt,
+        "pid": os.getpid(),
+        "worker": _worker_pid(),
+        "at": REAL_TIME(),
+        **fields,
+    }
     with open(Path(ledger) / f"{os.getpid()}.jsonl", "a") as f:
         f.write(json.dumps(entry) + "\n")  # one short write: lines never interleave
 

@@ -116,13 +116,17 @@ class Summary:
     def as_dict(self) -> dict[str, object]:
         rec = sorted(self.recovery)
         return {
-            "jobs": self.jobs, "acknowledged": self.acknowledged, "lost": self.lost,
-            "runs": self.runs, "duplicate_runs": self.duplicate_runs,
-            "duplicates_by": dict(self.duplicates_by), "expiries": self.expiries,
+            "jobs": self.jobs,
+            "acknowledged": self.acknowledged,
+            "lost": self.lost,
+            "runs": self.runs,
+            "duplicate_runs": self.duplicate_runs,
+            "duplicates_by": dict(self.duplicates_by),
+            "expiries": self.expiries,
             "recovery_p50": round(statistics.median(rec), 2) if rec else None,
             "recovery_max": round(rec[-1], 2) if rec else None,
             "outcomes": dict(self.outcomes),
-        }  # fmt: skip
+        }
 
 
 class Problems(list[str]):
@@ -216,8 +220,11 @@ def _check_history(
             if not claims or claims[-1].ending is not None:
                 problems.add(job_id, f"{where} moves a job out of running that nobody claimed")
             elif t.token != (held := claims[-1].claim.token):
-                problems.add(job_id, f"{where} carries token {t.token}, not the claim's {held}: "
-                             "a stale owner's write was accepted")  # fmt: skip
+                problems.add(
+                    job_id,
+                    f"{where} carries token {t.token}, not the claim's {held}: "
+                    "a stale owner's write was accepted",
+                )
             else:
                 claims[-1].ending = t
         state = t.to_status
@@ -279,21 +286,29 @@ def _check_expiries(
             continue
         summary.expiries += 1
         covering = [
-            f for f in faults
-            if f.covers(c.pid) and c.claim.at <= (f.start if f.end is None else f.end) + EPS
+            f
+            for f in faults
+            if f.covers(c.pid)
+            and c.claim.at <= (f.start if f.end is None else f.end) + EPS
             and f.start <= end.at + EPS
-        ]  # fmt: skip
+        ]
         if not covering:
-            problems.add(job_id, f"lease of claim {n + 1} (worker {c.claim.worker_id}) expired "
-                         "with no fault injected on that worker: renewal failed")  # fmt: skip
+            problems.add(
+                job_id,
+                f"lease of claim {n + 1} (worker {c.claim.worker_id}) expired "
+                "with no fault injected on that worker: renewal failed",
+            )
             continue
         bounds = {id(f): _bound(f, c.claim.at, ev) for f in covering}
         timely = [f for f in covering if end.at <= bounds[id(f)]]
         if not timely:
             f = max(covering, key=lambda f: f.start)
             took, bound = end.at - f.start, bounds[id(f)] - f.start
-            problems.add(job_id, f"lease of claim {n + 1} was reaped {took:.2f}s after the "
-                         f"{f.kind} began; the bound was {bound:.2f}s")  # fmt: skip
+            problems.add(
+                job_id,
+                f"lease of claim {n + 1} was reaped {took:.2f}s after the "
+                f"{f.kind} began; the bound was {bound:.2f}s",
+            )
             continue
         # The cause: the first fault that struck after the claim (else the last one before it).
         after = [f for f in timely if f.start >= c.claim.at - EPS]
@@ -325,8 +340,10 @@ def _check_runs(
     for run in sorted(runs, key=lambda r: r.at):
         index = _claim_of(run, claims)
         if index is None:
-            problems.add(job_id, f"run (attempt {run.attempt}, worker {run.worker}) matches no "
-                         "claim of its history")  # fmt: skip
+            problems.add(
+                job_id,
+                f"run (attempt {run.attempt}, worker {run.worker}) matches no claim of its history",
+            )
             continue
         if index in owner:
             pids = f"pids {owner[index].pid} and {run.pid}"
@@ -337,16 +354,21 @@ def _check_runs(
     for index, run in owner.items():
         end = run.end if run.end is not None else _killed_at(run, claims[index], record, faults)
         if end is None:
-            problems.add(job_id, f"run of claim {index + 1} never ended, but its process "
-                         f"{run.pid} was not killed")  # fmt: skip
+            problems.add(
+                job_id,
+                f"run of claim {index + 1} never ended, but its process {run.pid} was not killed",
+            )
         ends[index] = math.inf if end is None else end
     ordered = sorted(owner.items())
     for (i, _), (j, second) in itertools.pairwise(ordered):
         ending = claims[i].ending
         overlap = ends[i] > second.at
         if overlap and (ending is None or ending.reason not in LOST):
-            problems.add(job_id, f"runs of claims {i + 1} and {j + 1} overlap, but claim {i + 1} "
-                         f"ended {ending.reason.value if ending else 'never'}")  # fmt: skip
+            problems.add(
+                job_id,
+                f"runs of claims {i + 1} and {j + 1} overlap, but claim {i + 1} "
+                f"ended {ending.reason.value if ending else 'never'}",
+            )
     ledgered = record.task.startswith("tally")
     # A rerun: a run after the job's first one (by the ledger; without one, every later claim).
     # A claim lost before its task started (its reply lost, say) ran nothing: it is no rerun.
@@ -359,8 +381,9 @@ def _check_runs(
         if ledgered and c.ending is not None and c.ending.reason is Reason.SUCCEEDED:
             ran = owner.get(index)
             if ran is None or ran.outcome != "returned":
-                problems.add(job_id, f"success of claim {index + 1} recorded without a run that "
-                             "returned")  # fmt: skip
+                problems.add(
+                    job_id, f"success of claim {index + 1} recorded without a run that returned"
+                )
 
 
 def _claim_of(run: Run, claims: list[_Claim]) -> int | None:
@@ -380,10 +403,12 @@ def _killed_at(run: Run, claim: _Claim, record: JobRecord, faults: Sequence[Faul
     if claim.ending is None and record.status is State.RUNNING:
         return math.inf
     kills = [
-        f.start for f in faults
-        if f.kind in ("kill", "poison") and (f.covers(run.worker) or f.covers(run.pid))
+        f.start
+        for f in faults
+        if f.kind in ("kill", "poison")
+        and (f.covers(run.worker) or f.covers(run.pid))
         and f.start >= run.at - EPS
-    ]  # fmt: skip
+    ]
     if kills:
         return min(kills)
     ending = claim.ending

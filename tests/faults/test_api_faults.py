@@ -53,16 +53,22 @@ def test_refusals_through_a_real_server(faults: Faults) -> None:
     faults.acknowledge([job_id])
 
     for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic YTpi"}):
-        for method, path in (("GET", "/v1/jobs"), ("POST", "/v1/jobs"),
-                             ("GET", f"/v1/jobs/{job_id}")):  # fmt: skip
+        for method, path in (
+            ("GET", "/v1/jobs"),
+            ("POST", "/v1/jobs"),
+            ("GET", f"/v1/jobs/{job_id}"),
+        ):
             refused = call(api, method, path, headers=headers, json=body)
             assert refused.status_code == 401, (headers, path, refused.text)
             assert refused.headers["WWW-Authenticate"].startswith("Bearer")
 
-    for method, path in (("GET", f"/v1/jobs/{job_id}"), ("GET", f"/v1/jobs/{job_id}/history"),
-                         ("GET", f"/v1/jobs/{job_id}/events"),
-                         ("POST", f"/v1/jobs/{job_id}/cancel"),
-                         ("POST", f"/v1/jobs/{job_id}/retry")):  # fmt: skip
+    for method, path in (
+        ("GET", f"/v1/jobs/{job_id}"),
+        ("GET", f"/v1/jobs/{job_id}/history"),
+        ("GET", f"/v1/jobs/{job_id}/events"),
+        ("POST", f"/v1/jobs/{job_id}/cancel"),
+        ("POST", f"/v1/jobs/{job_id}/retry"),
+    ):
         hidden = call(api, method, path, headers=GLOBEX)
         assert hidden.status_code == 404, (path, hidden.text)
         assert hidden.json()["error"]["code"] == "job_not_found"
@@ -72,15 +78,20 @@ def test_refusals_through_a_real_server(faults: Faults) -> None:
 
     big = {"task": "tally", "args": [str(faults.ledger), 1], "kwargs": {"later": 0}}
     huge = b'{"task": "tally", "args": ["' + b"x" * (1024 * 1024) + b'", 1]}'
-    too_big = call(api, "POST", "/v1/jobs", content=huge,
-                   headers={**ACME, "Content-Type": "application/json"})  # fmt: skip
+    too_big = call(
+        api, "POST", "/v1/jobs", content=huge, headers={**ACME, "Content-Type": "application/json"}
+    )
     assert too_big.status_code == 413, too_big.text
     form = {**ACME, "Content-Type": "application/x-www-form-urlencoded"}
     not_json = call(api, "POST", "/v1/jobs", content=b"task=tally", headers=form)
     assert not_json.status_code == 415, not_json.text
     wrong: dict[str, Any]
-    for wrong in ({"task": "no_such_task"}, {**big, "args": [1, 2, 3, 4, 5, 6]},
-                  {**big, "kwargs": {"nope": 1}}, {"args": []}):  # fmt: skip
+    for wrong in (
+        {"task": "no_such_task"},
+        {**big, "args": [1, 2, 3, 4, 5, 6]},
+        {**big, "kwargs": {"nope": 1}},
+        {"args": []},
+    ):
         answer = call(api, "POST", "/v1/jobs", json=wrong, headers=ACME)
         assert answer.status_code == 422, (wrong, answer.text)
 
@@ -116,8 +127,9 @@ def test_fifty_identical_submissions_at_once_make_one_job(faults: Faults) -> Non
     assert [r.id for r in stored] == list(ids)
     faults.acknowledge(ids)
 
-    other = call(apis[0], "POST", "/v1/jobs", headers=headers,
-                 json={**body, "args": [str(faults.ledger), 8]})  # fmt: skip
+    other = call(
+        apis[0], "POST", "/v1/jobs", headers=headers, json={**body, "args": [str(faults.ledger), 8]}
+    )
     assert other.status_code == 409, other.text
     assert len(faults.all_records()) == 1
     faults.start("w")
@@ -144,12 +156,27 @@ def run_cli(tmp_path: Path, command: str, tokens: str | None) -> subprocess.Comp
     env.update(OFFLOAD_BACKEND=f"sqlite:///{tmp_path / 'jobs.db'}", PYTHONPATH=str(HERE))
     if tokens is not None:
         env["OFFLOAD_TOKENS"] = tokens
-    argv = [sys.executable, "-m", "offload", command, APP, "--host", PUBLIC, "--port",
-            str(free_port())]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "offload",
+        command,
+        APP,
+        "--host",
+        PUBLIC,
+        "--port",
+        str(free_port()),
+    ]
     return subprocess.run(
-        argv, cwd=HERE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        timeout=30, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        argv,
+        cwd=HERE,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 #: Clients reading one job at the same moment, through one API process.

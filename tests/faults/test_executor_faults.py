@@ -45,8 +45,10 @@ def late_completion_is_rejected(faults: Faults, job_id: str, history: list[Trans
         faults.call(lambda b: b.complete(Lease(job_id, claim.token), {"late": True}))
     after = faults.records([job_id])[job_id]
     assert (after.status, after.result, after.updated_at) == (
-        before.status, before.result, before.updated_at,
-    )  # fmt: skip
+        before.status,
+        before.result,
+        before.updated_at,
+    )
     assert faults.histories([job_id])[job_id] == history
 
 

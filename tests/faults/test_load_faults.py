@@ -52,8 +52,11 @@ def test_three_workers_run_every_job_exactly_once(faults: Faults) -> None:
     # The histories agree: one claim each, by the worker the ledger names, then success.
     ran_on = {r.job: r.pid for r in runs}
     histories = faults.histories(ids)
-    wrong = {job: reasons(h) for job, h in histories.items()
-             if reasons(h) != ["submitted", "claimed", "succeeded"]}  # fmt: skip
+    wrong = {
+        job: reasons(h)
+        for job, h in histories.items()
+        if reasons(h) != ["submitted", "claimed", "succeeded"]
+    }
     assert not wrong, f"{len(wrong)} histories differ, e.g. {list(wrong.items())[:3]}"
     for job, history in histories.items():
         [claim] = claims(history)
@@ -102,8 +105,13 @@ def test_sigkill_under_load_reruns_only_the_dead_workers_jobs(faults: Faults) ->
             continue
         # More than one claim: only because a held the job when it died.
         rerun.append(job)
-        assert reasons(history) == ["submitted", "claimed", "lease_expired", "claimed",
-                                    "succeeded"], job  # fmt: skip
+        assert reasons(history) == [
+            "submitted",
+            "claimed",
+            "lease_expired",
+            "claimed",
+            "succeeded",
+        ], job
         first, second = taken
         assert (pid_of(first.worker_id), pid_of(second.worker_id)) == (a.pid, b.pid)
         assert first.token < second.token

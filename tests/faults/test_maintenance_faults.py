@@ -127,8 +127,10 @@ def test_two_claimer_processes_never_claim_the_same_job(faults: Faults) -> None:
     ids = faults.submit_many("quick", [[i] for i in range(CLAIM_JOBS)])
     go = faults.tmp / "go"
     outs = {name: faults.tmp / f"{name}.txt" for name in ("c1", "c2")}
-    claimers = [faults.spawn(name, [sys.executable, str(HERE / "claimer.py"), name, str(out),
-                                    str(go)]) for name, out in outs.items()]  # fmt: skip
+    claimers = [
+        faults.spawn(name, [sys.executable, str(HERE / "claimer.py"), name, str(out), str(go)])
+        for name, out in outs.items()
+    ]
     for out in outs.values():  # both have opened the backend: start them together
         wait_until(out.with_suffix(".ready").exists, 20, f"{out.stem} to be ready")
     go.touch()

@@ -57,8 +57,9 @@ def url(port: int, **options: str) -> str:
 
 def post(api: Api, ledger: str, key: str, i: int, timeout: float = 10.0) -> httpx.Response:
     body = {"task": "tally", "args": [ledger, i]}
-    return httpx.post(f"{api.base}/v1/jobs", json=body, headers={"Idempotency-Key": key},
-                      timeout=timeout)  # fmt: skip
+    return httpx.post(
+        f"{api.base}/v1/jobs", json=body, headers={"Idempotency-Key": key}, timeout=timeout
+    )
 
 
 def submit_until_accepted(
@@ -153,8 +154,13 @@ def test_worker_cut_off_past_its_lease_fences_itself(
     rerunners = {b.pid} if fault == "blackhole" else {a.pid, b.pid}
     for job in (long, short):
         history = histories[job]
-        assert reasons(history) == ["submitted", "claimed", "lease_expired", "claimed",
-                                    "succeeded"], job  # fmt: skip
+        assert reasons(history) == [
+            "submitted",
+            "claimed",
+            "lease_expired",
+            "claimed",
+            "succeeded",
+        ], job
         first, second = (t for t in history if t.reason.value == "claimed")
         assert pid_of(first.worker_id) == a.pid
         assert pid_of(second.worker_id) in rerunners
@@ -190,13 +196,23 @@ def test_connection_resets_under_load_lose_nothing(
     and every rerun is explained by a reset."""
     faults = outage
     via, ledger = url(proxy.port), str(faults.ledger)
-    workers = [faults.start(f"w{n}", "--concurrency", "4", env={"OFFLOAD_BACKEND": via})
-               for n in (1, 2)]  # fmt: skip
+    workers = [
+        faults.start(f"w{n}", "--concurrency", "4", env={"OFFLOAD_BACKEND": via}) for n in (1, 2)
+    ]
     api = faults.serve("api", backend=url(proxy.port, socket_timeout="1"))
     acks, stop = faults.tmp / "acks.txt", faults.tmp / "stop"
-    submitter = faults.spawn("submitter", [
-        sys.executable, str(HERE / "submitter.py"), str(acks), ledger, str(stop), "5000",
-    ], env={"OFFLOAD_BACKEND": via})  # fmt: skip
+    submitter = faults.spawn(
+        "submitter",
+        [
+            sys.executable,
+            str(HERE / "submitter.py"),
+            str(acks),
+            ledger,
+            str(stop),
+            "5000",
+        ],
+        env={"OFFLOAD_BACKEND": via},
+    )
     wait_until(lambda: len(acknowledged(acks)) >= 50, 30, "50 acknowledged submits")
 
     delays = [chaos.uniform(0.1, 0.6) for _ in range(RESETS)]
@@ -234,8 +250,9 @@ def test_connection_resets_under_load_lose_nothing(
     for w in workers:
         assert w.proc.poll() is None, f"worker {w.name} exited"
         assert "Traceback" not in w.text()
-    faults.measured.update(resets=RESETS, sockets_reset=sum(resets), api_submits=len(keys),
-                           api_refusals=unavailable)  # fmt: skip
+    faults.measured.update(
+        resets=RESETS, sockets_reset=sum(resets), api_submits=len(keys), api_refusals=unavailable
+    )
 
 
 #: How many times the proxy resets every connection.
@@ -262,8 +279,11 @@ def test_api_answers_503_not_500_after_its_redis_connection_was_reset(
     before = proxy.connections
     assert proxy.reset() > 0
     # Reset, and (a client quick to reconnect opens new connections at once) noticed.
-    wait_until(lambda: proxy.connections_open() == 0 or proxy.connections > before, 5,
-               "the reset to reach the API")  # fmt: skip
+    wait_until(
+        lambda: proxy.connections_open() == 0 or proxy.connections > before,
+        5,
+        "the reset to reach the API",
+    )
     answer = post(api, ledger, "second", 1)
     assert answer.status_code in (202, 503), answer.text
 
@@ -281,8 +301,11 @@ def test_offload_up_keeps_running_jobs_after_its_redis_connection_was_reset(
     before = proxy.connections
     assert proxy.reset() > 0
     # Reset, and (a client quick to reconnect opens new connections at once) noticed.
-    wait_until(lambda: proxy.connections_open() == 0 or proxy.connections > before, 5,
-               "the reset to reach offload up")  # fmt: skip
+    wait_until(
+        lambda: proxy.connections_open() == 0 or proxy.connections > before,
+        5,
+        "the reset to reach offload up",
+    )
     second, _ = submit_until_accepted(api, ledger, "second", 1, known_500=True)
     faults.acknowledge([first, second])
     faults.wait_status(faults.app.get_job(second), State.SUCCEEDED, 5)
@@ -291,8 +314,11 @@ def test_offload_up_keeps_running_jobs_after_its_redis_connection_was_reset(
 def spawn_up(faults: Faults, redis_port: int) -> Api:
     """A real ``offload up`` of ``faultapp`` on a free port, its Redis at ``redis_port``."""
     port = free_port()
-    up = faults.spawn("up", [sys.executable, "-m", "offload", "up", "faultapp:app", "--port",
-                             str(port)], env={"OFFLOAD_BACKEND": url(redis_port)})  # fmt: skip
+    up = faults.spawn(
+        "up",
+        [sys.executable, "-m", "offload", "up", "faultapp:app", "--port", str(port)],
+        env={"OFFLOAD_BACKEND": url(redis_port)},
+    )
     up.reaps = True
     return Api(up, f"http://127.0.0.1:{port}")
 

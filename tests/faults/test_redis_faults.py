@@ -56,15 +56,25 @@ def test_redis_killed_three_times_under_load_loses_no_acknowledged_job(
     faults = outage
     workers = [faults.start("w1"), faults.start("w2")]
     acks, stop = faults.tmp / "acks.txt", faults.tmp / "stop"
-    submitter = faults.spawn("submitter", [
-        sys.executable, str(HERE / "submitter.py"), str(acks), str(faults.ledger), str(stop),
-        "6000",
-    ])  # fmt: skip
+    submitter = faults.spawn(
+        "submitter",
+        [
+            sys.executable,
+            str(HERE / "submitter.py"),
+            str(acks),
+            str(faults.ledger),
+            str(stop),
+            "6000",
+        ],
+    )
     wait_until(lambda: len(acknowledged(acks)) >= 200, 30, "200 acknowledged submits")
     # One long job (30 s on its first run), so that a lease surely runs out in the first outage.
     [long] = faults.submit_many("tally", [[str(faults.ledger), -1, 30.0, 0.05]])
-    [first] = wait_until(lambda: [r for r in read_ledger(faults.ledger) if r.job == long], 10,
-                         "the long job to start")  # fmt: skip
+    [first] = wait_until(
+        lambda: [r for r in read_ledger(faults.ledger) if r.job == long],
+        10,
+        "the long job to start",
+    )
     [holder] = [w for w in workers if w.pid == first.pid]
 
     for outage_no in range(3):

@@ -107,8 +107,10 @@ def test_worker_with_a_clock_300s_ahead_starts_nothing_early(faults: Faults) -> 
     # Long jobs, so that leases of both workers are live while the skewed one sweeps.
     long = faults.submit_many("tally", [[ledger, 100 + i, 3 * 1.5] for i in range(4)])
     due = submit_delayed(faults, [0.5 + 0.25 * i for i in range(15)])
-    later = [faults.submit("tally", ledger, 200 + i, options=offload.SubmitOptions(delay=200)).id
-             for i in range(3)]  # fmt: skip
+    later = [
+        faults.submit("tally", ledger, 200 + i, options=offload.SubmitOptions(delay=200)).id
+        for i in range(3)
+    ]
     for job_id in [*due, *long]:
         faults.wait_status(faults.app.get_job(job_id), State.SUCCEEDED, 20)
 

@@ -37,8 +37,15 @@ def at_least(acks: Path, n: int) -> Callable[[], bool]:
 
 
 def submitter(faults: Faults, name: str, acks: Path, stop: Path, *options: str) -> WorkerProcess:
-    argv = [sys.executable, str(HERE / "submitter.py"), str(acks), str(faults.ledger), str(stop),
-            "1000000", *options]  # fmt: skip
+    argv = [
+        sys.executable,
+        str(HERE / "submitter.py"),
+        str(acks),
+        str(faults.ledger),
+        str(stop),
+        "1000000",
+        *options,
+    ]
     return faults.spawn(name, argv)
 
 
@@ -55,8 +62,9 @@ def test_whole_process_tree_killed_three_times_loses_nothing(
 
     def start_all(generation: int) -> list[WorkerProcess]:
         single = faults.start(f"single{generation}", "--concurrency", "4")
-        supervised = faults.start(f"sup{generation}", "--processes", "2", "--concurrency", "2",
-                                  ready=False)  # fmt: skip
+        supervised = faults.start(
+            f"sup{generation}", "--processes", "2", "--concurrency", "2", ready=False
+        )
         supervised.wait_log(" serving ", count=2)
         return [single, supervised, submitter(faults, f"submitter{generation}", acks, stop)]
 
@@ -104,14 +112,40 @@ def test_flooding_tenant_does_not_lock_out_a_trickling_one(faults: Faults) -> No
     trickling job starts within 2 s of its submit."""
     acks = {t: faults.tmp / f"acks-{t}.txt" for t in ("flood", "trickle")}
     stop = faults.tmp / "stop"
-    workers = [faults.start(f"w{n}", "--queues", "bulk:3,interactive", "--concurrency", "4",
-                            ready=False) for n in range(4)]  # fmt: skip
+    workers = [
+        faults.start(f"w{n}", "--queues", "bulk:3,interactive", "--concurrency", "4", ready=False)
+        for n in range(4)
+    ]
     for w in workers:
         w.wait_log(" serving ", timeout=30)
-    flood = submitter(faults, "flood", acks["flood"], stop, "--tenant", "flood", "--queue",
-                      "bulk", "--pause", "0", "--sleep", "0.02")  # fmt: skip
-    trickle = submitter(faults, "trickle", acks["trickle"], stop, "--tenant", "trickle",
-                        "--queue", "interactive", "--pause", "0.2", "--sleep", "0.02")  # fmt: skip
+    flood = submitter(
+        faults,
+        "flood",
+        acks["flood"],
+        stop,
+        "--tenant",
+        "flood",
+        "--queue",
+        "bulk",
+        "--pause",
+        "0",
+        "--sleep",
+        "0.02",
+    )
+    trickle = submitter(
+        faults,
+        "trickle",
+        acks["trickle"],
+        stop,
+        "--tenant",
+        "trickle",
+        "--queue",
+        "interactive",
+        "--pause",
+        "0.2",
+        "--sleep",
+        "0.02",
+    )
     began = time.monotonic()
     while time.monotonic() - began < CONTENTION_SECONDS:  # the load runs for its 15 s
         assert flood.proc.poll() is None, flood.text()
@@ -136,9 +170,12 @@ def test_flooding_tenant_does_not_lock_out_a_trickling_one(faults: Faults) -> No
 
     waits = [_start_wait(h) for h in faults.histories(ids["trickle"]).values()]
     slow = [w for w in waits if w > START_BOUND]
-    faults.measured.update(flood_jobs=len(ids["flood"]), trickle_jobs=len(ids["trickle"]),
-                           trickle_wait_p50=round(statistics.median(waits), 3),
-                           trickle_wait_max=round(max(waits), 3))  # fmt: skip
+    faults.measured.update(
+        flood_jobs=len(ids["flood"]),
+        trickle_jobs=len(ids["trickle"]),
+        trickle_wait_p50=round(statistics.median(waits), 3),
+        trickle_wait_max=round(max(waits), 3),
+    )
     assert len(ids["trickle"]) >= CONTENTION_SECONDS * 3, "the trickle was starved of submits"
     assert len(ids["flood"]) > 5 * len(ids["trickle"]), "the flood was no flood"
     assert not slow, f"{len(slow)} of {len(waits)} trickling jobs waited over 2 s: {slow[:5]}"

@@ -137,8 +137,12 @@ def test_sigterm_releases_unfinished_job_to_the_queue(faults: Faults, task: str)
     assert job.attempts == 1
     history = job.history()
     assert reasons(history) == [
-        "submitted", "claimed", "released", "claimed", "succeeded",
-    ]  # fmt: skip
+        "submitted",
+        "claimed",
+        "released",
+        "claimed",
+        "succeeded",
+    ]
     again = claims(history)[1]
     assert again.worker_id is not None
     assert again.worker_id.startswith(f"r2-{second.pid}-")
@@ -248,10 +252,13 @@ def test_job_that_kills_its_worker_fails_as_worker_lost(faults: Faults) -> None:
     history = pill.history()
     assert reasons(history) == [
         "submitted",
-        "claimed", "lease_expired",
-        "claimed", "lease_expired",
-        "claimed", "worker_lost",
-    ]  # fmt: skip
+        "claimed",
+        "lease_expired",
+        "claimed",
+        "lease_expired",
+        "claimed",
+        "worker_lost",
+    ]
     assert len({t.worker_id for t in claims(history)}) == 3  # three incarnations
     assert sup.text().count("exited with -9; restarting") == 3
 
@@ -267,8 +274,9 @@ def test_poison_pill_does_not_take_jobs_claimed_with_it_down(faults: Faults) -> 
     sup.wait_log(" serving ", count=2)
     app = faults.app
     first = app.prepare(app.registry.get("poison"), [], {}, offload.SubmitOptions(priority=1))
-    rest = [app.prepare(app.registry.get("quick"), [i], {}, offload.SubmitOptions())
-            for i in range(20)]  # fmt: skip
+    rest = [
+        app.prepare(app.registry.get("quick"), [i], {}, offload.SubmitOptions()) for i in range(20)
+    ]
     pill, *others = app.run_sync(app.asubmit_many([first, *rest]))  # one commit, one claim
     faults.acknowledge(job.id for job in (pill, *others))
 

@@ -196,8 +196,15 @@ async def test_the_users_own_routes_keep_their_error_handling(client: httpx.Asyn
 
 async def test_job_routes_are_in_the_users_openapi(jobs: offload.App) -> None:
     paths = user_api(jobs).openapi()["paths"]
-    assert {"/jobs", "/jobs/{job_id}", "/jobs/{job_id}/events", "/jobs/{job_id}/cancel",
-            "/jobs/{job_id}/retry", "/jobs/{job_id}/history", "/sums"} <= set(paths)  # fmt: skip
+    assert {
+        "/jobs",
+        "/jobs/{job_id}",
+        "/jobs/{job_id}/events",
+        "/jobs/{job_id}/cancel",
+        "/jobs/{job_id}/retry",
+        "/jobs/{job_id}/history",
+        "/sums",
+    } <= set(paths)
 
 
 async def test_a_custom_prefix_and_root_path_are_kept_in_locations(jobs: offload.App) -> None:
@@ -226,8 +233,11 @@ async def test_tokens_guard_the_mounted_routes(jobs: offload.App) -> None:
     async with asgi_client(api) as c:
         r = await c.get("/jobs/x")
         assert (r.status_code, r.json()["error"]["code"]) == (401, "unauthorized")
-        r = await c.post("/jobs", json={"task": "add", "args": [1, 2]},
-                         headers={"Authorization": "Bearer s3cret"})  # fmt: skip
+        r = await c.post(
+            "/jobs",
+            json={"task": "add", "args": [1, 2]},
+            headers={"Authorization": "Bearer s3cret"},
+        )
         assert r.status_code == 202
         mine = await c.get(f"/jobs/{r.json()['id']}", headers={"Authorization": "Bearer s3cret"})
         assert mine.status_code == 200

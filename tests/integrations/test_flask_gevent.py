@@ -49,9 +49,12 @@ class Server:
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
     db = tmp_path / "jobs.db"
     process = await asyncio.create_subprocess_exec(
-        sys.executable, str(APP), str(db),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        str(APP),
+        str(db),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         assert process.stdout is not None
         port = int(await asyncio.wait_for(process.stdout.readline(), 30))

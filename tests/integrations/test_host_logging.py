@@ -45,13 +45,17 @@ class Host:
         self.db = tmp_path / "jobs.db"
         self.log = tmp_path / "server.log"
         env = {
-            **os.environ, "OFFLOAD_BACKEND": f"sqlite:///{self.db}", "OFFLOAD_LOG_FORMAT": "json",
-            "OFFLOAD_LOG_LEVEL": "DEBUG", "OFFLOAD_IDLE_WAIT": "0.05",
+            **os.environ,
+            "OFFLOAD_BACKEND": f"sqlite:///{self.db}",
+            "OFFLOAD_LOG_FORMAT": "json",
+            "OFFLOAD_LOG_LEVEL": "DEBUG",
+            "OFFLOAD_IDLE_WAIT": "0.05",
             "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)]),
-        }  # fmt: skip
+        }
         with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=out,
-                                         stderr=subprocess.STDOUT)  # fmt: skip
+            self.proc = subprocess.Popen(
+                argv, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
 
     def wait_ready(self, path: str) -> None:
         deadline = time.monotonic() + 30
@@ -99,8 +103,16 @@ def gunicorn(tmp_path: Path) -> Iterator[Host]:
     """Flask under gunicorn, its own lines (the master's too) through ``dict_config``."""
     conf = tmp_path / "gunicorn.conf.py"
     conf.write_text("import offload.logs\nlogconfig_dict = offload.logs.dict_config()\n")
-    argv = [str(BIN / "gunicorn"), "-c", str(conf), "-w", "1", "-b", "127.0.0.1:{port}",
-            "logging_apps:web"]  # fmt: skip
+    argv = [
+        str(BIN / "gunicorn"),
+        "-c",
+        str(conf),
+        "-w",
+        "1",
+        "-b",
+        "127.0.0.1:{port}",
+        "logging_apps:web",
+    ]
     with hosting(tmp_path, argv) as host:
         yield host
 
@@ -113,16 +125,21 @@ def wait_succeeded(base: str, job_id: str) -> None:
 
 
 def test_uvicorn_logs_json_with_the_request_id_into_the_embedded_worker(uvicorn: Host) -> None:
-    r = httpx.post(f"{uvicorn.base}/greetings", params={"name": "ada"},
-                   headers={"X-Request-ID": "req-uvicorn-1"})  # fmt: skip
+    r = httpx.post(
+        f"{uvicorn.base}/greetings",
+        params={"name": "ada"},
+        headers={"X-Request-ID": "req-uvicorn-1"},
+    )
     assert r.headers["x-request-id"] == "req-uvicorn-1"
     job_id = r.json()["id"]
     wait_succeeded(uvicorn.base, job_id)
     generated = httpx.get(f"{uvicorn.base}/jobs/{job_id}").headers["x-request-id"]
     lines = uvicorn.stop()  # every line is JSON, or this fails
 
-    by = {name: [x for x in lines if x["logger"] == name] for name in
-          ("uvicorn.error", "uvicorn.access", "offload.worker")}  # fmt: skip
+    by = {
+        name: [x for x in lines if x["logger"] == name]
+        for name in ("uvicorn.error", "uvicorn.access", "offload.worker")
+    }
     assert any("Application startup complete" in x["message"] for x in by["uvicorn.error"])
     access = [x for x in by["uvicorn.access"] if "POST /greetings" in x["message"]]
     assert [x["request_id"] for x in access] == ["req-uvicorn-1"]
@@ -147,8 +164,9 @@ def test_gunicorn_logs_json_with_the_request_id_from_master_to_access_line(
     assert any("Booting worker" in x["message"] for x in errors)
     access = [x for x in lines if x["logger"] == "gunicorn.access"]
     assert [x["request_id"] for x in access if "POST /greetings" in x["message"]] == [
-        "req-gunicorn-1", generated,
-    ]  # fmt: skip
+        "req-gunicorn-1",
+        generated,
+    ]
     with offload.App(f"sqlite:///{gunicorn.db}") as jobs:
         metas = {j.record.args[0]: j.record.meta.get("request_id") for j in jobs.jobs()}
     assert metas == {"ada": "req-gunicorn-1", "bob": generated}  # carried into the jobs

@@ -74,8 +74,10 @@ async def test_a_stored_time_out_of_range_never_breaks_the_job_list(svc: Service
 
 @pytest.mark.parametrize("body", [b"[NaN, 1]", b"[Infinity, 1]", b"[1e999, 1]", b"[-1e999, 1]"])
 async def test_numbers_json_cannot_hold_in_arguments_are_422(svc: Service, body: bytes) -> None:
-    for payload in (b'{"task": "add", "args": ' + body + b"}",
-                    b'{"task": "add", "kwargs": {"a": 1, "b": ' + body + b"}}"):  # fmt: skip
+    for payload in (
+        b'{"task": "add", "args": ' + body + b"}",
+        b'{"task": "add", "kwargs": {"a": 1, "b": ' + body + b"}}",
+    ):
         r = await svc.client.post("/v1/jobs", content=payload, headers=JSON)
         assert r.status_code == 422, r.text
         assert "JSON cannot represent" in r.json()["error"]["message"]
@@ -165,8 +167,11 @@ async def test_one_check_names_the_rule_for_every_bad_queue_or_key(
 
 async def test_a_request_that_changes_state_without_a_token_must_be_json(anon: Service) -> None:
     job = await anon.submit()
-    for headers in ({}, {"Content-Type": "text/plain"},
-                    {"Content-Type": "application/x-www-form-urlencoded"}):  # fmt: skip
+    for headers in (
+        {},
+        {"Content-Type": "text/plain"},
+        {"Content-Type": "application/x-www-form-urlencoded"},
+    ):
         r = await anon.client.post(f"/v1/jobs/{job['id']}/cancel", headers=headers)
         assert r.status_code == 415, (headers, r.text)
     assert (await anon.client.get(f"/v1/jobs/{job['id']}")).json()["status"] == "queued"
@@ -189,8 +194,12 @@ async def test_without_tokens_a_loopback_bind_answers_only_loopback_hosts(start:
 
 
 async def test_answers_are_not_cached_or_sniffed(svc: Service) -> None:
-    for path, headers in (("/v1/jobs", ACME_READ), ("/v1/jobs/nope", ACME_READ),
-                          ("/v1/jobs", {}), ("/health/ready", {})):  # fmt: skip
+    for path, headers in (
+        ("/v1/jobs", ACME_READ),
+        ("/v1/jobs/nope", ACME_READ),
+        ("/v1/jobs", {}),
+        ("/health/ready", {}),
+    ):
         r = await svc.client.get(path, headers=headers)
         assert r.headers["cache-control"] == "no-store", path
         assert r.headers["x-content-type-options"] == "nosniff", path

@@ -68,15 +68,32 @@ def _up(tmp_path: Path, **env: str) -> Iterator[tuple[RunningUp, str]]:
     """``offload up dash_app:app`` on a fresh SQLite file; yields it and the backend URL."""
     port = free_port()
     backend = f"sqlite:///{tmp_path}/offload.db"
-    env = {**os.environ, "OFFLOAD_BACKEND": backend, "PYTHONPATH": str(TESTS),
-           "OFFLOAD_LEASE_SECONDS": "6", **env}  # fmt: skip
+    env = {
+        **os.environ,
+        "OFFLOAD_BACKEND": backend,
+        "PYTHONPATH": str(TESTS),
+        "OFFLOAD_LEASE_SECONDS": "6",
+        **env,
+    }
     log = tmp_path / "up.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "offload", "up", "dash_app:app", "--port", str(port),
-             "--concurrency", "8"],
-            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "offload",
+                "up",
+                "dash_app:app",
+                "--port",
+                str(port),
+                "--concurrency",
+                "8",
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     running = RunningUp(proc, f"http://127.0.0.1:{port}", log)
     try:
         deadline = time.monotonic() + 30
@@ -161,8 +178,11 @@ def test_each_page_shows_its_view_live_in_chromium(
     base = up.base
     _seed(base, backend)
     _wait_for(base, "schedules", lambda v: v["schedules"][0]["last_tick"] is not None)
-    _wait_for(base, "workflows", lambda v: {w["status"] for w in v["workflows"]} ==
-              {"succeeded", "running", "failed"})  # fmt: skip
+    _wait_for(
+        base,
+        "workflows",
+        lambda v: {w["status"] for w in v["workflows"]} == {"succeeded", "running", "failed"},
+    )
     _wait_for(base, "limits", lambda v: v["limits"][0]["running"] == 3)
     shots = Path(os.environ.get("OFFLOAD_DASHBOARD_SHOTS") or tmp_path)
     with sync_playwright() as p:

@@ -10,10 +10,25 @@ from servicekit import ACME_ADMIN, ACME_SUBMIT, Service, build_app
 from offload.service import create_app
 
 JOB_FIELDS = {
-    "id", "task", "queue", "status", "args", "kwargs", "priority", "attempts", "progress",
-    "progress_message", "result", "error", "cancel_requested", "retry_of", "created_at",
-    "run_at", "started_at", "finished_at",
-}  # fmt: skip
+    "id",
+    "task",
+    "queue",
+    "status",
+    "args",
+    "kwargs",
+    "priority",
+    "attempts",
+    "progress",
+    "progress_message",
+    "result",
+    "error",
+    "cancel_requested",
+    "retry_of",
+    "created_at",
+    "run_at",
+    "started_at",
+    "finished_at",
+}
 
 
 async def test_submit_answers_202_with_the_job_and_its_location(svc: Service) -> None:
@@ -35,9 +50,14 @@ async def test_submit_answers_202_with_the_job_and_its_location(svc: Service) ->
 async def test_submit_options_reach_the_job(svc: Service) -> None:
     run_at = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
     job = await svc.submit(
-        ACME_SUBMIT, task="send", args=["a@example.com"], queue="urgent", priority=7,
-        run_at=run_at.isoformat(), concurrency_key="customer-1",
-    )  # fmt: skip
+        ACME_SUBMIT,
+        task="send",
+        args=["a@example.com"],
+        queue="urgent",
+        priority=7,
+        run_at=run_at.isoformat(),
+        concurrency_key="customer-1",
+    )
     assert (job["queue"], job["priority"], job["status"]) == ("urgent", 7, "scheduled")
     assert datetime.fromisoformat(job["run_at"]) == run_at
     record = await (await svc.backend()).get(job["id"])
@@ -223,8 +243,10 @@ async def test_history_lists_the_transitions(svc: Service) -> None:
 
 async def test_numbers_json_cannot_hold_are_422_not_500(svc: Service) -> None:
     headers = {**ACME_SUBMIT, "Content-Type": "application/json"}
-    for body in (b'{"task": "add", "args": [1e400, 1]}', b'{"task": "add", "args": [1, 2], '
-                 b'"kwargs": {}, "priority": 1e400}'):  # fmt: skip
+    for body in (
+        b'{"task": "add", "args": [1e400, 1]}',
+        b'{"task": "add", "args": [1, 2], "kwargs": {}, "priority": 1e400}',
+    ):
         r = await svc.client.post("/v1/jobs", content=body, headers=headers)
         assert r.status_code == 422, r.text
     huge = await svc.client.post(

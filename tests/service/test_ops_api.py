@@ -17,8 +17,11 @@ async def test_tasks_lists_the_registry_with_argument_schemas(svc: Service) -> N
     assert set(tasks) == {"add", "send"}
     send = tasks["send"]
     assert (send["queue"], send["executor"], send["retries"], send["timeout"]) == (
-        "emails", "async", 2, 30.0,
-    )  # fmt: skip
+        "emails",
+        "async",
+        2,
+        30.0,
+    )
     assert send["arguments"]["required"] == ["to"]
     assert set(send["arguments"]["properties"]) == {"to", "subject"}
     assert tasks["add"]["executor"] == "thread"
@@ -43,16 +46,27 @@ async def test_workers_lists_live_workers(svc: Service) -> None:
     assert (await svc.client.get("/v1/workers", headers=ACME_READ)).json() == {"workers": []}
     now = await backend.now()
     info = WorkerInfo(
-        id="w-1", name="box-1", host="box", pid=42, queues=["default"], concurrency=4,
-        started_at=now, last_seen=now, running=1, processed=7,
-    )  # fmt: skip
+        id="w-1",
+        name="box-1",
+        host="box",
+        pid=42,
+        queues=["default"],
+        concurrency=4,
+        started_at=now,
+        last_seen=now,
+        running=1,
+        processed=7,
+    )
     await backend.heartbeat(info, ttl=30)
     r = await svc.client.get("/v1/workers", headers=ACME_READ)
     assert r.status_code == 200
     [worker] = r.json()["workers"]
     assert (worker["id"], worker["pid"], worker["queues"], worker["processed"]) == (
-        "w-1", 42, ["default"], 7,
-    )  # fmt: skip
+        "w-1",
+        42,
+        ["default"],
+        7,
+    )
     assert worker["last_seen"].endswith("Z")
 
 
@@ -64,9 +78,17 @@ async def test_workers_running_counts_their_running_jobs_now_not_at_the_heartbea
     backend = await svc.backend()
     now = await backend.now()
     info = WorkerInfo(
-        id="test-worker", name="box", host="box", pid=42, queues=["default"], concurrency=10,
-        started_at=now, last_seen=now, running=0, processed=0,
-    )  # fmt: skip
+        id="test-worker",
+        name="box",
+        host="box",
+        pid=42,
+        queues=["default"],
+        concurrency=10,
+        started_at=now,
+        last_seen=now,
+        running=0,
+        processed=0,
+    )
     await backend.heartbeat(info, ttl=30)  # before its claims: says 0
     ids = [(await svc.submit(ACME_SUBMIT))["id"] for _ in range(3)]
     await svc.claim(ids[0])  # as "test-worker", with the two others of its queue
@@ -170,10 +192,20 @@ async def test_each_service_has_its_own_registry(start: Start) -> None:
 async def test_openapi_publishes_routes_and_wire_schemas(svc: Service) -> None:
     spec = (await svc.client.get("/openapi.json", headers=ACME_READ)).json()
     paths = spec["paths"]
-    for path in ("/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel",
-                 "/v1/jobs/{job_id}/retry", "/v1/jobs/{job_id}/history",
-                 "/v1/jobs/{job_id}/events", "/v1/tasks", "/v1/queues", "/v1/workers",
-                 "/health/live", "/health/ready", "/metrics"):  # fmt: skip
+    for path in (
+        "/v1/jobs",
+        "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}/cancel",
+        "/v1/jobs/{job_id}/retry",
+        "/v1/jobs/{job_id}/history",
+        "/v1/jobs/{job_id}/events",
+        "/v1/tasks",
+        "/v1/queues",
+        "/v1/workers",
+        "/health/live",
+        "/health/ready",
+        "/metrics",
+    ):
         assert path in paths, path
     schemas = spec["components"]["schemas"]
     assert {"SubmitRequest", "JobOut", "JobPage", "ErrorOut", "TaskOut"} <= set(schemas)
@@ -190,8 +222,13 @@ async def test_backend_down_answers_503_with_retry_after(start: Start) -> None:
     svc = await start(tokens=TOKENS, backend=backend)
     job = await svc.submit(ACME_SUBMIT)
     backend.down = True
-    for method, path in [("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/queues"),
-                         ("GET", f"/v1/jobs/{job['id']}"), ("GET", "/health/ready")]:  # fmt: skip
+    for method, path in [
+        ("POST", "/v1/jobs"),
+        ("GET", "/v1/jobs"),
+        ("GET", "/v1/queues"),
+        ("GET", f"/v1/jobs/{job['id']}"),
+        ("GET", "/health/ready"),
+    ]:
         body = {"task": "add", "args": [1, 2]} if method == "POST" else None
         r = await svc.client.request(method, path, json=body, headers=ACME_SUBMIT)
         assert r.status_code == 503, (method, path)

@@ -64,8 +64,12 @@ async def test_limits_show_caps_use_and_waiting_jobs_per_key(svc: Service) -> No
         return prompt
 
     for key in ("k1", "k1", "k2"):
-        await svc.submit(ACME_READ | {"Authorization": "Bearer acme-submit-token"},
-                         task="llm", args=["hi"], concurrency_key=key)  # fmt: skip
+        await svc.submit(
+            ACME_READ | {"Authorization": "Bearer acme-submit-token"},
+            task="llm",
+            args=["hi"],
+            concurrency_key=key,
+        )
     await svc.submit(GLOBEX_ADMIN, task="llm", args=["x"], concurrency_key="globex-secret")
     backend = await svc.backend()
     claimed = await backend.claim("w", {"default": 1}, 1, 30.0)
@@ -96,8 +100,11 @@ async def test_workflows_show_each_step_state(anon: Service) -> None:
     assert root["kind"] == "chain"
     first, group, last = root["children"]
     assert (first["kind"], first["task"], first["status"], first["job_id"]) == (
-        "step", "step", "queued", workflow.id,
-    )  # fmt: skip
+        "step",
+        "step",
+        "queued",
+        workflow.id,
+    )
     assert group["kind"] == "group"
     assert [m["status"] for m in group["children"]] == [None, None]
     assert last["status"] is None
@@ -113,9 +120,17 @@ async def test_workers_show_heartbeat_age_and_own_jobs(svc: Service) -> None:
     backend = await svc.backend()
     now = await backend.now()
     info = WorkerInfo(
-        id="w-1", name="box-1", host="box", pid=42, queues=["default"], concurrency=4,
-        started_at=now - 60, last_seen=now - 2, running=0, processed=7,
-    )  # fmt: skip
+        id="w-1",
+        name="box-1",
+        host="box",
+        pid=42,
+        queues=["default"],
+        concurrency=4,
+        started_at=now - 60,
+        last_seen=now - 2,
+        running=0,
+        processed=7,
+    )
     await backend.heartbeat(info, ttl=30)
     mine = await svc.submit({"Authorization": "Bearer acme-submit-token"})
     await svc.submit(GLOBEX_ADMIN)

@@ -31,8 +31,12 @@ from offload.service import Role, ServiceConfig, TokenTable
 async def test_missing_or_bad_token_is_401_with_a_challenge(
     svc: Service, headers: dict[str, str]
 ) -> None:
-    for method, path in [("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/tasks"),
-                         ("GET", "/v1/jobs/x/events")]:  # fmt: skip
+    for method, path in [
+        ("GET", "/v1/jobs"),
+        ("POST", "/v1/jobs"),
+        ("GET", "/v1/tasks"),
+        ("GET", "/v1/jobs/x/events"),
+    ]:
         r = await svc.client.request(method, path, headers=headers, json={"task": "add"})
         assert r.status_code == 401, (method, path)
         assert r.headers["www-authenticate"].startswith("Bearer")
@@ -132,8 +136,9 @@ async def test_body_over_the_limit_is_413_by_header_and_by_stream(start: Start) 
 
     streamed = await svc.client.post("/v1/jobs", content=chunks(), headers=headers)
     assert streamed.status_code == 413
-    small = await svc.client.post("/v1/jobs", json={"task": "add", "args": [1, 2]},
-                                  headers=ACME_ADMIN)  # fmt: skip
+    small = await svc.client.post(
+        "/v1/jobs", json={"task": "add", "args": [1, 2]}, headers=ACME_ADMIN
+    )
     assert small.status_code == 202
 
 

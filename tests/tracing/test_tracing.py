@@ -87,8 +87,11 @@ def start_worker(db: Path, out: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "TRACING_DB": f"sqlite:///{db}", "OFFLOAD_IDLE_WAIT": "0.1"}
     proc = subprocess.Popen(
         [sys.executable, str(HERE / "tracing_worker.py"), str(out)],
-        env=env, stdout=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
     return proc

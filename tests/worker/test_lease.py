@@ -54,9 +54,13 @@ def test_holds_until_the_lease_or_the_heartbeat_could_have_lapsed() -> None:
     lease whose worker heartbeat is fresh; not after dead_after without one, nor untracked."""
     settings = Settings(lease_seconds=30, heartbeat_interval=0.1, dead_after=0.3)
     keeper = LeaseKeeper(
-        MemoryBackend(), "w", settings, on_lost=lambda job_id: None,
-        on_cancel=lambda job_id: None, describe=lambda: pytest.fail("the keeper is not started"),
-    )  # fmt: skip
+        MemoryBackend(),
+        "w",
+        settings,
+        on_lost=lambda job_id: None,
+        on_cancel=lambda job_id: None,
+        describe=lambda: pytest.fail("the keeper is not started"),
+    )
     keeper.track(Lease("job", 1), time.monotonic())
     assert not keeper.holds("job")
     sent_at = time.monotonic()
@@ -72,9 +76,17 @@ def test_holds_until_the_lease_or_the_heartbeat_could_have_lapsed() -> None:
 
 
 WORKER = WorkerInfo(
-    id="w", name="w", host="h", pid=1, queues=["default"], concurrency=1, started_at=0.0,
-    last_seen=0.0, running=1, processed=0,
-)  # fmt: skip
+    id="w",
+    name="w",
+    host="h",
+    pid=1,
+    queues=["default"],
+    concurrency=1,
+    started_at=0.0,
+    last_seen=0.0,
+    running=1,
+    processed=0,
+)
 
 
 class SilentBackend(MemoryBackend):
@@ -97,9 +109,13 @@ def test_a_worker_that_cannot_heartbeat_stops_its_jobs_before_others_reclaim_the
         cancel_poll=0.05,
     )
     keeper = LeaseKeeper(
-        SilentBackend(), "w", settings, on_lost=lambda job_id: lost.set(),
-        on_cancel=lambda job_id: None, describe=lambda: WORKER,
-    )  # fmt: skip
+        SilentBackend(),
+        "w",
+        settings,
+        on_lost=lambda job_id: lost.set(),
+        on_cancel=lambda job_id: None,
+        describe=lambda: WORKER,
+    )
     keeper.alive_since(time.monotonic())  # the worker's first heartbeat, before its claims
     keeper.track(Lease("job", 1), time.monotonic())
     keeper.start()

@@ -96,8 +96,9 @@ async def test_a_rate_limit_of_20_per_second_starts_60_jobs_in_3_seconds(
     async def call_llm(n: int) -> int:
         return n
 
-    jobs = await app.asubmit_many([app.prepare(call_llm.spec, [n], {}, offload.SubmitOptions())
-                                   for n in range(100)])  # fmt: skip
+    jobs = await app.asubmit_many(
+        [app.prepare(call_llm.spec, [n], {}, offload.SubmitOptions()) for n in range(100)]
+    )
     async with AsyncExitStack() as stack:
         await workers(stack, app)
         await asyncio.sleep(3.6)

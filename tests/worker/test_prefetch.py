@@ -31,8 +31,9 @@ class Watch:
         self.now -= 1
 
 
-async def drain(app: offload.App, watch: Watch, jobs: int, seconds: float, **options: object
-                ) -> None:  # fmt: skip
+async def drain(
+    app: offload.App, watch: Watch, jobs: int, seconds: float, **options: object
+) -> None:
     @app.task(name="work")
     async def work(s: float) -> None:
         await watch.body(s)
@@ -66,8 +67,7 @@ async def test_long_jobs_are_not_claimed_ahead(app: offload.App) -> None:
 
 async def test_prefetch_zero_turns_claiming_ahead_off(app: offload.App) -> None:
     watch = Watch()
-    await drain(app, watch, 30, 0.005, concurrency=2,
-                settings=app.settings.with_(prefetch=0))  # fmt: skip
+    await drain(app, watch, 30, 0.005, concurrency=2, settings=app.settings.with_(prefetch=0))
     assert (watch.peak, watch.held) == (2, 2)
 
 

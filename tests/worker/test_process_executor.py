@@ -87,8 +87,9 @@ class Runner:
     ) -> Coroutine[Any, Any, Any]:
         """Set up the job's context now; the returned coroutine runs it."""
         self.progress = Progress()
-        self.ctx = JobContext(id=f"job-{task}", task=task, attempt=1, queue="default",
-                              _sink=self.progress)  # fmt: skip
+        self.ctx = JobContext(
+            id=f"job-{task}", task=task, attempt=1, queue="default", _sink=self.progress
+        )
         spec = self.registry.get(task)
         return self.pool.run(spec, self.ctx, list(args), {}, timeout)
 

@@ -44,12 +44,15 @@ def test_a_gone_workers_live_groups_are_killed_and_its_record_deleted(
     tmp_path: Path, commands: list[subprocess.Popen[bytes]]
 ) -> None:
     live, reaped = command(commands), command(commands)
-    record = gone_worker_record(tmp_path, [
-        f"+{live.pid} {start_time(live.pid)}",
-        f"+{reaped.pid} {start_time(reaped.pid)}",
-        f"-{reaped.pid}",  # its worker reaped it: not on record any more
-        "+12",  # a line cut short by the worker's death
-    ])  # fmt: skip
+    record = gone_worker_record(
+        tmp_path,
+        [
+            f"+{live.pid} {start_time(live.pid)}",
+            f"+{reaped.pid} {start_time(reaped.pid)}",
+            f"-{reaped.pid}",  # its worker reaped it: not on record any more
+            "+12",  # a line cut short by the worker's death
+        ],
+    )
     assert sweep(tmp_path) == 1
     assert live.wait(5) == -9
     assert reaped.poll() is None

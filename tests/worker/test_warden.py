@@ -69,8 +69,14 @@ async def test_a_command_announces_its_own_group_before_it_runs(tmp_path: Path, 
     warden = Warden()
     warden.start()
     pid_file = tmp_path / "helper.pid"
-    ctx = JobContext(id="j", task="t", attempt=1, queue="q", _sink=lambda f, m: None,
-                     _watcher=_NotYetRegistered(warden))  # fmt: skip
+    ctx = JobContext(
+        id="j",
+        task="t",
+        attempt=1,
+        queue="q",
+        _sink=lambda f, m: None,
+        _watcher=_NotYetRegistered(warden),
+    )
     argv = ["sh", "-c", 'sleep 60 & echo $! > "$1.tmp" && mv "$1.tmp" "$1"; wait', "sh", pid_file]
     token = context.bind(ctx)
     try:

@@ -366,8 +366,11 @@ async def test_a_running_worker_is_listed_and_leaves_the_list_when_it_stops(
             await asyncio.sleep(0.02)
         [info] = live
         assert (info.id, info.name, info.queues, info.concurrency) == (
-            worker.id, "lister", ["pdf"], 3,
-        )  # fmt: skip
+            worker.id,
+            "lister",
+            ["pdf"],
+            3,
+        )
     assert await backend.workers() == []
 
 
@@ -422,8 +425,9 @@ async def test_workers_prune_jobs_whose_result_ttl_ran_out(app: offload.App) -> 
 async def lost_jobs(backend: MemoryBackend, times: int, *jobs: offload.Job) -> None:
     """Make suspects: each of ``jobs`` was running on ``times`` workers that vanished."""
     for _ in range(times):
-        claimed = await backend.claim("vanished", {"default": len(jobs)}, len(jobs), 0.05,
-                                      idle=True)  # fmt: skip
+        claimed = await backend.claim(
+            "vanished", {"default": len(jobs)}, len(jobs), 0.05, idle=True
+        )
         while claimed:  # the backend hands out one suspect per claim
             claimed = await backend.claim("vanished", {"default": 9}, 9, 0.05, idle=True)
         await asyncio.sleep(0.1)
@@ -597,11 +601,13 @@ async def test_lines_a_jobs_code_logs_carry_the_jobs_fields() -> None:
         logger.removeHandler(handler)
     got = {x["message"]: x for x in map(orjson.loads, lines)}
     assert (got["from a thread task"]["job_id"], got["from a thread task"]["request_id"]) == (
-        threaded.id, "req-9",
-    )  # fmt: skip
+        threaded.id,
+        "req-9",
+    )
     assert (got["from an async task"]["job_id"], got["from an async task"]["task"]) == (
-        looped.id, on_the_loop.name,
-    )  # fmt: skip
+        looped.id,
+        on_the_loop.name,
+    )
     assert "request_id" not in got["from an async task"]
 
 

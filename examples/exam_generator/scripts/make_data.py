@@ -41,8 +41,11 @@ def main() -> None:
     ns = parser.parse_args()
     time.sleep(ns.seconds)
     ns.out.mkdir(parents=True, exist_ok=True)
-    body = {"exam": ns.exam, "course": ns.course,
-            "questions": questions(ns.exam, ns.course, ns.questions)}  # fmt: skip
+    body = {
+        "exam": ns.exam,
+        "course": ns.course,
+        "questions": questions(ns.exam, ns.course, ns.questions),
+    }
     temp = ns.out / "questions.json.tmp"
     temp.write_text(json.dumps(body, indent=1))
     os.replace(temp, ns.out / "questions.json")  # a rerun after a crash never sees half a file

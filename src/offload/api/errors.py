@@ -104,9 +104,13 @@ def translate(exc: Exception, *, retry_after: int) -> ApiError:
 
 #: offload's exceptions that :func:`translate` gives a status of their own (not 500)
 TRANSLATED: tuple[type[Exception], ...] = (
-    TaskNotFound, InvalidArguments, JobNotFound, IdempotencyConflict, InvalidTransition,
+    TaskNotFound,
+    InvalidArguments,
+    JobNotFound,
+    IdempotencyConflict,
+    InvalidTransition,
     BackendError,
-)  # fmt: skip
+)
 
 
 def exception_for(

@@ -122,14 +122,25 @@ class JobOut(BaseModel):
     def of(cls, r: JobRecord) -> JobOut:
         retry_of = r.meta.get("retry_of")
         return cls(
-            id=r.id, task=r.task, queue=r.queue, status=r.status, args=r.args, kwargs=r.kwargs,
-            priority=r.priority, attempts=r.attempts, progress=r.progress,
-            progress_message=r.progress_message, result=r.result, error=r.error,
+            id=r.id,
+            task=r.task,
+            queue=r.queue,
+            status=r.status,
+            args=r.args,
+            kwargs=r.kwargs,
+            priority=r.priority,
+            attempts=r.attempts,
+            progress=r.progress,
+            progress_message=r.progress_message,
+            result=r.result,
+            error=r.error,
             cancel_requested=r.cancel_requested,
             retry_of=retry_of if isinstance(retry_of, str) else None,
-            created_at=at(r.created_at), run_at=at(r.run_at),
-            started_at=maybe_at(r.started_at), finished_at=maybe_at(r.finished_at),
-        )  # fmt: skip
+            created_at=at(r.created_at),
+            run_at=at(r.run_at),
+            started_at=maybe_at(r.started_at),
+            finished_at=maybe_at(r.finished_at),
+        )
 
 
 class JobPage(BaseModel):
@@ -154,9 +165,15 @@ class TransitionOut(BaseModel):
     @classmethod
     def of(cls, t: Transition) -> TransitionOut:
         return cls(
-            at=at(t.at), from_status=t.from_status, to_status=t.to_status, reason=t.reason,
-            attempt=t.attempt, token=t.token, worker_id=t.worker_id, detail=t.detail,
-        )  # fmt: skip
+            at=at(t.at),
+            from_status=t.from_status,
+            to_status=t.to_status,
+            reason=t.reason,
+            attempt=t.attempt,
+            token=t.token,
+            worker_id=t.worker_id,
+            detail=t.detail,
+        )
 
 
 class History(BaseModel):
@@ -187,12 +204,18 @@ class TaskOut(BaseModel):
     def of(cls, spec: TaskSpec) -> TaskOut:
         limits = spec.limits or Limits()
         return cls(
-            name=spec.name, queue=spec.queue, executor=spec.executor,
-            retries=spec.retry.retries, timeout=spec.timeout, priority=spec.priority,
-            arguments=spec.arguments_schema(), concurrency=limits.concurrency,
-            key_concurrency=limits.key_concurrency, rate_limit_interval=limits.rate,
+            name=spec.name,
+            queue=spec.queue,
+            executor=spec.executor,
+            retries=spec.retry.retries,
+            timeout=spec.timeout,
+            priority=spec.priority,
+            arguments=spec.arguments_schema(),
+            concurrency=limits.concurrency,
+            key_concurrency=limits.key_concurrency,
+            rate_limit_interval=limits.rate,
             key_rate_limit_interval=limits.key_rate,
-        )  # fmt: skip
+        )
 
 
 class TaskList(BaseModel):
@@ -251,10 +274,17 @@ class WorkerOut(BaseModel):
     @classmethod
     def of(cls, w: WorkerInfo) -> WorkerOut:
         return cls(
-            id=w.id, name=w.name, host=w.host, pid=w.pid, queues=list(w.queues),
-            concurrency=w.concurrency, started_at=at(w.started_at), last_seen=at(w.last_seen),
-            running=w.running, processed=w.processed,
-        )  # fmt: skip
+            id=w.id,
+            name=w.name,
+            host=w.host,
+            pid=w.pid,
+            queues=list(w.queues),
+            concurrency=w.concurrency,
+            started_at=at(w.started_at),
+            last_seen=at(w.last_seen),
+            running=w.running,
+            processed=w.processed,
+        )
 
 
 class WorkerList(BaseModel):

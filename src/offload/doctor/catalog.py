@@ -27,57 +27,174 @@ class Kind:
 
 
 _HTTP = frozenset({"get", "post", "put", "patch", "delete", "head", "options", "request", "send"})
-_SDK = frozenset({
-    "create", "stream", "parse", "retrieve", "list", "delete", "update", "generate", "edit",
-    "upload", "content", "cancel", "count_tokens", "create_and_poll", "create_and_run",
-})  # fmt: skip
-_DBAPI = frozenset({
-    "execute", "executemany", "executescript", "commit", "rollback", "fetchone", "fetchall",
-    "fetchmany", "callproc",
-})  # fmt: skip
+_SDK = frozenset(
+    {
+        "create",
+        "stream",
+        "parse",
+        "retrieve",
+        "list",
+        "delete",
+        "update",
+        "generate",
+        "edit",
+        "upload",
+        "content",
+        "cancel",
+        "count_tokens",
+        "create_and_poll",
+        "create_and_run",
+    }
+)
+_DBAPI = frozenset(
+    {
+        "execute",
+        "executemany",
+        "executescript",
+        "commit",
+        "rollback",
+        "fetchone",
+        "fetchall",
+        "fetchmany",
+        "callproc",
+    }
+)
 
 KINDS: dict[str, Kind] = {
     "requests": Kind("OFF101", "requests session", _HTTP),
     "httpx": Kind("OFF101", "httpx.Client", _HTTP | {"stream"}),
-    "http.client": Kind("OFF101", "http.client connection", frozenset(
-        {"request", "getresponse", "connect", "endheaders", "send"})),
-    "smtp": Kind("OFF104", "SMTP connection", frozenset({
-        "connect", "login", "starttls", "ehlo", "helo", "sendmail", "send_message", "quit",
-        "noop", "verify"})),
+    "http.client": Kind(
+        "OFF101",
+        "http.client connection",
+        frozenset({"request", "getresponse", "connect", "endheaders", "send"}),
+    ),
+    "smtp": Kind(
+        "OFF104",
+        "SMTP connection",
+        frozenset(
+            {
+                "connect",
+                "login",
+                "starttls",
+                "ehlo",
+                "helo",
+                "sendmail",
+                "send_message",
+                "quit",
+                "noop",
+                "verify",
+            }
+        ),
+    ),
     "dbapi": Kind("OFF105", "database connection", _DBAPI, products={"cursor": "dbapi"}),
-    "sa.engine": Kind("OFF105", "SQLAlchemy engine",
-                      frozenset({"connect", "begin", "execute", "raw_connection"}),
-                      products={"connect": "sa.connection", "begin": "sa.connection"}),
-    "sa.connection": Kind("OFF105", "SQLAlchemy connection", frozenset(
-        {"execute", "exec_driver_sql", "scalar", "scalars", "commit", "rollback"})),
-    "sa.session": Kind("OFF105", "SQLAlchemy session", frozenset({
-        "execute", "scalar", "scalars", "get", "query", "commit", "flush", "refresh",
-        "rollback", "merge", "exec"}), products={"__call__": "sa.session"}),
-    "sa.sessionmaker": Kind("OFF105", "SQLAlchemy sessionmaker", frozenset(),
-                            products={"__call__": "sa.session", "begin": "sa.session"}),
+    "sa.engine": Kind(
+        "OFF105",
+        "SQLAlchemy engine",
+        frozenset({"connect", "begin", "execute", "raw_connection"}),
+        products={"connect": "sa.connection", "begin": "sa.connection"},
+    ),
+    "sa.connection": Kind(
+        "OFF105",
+        "SQLAlchemy connection",
+        frozenset({"execute", "exec_driver_sql", "scalar", "scalars", "commit", "rollback"}),
+    ),
+    "sa.session": Kind(
+        "OFF105",
+        "SQLAlchemy session",
+        frozenset(
+            {
+                "execute",
+                "scalar",
+                "scalars",
+                "get",
+                "query",
+                "commit",
+                "flush",
+                "refresh",
+                "rollback",
+                "merge",
+                "exec",
+            }
+        ),
+        products={"__call__": "sa.session"},
+    ),
+    "sa.sessionmaker": Kind(
+        "OFF105",
+        "SQLAlchemy sessionmaker",
+        frozenset(),
+        products={"__call__": "sa.session", "begin": "sa.session"},
+    ),
     "openai": Kind("OFF106", "sync OpenAI client", _SDK, chain=True),
     "anthropic": Kind("OFF106", "sync Anthropic client", _SDK, chain=True),
-    "boto3.session": Kind("OFF106", "boto3 session", frozenset(),
-                          products={"client": "boto3", "resource": "boto3"}),
-    "boto3": Kind("OFF106", "boto3 client", None, chain=True, safe=frozenset({
-        "get_paginator", "get_waiter", "can_paginate", "generate_presigned_url",
-        "generate_presigned_post", "close"})),
+    "boto3.session": Kind(
+        "OFF106", "boto3 session", frozenset(), products={"client": "boto3", "resource": "boto3"}
+    ),
+    "boto3": Kind(
+        "OFF106",
+        "boto3 client",
+        None,
+        chain=True,
+        safe=frozenset(
+            {
+                "get_paginator",
+                "get_waiter",
+                "can_paginate",
+                "generate_presigned_url",
+                "generate_presigned_post",
+                "close",
+            }
+        ),
+    ),
     "file": Kind("OFF107", "file", frozenset({"read", "readlines"}), no_arguments_only=True),
-    "pil": Kind("OFF402", "PIL image", frozenset({
-        "resize", "thumbnail", "save", "convert", "rotate", "filter", "transform", "reduce",
-        "quantize", "load"}), products={"resize": "pil", "convert": "pil", "rotate": "pil",
-        "filter": "pil", "transform": "pil", "crop": "pil", "copy": "pil"}),
+    "pil": Kind(
+        "OFF402",
+        "PIL image",
+        frozenset(
+            {
+                "resize",
+                "thumbnail",
+                "save",
+                "convert",
+                "rotate",
+                "filter",
+                "transform",
+                "reduce",
+                "quantize",
+                "load",
+            }
+        ),
+        products={
+            "resize": "pil",
+            "convert": "pil",
+            "rotate": "pil",
+            "filter": "pil",
+            "transform": "pil",
+            "crop": "pil",
+            "copy": "pil",
+        },
+    ),
     "hasher": Kind("OFF402", "password hasher", frozenset({"hash", "verify", "verify_and_update"})),
     "thread": Kind("OFF201", "threading.Thread", frozenset({"start"}), local_only=True),
-}  # fmt: skip
+}
 
 _DB_CONNECT = (
-    "sqlite3.connect", "psycopg2.connect", "psycopg.connect", "pymysql.connect", "MySQLdb.connect",
-    "mysql.connector.connect", "psycopg.Connection.connect",
-)  # fmt: skip
-_DB_TYPES = ("sqlite3.Connection", "sqlite3.Cursor", "psycopg.Connection", "psycopg.Cursor",
-             "psycopg2.extensions.connection", "psycopg2.extensions.cursor",
-             "pymysql.connections.Connection")  # fmt: skip
+    "sqlite3.connect",
+    "psycopg2.connect",
+    "psycopg.connect",
+    "pymysql.connect",
+    "MySQLdb.connect",
+    "mysql.connector.connect",
+    "psycopg.Connection.connect",
+)
+_DB_TYPES = (
+    "sqlite3.Connection",
+    "sqlite3.Cursor",
+    "psycopg.Connection",
+    "psycopg.Cursor",
+    "psycopg2.extensions.connection",
+    "psycopg2.extensions.cursor",
+    "pymysql.connections.Connection",
+)
 
 # constructor or type name -> (kind, whether calling the constructor with arguments blocks)
 CONSTRUCTORS: dict[str, tuple[str, bool]] = {
@@ -135,8 +252,18 @@ CALLS: dict[str, str] = {
     "urllib.request.urlretrieve": "OFF101",
     "urllib3.request": "OFF101",
     "time.sleep": "OFF102",
-    **{f"subprocess.{f}": "OFF103" for f in (
-        "run", "call", "check_call", "check_output", "getoutput", "getstatusoutput", "Popen")},
+    **{
+        f"subprocess.{f}": "OFF103"
+        for f in (
+            "run",
+            "call",
+            "check_call",
+            "check_output",
+            "getoutput",
+            "getstatusoutput",
+            "Popen",
+        )
+    },
     "os.system": "OFF103",
     "os.popen": "OFF103",
     "hashlib.pbkdf2_hmac": "OFF402",
@@ -146,7 +273,7 @@ CALLS: dict[str, str] = {
     "bcrypt.checkpw": "OFF402",
     "bcrypt.kdf": "OFF402",
     "_thread.start_new_thread": "OFF201",
-}  # fmt: skip
+}
 
 # module-level clients: openai.chat.completions.create(...) uses a sync client inside openai
 SDK_MODULES = ("openai",)
@@ -155,9 +282,13 @@ SDK_METHODS = _SDK
 LOOP_GETTERS = frozenset(
     {"asyncio.get_event_loop", "asyncio.get_running_loop", "asyncio.new_event_loop"}
 )
-TASK_SPAWNERS = frozenset({
-    "asyncio.create_task", "asyncio.ensure_future", "asyncio.tasks.create_task",
-    "asyncio.tasks.ensure_future",
-})  # fmt: skip
+TASK_SPAWNERS = frozenset(
+    {
+        "asyncio.create_task",
+        "asyncio.ensure_future",
+        "asyncio.tasks.create_task",
+        "asyncio.tasks.ensure_future",
+    }
+)
 PATH_READS = frozenset({"read_text", "read_bytes"})
 PATH_TYPES = frozenset({"pathlib.Path", "pathlib.PurePath", "pathlib.PosixPath"})

@@ -33,9 +33,11 @@ _LOOPS = (
 )
 _NESTED = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
 _OPS: dict[type[ast.operator], Callable[[int, int], int]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
     ast.FloorDiv: operator.floordiv,
-}  # fmt: skip
+}
 
 
 def heavy_loops(body: list[ast.stmt]) -> list[tuple[Loop, int]]:

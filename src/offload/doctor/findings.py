@@ -48,53 +48,123 @@ class Finding:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "path": self.path, "line": self.line, "col": self.col, "code": self.code,
-            "title": self.title, "fix": self.fix, "severity": self.severity,
-        }  # fmt: skip
+            "path": self.path,
+            "line": self.line,
+            "col": self.col,
+            "code": self.code,
+            "title": self.title,
+            "fix": self.fix,
+            "severity": self.severity,
+        }
 
 
 _ALL = (
-    Rule("OFF001", "unreadable-file", "warning", "could not parse",
-         "fix the file so that Python can parse it; offload doctor skipped it"),
-    Rule("OFF101", "blocking-http", "error", "blocking HTTP call",
-         "move the call into an @app.task (a plain def runs in the worker's thread pool) and "
-         "`await task.asubmit(...)`; if the endpoint must wait for the answer, use "
-         f"httpx.AsyncClient; {_TASKS}"),
-    Rule("OFF102", "blocking-sleep", "error", "blocking sleep",
-         "use `await asyncio.sleep(...)`; to run work later, submit an @app.task with "
-         f".options(delay=...); {_TASKS}"),
-    Rule("OFF103", "blocking-subprocess", "error", "blocking subprocess call",
-         "run the command in an @app.task with offload.run_process([...], timeout=...) (its own "
-         f"process group, killed on timeout or cancel) and submit it; {_TASKS}"),
-    Rule("OFF104", "blocking-smtp", "error", "blocking SMTP call",
-         f"send e-mail from an @app.task(retries=3) (plain def) and submit it; {_TASKS}"),
-    Rule("OFF105", "blocking-database", "error", "blocking database call",
-         "use the driver's async API (aiosqlite, asyncpg, psycopg AsyncConnection, SQLAlchemy "
-         "AsyncSession), declare the endpoint with a plain `def`, or move the work into an "
-         f"@app.task; {_TASKS}"),
-    Rule("OFF106", "blocking-sdk-client", "error", "blocking SDK call",
-         "use the SDK's async client (openai.AsyncOpenAI, anthropic.AsyncAnthropic, aioboto3), "
-         f"or move the call into an @app.task and submit it; {_TASKS}"),
-    Rule("OFF107", "blocking-file-read", "error", "blocking file read",
-         "read files of unknown size in an @app.task, or with "
-         f"`await asyncio.to_thread(path.read_bytes)`; {_TASKS}"),
-    Rule("OFF201", "thread-per-request", "error", "thread per request",
-         "do not start a thread per request: submit an @app.task (bounded worker slots, durable, "
-         "with status), or use one module-level ThreadPoolExecutor(max_workers=N); "
-         "see docs/guide/workers.md"),
-    Rule("OFF202", "dropped-task", "warning", "task dropped",
-         "keep a reference (`tasks.add(t); t.add_done_callback(tasks.discard)`) or use "
-         "asyncio.TaskGroup; for work that must outlive the request, submit an @app.task; "
-         f"{_TASKS}"),
-    Rule("OFF301", "gevent-unpatched", "error", "gevent without monkey.patch_all() first",
-         "make `from gevent import monkey; monkey.patch_all()` the first lines of the entry "
-         "module, before any other import; see docs/guide/doctor.md"),
-    Rule("OFF401", "cpu-loop-in-handler", "warning", "CPU-heavy loop",
-         'run CPU-bound work in an @app.task(executor="process") and submit it; ' + _TASKS),
-    Rule("OFF402", "cpu-call-in-handler", "warning", "CPU-heavy call",
-         'move hashing and image work into an @app.task(executor="process") and submit it, or '
-         f"`await asyncio.to_thread(...)` for a single short call; {_TASKS}"),
-)  # fmt: skip
+    Rule(
+        "OFF001",
+        "unreadable-file",
+        "warning",
+        "could not parse",
+        "fix the file so that Python can parse it; offload doctor skipped it",
+    ),
+    Rule(
+        "OFF101",
+        "blocking-http",
+        "error",
+        "blocking HTTP call",
+        "move the call into an @app.task (a plain def runs in the worker's thread pool) and "
+        "`await task.asubmit(...)`; if the endpoint must wait for the answer, use "
+        f"httpx.AsyncClient; {_TASKS}",
+    ),
+    Rule(
+        "OFF102",
+        "blocking-sleep",
+        "error",
+        "blocking sleep",
+        "use `await asyncio.sleep(...)`; to run work later, submit an @app.task with "
+        f".options(delay=...); {_TASKS}",
+    ),
+    Rule(
+        "OFF103",
+        "blocking-subprocess",
+        "error",
+        "blocking subprocess call",
+        "run the command in an @app.task with offload.run_process([...], timeout=...) (its own "
+        f"process group, killed on timeout or cancel) and submit it; {_TASKS}",
+    ),
+    Rule(
+        "OFF104",
+        "blocking-smtp",
+        "error",
+        "blocking SMTP call",
+        f"send e-mail from an @app.task(retries=3) (plain def) and submit it; {_TASKS}",
+    ),
+    Rule(
+        "OFF105",
+        "blocking-database",
+        "error",
+        "blocking database call",
+        "use the driver's async API (aiosqlite, asyncpg, psycopg AsyncConnection, SQLAlchemy "
+        "AsyncSession), declare the endpoint with a plain `def`, or move the work into an "
+        f"@app.task; {_TASKS}",
+    ),
+    Rule(
+        "OFF106",
+        "blocking-sdk-client",
+        "error",
+        "blocking SDK call",
+        "use the SDK's async client (openai.AsyncOpenAI, anthropic.AsyncAnthropic, aioboto3), "
+        f"or move the call into an @app.task and submit it; {_TASKS}",
+    ),
+    Rule(
+        "OFF107",
+        "blocking-file-read",
+        "error",
+        "blocking file read",
+        "read files of unknown size in an @app.task, or with "
+        f"`await asyncio.to_thread(path.read_bytes)`; {_TASKS}",
+    ),
+    Rule(
+        "OFF201",
+        "thread-per-request",
+        "error",
+        "thread per request",
+        "do not start a thread per request: submit an @app.task (bounded worker slots, durable, "
+        "with status), or use one module-level ThreadPoolExecutor(max_workers=N); "
+        "see docs/guide/workers.md",
+    ),
+    Rule(
+        "OFF202",
+        "dropped-task",
+        "warning",
+        "task dropped",
+        "keep a reference (`tasks.add(t); t.add_done_callback(tasks.discard)`) or use "
+        "asyncio.TaskGroup; for work that must outlive the request, submit an @app.task; "
+        f"{_TASKS}",
+    ),
+    Rule(
+        "OFF301",
+        "gevent-unpatched",
+        "error",
+        "gevent without monkey.patch_all() first",
+        "make `from gevent import monkey; monkey.patch_all()` the first lines of the entry "
+        "module, before any other import; see docs/guide/doctor.md",
+    ),
+    Rule(
+        "OFF401",
+        "cpu-loop-in-handler",
+        "warning",
+        "CPU-heavy loop",
+        'run CPU-bound work in an @app.task(executor="process") and submit it; ' + _TASKS,
+    ),
+    Rule(
+        "OFF402",
+        "cpu-call-in-handler",
+        "warning",
+        "CPU-heavy call",
+        'move hashing and image work into an @app.task(executor="process") and submit it, or '
+        f"`await asyncio.to_thread(...)` for a single short call; {_TASKS}",
+    ),
+)
 
 RULES: dict[str, Rule] = {rule.code: rule for rule in _ALL}
 

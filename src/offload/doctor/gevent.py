@@ -25,10 +25,16 @@ from pathlib import PurePath
 from offload.doctor.findings import RULES, Hit
 from offload.doctor.sources import Source
 
-_WORKERS = frozenset({
-    "gevent", "gevent_wsgi", "gevent_pywsgi", "gunicorn.workers.ggevent.GeventWorker",
-    "gunicorn.workers.ggevent.GeventPyWSGIWorker", "gunicorn.workers.ggevent.GeventWSGIWorker",
-})  # fmt: skip
+_WORKERS = frozenset(
+    {
+        "gevent",
+        "gevent_wsgi",
+        "gevent_pywsgi",
+        "gunicorn.workers.ggevent.GeventWorker",
+        "gunicorn.workers.ggevent.GeventPyWSGIWorker",
+        "gunicorn.workers.ggevent.GeventWSGIWorker",
+    }
+)
 _COMMAND = re.compile(r"\bgunicorn\b.*?(?:\s-k\s*|--worker-class(?:\s+|=))(?P<worker>[\w.]+)")
 _APP = re.compile(r"(?P<module>[A-Za-z_][\w.]*):[A-Za-z_][\w.]*(?:\(.*\))?")
 _QUOTES = re.compile(r"[\"',\[\]]")
@@ -166,10 +172,6 @@ def _find_module(worker: _Worker, facts: dict[Source, _Facts]) -> Source | None:
     parts = worker.app_module.split(".")
     wanted = [(*parts[:-1], parts[-1] + ".py"), (*parts, "__init__.py")]
     home = worker.source.path.parent
-    found = [
-        source
-        for source in facts
-        if any(source.path.parts[-len(w) :] == w for w in wanted)
-    ]  # fmt: skip
+    found = [source for source in facts if any(source.path.parts[-len(w) :] == w for w in wanted)]
     found.sort(key=lambda s: (not PurePath(s.path).is_relative_to(home), len(s.path.parts)))
     return found[0] if found else None

@@ -15,9 +15,14 @@ from offload.doctor.catalog import CONSTRUCTORS, KINDS, PATH_TYPES
 from offload.doctor.names import Names
 
 AnyFunction = ast.FunctionDef | ast.AsyncFunctionDef
-_PATH_FUNCTIONS = frozenset({
-    "os.path.join", "os.path.dirname", "importlib.resources.files", "importlib_resources.files",
-})  # fmt: skip
+_PATH_FUNCTIONS = frozenset(
+    {
+        "os.path.join",
+        "os.path.dirname",
+        "importlib.resources.files",
+        "importlib_resources.files",
+    }
+)
 _PATH_METHODS = frozenset({"resolve", "absolute", "joinpath", "with_name", "with_suffix"})
 _NESTED = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
 
@@ -194,6 +199,13 @@ class Bindings:
 
 
 _BINDERS = (
-    ast.Assign, ast.AnnAssign, ast.NamedExpr, ast.With, ast.AsyncWith, ast.For, ast.AsyncFor,
-    ast.comprehension, ast.ExceptHandler,
-)  # fmt: skip
+    ast.Assign,
+    ast.AnnAssign,
+    ast.NamedExpr,
+    ast.With,
+    ast.AsyncWith,
+    ast.For,
+    ast.AsyncFor,
+    ast.comprehension,
+    ast.ExceptHandler,
+)

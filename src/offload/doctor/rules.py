@@ -25,10 +25,22 @@ from offload.doctor.findings import RULES, Hit
 from offload.doctor.kinds import AnyFunction, Bindings, scope_nodes
 from offload.doctor.names import Names, dotted
 
-_ROUTE_METHODS = frozenset({
-    "get", "post", "put", "patch", "delete", "head", "options", "trace", "route", "api_route",
-    "websocket", "websocket_route",
-})  # fmt: skip
+_ROUTE_METHODS = frozenset(
+    {
+        "get",
+        "post",
+        "put",
+        "patch",
+        "delete",
+        "head",
+        "options",
+        "trace",
+        "route",
+        "api_route",
+        "websocket",
+        "websocket_route",
+    }
+)
 _SPAWN_METHODS = frozenset({"create_task", "ensure_future"})
 _LIFECYCLE = frozenset({"lifespan", "aenter", "main", "run", "serve", "open", "connect"})
 
@@ -164,11 +176,12 @@ def _dropped_tasks(tree: ast.Module, names: Names) -> list[Hit]:
     loops = {
         target.id
         for node in ast.walk(tree)
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+        if isinstance(node, ast.Assign)
+        and isinstance(node.value, ast.Call)
         and names.qualify(node.value.func) in LOOP_GETTERS
         for target in node.targets
         if isinstance(target, ast.Name)
-    }  # fmt: skip
+    }
     hits: list[Hit] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
@@ -190,8 +203,9 @@ def _tasks_left_in_locals(func: AnyFunction, names: Names, loops: set[str]) -> l
     """``task = asyncio.create_task(...)`` in a function that never reads ``task`` again: the
     local goes when the function returns, and the loop keeps only a weak reference."""
     read = {n.id for n in ast.walk(func) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-    shared = {name for n in ast.walk(func) if isinstance(n, ast.Global | ast.Nonlocal)
-              for name in n.names}  # fmt: skip
+    shared = {
+        name for n in ast.walk(func) if isinstance(n, ast.Global | ast.Nonlocal) for name in n.names
+    }
     hits: list[Hit] = []
     for node in scope_nodes(func.body):
         if not (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)):
@@ -200,8 +214,10 @@ def _tasks_left_in_locals(func: AnyFunction, names: Names, loops: set[str]) -> l
         if len(node.targets) > 1 or not isinstance(target, ast.Name) or target.id in read | shared:
             continue
         if _is_spawn(node.value.func, names, loops):
-            title = (f"{RULES['OFF202'].what}: the task from {dotted(node.value.func)}() is "
-                     f"kept only in the local {target.id!r}, never used")  # fmt: skip
+            title = (
+                f"{RULES['OFF202'].what}: the task from {dotted(node.value.func)}() is "
+                f"kept only in the local {target.id!r}, never used"
+            )
             hits.append(Hit(node.lineno, node.col_offset + 1, "OFF202", title))
     return hits
 

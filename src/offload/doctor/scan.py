@@ -97,10 +97,12 @@ def _discover(root: Path) -> Iterator[Path]:
         return
     for folder, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(
-            d for d in dirnames
-            if not d.startswith(".") and d not in _SKIP_DIRS
+            d
+            for d in dirnames
+            if not d.startswith(".")
+            and d not in _SKIP_DIRS
             and not os.path.exists(os.path.join(folder, d, "pyvenv.cfg"))
-        )  # fmt: skip
+        )
         for name in sorted(filenames):
             path = Path(folder, name)
             if _wanted(path):

@@ -50,14 +50,20 @@ class AiohttpPool:
         ``httpx.AsyncClient.send`` on the way (their per-request work was more than aiohttp's
         own: ~200 µs)."""
         timeout = aiohttp.ClientTimeout(
-            total=None, connect=call.timeout, sock_connect=call.timeout,
+            total=None,
+            connect=call.timeout,
+            sock_connect=call.timeout,
             sock_read=call.read_timeout,
-        )  # fmt: skip
+        )
         try:
             async with self._open().request(
-                call.method, call.url, data=call.content, headers=call.headers,
-                timeout=timeout, allow_redirects=False,
-            ) as answer:  # fmt: skip
+                call.method,
+                call.url,
+                data=call.content,
+                headers=call.headers,
+                timeout=timeout,
+                allow_redirects=False,
+            ) as answer:
                 body = await answer.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _as_httpx(exc) from exc

@@ -59,10 +59,17 @@ class AsyncHTTPClient:
         **kwargs: Any,
     ) -> JobDict:
         """Submit a job of ``task``; returns the stored job (``status`` queued or scheduled)."""
-        return await self._run(self._plans.submit(
-            task, args, kwargs, queue=queue, priority=priority, delay=delay,
-            idempotency_key=idempotency_key,
-        ))  # fmt: skip
+        return await self._run(
+            self._plans.submit(
+                task,
+                args,
+                kwargs,
+                queue=queue,
+                priority=priority,
+                delay=delay,
+                idempotency_key=idempotency_key,
+            )
+        )
 
     async def get(self, job_id: str) -> JobDict:
         """The job as it is now. :raises JobNotFound:"""

@@ -60,9 +60,12 @@ class Call:
     def to_httpx(self) -> httpx.Request:
         timeout = httpx.Timeout(self.timeout, read=self.read_timeout)
         return httpx.Request(
-            self.method, self.url, content=self.content, headers=self.headers,
+            self.method,
+            self.url,
+            content=self.content,
+            headers=self.headers,
             extensions={"timeout": timeout.as_dict()},
-        )  # fmt: skip
+        )
 
 
 #: bodies from this size on go through httpx even where aiohttp is used (see ``aiohttp_.py``)

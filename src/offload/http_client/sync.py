@@ -69,10 +69,17 @@ class HTTPClient:
         **kwargs: Any,
     ) -> JobDict:
         """Submit a job of ``task``; returns the stored job (``status`` queued or scheduled)."""
-        return self._run(self._plans.submit(
-            task, args, kwargs, queue=queue, priority=priority, delay=delay,
-            idempotency_key=idempotency_key,
-        ))  # fmt: skip
+        return self._run(
+            self._plans.submit(
+                task,
+                args,
+                kwargs,
+                queue=queue,
+                priority=priority,
+                delay=delay,
+                idempotency_key=idempotency_key,
+            )
+        )
 
     def get(self, job_id: str) -> JobDict:
         """The job as it is now. :raises JobNotFound:"""

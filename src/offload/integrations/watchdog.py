@@ -193,13 +193,16 @@ class Watchdog:
         self.logger.warning(
             "event loop blocked for %.3f s (threshold %.3f s) %s; blocking stack, most recent "
             "call last:\n%s",
-            seconds, self.threshold, where, stack,
+            seconds,
+            self.threshold,
+            where,
+            stack,
             extra={
                 "blocked_seconds": round(seconds, 6),
                 "endpoint": block.endpoint,
                 "stack": [f"{f.filename}:{f.lineno} in {f.name}" for f in block.stack],
             },
-        )  # fmt: skip
+        )
 
 
 def _check_threshold(threshold_ms: float) -> None:
@@ -232,9 +235,13 @@ def install(
                 "install() needs the loop to watch: call it on a running loop or pass loop="
             ) from None
     watchdog = Watchdog(
-        loop, threshold_ms=threshold_ms, registry=registry, metrics=metrics,
-        stack_depth=stack_depth, logger=logger,
-    )  # fmt: skip
+        loop,
+        threshold_ms=threshold_ms,
+        registry=registry,
+        metrics=metrics,
+        stack_depth=stack_depth,
+        logger=logger,
+    )
     return watchdog.start()
 
 
@@ -262,9 +269,12 @@ class WatchdogMiddleware:
         self.app = app
         self.watchdog: Watchdog | None = None
         self._options: dict[str, Any] = {
-            "threshold_ms": threshold_ms, "registry": registry, "metrics": metrics,
-            "stack_depth": stack_depth, "logger": logger,
-        }  # fmt: skip
+            "threshold_ms": threshold_ms,
+            "registry": registry,
+            "metrics": metrics,
+            "stack_depth": stack_depth,
+            "logger": logger,
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         watchdog = self.watchdog or self._install()

@@ -76,8 +76,13 @@ def create_app(
     if secured:
         _serve_schema_to_readers(api)
     install_error_handlers(api, retry_after=config.unavailable_retry_after)
-    routers = (routes_jobs.router, routes_ops.router, routes_dash.router, routes_ops.probes,
-               dashboard)  # fmt: skip
+    routers = (
+        routes_jobs.router,
+        routes_ops.router,
+        routes_dash.router,
+        routes_ops.probes,
+        dashboard,
+    )
     for router in routers:
         api.include_router(router)
     # Requests refused by middleware never reach the router: match them here for metrics.

@@ -85,9 +85,13 @@ class RequestContextMiddleware:
             method, route = scope["method"], self.route_of(scope)
             self.metrics.observe_request(method, route, status, elapsed)
             log.debug(
-                "%s %s -> %d in %.1f ms", method, scope["path"], status, elapsed * 1000,
+                "%s %s -> %d in %.1f ms",
+                method,
+                scope["path"],
+                status,
+                elapsed * 1000,
                 extra={"request_id": request_id, "status": status, "route": route},
-            )  # fmt: skip
+            )
             REQUEST_ID.reset(in_request)
 
 
@@ -132,19 +136,23 @@ class BodyLimitMiddleware:
             # no body, which a page of another site cannot do without a CORS preflight (that
             # this service never grants): no cross-site cancel of a developer's local jobs.
             await _refuse(
-                send, 415, "unsupported_media_type",
+                send,
+                415,
+                "unsupported_media_type",
                 "requests that change state must be JSON: send 'Content-Type: application/json'"
                 " (also with an empty body)",
-            )  # fmt: skip
+            )
             return
         await self.app(scope, _replay(bytes(body), receive), send)
 
     async def _too_large(self, send: Send) -> None:
         await _refuse(
-            send, 413, "payload_too_large",
+            send,
+            413,
+            "payload_too_large",
             f"the request body is larger than {self.max_bytes} bytes",
             {"max_bytes": self.max_bytes},
-        )  # fmt: skip
+        )
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -195,7 +203,9 @@ class LoopbackHostMiddleware:
             await self.app(scope, receive, send)
             return
         await _refuse(
-            send, 421, "misdirected_request",
+            send,
+            421,
+            "misdirected_request",
             f"this service answers only to a loopback Host (127.0.0.1, localhost), not "
             f"{(host or '')[:100]!r}; set OFFLOAD_TOKENS to serve other names",
-        )  # fmt: skip
+        )

@@ -55,9 +55,13 @@ async def _workflow_row(backend: Backend, head: JobRecord) -> WorkflowRow | None
     status = workflow_status(plan, records, marked=marked)
     done = sum(1 for r in records.values() if r is not None and r.status is State.SUCCEEDED)
     return WorkflowRow(
-        id=plan.id, status=status.value, created_at=at(head.created_at),
-        steps=len(plan.steps), done=done, root=flow_node(plan, plan.root, records),
-    )  # fmt: skip
+        id=plan.id,
+        status=status.value,
+        created_at=at(head.created_at),
+        steps=len(plan.steps),
+        done=done,
+        root=flow_node(plan, plan.root, records),
+    )
 
 
 def flow_node(plan: Plan, node: Node, records: dict[str, JobRecord | None]) -> FlowNode:
@@ -70,8 +74,13 @@ def flow_node(plan: Plan, node: Node, records: dict[str, JobRecord | None]) -> F
     status = node_state(node, state_of)
     if isinstance(node, StepNode):
         record = records.get(node.path)
-        return FlowNode(kind="step", path=node.path, status=status, task=node.task,
-                        job_id=None if record is None else record.id)  # fmt: skip
+        return FlowNode(
+            kind="step",
+            path=node.path,
+            status=status,
+            task=node.task,
+            job_id=None if record is None else record.id,
+        )
     if isinstance(node, ChainNode):
         children = [flow_node(plan, child, records) for child in node.children]
         return FlowNode(kind="chain", path=node.path, status=status, children=children)

@@ -89,10 +89,15 @@ async def submit_job(
     if body.queue is not None and (warning := undeclared_queue(svc, body.queue)):
         response.headers[WARNING_HEADER] = warning
     options = SubmitOptions(
-        queue=body.queue, priority=body.priority, delay=body.delay, run_at=body.run_at_epoch(),
-        idempotency_key=idempotency_key, concurrency_key=body.concurrency_key,
-        tenant=caller.tenant, meta={"request_id": request_id_of(request.scope)},
-    )  # fmt: skip
+        queue=body.queue,
+        priority=body.priority,
+        delay=body.delay,
+        run_at=body.run_at_epoch(),
+        idempotency_key=idempotency_key,
+        concurrency_key=body.concurrency_key,
+        tenant=caller.tenant,
+        meta={"request_id": request_id_of(request.scope)},
+    )
     new = svc.app.prepare(body.task, body.args, body.kwargs, options)
     [job] = await svc.app.asubmit_many([new])
     if job.id == new.id:  # not a replay of an idempotency key
@@ -112,8 +117,9 @@ async def list_jobs(
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> JobPage:
     """The tenant's jobs, newest first, one page at a time."""
-    flt = JobFilter(status=status, task=task, queue=queue, tenant=caller.tenant, limit=limit,
-                    cursor=cursor)  # fmt: skip
+    flt = JobFilter(
+        status=status, task=task, queue=queue, tenant=caller.tenant, limit=limit, cursor=cursor
+    )
     try:
         page = await (await svc.app.backend()).list_jobs(flt)
     except ConfigurationError as exc:

@@ -41,9 +41,11 @@ router = APIRouter(prefix="/v1", tags=["registry"])
 probes = APIRouter(tags=["operations"])
 
 _AUTH: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 429: {"model": ErrorOut},
+    401: {"model": ErrorOut},
+    403: {"model": ErrorOut},
+    429: {"model": ErrorOut},
     503: {"model": ErrorOut},
-}  # fmt: skip
+}
 
 
 @router.get("/tasks", responses=_AUTH)

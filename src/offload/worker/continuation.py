@@ -62,8 +62,9 @@ class Continuation:
 
     def tasks(self) -> dict[str, TaskSpec]:
         """The built-in tasks the runner resolves before the app's own."""
-        patient = RetryPolicy(retries=JOIN_PATIENCE, base_delay=JOIN_FIRST_PAUSE,
-                              max_delay=JOIN_MAX_PAUSE)  # fmt: skip
+        patient = RetryPolicy(
+            retries=JOIN_PATIENCE, base_delay=JOIN_FIRST_PAUSE, max_delay=JOIN_MAX_PAUSE
+        )
         return {
             store.JOIN_TASK: TaskSpec(self.join, store.JOIN_TASK, executor="async", retry=patient),
             store.MARKER_TASK: TaskSpec(_marker, store.MARKER_TASK, executor="async"),
@@ -78,8 +79,9 @@ class Continuation:
         plan, path = await self._step_plan(record)
         if plan is None:
             return []
-        return await store.successors(self.backend, plan, path, result, trigger=record,
-                                      limits_of=self._limits)  # fmt: skip
+        return await store.successors(
+            self.backend, plan, path, result, trigger=record, limits_of=self._limits
+        )
 
     async def recorded(self, record: JobRecord, then: list[NewJob]) -> None:
         """The step's success and ``then`` are stored: cancel them if the workflow was

@@ -33,8 +33,11 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 __all__ = [
-    "arm_parent_death_signal", "command_preexec", "parent_death_signal", "watch_lifeline",
-]  # fmt: skip
+    "arm_parent_death_signal",
+    "command_preexec",
+    "parent_death_signal",
+    "watch_lifeline",
+]
 
 _PR_SET_PDEATHSIG = 1
 

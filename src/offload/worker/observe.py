@@ -24,9 +24,11 @@ class Watch:
     __slots__ = ("_began", "_metrics", "_ran", "_span", "record")
 
     def __init__(
-        self, record: JobRecord, metrics: job_metrics.JobMetrics | None,
+        self,
+        record: JobRecord,
+        metrics: job_metrics.JobMetrics | None,
         span: tracing.Attempt | None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.record = record
         self._metrics = metrics
         self._span = span
@@ -54,10 +56,12 @@ class Watch:
             reason = getattr(outcome, "reason", None)
             try:
                 span.finish(
-                    kind, stop_reason=stop_reason, reason=getattr(reason, "value", None),
+                    kind,
+                    stop_reason=stop_reason,
+                    reason=getattr(reason, "value", None),
                     error=getattr(outcome, "error", None),
                     retry_in=getattr(outcome, "retry_in", None),
-                )  # fmt: skip
+                )
             except Exception:  # tracing must never break the worker's bookkeeping
                 log.exception("job %s: cannot end its span", rec.id)
 

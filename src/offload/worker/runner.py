@@ -71,9 +71,12 @@ class JobRunner:
     """Executes jobs and writes their outcomes; shared by all of a worker's jobs."""
 
     def __init__(
-        self, registry: TaskRegistry, backend: Backend, executors: dict[str, Executor],
+        self,
+        registry: TaskRegistry,
+        backend: Backend,
+        executors: dict[str, Executor],
         settings: Settings,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.settings = settings  # its caps on results and error messages
         self.registry = registry
         self.backend = backend
@@ -113,21 +116,26 @@ class JobRunner:
             except BackendError as exc:
                 if job.stop_reason == "lost":  # another worker runs it now: it continues there
                     return Outcome("lost")
-                log.warning("job %s: cannot submit the next workflow step yet (%s); retrying",
-                            job.record.id, exc)  # fmt: skip
+                log.warning(
+                    "job %s: cannot submit the next workflow step yet (%s); retrying",
+                    job.record.id,
+                    exc,
+                )
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 2.0)
             except Exception as exc:  # the plan is gone, say: the workflow cannot go on
-                log.error("job %s: the next workflow step cannot be submitted: %s",
-                          job.record.id, exc)  # fmt: skip
+                log.error(
+                    "job %s: the next workflow step cannot be submitted: %s", job.record.id, exc
+                )
                 return Outcome("failed", error=error_info(exc))
 
     async def _recheck(self, job: Running, then: list[NewJob]) -> None:
         try:
             await self.continuation.recorded(job.record, then)
         except Exception as exc:  # the canceller cancels what it finds; log what it may miss
-            log.warning("job %s: cannot check whether its workflow was cancelled: %s",
-                        job.record.id, exc)  # fmt: skip
+            log.warning(
+                "job %s: cannot check whether its workflow was cancelled: %s", job.record.id, exc
+            )
 
     async def execute(self, job: Running) -> Outcome:
         rec = job.record
@@ -198,12 +206,14 @@ class JobRunner:
             except LeaseLost:
                 log.warning(
                     "job %s: lease lost before its outcome (%s) was written; discarded",
-                    job.record.id, outcome.kind,
-                )  # fmt: skip
+                    job.record.id,
+                    outcome.kind,
+                )
                 return None
             except IdempotencyConflict as exc:  # a successor's key names another request
-                log.error("job %s: the next workflow step cannot be submitted: %s",
-                          job.record.id, exc)  # fmt: skip
+                log.error(
+                    "job %s: the next workflow step cannot be submitted: %s", job.record.id, exc
+                )
                 outcome = Outcome("failed", error=error_info(exc))
             except BackendError as exc:
                 if job.stop_reason == "lost":

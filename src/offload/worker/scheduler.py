@@ -79,8 +79,12 @@ class Scheduler:
         latest = schedule.latest_tick(now)
         if last is None or latest is None or latest <= last:
             return now
-        log.info("periodic %s: catching up once for the tick of %s (last fired: %s)",
-                 schedule.name, iso_utc(latest), iso_utc(last))  # fmt: skip
+        log.info(
+            "periodic %s: catching up once for the tick of %s (last fired: %s)",
+            schedule.name,
+            iso_utc(latest),
+            iso_utc(last),
+        )
         return last
 
     async def _last_fired(self, schedule: Schedule) -> int | None:
@@ -108,7 +112,8 @@ class Scheduler:
             return
         if record.id == new.id:
             self.fired += 1
-            log.debug("periodic %s: tick %s fired as job %s", schedule.name, iso_utc(tick),
-                      record.id)  # fmt: skip
+            log.debug(
+                "periodic %s: tick %s fired as job %s", schedule.name, iso_utc(tick), record.id
+            )
         else:
             self.duplicates += 1

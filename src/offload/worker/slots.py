@@ -95,8 +95,9 @@ class Slots:
         """The job's code returned: count its run time in the average, then :meth:`free`."""
         if seat.held:
             ran = time.monotonic() - seat.began
-            self.job_seconds = ran if self.job_seconds == float("inf") else (
-                0.9 * self.job_seconds + 0.1 * ran)  # fmt: skip
+            self.job_seconds = (
+                ran if self.job_seconds == float("inf") else (0.9 * self.job_seconds + 0.1 * ran)
+            )
         return self.free(seat)
 
     def free(self, seat: Seat) -> bool:

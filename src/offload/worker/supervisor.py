@@ -65,8 +65,12 @@ class Supervisor:
                     restart_at.pop(i, None)
                 elif i not in restart_at:
                     delay = self._backoff(i)
-                    log.warning("worker process %d exited with %s; restarting in %.0fs",
-                                child.pid, code, delay)  # fmt: skip
+                    log.warning(
+                        "worker process %d exited with %s; restarting in %.0fs",
+                        child.pid,
+                        code,
+                        delay,
+                    )
                     restart_at[i] = time.monotonic() + delay
                     alive = True
                 elif time.monotonic() >= restart_at[i]:

@@ -122,8 +122,12 @@ class Warden:
                 with contextlib.suppress(OSError):
                     proc.stdin.close()
             if self._restarts >= _MAX_RESTARTS:
-                log.warning("the warden process died (exit %s) %d times; not watching command "
-                            "groups any more", proc.returncode, self._restarts + 1)  # fmt: skip
+                log.warning(
+                    "the warden process died (exit %s) %d times; not watching command "
+                    "groups any more",
+                    proc.returncode,
+                    self._restarts + 1,
+                )
                 self._proc = None
                 return
             self._restarts += 1

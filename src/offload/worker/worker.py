@@ -30,6 +30,7 @@ from offload.worker.executors.asyncio_ import AsyncExecutor
 from offload.worker.executors.base import Executor
 from offload.worker.executors.thread import ThreadExecutor
 from offload.worker.lease import LeaseKeeper
+from offload.worker.logfields import default_queues, describe_queues, job_fields
 from offload.worker.observe import Observer
 from offload.worker.progress import ProgressWriter
 from offload.worker.runner import JobRunner, Running, StopReason
@@ -84,7 +85,7 @@ class Worker:
         self.settings = settings or app.settings
         self.concurrency = self.settings.concurrency if concurrency is None else concurrency
         check_cap(self.concurrency, "concurrency")
-        self.queues: dict[str, int | None] = dict(queues or self._default_queues())
+        self.queues: dict[str, int | None] = dict(queues or default_queues(app.registry))
         self.name = name or socket.gethostname()
         self.id = new_worker_id(self.name)
         self.started_at = time.time()
@@ -97,16 +98,21 @@ class Worker:
         schedules = [s for s in app.schedules.values() if s.queue in self.queues]
         self.scheduler = Scheduler(app, self.backend, schedules) if schedules else None
         self._keeper = LeaseKeeper(
-            app.new_backend(), self.id, self.settings,
+            app.new_backend(),
+            self.id,
+            self.settings,
             on_lost=lambda job_id: self._from_thread(job_id, "lost"),
             on_cancel=lambda job_id: self._from_thread(job_id, "cancel"),
-            describe=self.describe, retention=app.retention(),
-        )  # fmt: skip
+            describe=self.describe,
+            retention=app.retention(),
+        )
         self._running: dict[str, Running] = {}  # claimed and not yet recorded
         self._slots = Slots(
-            self.concurrency, self.queues, prefetch=self.settings.prefetch,
+            self.concurrency,
+            self.queues,
+            prefetch=self.settings.prefetch,
             alone_after=self.settings.run_alone_after,
-        )  # fmt: skip
+        )
         max_chars = self.settings.max_progress_chars
         self._progress = ProgressWriter(self.backend, self._running, max_chars)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -122,19 +128,22 @@ class Worker:
     def describe(self) -> WorkerInfo:
         """This worker as the list of live workers shows it (called from the keeper thread)."""
         return WorkerInfo(
-            id=self.id, name=self.name, host=socket.gethostname(), pid=os.getpid(),
-            queues=list(self.queues), concurrency=self.concurrency, started_at=self.started_at,
-            last_seen=0.0, running=len(self._running), processed=self.processed,
-        )  # fmt: skip
+            id=self.id,
+            name=self.name,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            queues=list(self.queues),
+            concurrency=self.concurrency,
+            started_at=self.started_at,
+            last_seen=0.0,
+            running=len(self._running),
+            processed=self.processed,
+        )
 
     @property
     def prefetch(self) -> int:
         """How many jobs this worker claims beyond its free slots while jobs are short."""
         return self._slots.prefetch
-
-    def _default_queues(self) -> dict[str, int | None]:
-        names = {spec.queue for spec in self.app.registry} or {"default"}
-        return dict.fromkeys(sorted(names))
 
     # -- control -------------------------------------------------------------------------------
     def stop(self, *, graceful: bool = True) -> None:
@@ -206,8 +215,12 @@ class Worker:
         self._observer.serving(lambda: self._keeper.reaped)
         if problem := await storage.check(self.backend, self.app.retention()):
             log.warning("finished jobs may fill the backend: %s", problem)
-        log.info("worker %s serving %s with %d slots", self.id, _describe(self.queues),
-                 self.concurrency)  # fmt: skip
+        log.info(
+            "worker %s serving %s with %d slots",
+            self.id,
+            describe_queues(self.queues),
+            self.concurrency,
+        )
         self.serving = True
 
     # -- claiming ------------------------------------------------------------------------------
@@ -226,9 +239,12 @@ class Worker:
             started = time.monotonic()
             try:
                 jobs = await self.backend.claim(
-                    self.id, room, min(max(room.values()), self.settings.claim_batch),
-                    self.settings.lease_seconds, idle=self._slots.takes_suspects(),
-                )  # fmt: skip
+                    self.id,
+                    room,
+                    min(max(room.values()), self.settings.claim_batch),
+                    self.settings.lease_seconds,
+                    idle=self._slots.takes_suspects(),
+                )
             except BackendError as exc:
                 log.warning("claim failed: %s; retrying in %.2fs", exc, pause)
                 await self._until(asyncio.sleep(pause))
@@ -275,10 +291,14 @@ class Worker:
     def _launch(self, record: JobRecord, claimed_at: float) -> None:
         lease = Lease(record.id, record.token)
         ctx = JobContext(
-            id=record.id, task=record.task, attempt=record.attempts, queue=record.queue,
-            _sink=lambda f, m: self._progress.report(record.id, f, m), _watcher=self._warden,
+            id=record.id,
+            task=record.task,
+            attempt=record.attempts,
+            queue=record.queue,
+            _sink=lambda f, m: self._progress.report(record.id, f, m),
+            _watcher=self._warden,
             _owner_check=lambda: self._keeper.holds(record.id),
-        )  # fmt: skip
+        )
         job = Running(record, lease, ctx, self._slots.seat(record))
         self._running[record.id] = job
         self._keeper.track(lease, claimed_at)
@@ -289,8 +309,9 @@ class Worker:
         fields = job_fields(rec)
         LOG_FIELDS.set(fields)  # this task's own context: every line logged by the job has them
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("job %s (%s) started, attempt %d", rec.id, rec.task, rec.attempts,
-                      extra=fields)  # fmt: skip
+            log.debug(
+                "job %s (%s) started, attempt %d", rec.id, rec.task, rec.attempts, extra=fields
+            )
         watch = self._observer.start(rec)
         try:
             outcome = await self._runner.execute(job)
@@ -300,11 +321,21 @@ class Worker:
             outcome = await self._runner.finish(job, outcome)
             watch.end(outcome.kind, stop_reason=job.stop_reason, outcome=outcome)
             if outcome.kind == "lost":
-                log.warning("job %s (%s): lease lost; its outcome was discarded", rec.id, rec.task,
-                            extra=fields)  # fmt: skip
+                log.warning(
+                    "job %s (%s): lease lost; its outcome was discarded",
+                    rec.id,
+                    rec.task,
+                    extra=fields,
+                )
             elif log.isEnabledFor(level := OUTCOME_LEVELS[outcome.kind]):
-                log.log(level, "job %s (%s) %s", rec.id, rec.task, outcome.kind,
-                        extra={**fields, "outcome": outcome.kind})  # fmt: skip
+                log.log(
+                    level,
+                    "job %s (%s) %s",
+                    rec.id,
+                    rec.task,
+                    outcome.kind,
+                    extra={**fields, "outcome": outcome.kind},
+                )
         except Exception:
             log.exception("job %s: internal error in the worker", rec.id, extra=fields)
         finally:
@@ -346,8 +377,9 @@ class Worker:
             log.info("waiting up to %gs for %d running job(s)", self._grace, len(tasks))
             stop_now = asyncio.ensure_future(self._stop_now.wait())
             drained = asyncio.ensure_future(asyncio.wait(tasks))
-            await asyncio.wait({stop_now, drained}, timeout=self._grace,
-                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            await asyncio.wait(
+                {stop_now, drained}, timeout=self._grace, return_when=asyncio.FIRST_COMPLETED
+            )
             for fut in (stop_now, drained):
                 fut.cancel()
             await asyncio.gather(stop_now, drained, return_exceptions=True)
@@ -361,17 +393,6 @@ class Worker:
         await asyncio.to_thread(self._keeper.stop)
         await self._close_resources()
         self._observer.stopped()
-        log.info("worker %s stopped after %d job(s); released %d", self.id, self.processed,
-                 len(leftover))  # fmt: skip
-
-
-def job_fields(rec: JobRecord) -> dict[str, object]:
-    """Structured log fields of a job (JSON logs show them as keys)."""
-    fields: dict[str, object] = {"job_id": rec.id, "task": rec.task, "attempt": rec.attempts}
-    if "request_id" in rec.meta:
-        fields["request_id"] = rec.meta["request_id"]
-    return fields
-
-
-def _describe(queues: Mapping[str, int | None]) -> str:
-    return ", ".join(q if cap is None else f"{q} (max {cap})" for q, cap in queues.items())
+        log.info(
+            "worker %s stopped after %d job(s); released %d", self.id, self.processed, len(leftover)
+        )

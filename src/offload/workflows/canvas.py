@@ -26,9 +26,12 @@ class Signature:
     __slots__ = ("args", "kwargs", "options", "task")
 
     def __init__(
-        self, task: StepTask, args: tuple[Any, ...], kwargs: dict[str, Any],
+        self,
+        task: StepTask,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
         options: SubmitOptions,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.task = task
         self.args = args
         self.kwargs = kwargs

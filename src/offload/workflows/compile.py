@@ -93,13 +93,19 @@ def _step(
         args, kwargs = spec.encode_arguments(sig.args, sig.kwargs)
     run_at = opts.run_at.timestamp() if isinstance(opts.run_at, datetime) else opts.run_at
     return StepNode(
-        path=path, task=spec.name, args=args, kwargs=kwargs, receives=receives,
+        path=path,
+        task=spec.name,
+        args=args,
+        kwargs=kwargs,
+        receives=receives,
         queue=opts.queue or spec.queue,
         priority=spec.priority if opts.priority is None else opts.priority,
-        delay=max(0.0, opts.delay or 0.0), run_at=run_at, concurrency_key=opts.concurrency_key,
+        delay=max(0.0, opts.delay or 0.0),
+        run_at=run_at,
+        concurrency_key=opts.concurrency_key,
         result_ttl=app.settings.result_ttl if spec.result_ttl is None else spec.result_ttl,
         meta={**meta, **(opts.meta or {})},
-    )  # fmt: skip
+    )
 
 
 def encode_following(

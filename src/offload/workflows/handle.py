@@ -66,8 +66,11 @@ class Workflow:
         pause = POLL_START
         while True:
             records, status = await self._read()
-            if status in (WorkflowStatus.SUCCEEDED, WorkflowStatus.FAILED,
-                          WorkflowStatus.CANCELLED):  # fmt: skip
+            if status in (
+                WorkflowStatus.SUCCEEDED,
+                WorkflowStatus.FAILED,
+                WorkflowStatus.CANCELLED,
+            ):
                 return self._outcome(records, status)
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(f"workflow {self.id} is still {status} after {timeout:g}s")

@@ -254,8 +254,19 @@ def _steps(node: Node) -> Iterator[StepNode]:
     return (n for n in _nodes(node) if isinstance(n, StepNode))
 
 
-_STEP_FIELDS = ("task", "args", "kwargs", "receives", "queue", "priority", "delay", "run_at",
-                "concurrency_key", "result_ttl", "meta")  # fmt: skip
+_STEP_FIELDS = (
+    "task",
+    "args",
+    "kwargs",
+    "receives",
+    "queue",
+    "priority",
+    "delay",
+    "run_at",
+    "concurrency_key",
+    "result_ttl",
+    "meta",
+)
 
 
 def _node_json(node: Node) -> dict[str, Any]:

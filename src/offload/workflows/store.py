@@ -66,40 +66,67 @@ def _fingerprint(*parts: str) -> str:
 
 
 def step_job(
-    plan: Plan, step: StepNode, value: Any, *, tenant: str, limits: Limits | None,
+    plan: Plan,
+    step: StepNode,
+    value: Any,
+    *,
+    tenant: str,
+    limits: Limits | None,
     inherited: dict[str, Any] | None = None,
-) -> NewJob:  # fmt: skip
+) -> NewJob:
     """The job of ``step``; ``value`` (the previous result) goes in front of its arguments."""
     args = [value, *step.args] if step.receives and value is not NoValue else list(step.args)
     info: dict[str, Any] = {"id": plan.id, "path": step.path}
     if step is plan.head:
         info["plan"] = plan.to_json()
     return NewJob(
-        id=plan.step_id(step), task=step.task, args=args, kwargs=dict(step.kwargs),
-        queue=step.queue, priority=step.priority, delay=step.delay, run_at=step.run_at,
+        id=plan.step_id(step),
+        task=step.task,
+        args=args,
+        kwargs=dict(step.kwargs),
+        queue=step.queue,
+        priority=step.priority,
+        delay=step.delay,
+        run_at=step.run_at,
         idempotency_key=f"wf:{plan.id}:{step.path}",
         fingerprint=_fingerprint(plan.id, step.path, step.task),
-        concurrency_key=step.concurrency_key, tenant=tenant,
+        concurrency_key=step.concurrency_key,
+        tenant=tenant,
         meta={**step.meta, **(inherited or {}), "workflow": info},
-        result_ttl=step.result_ttl, limits=limits,
-    )  # fmt: skip
+        result_ttl=step.result_ttl,
+        limits=limits,
+    )
 
 
 def join_job(
-    plan: Plan, group: GroupNode, member: int, *, queue: str, priority: int, tenant: str,
+    plan: Plan,
+    group: GroupNode,
+    member: int,
+    *,
+    queue: str,
+    priority: int,
+    tenant: str,
     inherited: dict[str, Any] | None = None,
-) -> NewJob:  # fmt: skip
+) -> NewJob:
     """The built-in job that waits for member ``member`` of ``group`` and, if it finds every
     member succeeded, starts what follows the group."""
     key = f"wf:{plan.id}:{group.path}:join:{member}"
     return NewJob(
-        id=plan.join_id(group, member), task=JOIN_TASK, args=[plan.id, group.path, member],
-        kwargs={}, queue=queue, priority=priority, idempotency_key=key,
-        fingerprint=_fingerprint(key), tenant=tenant,
-        meta={**(inherited or {}),
-              "workflow": {"id": plan.id, "join": group.path, "member": member}},
+        id=plan.join_id(group, member),
+        task=JOIN_TASK,
+        args=[plan.id, group.path, member],
+        kwargs={},
+        queue=queue,
+        priority=priority,
+        idempotency_key=key,
+        fingerprint=_fingerprint(key),
+        tenant=tenant,
+        meta={
+            **(inherited or {}),
+            "workflow": {"id": plan.id, "join": group.path, "member": member},
+        },
         result_ttl=plan.ttl,
-    )  # fmt: skip
+    )
 
 
 async def get_many(backend: Backend, job_ids: Sequence[str]) -> list[JobRecord | None]:
@@ -130,21 +157,32 @@ async def cancel_quietly(backend: Backend, job_id: str) -> None:
 
 
 def first_jobs(
-    plan: Plan, node: Node, value: Any, *, tenant: str, limits_of: LimitsOf,
+    plan: Plan,
+    node: Node,
+    value: Any,
+    *,
+    tenant: str,
+    limits_of: LimitsOf,
     inherited: dict[str, Any] | None = None,
-) -> list[NewJob]:  # fmt: skip
+) -> list[NewJob]:
     """The jobs of the first steps of ``node``, each receiving ``value``."""
     return [
-        step_job(plan, step, value, tenant=tenant, limits=limits_of(step.task),
-                 inherited=inherited)
+        step_job(plan, step, value, tenant=tenant, limits=limits_of(step.task), inherited=inherited)
         for step in first_steps(node)
-    ]  # fmt: skip
+    ]
 
 
 async def start(
-    backend: Backend, plan: Plan, node: Node, value: Any, *, tenant: str, limits_of: LimitsOf,
-    inherited: dict[str, Any] | None = None, fresh: bool = False,
-) -> list[JobRecord]:  # fmt: skip
+    backend: Backend,
+    plan: Plan,
+    node: Node,
+    value: Any,
+    *,
+    tenant: str,
+    limits_of: LimitsOf,
+    inherited: dict[str, Any] | None = None,
+    fresh: bool = False,
+) -> list[JobRecord]:
     """Submit the first steps of ``node`` (idempotently), each receiving ``value``.
 
     ``fresh``: the workflow is new (its id too), so none of them can exist yet."""
@@ -153,9 +191,14 @@ async def start(
 
 
 async def successors(
-    backend: Backend, plan: Plan, path: str, result: Any, *, trigger: JobRecord,
+    backend: Backend,
+    plan: Plan,
+    path: str,
+    result: Any,
+    *,
+    trigger: JobRecord,
     limits_of: LimitsOf,
-) -> list[NewJob]:  # fmt: skip
+) -> list[NewJob]:
     """The jobs that follow the node at ``path`` once it succeeded with ``result``: none when
     the workflow is complete or cancelled. Whoever stores them calls :func:`recheck` after."""
     step = plan.following(path)
@@ -163,13 +206,19 @@ async def successors(
         return []
     inherited = {k: trigger.meta[k] for k in INHERITED_META if k in trigger.meta}
     if isinstance(step, StartNode):
-        return first_jobs(plan, step.node, result, tenant=trigger.tenant, limits_of=limits_of,
-                          inherited=inherited)  # fmt: skip
+        return first_jobs(
+            plan, step.node, result, tenant=trigger.tenant, limits_of=limits_of, inherited=inherited
+        )
     assert isinstance(step, JoinMember)
     job = join_job(
-        plan, step.group, step.member, queue=trigger.queue, priority=trigger.priority,
-        tenant=trigger.tenant, inherited=inherited,
-    )  # fmt: skip
+        plan,
+        step.group,
+        step.member,
+        queue=trigger.queue,
+        priority=trigger.priority,
+        tenant=trigger.tenant,
+        inherited=inherited,
+    )
     return [job]
 
 
@@ -190,11 +239,18 @@ async def read_steps(backend: Backend, plan: Plan) -> dict[str, JobRecord | None
 async def cancel(backend: Backend, plan: Plan, *, tenant: str, queue: str) -> None:
     """Store the cancel marker, then cancel every step and join job that has not ended."""
     marker = NewJob(
-        id=plan.marker_id, task=MARKER_TASK, args=[plan.id], kwargs={}, queue=queue,
-        delay=MARKER_DELAY, idempotency_key=f"wf:{plan.id}:cancel",
-        fingerprint=_fingerprint(plan.id, "cancel"), tenant=tenant,
-        meta={"workflow": {"id": plan.id, "cancel": True}}, result_ttl=plan.ttl,
-    )  # fmt: skip
+        id=plan.marker_id,
+        task=MARKER_TASK,
+        args=[plan.id],
+        kwargs={},
+        queue=queue,
+        delay=MARKER_DELAY,
+        idempotency_key=f"wf:{plan.id}:cancel",
+        fingerprint=_fingerprint(plan.id, "cancel"),
+        tenant=tenant,
+        meta={"workflow": {"id": plan.id, "cancel": True}},
+        result_ttl=plan.ttl,
+    )
     await submit_once(backend, [marker])
     await cancel_quietly(backend, plan.marker_id)
     ids = [plan.step_id(step) for step in plan.steps] + plan.join_ids()

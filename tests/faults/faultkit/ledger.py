@@ -114,8 +114,10 @@ class Ledger:
         app, spec = self.app, self.app.registry.get(task)
         ids: list[str] = []
         for start in range(0, len(arg_lists), 250):
-            batch = [app.prepare(spec, args, {}, options or offload.SubmitOptions())
-                     for args in arg_lists[start : start + 250]]  # fmt: skip
+            batch = [
+                app.prepare(spec, args, {}, options or offload.SubmitOptions())
+                for args in arg_lists[start : start + 250]
+            ]
             ids += [job.id for job in app.run_sync(app.asubmit_many(batch))]
         self.acknowledged.update(ids)
         return ids

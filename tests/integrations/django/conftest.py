@@ -48,8 +48,9 @@ def any_offload_url(
 ) -> Iterator[str]:
     """``offload_url`` on SQLite, then on a fresh namespace of the test Redis."""
     sqlite = f"sqlite:///{tmp_path}/jobs.db"
-    yield from _tasks_backend(sqlite if request.param == "sqlite" else redis_namespace_url(),
-                              monkeypatch)  # fmt: skip
+    yield from _tasks_backend(
+        sqlite if request.param == "sqlite" else redis_namespace_url(), monkeypatch
+    )
 
 
 def _tasks_backend(url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:

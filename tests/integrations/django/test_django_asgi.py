@@ -20,8 +20,10 @@ async def test_service_paths_go_to_offload_and_the_rest_to_django(offload_url: s
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             job = (await http.get(f"/v1/jobs/{result.id}")).json()
             assert (job["task"], job["status"], job["args"]) == (
-                "shop.tasks.send_receipt", "queued", [5]
-            )  # fmt: skip
+                "shop.tasks.send_receipt",
+                "queued",
+                [5],
+            )
             dashboard = await http.get("/offload/")
             assert "/dashboard/app.js" in dashboard.text
             assert (await http.get("/dashboard/app.js")).status_code == 200

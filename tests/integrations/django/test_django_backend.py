@@ -46,8 +46,12 @@ def rolled_back(enqueue: Callable[[], object]) -> None:
 
 def test_declares_what_it_supports(offload_url: str) -> None:
     b = backend()
-    assert (b.supports_defer, b.supports_async_task, b.supports_get_result,
-            b.supports_priority) == (True, True, True, True)  # fmt: skip
+    assert (
+        b.supports_defer,
+        b.supports_async_task,
+        b.supports_get_result,
+        b.supports_priority,
+    ) == (True, True, True, True)
 
 
 def test_enqueue_stores_a_job_and_get_result_reads_it(offload_url: str) -> None:
@@ -210,8 +214,11 @@ def test_a_fresh_result_is_ready_with_nothing_run_yet(offload_url: str) -> None:
     result = tasks.add.enqueue(1, 2)
     for read in (result, tasks.add.get_result(result.id)):
         assert (read.status, read.is_finished, read.attempts, read.worker_ids) == (
-            TaskResultStatus.READY, False, 0, []
-        )  # fmt: skip
+            TaskResultStatus.READY,
+            False,
+            0,
+            [],
+        )
         assert (read.started_at, read.last_attempted_at, read.finished_at) == (None, None, None)
         assert read.errors == []
         with pytest.raises(ValueError, match="Task has not finished yet"):
@@ -237,9 +244,13 @@ def test_a_project_without_a_database_enqueues_at_once(offload_url: str) -> None
         "import django; django.setup(); from shop import tasks; print(tasks.add.enqueue(1, 2).id)"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script], cwd=PROJECT, capture_output=True, text=True, timeout=30,
+        [sys.executable, "-c", script],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=30,
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "djsite.settings_nodb"},
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stderr
     [job] = jobs_in(offload_url)
     assert job.id in done.stdout

@@ -159,9 +159,11 @@ async def test_the_worker_sends_task_started_and_task_finished(
     bad = await tasks.fail.aenqueue("jammed")
     await work_off(bad.id)
     assert [(name, status) for name, status, _ in signalled] == [
-        ("started", "RUNNING"), ("finished", "SUCCESSFUL"),
-        ("started", "RUNNING"), ("finished", "FAILED"),
-    ]  # fmt: skip
+        ("started", "RUNNING"),
+        ("finished", "SUCCESSFUL"),
+        ("started", "RUNNING"),
+        ("finished", "FAILED"),
+    ]
     assert signalled[1][2].id == good.id
     assert signalled[1][2].return_value == 2
     assert signalled[1][2].worker_ids == done.worker_ids

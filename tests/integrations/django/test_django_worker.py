@@ -34,9 +34,12 @@ def shop_backend(
 def start_worker(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "manage.py", "offload_worker", *args],
-        cwd=PROJECT, env={**os.environ, "OFFLOAD_IDLE_WAIT": "0.1"}, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        cwd=PROJECT,
+        env={**os.environ, "OFFLOAD_IDLE_WAIT": "0.1"},
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def stop(worker: subprocess.Popen[str]) -> tuple[int, str]:
@@ -99,8 +102,11 @@ def test_views_enqueue_and_the_worker_command_runs_the_jobs(shop_backend: str) -
 def test_the_worker_command_refuses_an_alias_that_is_not_offload(alias: str, message: str) -> None:
     done = subprocess.run(
         [sys.executable, "manage.py", "offload_worker", "--alias", alias],
-        cwd=PROJECT, capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 1
     assert done.stderr.strip() == f"CommandError: {message}".replace(
         "django_tasks.", TASKS_MODULE + "."

@@ -98,9 +98,11 @@ class OffloadBackend(BaseTaskBackend):
             )
         run_after = (record.meta.get(META_KEY) or {}).get("run_after")
         task = task.using(
-            priority=record.priority, queue_name=record.queue, run_after=when(run_after),
+            priority=record.priority,
+            queue_name=record.queue,
+            run_after=when(run_after),
             backend=self.alias,
-        )  # fmt: skip
+        )
         return to_task_result(task, record, history)  # type: ignore[no-any-return]
 
 

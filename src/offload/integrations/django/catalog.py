@@ -48,9 +48,13 @@ class TaskCatalog:
                 return spec
             func = job_function(task)
             spec = TaskSpec(
-                func=func, name=name, queue=task.queue_name, executor=infer_executor(func),
-                retry=RetryPolicy(retries=self.config.retries), timeout=self.config.timeout,
-            )  # fmt: skip
+                func=func,
+                name=name,
+                queue=task.queue_name,
+                executor=infer_executor(func),
+                retry=RetryPolicy(retries=self.config.retries),
+                timeout=self.config.timeout,
+            )
             self.app.registry.add(spec)
             return spec
 

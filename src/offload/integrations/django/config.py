@@ -63,9 +63,13 @@ class BackendConfig:
 
 
 def _check(
-    alias: str, options: dict[str, Any], name: str, kind: type | tuple[type, ...],
-    *, optional: bool = False,
-) -> None:  # fmt: skip
+    alias: str,
+    options: dict[str, Any],
+    name: str,
+    kind: type | tuple[type, ...],
+    *,
+    optional: bool = False,
+) -> None:
     if name not in options or (optional and options[name] is None):
         return
     value = options[name]

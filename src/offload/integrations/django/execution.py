@@ -115,10 +115,12 @@ def _end(
         object.__setattr__(result, "_return_value", value)
     else:
         kind = type(error)
-        result.errors.append(TaskError(
-            exception_class_path=f"{kind.__module__}.{kind.__qualname__}",
-            traceback="".join(traceback.format_exception(error)),
-        ))  # fmt: skip
+        result.errors.append(
+            TaskError(
+                exception_class_path=f"{kind.__module__}.{kind.__qualname__}",
+                traceback="".join(traceback.format_exception(error)),
+            )
+        )
         object.__setattr__(result, "status", TaskResultStatus.FAILED)
     task_finished.send(type(task.get_backend()), task_result=result)
 

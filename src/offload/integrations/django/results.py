@@ -51,10 +51,18 @@ def make_result(task: Task[Any, Any], job_id: str, status: Any, **values: Any) -
     """A ``TaskResult`` with the fields this Django version defines (newer ones add some)."""
     known = {f.name for f in dataclasses.fields(TaskResult) if f.init}
     defaults: dict[str, Any] = {
-        "enqueued_at": None, "started_at": None, "finished_at": None,
-        "last_attempted_at": None, "args": [], "kwargs": {}, "backend": task.backend,
-        "errors": [], "worker_ids": [], "metadata": {}, "raw_metadata": {},
-    }  # fmt: skip
+        "enqueued_at": None,
+        "started_at": None,
+        "finished_at": None,
+        "last_attempted_at": None,
+        "args": [],
+        "kwargs": {},
+        "backend": task.backend,
+        "errors": [],
+        "worker_ids": [],
+        "metadata": {},
+        "raw_metadata": {},
+    }
     fields = {**defaults, **values, "task": task, "id": job_id, "status": status}
     return TaskResult(**{k: v for k, v in fields.items() if k in known})
 
@@ -83,8 +91,11 @@ def to_task_result(task: Task[Any, Any], record: JobRecord, history: list[Transi
 def task_errors(record: JobRecord, history: list[Transition]) -> list[Any]:
     """One ``TaskError`` per failed run, oldest first. offload keeps the class and traceback of
     the latest error only; earlier runs carry the message their history entry recorded."""
-    errors = [TaskError(exception_class_path=path_of(None, t.detail), traceback=t.detail or "")
-              for t in history if t.reason in FAILED_RUN]  # fmt: skip
+    errors = [
+        TaskError(exception_class_path=path_of(None, t.detail), traceback=t.detail or "")
+        for t in history
+        if t.reason in FAILED_RUN
+    ]
     last = record.error
     if record.status is State.CANCELLED:
         text = (last or {}).get("message") or f"job {record.id} was cancelled"

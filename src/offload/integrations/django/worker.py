@@ -33,13 +33,24 @@ class WorkerOptions:
 
     def child_argv(self) -> list[str]:
         """The command line of one child of ``--processes N``: this command, with one process."""
-        argv = [sys.executable, os.path.abspath(sys.argv[0]), "offload_worker", "--alias",
-                self.alias, "--processes", "1", "--parent-pid", str(os.getpid())]  # fmt: skip
+        argv = [
+            sys.executable,
+            os.path.abspath(sys.argv[0]),
+            "offload_worker",
+            "--alias",
+            self.alias,
+            "--processes",
+            "1",
+            "--parent-pid",
+            str(os.getpid()),
+        ]
         for flag, value in (
-            ("--queues", self.queues), ("--concurrency", self.concurrency),
-            ("--name", self.name), ("--lease", self.lease),
+            ("--queues", self.queues),
+            ("--concurrency", self.concurrency),
+            ("--name", self.name),
+            ("--lease", self.lease),
             ("--shutdown-grace", self.shutdown_grace),
-        ):  # fmt: skip
+        ):
             if value is not None:
                 argv += [flag, str(value)]
         return argv + (["--strict"] if self.strict else [])
@@ -77,12 +88,19 @@ def build_worker(backend: OffloadBackend, options: WorkerOptions) -> Worker:
     else:
         names = set(backend.queues) | {s.queue for s in specs} | {s.queue for s in app.registry}
         queues = dict.fromkeys(sorted(names or {"default"}))
-    overrides: dict[str, Any] = {"lease_seconds": options.lease,
-                                 "shutdown_grace": options.shutdown_grace}  # fmt: skip
+    overrides: dict[str, Any] = {
+        "lease_seconds": options.lease,
+        "shutdown_grace": options.shutdown_grace,
+    }
     if options.lease is not None:
         overrides["renew_interval"] = overrides["reap_interval"] = options.lease / 3
     return Worker(
-        app, queues=queues, concurrency=options.concurrency, name=options.name,
-        app_path=backend.config.app, settings=app.settings.with_(**overrides),
-        parent_pid=options.parent_pid, child_setup="django:setup",
-    )  # fmt: skip
+        app,
+        queues=queues,
+        concurrency=options.concurrency,
+        name=options.name,
+        app_path=backend.config.app,
+        settings=app.settings.with_(**overrides),
+        parent_pid=options.parent_pid,
+        child_setup="django:setup",
+    )

@@ -42,6 +42,12 @@ from offload.integrations.fastapi.request_id import RequestIdMiddleware
 from offload.integrations.fastapi.routes import mount
 
 __all__ = [
-    "OffloadApp", "RequestIdMiddleware", "accepted", "get_app", "handle_errors", "lifespan",
-    "mount", "use_app",
-]  # fmt: skip
+    "OffloadApp",
+    "RequestIdMiddleware",
+    "accepted",
+    "get_app",
+    "handle_errors",
+    "lifespan",
+    "mount",
+    "use_app",
+]

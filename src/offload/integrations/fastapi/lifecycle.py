@@ -82,8 +82,14 @@ def _start_worker(
         settings = settings.with_(shutdown_grace=shutdown_grace)
     if queues is not None and not isinstance(queues, Mapping):
         queues = dict.fromkeys(queues)
-    worker = Worker(app, queues=queues, concurrency=concurrency, name="embedded",
-                    app_path=app_path, settings=settings)  # fmt: skip
+    worker = Worker(
+        app,
+        queues=queues,
+        concurrency=concurrency,
+        name="embedded",
+        app_path=app_path,
+        settings=settings,
+    )
     task = asyncio.create_task(worker.run(), name="offload-embedded-worker")
     task.add_done_callback(_report_worker_end)
     return worker, task

@@ -137,9 +137,16 @@ class ProcessExecutor:
         """
         spec.decode_arguments(args, kwargs)  # the child decodes them again, for real
         request = dumps(
-            {"type": "run", "id": ctx.id, "task": spec.name, "attempt": ctx.attempt,
-             "queue": ctx.queue, "args": args, "kwargs": kwargs}
-        )  # fmt: skip
+            {
+                "type": "run",
+                "id": ctx.id,
+                "task": spec.name,
+                "attempt": ctx.attempt,
+                "queue": ctx.queue,
+                "args": args,
+                "kwargs": kwargs,
+            }
+        )
         child = await self._acquire(ctx)
         try:
             await child.until_ready(ctx)

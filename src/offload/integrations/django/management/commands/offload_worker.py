@@ -20,18 +20,20 @@ class Command(BaseCommand):  # type: ignore[misc]  # Django is untyped
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--alias", default="default", help="TASKS entry to serve (default)")
         parser.add_argument(
-            "--queues", help="comma-separated queues, each optionally capped: pdf:2,default "
+            "--queues",
+            help="comma-separated queues, each optionally capped: pdf:2,default "
             "(default: the entry's QUEUES and its tasks' queues)",
-        )  # fmt: skip
+        )
         parser.add_argument("--concurrency", type=int, help="job slots per process (default 10)")
         parser.add_argument("--processes", type=int, default=1, help="worker processes (1)")
         parser.add_argument("--name", help="worker name, shown in job history (default: host)")
         parser.add_argument("--lease", type=float, help="lease seconds (default 30)")
         parser.add_argument("--shutdown-grace", type=float, help="seconds to drain on SIGTERM")
         parser.add_argument(
-            "--strict", action="store_true",
+            "--strict",
+            action="store_true",
             help="refuse to start if the backend's server may lose jobs (default: warn)",
-        )  # fmt: skip
+        )
         parser.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
 
     def handle(self, *args: Any, **options: Any) -> None:
