@@ -181,7 +181,11 @@ def test_a_sqlalchemy_session_commits_rolls_back_and_nests(app: offload.App, url
             session.execute(text("SELECT 1"))
             mail.options(session=session).submit("gone")
             session.rollback()
+            session.execute(text("SELECT 1"))  # the order's insert, say
+            raw = session.connection().connection.driver_connection
+            before = _state(raw)
             kept = mail.options(session=session).submit("o-1")
+            assert _state(raw) == before
             nested = session.begin_nested()
             mail.options(session=session).submit("dropped")
             nested.rollback()
