@@ -41,6 +41,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "offload.jobs",
         "offload.tasks",
         "offload.submission",
+        "offload.transactional",
         "offload.workflows",
         "offload.loader",
         "offload._portal",

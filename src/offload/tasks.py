@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
+from offload import transactional
 from offload.core.job import NewJob
 from offload.core.options import SubmitOptions
 from offload.core.task import TaskSpec
+from offload.errors import ConfigurationError
 from offload.jobs import Job, JobApp
 from offload.workflows.canvas import Signature
 
@@ -52,19 +54,24 @@ class Task(Generic[P, R]):
 
     def options(self, **options: Any) -> Task[P, R]:
         """The same task with submit options: priority, delay, run_at, idempotency_key,
-        concurrency_key, queue, tenant, meta."""
+        concurrency_key, queue, tenant, meta; ``connection`` (a psycopg connection) or
+        ``session`` (a SQLAlchemy session) to submit inside that transaction (PostgreSQL)."""
         return Task(self.app, self.spec, SubmitOptions(**options))
 
     async def asubmit(self, *args: P.args, **kwargs: P.kwargs) -> Job:
-        """Store a job for this task and return its handle once it is durably committed."""
-        [job] = await self.app.asubmit_many(
-            [self.app.prepare(self.spec, args, kwargs, self._options)]
-        )
+        """Store a job for this task and return its handle once it is durably committed (with
+        ``connection=``/``session=``: once it is in that transaction, for the caller to commit)."""
+        new = self.app.prepare(self.spec, args, kwargs, self._options)
+        if self._options.transactional:
+            return await transactional.asubmit(self.app, new, self._options)
+        [job] = await self.app.asubmit_many([new])
         return job
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """Synchronous ``asubmit``. Arguments are validated before anything is stored."""
         new = self.app.prepare(self.spec, args, kwargs, self._options)
+        if self._options.transactional:
+            return transactional.submit(self.app, new, self._options)
         return self.app.run_sync(self.app.asubmit_many([new]))[0]
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
@@ -73,4 +80,6 @@ class Task(Generic[P, R]):
         In a chain, the step receives the previous result as its first positional argument, in
         front of ``args``. Arguments are checked when the workflow is submitted.
         """
+        if self._options.transactional:
+            raise ConfigurationError("a workflow step cannot take connection= or session=")
         return Signature(self, args, dict(kwargs), self._options)

@@ -17,7 +17,7 @@ from offload.core.limits import Limits, check_cap, parse_rate
 from offload.core.retention import Retention
 from offload.core.retry import RetryPolicy
 from offload.core.task import ExecutorKind, TaskSpec, infer_executor
-from offload.errors import SerializationError
+from offload.errors import ConfigurationError, SerializationError
 
 
 @dataclass(frozen=True)
@@ -137,16 +137,22 @@ def _plain_meta(meta: dict[str, Any]) -> dict[str, Any]:
 class SubmitOptions:
     """Per-submission options (``task.options(...)``)."""
 
-    __slots__ = ("concurrency_key", "delay", "idempotency_key", "meta", "priority", "queue",
-                 "run_at", "tenant")  # fmt: skip
+    __slots__ = ("concurrency_key", "connection", "delay", "idempotency_key", "meta", "priority",
+                 "queue", "run_at", "session", "tenant")  # fmt: skip
 
     def __init__(
         self, *, priority: int | None = None, delay: float | None = None,
         run_at: datetime | float | None = None, idempotency_key: str | None = None,
         concurrency_key: str | None = None, queue: str | None = None, tenant: str | None = None,
-        meta: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None, connection: Any = None, session: Any = None,
     ) -> None:  # fmt: skip
+        """``connection`` (a psycopg connection) or ``session`` (a SQLAlchemy session): submit
+        inside the caller's open transaction (PostgreSQL only, see offload.transactional)."""
         validate.check_schedule(delay, run_at)
+        if connection is not None and session is not None:
+            raise ConfigurationError("give connection= or session=, not both")
+        self.connection = connection
+        self.session = session
         self.priority = None if priority is None else check_priority(priority)
         self.delay = None if delay is None else check_delay(delay)
         self.run_at = None if run_at is None else validate.run_at_epoch(run_at)
@@ -159,3 +165,8 @@ class SubmitOptions:
         self.queue = None if queue is None else validate.queue_name(queue)
         self.tenant = tenant
         self.meta = None if meta is None else _plain_meta(meta)
+
+    @property
+    def transactional(self) -> bool:
+        """Whether the job joins the caller's transaction (``connection=`` or ``session=``)."""
+        return self.connection is not None or self.session is not None

@@ -5,7 +5,8 @@ A *plan* is a generator that does no I/O: it yields the statements it needs, one
 is sent back each statement's rows (an empty list for a statement that returns none). The
 backend runs its plans on its own pool with :func:`run_async`; a caller's own connection (sync
 or async, inside the caller's transaction) can run the same plan with :func:`run_sync` or
-:func:`run_async`, so a job insert can join the caller's transaction unchanged.
+:func:`run_async`, so a job insert can join the caller's transaction unchanged. The plan's
+cursor reads plain tuples whatever row factory the caller's connection has.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Generator, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 import psycopg
+from psycopg.rows import tuple_row
 
 T = TypeVar("T")
 Rows = list[tuple[Any, ...]]
@@ -60,7 +62,7 @@ async def run_async(conn: psycopg.AsyncConnection[Any], plan: Plan[T]) -> T:
     """Run ``plan`` on an async connection, inside whatever transaction the caller opened."""
     try:
         query = next(plan)
-        async with conn.cursor() as cur:
+        async with conn.cursor(row_factory=tuple_row) as cur:
             while True:
                 rows: Rows = []
                 if query.many:
@@ -78,7 +80,7 @@ def run_sync(conn: psycopg.Connection[Any], plan: Plan[T]) -> T:
     """Run ``plan`` on a sync connection, inside whatever transaction the caller opened."""
     try:
         query = next(plan)
-        with conn.cursor() as cur:
+        with conn.cursor(row_factory=tuple_row) as cur:
             while True:
                 rows: Rows = []
                 if query.many:

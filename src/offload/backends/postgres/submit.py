@@ -41,6 +41,12 @@ class Names:
             "limited, capped, cap, key_cap, rate, key_rate) VALUES (%s, %s, %s, %s, %s, %s, %s, "
             "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         )
+        #: One job and its history row in one statement (one round trip: the usual submit).
+        self.insert_one = f"WITH job AS ({self.insert_job}) {self.insert_history}"
+        #: The clock and the wake-up in one round trip (NOTIFY is delivered at commit anyway).
+        self.now_and_notify = (
+            "SELECT extract(epoch FROM clock_timestamp())::double precision, pg_notify(%s, '')"
+        )
 
 
 def notify(names: Names) -> Plan[None]:
@@ -50,7 +56,11 @@ def notify(names: Names) -> Plan[None]:
 
 
 def submit_plan(names: Names, fixed_now: float | None, jobs: list[NewJob]) -> Plan[list[JobRecord]]:
-    """Store ``jobs`` (all or none, with the transaction) and return them as stored."""
+    """Store ``jobs`` (all or none, with the transaction) and return them as stored: two
+    round trips for one job (the clock with the wake-up, then the job with its history)."""
+    if fixed_now is None and names.channel is not None:
+        rows = yield Query(names.now_and_notify, (names.channel,))
+        return (yield from insert_jobs(names, float(rows[0][0]), jobs))
     now = yield from clock_plan(fixed_now)
     stored = yield from insert_jobs(names, now, jobs)
     yield from notify(names)
@@ -105,11 +115,13 @@ def insert_jobs(names: Names, now: float, jobs: list[NewJob]) -> Plan[list[JobRe
 def _flush(
     names: Names, rows: list[tuple[object, ...]], history: list[tuple[object, ...]]
 ) -> Plan[None]:
-    if rows:
+    if len(rows) == 1:  # one job (the usual submit): one statement, no executemany pipeline
+        yield Query(names.insert_one, (*rows[0], *history[0]))
+    elif rows:
         yield Query(names.insert_job, list(rows), many=True)
         yield Query(names.insert_history, list(history), many=True)
-        rows.clear()
-        history.clear()
+    rows.clear()
+    history.clear()
 
 
 def idempotent_match(names: Names, new: NewJob, now: float) -> Plan[JobRecord | None]:
