@@ -5,6 +5,9 @@
 - ``offload_http_request_duration_seconds{method,route}``: time to answer, histogram
 - ``offload_queue_jobs{queue,state}``: jobs per queue and state, read from the backend on
   every scrape (counts of the whole store, all tenants)
+- ``offload_queue_oldest_ready_seconds{queue}``: how long the oldest ready job of each queue
+  (queued, or scheduled and due) has waited, read at scrape; 0 when none waits. The number to
+  alert on: it grows when workers are missing, stuck or too few, whatever the queue's size
 """
 
 from __future__ import annotations
@@ -51,6 +54,13 @@ class Metrics:
             ["queue", "state"],
             registry=self.registry,
         )
+        self.oldest_ready = Gauge(
+            "offload_queue_oldest_ready_seconds",
+            "Seconds the oldest ready job of the queue has waited since it was due "
+            "(0: none ready; read at scrape time).",
+            ["queue"],
+            registry=self.registry,
+        )
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.http_requests.labels(method, route, str(status)).inc()
@@ -59,9 +69,11 @@ class Metrics:
     def set_queue_stats(self, stats: list[QueueStats]) -> None:
         """Replace the queue gauges with ``stats`` (queues that vanished are dropped)."""
         self.queue_jobs.clear()
+        self.oldest_ready.clear()
         for queue in stats:
             for state in State:
                 self.queue_jobs.labels(queue.queue, state.value).set(queue.count(state))
+            self.oldest_ready.labels(queue.queue).set(queue.oldest_ready_age or 0.0)
 
     def render(self) -> bytes:
         """The registry in Prometheus text format, with the job metrics of the workers that
