@@ -64,3 +64,14 @@ async def test_limited_and_suspect_jobs_count(
     assert ages["capped"] == pytest.approx(LEASE + 5)
     assert ages["lost"] is not None
     assert 0 <= ages["lost"] <= LEASE + 5  # due again from the reap, or still from its submit
+
+
+async def test_queue_names_that_extend_one_another_stay_apart(
+    backend: Backend, make: MakeJob, clock: ManualClock
+) -> None:
+    await backend.submit([make(queue="mail")])
+    clock.advance(5)
+    await backend.submit([make(queue="mail:0"), make(queue="mail:0", delay=1)])
+    clock.advance(2)
+    ages = await _ages(backend)
+    assert (ages["mail"], ages["mail:0"]) == (pytest.approx(7), pytest.approx(2))

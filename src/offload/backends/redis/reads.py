@@ -156,27 +156,25 @@ async def stats(run: Run, root: str, now: float) -> list[QueueStats]:
 async def _ready_heads(run: Run, root: str, queues: list[str]) -> dict[str, float]:
     """Per queue, the least due time at the heads of its ready sets (two round trips)."""
 
-    async def read(c: aioredis.Redis) -> tuple[list[Any], list[Any]]:
+    async def read(c: aioredis.Redis) -> tuple[list[tuple[str, str]], list[Any]]:
         async with c.pipeline(transaction=False) as pipe:
             for q in queues:
                 pipe.zrange(f"{root}qp:{q}", 0, -1)
                 pipe.zrange(f"{root}cp:{q}", 0, -1)
             prios = await pipe.execute()
-        keys = [f"{root}s:{q}" for q in queues]
+        sets = [(q, f"{root}s:{q}") for q in queues]  # (queue, key): a name may hold a ':'
         for n, q in enumerate(queues):
-            keys += [f"{root}q:{q}:{p}" for p in prios[2 * n]]
-            keys += [f"{root}c:{q}:{p}" for p in prios[2 * n + 1]]
+            sets += [(q, f"{root}q:{q}:{p}") for p in prios[2 * n]]
+            sets += [(q, f"{root}c:{q}:{p}") for p in prios[2 * n + 1]]
         async with c.pipeline(transaction=False) as pipe:
-            for key in keys:
+            for _, key in sets:
                 pipe.zrange(key, 0, 0, withscores=True)
-            return keys, await pipe.execute()
+            return sets, await pipe.execute()
 
-    keys, heads = await run(read, retry=True)
-    owner = {f"{root}{part}{q}": q for q in queues for part in ("s:", "q:", "c:")}
+    sets, heads = await run(read, retry=True)
     oldest: dict[str, float] = {}
-    for key, head in zip(keys, heads, strict=True):
+    for (queue, _), head in zip(sets, heads, strict=True):
         if head:
-            queue = owner.get(key) or owner[key.rpartition(":")[0]]
             due = float(head[0][1])
             oldest[queue] = min(due, oldest.get(queue, due))
     return oldest
