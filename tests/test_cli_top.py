@@ -79,12 +79,15 @@ def test_top_once_prints_queues_workers_and_rates(
         "DONE/M",
         "FAIL/M",
         "WAIT",
+        "AGE",
     ]
     assert len(header) <= 80  # fits a terminal of 80 columns
     default = next(line for line in lines if line.startswith("default "))
     assert default.split()[1:8] == ["0", "0", "1", "1", "1", "1", "1"]
     emails = next(line for line in lines if line.startswith("emails "))
     assert emails.split()[1:8] == ["0", "1", "0", "0", "0", "0", "0"]
+    assert default.split()[-1] == "-"  # nothing ready
+    assert re.fullmatch(r"\d+ms|\d+\.\ds", emails.split()[-1])  # the email waits since its submit
     worker = next(line for line in lines if line.startswith("box-1"))
     assert re.search(r"1/4\s+2\s+\d+ms ago", worker), worker
     assert re.search(r"box-1: add \S+ \S+ 50%", out)

@@ -34,6 +34,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "offload._version",
         "offload.tracing",
         "offload.job_metrics",
+        "offload.otel_metrics",
     ),
     "backends/client": (
         "offload.backends",

@@ -100,9 +100,10 @@ def render(frame: Frame, title: str = "offload top", width: int = 100) -> list[s
         waits = frame.wait.get(q.queue, [])
         rows.append((q.queue, *(str(q.count(s)) for s in STATES),
                      str(frame.done[q.queue]), str(frame.failed[q.queue]),
-                     _seconds(sum(waits) / len(waits) if waits else None)))  # fmt: skip
+                     _seconds(sum(waits) / len(waits) if waits else None),
+                     _seconds(q.oldest_ready_age)))  # fmt: skip
     header = ("QUEUE", "SCHED", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "DONE/M", "FAIL/M",
-              "WAIT")  # fmt: skip
+              "WAIT", "AGE")  # fmt: skip
     lines += _table(header, rows) if rows else ["(no jobs)"]
     lines.append("")
     lines += _workers(frame)

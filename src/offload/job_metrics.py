@@ -15,7 +15,9 @@ worker serves them on ``metrics_port`` (``OFFLOAD_METRICS_PORT``):
 - ``offload_lease_expiries_total``: jobs whose expired lease this process's workers reaped
   (given back to the queue, or failed as worker_lost), whoever held them
 
-The age of the oldest ready job per queue needs a backend query and is not here yet.
+The age of the oldest ready job per queue is a backend read: ``offload serve``'s
+``offload_queue_oldest_ready_seconds{queue}`` (offload.service.metrics). With tracing or
+``OFFLOAD_OTEL_METRICS=1`` the same measures are OpenTelemetry metrics too (offload.otel_metrics).
 """
 
 from __future__ import annotations

@@ -83,6 +83,9 @@ class Settings:
     #: Prometheus metrics of each job a worker runs (offload.job_metrics), when
     #: prometheus-client is installed
     job_metrics: bool = True
+    #: OpenTelemetry metrics of the jobs submitted and run (offload.otel_metrics; needs
+    #: ``offload[otel]``), also on whenever ``tracing`` is
+    otel_metrics: bool = False
     #: largest result a task may return, in bytes of JSON; a bigger one fails the job (store
     #: large outputs elsewhere and return a reference)
     max_result_bytes: int = 4 * 1024 * 1024

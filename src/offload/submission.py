@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from offload import tracing
+from offload import otel_metrics, tracing
 from offload.core.ids import new_job_id
 from offload.core.job import NewJob
 from offload.core.options import SubmitOptions
@@ -42,6 +42,8 @@ def prepare_job(
     meta = _with_request_id(options.meta)
     if settings.tracing:  # a PRODUCER span; its context is stored in the job's meta
         meta = tracing.stamp(meta, queue=queue, job_id=job_id, task=spec.name, tenant=tenant)
+    if settings.tracing or settings.otel_metrics:
+        otel_metrics.instruments().submitted(spec.name, queue)
     return NewJob(
         id=job_id,
         task=spec.name,

@@ -7,7 +7,9 @@ import logging
 import pytest
 from servicekit import ACME_READ, ACME_SUBMIT, TOKENS, DownBackend, Service, Start
 
-from offload.core.job import WorkerInfo
+from offload.core.job import QueueStats, WorkerInfo
+from offload.core.states import State
+from offload.service.metrics import Metrics
 
 
 async def test_tasks_lists_the_registry_with_argument_schemas(svc: Service) -> None:
@@ -39,6 +41,7 @@ async def test_queues_count_jobs_by_state(svc: Service) -> None:
     assert queues["default"]["counts"]["running"] == 1
     assert queues["default"]["counts"]["failed"] == 0
     assert (queues["default"]["total"], queues["emails"]["total"]) == (2, 1)
+    assert 0 <= queues["emails"]["oldest_ready_age"] < 60  # waiting since its submit
 
 
 async def test_workers_lists_live_workers(svc: Service) -> None:
@@ -177,6 +180,24 @@ async def test_metrics_in_prometheus_text_format(svc: Service) -> None:
     assert 'offload_queue_jobs{queue="default",state="queued"} 2.0' in text
     assert 'offload_queue_jobs{queue="default",state="running"} 0.0' in text
     assert "offload_finished_bytes 0.0" in text
+    gauge = 'offload_queue_oldest_ready_seconds{queue="default"}'
+    [oldest] = [line for line in text.splitlines() if line.startswith(gauge)]
+    assert 0 <= float(oldest.split()[-1]) < 60  # two jobs wait since their submit
+
+
+def test_oldest_ready_gauge_per_queue_and_zero_when_none_is_ready() -> None:
+    metrics = Metrics()
+    metrics.set_queue_stats(
+        [
+            QueueStats("mail", {State.QUEUED: 3}, 12.5),
+            QueueStats("idle", {State.SUCCEEDED: 1}, None),
+        ]
+    )
+    text = metrics.render().decode()
+    assert 'offload_queue_oldest_ready_seconds{queue="mail"} 12.5' in text
+    assert 'offload_queue_oldest_ready_seconds{queue="idle"} 0.0' in text
+    metrics.set_queue_stats([])  # a queue that vanished is dropped
+    assert "offload_queue_oldest_ready_seconds{" not in metrics.render().decode()
 
 
 async def test_each_service_has_its_own_registry(start: Start) -> None:

@@ -241,16 +241,23 @@ class ScheduleList(BaseModel):
 
 
 class QueueOut(BaseModel):
-    """Job counts of one queue by state (every state present, zero included)."""
+    """Job counts of one queue by state (every state present, zero included), and how long
+    its oldest ready job has waited."""
 
     name: str
     counts: dict[State, int]
     total: int
+    oldest_ready_age: float | None = Field(
+        default=None,
+        description="seconds since the oldest ready job (queued, or scheduled and due) was due; "
+        "null when none is ready",
+    )
 
     @classmethod
     def of(cls, q: QueueStats) -> QueueOut:
         counts = {state: q.count(state) for state in State}
-        return cls(name=q.queue, counts=counts, total=sum(counts.values()))
+        age = None if q.oldest_ready_age is None else round(q.oldest_ready_age, 3)
+        return cls(name=q.queue, counts=counts, total=sum(counts.values()), oldest_ready_age=age)
 
 
 class QueueList(BaseModel):

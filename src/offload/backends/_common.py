@@ -84,3 +84,8 @@ def parse_url(url: str) -> ParsedURL:
             "or memory://"
         )
     return ParsedURL(parts.scheme, parts.netloc, parts.path, dict(parse_qsl(parts.query)))
+
+
+def ready_age(now: float, due: float | None) -> float | None:
+    """Seconds a ready job due at ``due`` has waited by ``now`` (None: no ready job)."""
+    return None if due is None else max(0.0, now - due)

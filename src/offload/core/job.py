@@ -133,10 +133,13 @@ class Page:
 
 @dataclass(frozen=True, slots=True)
 class QueueStats:
-    """Job counts of one queue, by state."""
+    """Job counts of one queue, by state, and how long its oldest ready job has waited."""
 
     queue: str
     counts: dict[State, int]
+    #: seconds since the oldest ready job (queued, or scheduled and due) of the queue became
+    #: due, at the backend's clock; None when none is ready. The number to alert on.
+    oldest_ready_age: float | None = None
 
     def count(self, state: State) -> int:
         return self.counts.get(state, 0)

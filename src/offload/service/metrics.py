@@ -8,6 +8,9 @@
 - ``offload_finished_jobs{queue}``: ended jobs stored per queue (what retention bounds)
 - ``offload_finished_bytes``: their estimated bytes (Redis: sampled MEMORY USAGE; SQLite: used
   pages shared out by rows), read on every scrape
+- ``offload_queue_oldest_ready_seconds{queue}``: how long the oldest ready job of each queue
+  (queued, or scheduled and due) has waited, read at scrape; 0 when none waits. The number to
+  alert on: it grows when workers are missing, stuck or too few, whatever the queue's size
 """
 
 from __future__ import annotations
@@ -55,6 +58,13 @@ class Metrics:
             ["queue", "state"],
             registry=self.registry,
         )
+        self.oldest_ready = Gauge(
+            "offload_queue_oldest_ready_seconds",
+            "Seconds the oldest ready job of the queue has waited since it was due "
+            "(0: none ready; read at scrape time).",
+            ["queue"],
+            registry=self.registry,
+        )
 
         self.finished_jobs = Gauge(
             "offload_finished_jobs",
@@ -82,9 +92,11 @@ class Metrics:
     def set_queue_stats(self, stats: list[QueueStats]) -> None:
         """Replace the queue gauges with ``stats`` (queues that vanished are dropped)."""
         self.queue_jobs.clear()
+        self.oldest_ready.clear()
         for queue in stats:
             for state in State:
                 self.queue_jobs.labels(queue.queue, state.value).set(queue.count(state))
+            self.oldest_ready.labels(queue.queue).set(queue.oldest_ready_age or 0.0)
 
     def render(self) -> bytes:
         """The registry in Prometheus text format, with the job metrics of the workers that

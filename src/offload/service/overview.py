@@ -221,13 +221,12 @@ async def queues_view(backend: Backend, *, window: int = 3600, bucket: int = 60)
         waits.append(max(0.0, (job.started_at or job.finished_at) - job.run_at))
         if job.status is State.FAILED:
             failed[job.queue][index] += 1
-    oldest = await _oldest_ready(backend, now)
     queues = [
         QueueSeries(
             name=name,
             ready=stats[name].count(State.QUEUED) if name in stats else 0,
             running=stats[name].count(State.RUNNING) if name in stats else 0,
-            oldest_ready_age=oldest.get(name),
+            oldest_ready_age=_rounded(stats[name].oldest_ready_age) if name in stats else None,
             buckets=_buckets(lists, failed[name], start, bucket),
         )
         for name, lists in sorted(series.items())
@@ -249,9 +248,5 @@ def _buckets(
     ]  # fmt: skip
 
 
-async def _oldest_ready(backend: Backend, now: float) -> dict[str, float]:
-    oldest: dict[str, float] = {}
-    async for job in Scan(backend, JobFilter(status=State.QUEUED)):
-        due = max(job.run_at, job.created_at)
-        oldest[job.queue] = max(oldest.get(job.queue, 0.0), round(max(0.0, now - due), 3))
-    return oldest
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)

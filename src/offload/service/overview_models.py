@@ -141,7 +141,9 @@ class QueueSeries(BaseModel):
     name: str
     ready: int
     running: int
-    oldest_ready_age: float | None = Field(description="seconds the oldest ready job waited")
+    oldest_ready_age: float | None = Field(
+        description="seconds since the oldest ready job (queued, or scheduled and due) was due"
+    )
     buckets: list[Bucket]
 
 

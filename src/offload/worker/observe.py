@@ -1,6 +1,7 @@
 """What a worker tells the outside about each attempt: Prometheus metrics (offload.job_metrics,
 when prometheus-client is installed) and, with ``Settings.tracing``, an OpenTelemetry span
-(offload.tracing). The worker calls :meth:`Observer.start` when it begins an attempt,
+(offload.tracing), and OpenTelemetry metrics with tracing or ``Settings.otel_metrics``
+(offload.otel_metrics). The worker calls :meth:`Observer.start` when it begins an attempt,
 :meth:`Watch.executed` when the job's code ended, and :meth:`Watch.end` once its outcome is
 written (or discarded)."""
 
@@ -11,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from offload import job_metrics, tracing
+from offload import job_metrics, otel_metrics, tracing
 from offload.core.job import JobRecord
 from offload.settings import Settings
 
@@ -21,23 +22,28 @@ log = logging.getLogger("offload.worker")
 class Watch:
     """One attempt being observed."""
 
-    __slots__ = ("_began", "_metrics", "_ran", "_span", "record")
+    __slots__ = ("_began", "_metrics", "_otel", "_ran", "_span", "record")
 
     def __init__(
         self,
         record: JobRecord,
         metrics: job_metrics.JobMetrics | None,
         span: tracing.Attempt | None,
+        otel: otel_metrics.Instruments | None = None,
     ) -> None:
         self.record = record
         self._metrics = metrics
+        self._otel = otel
         self._span = span
         self._began = time.monotonic()
         self._ran: float | None = None
-        if metrics is not None:
+        if metrics is not None or otel is not None:
             started = record.started_at
             wait = None if started is None else started - record.run_at
-            metrics.started(record.task, record.queue, wait)
+            if metrics is not None:
+                metrics.started(record.task, record.queue, wait)
+            if otel is not None:
+                otel.started(record.task, record.queue, wait)
 
     def executed(self) -> None:
         """The job's code has ended (its outcome is not written yet)."""
@@ -51,6 +57,9 @@ class Watch:
         if self._metrics is not None:
             self._metrics.ended(rec.task, rec.queue, kind, self._ran)
             self._metrics = None
+        if self._otel is not None:
+            self._otel.ended(rec.task, rec.queue, kind, self._ran)
+            self._otel = None
         span, self._span = self._span, None
         if span is not None:
             reason = getattr(outcome, "reason", None)
@@ -77,6 +86,8 @@ class Observer:
         self._stop_serving: Callable[[], None] | None = None
         if self.tracing:
             tracing.check_installed()  # a clear error now, not one per job
+        on = settings.tracing or settings.otel_metrics
+        self.otel = otel_metrics.instruments() if on else None
 
     def start(self, record: JobRecord) -> Watch:
         span = None
@@ -85,10 +96,12 @@ class Observer:
                 span = tracing.start_attempt(record, self.worker_id)
             except Exception:  # tracing must never stop a job from running
                 log.exception("job %s: cannot start its span", record.id)
-        return Watch(record, self.metrics, span)
+        return Watch(record, self.metrics, span, self.otel)
 
     def serving(self, reaped: Callable[[], int]) -> None:
         """The worker started: count its reaps, and serve /metrics if ``metrics_port`` is set."""
+        if self.otel is not None:
+            self.otel.add_reaper(self.worker_id, reaped)
         if self.metrics is None:
             return
         self.metrics.reaped.add(self.worker_id, reaped)
@@ -104,3 +117,5 @@ class Observer:
             self._stop_serving = None
         if self.metrics is not None:
             self.metrics.reaped.discard(self.worker_id)
+        if self.otel is not None:
+            self.otel.discard_reaper(self.worker_id)

@@ -9,6 +9,7 @@ from dataclasses import replace
 from offload.backends._common import (
     decode_cursor,
     encode_cursor,
+    ready_age,
 )
 from offload.backends._gate import Gate
 from offload.backends.memory.store import MemoryStore
@@ -67,11 +68,17 @@ class MemoryReads(MemoryStore):
 
     async def stats(self) -> list[QueueStats]:
         counts: dict[str, dict[State, int]] = {}
+        oldest: dict[str, float] = {}  # per queue, the earliest due time of its ready jobs
         with self._lock:
+            now = self.clock.now()
             for job in self._jobs.values():
                 per = counts.setdefault(job.queue, {})
                 per[job.status] = per.get(job.status, 0) + 1
-        return [QueueStats(q, c) for q, c in sorted(counts.items())]
+                if job.status is State.QUEUED or (
+                    job.status is State.SCHEDULED and job.run_at <= now
+                ):
+                    oldest[job.queue] = min(job.run_at, oldest.get(job.queue, job.run_at))
+        return [QueueStats(q, c, ready_age(now, oldest.get(q))) for q, c in sorted(counts.items())]
 
     async def heartbeat(self, worker: WorkerInfo, *, ttl: float) -> None:
         with self._lock:

@@ -306,7 +306,7 @@ class PostgresBackend:
         return await self._run_plan(lambda: reads.history(self.names, job_id))
 
     async def stats(self) -> list[QueueStats]:
-        return await self._run_plan(lambda: reads.stats(self.names))
+        return await self._run(lambda now: reads.stats(self.names, now))
 
     async def heartbeat(self, worker: WorkerInfo, *, ttl: float) -> None:
         await self._run(lambda now: tx.heartbeat(self.names, now, worker, ttl), durable=False)

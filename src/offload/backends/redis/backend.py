@@ -365,14 +365,7 @@ class RedisBackend:
         return await reads.history(self._run, self.root, job_id)
 
     async def stats(self) -> list[QueueStats]:
-        key = f"{self.root}counts"
-        raw = await self._hash(key)
-        counts: dict[str, dict[State, int]] = {}
-        for field, value in raw.items():
-            queue, _, status = field.rpartition("\0")
-            if int(value) > 0:
-                counts.setdefault(queue, {})[State(status)] = int(value)
-        return [QueueStats(q, c) for q, c in sorted(counts.items())]
+        return await reads.stats(self._run, self.root, await self.now())
 
     async def heartbeat(self, worker: WorkerInfo, *, ttl: float) -> None:
         args = [self._now_arg(), worker.id, repr(float(ttl)), worker_to_json(worker)]

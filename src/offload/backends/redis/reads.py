@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import redis.asyncio as aioredis
 
-from offload.backends._common import decode_cursor, encode_cursor
+from offload.backends._common import decode_cursor, encode_cursor, ready_age
 from offload.backends.redis.records import (
     history_entries,
     job_from_hash,
     transition_from_json,
 )
-from offload.core.job import JobFilter, JobRecord, Page, Transition
+from offload.core.job import JobFilter, JobRecord, Page, QueueStats, Transition
 from offload.core.states import Reason, State
 from offload.errors import BackendError
 
@@ -127,3 +127,91 @@ def matches(job: JobRecord, flt: JobFilter) -> bool:
         and (flt.queue is None or job.queue == flt.queue)
         and (flt.tenant is None or job.tenant == flt.tenant)
     )
+
+
+#: Due scheduled jobs (not promoted yet: no claim ran since they came due) one stats call reads
+#: at most, oldest first, to find each queue's oldest.
+DUE_SCAN_BUDGET = 10_000
+
+
+async def stats(run: Run, root: str, now: float) -> list[QueueStats]:
+    """Counts from the counts hash; each queue's oldest ready job from the heads of its
+    ready sets (one per priority, limited jobs and suspects apart) and the due schedule."""
+    raw: dict[str, str] = await run(
+        lambda c: cast(Awaitable[dict[str, str]], c.hgetall(f"{root}counts")), retry=True
+    )
+    counts: dict[str, dict[State, int]] = {}
+    for field, value in raw.items():
+        queue, _, status = field.rpartition("\0")
+        if int(value) > 0:
+            counts.setdefault(queue, {})[State(status)] = int(value)
+    queued = [q for q, c in counts.items() if c.get(State.QUEUED)]
+    oldest = await _ready_heads(run, root, queued)
+    waiting = {q for q, c in counts.items() if c.get(State.SCHEDULED)}
+    for queue, due in (await _due_heads(run, root, now, waiting)).items():
+        oldest[queue] = min(due, oldest.get(queue, due))
+    return [QueueStats(q, c, ready_age(now, oldest.get(q))) for q, c in sorted(counts.items())]
+
+
+async def _ready_heads(run: Run, root: str, queues: list[str]) -> dict[str, float]:
+    """Per queue, the least due time at the heads of its ready sets (two round trips)."""
+
+    async def read(c: aioredis.Redis) -> tuple[list[tuple[str, str]], list[Any]]:
+        async with c.pipeline(transaction=False) as pipe:
+            for q in queues:
+                pipe.zrange(f"{root}qp:{q}", 0, -1)
+                pipe.zrange(f"{root}cp:{q}", 0, -1)
+            prios = await pipe.execute()
+        sets = [(q, f"{root}s:{q}") for q in queues]  # (queue, key): a name may hold a ':'
+        for n, q in enumerate(queues):
+            sets += [(q, f"{root}q:{q}:{p}") for p in prios[2 * n]]
+            sets += [(q, f"{root}c:{q}:{p}") for p in prios[2 * n + 1]]
+        async with c.pipeline(transaction=False) as pipe:
+            for _, key in sets:
+                pipe.zrange(key, 0, 0, withscores=True)
+            return sets, await pipe.execute()
+
+    sets, heads = await run(read, retry=True)
+    oldest: dict[str, float] = {}
+    for (queue, _), head in zip(sets, heads, strict=True):
+        if head:
+            due = float(head[0][1])
+            oldest[queue] = min(due, oldest.get(queue, due))
+    return oldest
+
+
+async def _due_heads(run: Run, root: str, now: float, queues: set[str]) -> dict[str, float]:
+    """Per queue of ``queues``, its oldest scheduled job due by ``now``, from the schedule read
+    oldest first until every queue is found (at most DUE_SCAN_BUDGET entries)."""
+    oldest: dict[str, float] = {}
+    start, page = 0, 500
+    while queues - set(oldest) and start < DUE_SCAN_BUDGET:
+        due = await _due_page(run, root, now, start, page)
+        if not due:
+            break
+        ids = [job_id for job_id, _ in due]
+        for queue, (_, at) in zip(await _queues_of(run, root, ids), due, strict=True):
+            if queue is not None and queue not in oldest:
+                oldest[queue] = float(at)
+        start += page
+    return oldest
+
+
+async def _due_page(
+    run: Run, root: str, now: float, start: int, num: int
+) -> list[tuple[str, float]]:
+    async def read(c: aioredis.Redis) -> list[tuple[str, float]]:
+        due = c.zrangebyscore(f"{root}sched", "-inf", repr(now), start, num, withscores=True)
+        return cast(list[tuple[str, float]], await due)
+
+    return await run(read, retry=True)
+
+
+async def _queues_of(run: Run, root: str, ids: list[str]) -> list[str | None]:
+    async def read(c: aioredis.Redis) -> list[str | None]:
+        async with c.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hget(f"{root}j:{job_id}", "queue")
+            return cast(list[str | None], await pipe.execute())
+
+    return await run(read, retry=True)

@@ -21,9 +21,15 @@ from typing import Any
 
 import orjson
 
-from offload.backends._common import check_retry_in, decode_cursor, encode_cursor, parse_url
+from offload.backends._common import (
+    check_retry_in,
+    decode_cursor,
+    encode_cursor,
+    parse_url,
+    ready_age,
+)
 from offload.backends.base import DEFAULT_MAX_LOSSES
-from offload.backends.sqlite import schema, tx
+from offload.backends.sqlite import heads, schema, tx
 from offload.backends.sqlite.threads import LOCK_RETRY_DEADLINE, SQLiteThread, is_busy
 from offload.backends.sqlite.watch import Watcher
 from offload.core.clock import Clock, SystemClock
@@ -333,15 +339,19 @@ class SQLiteBackend:
         return [schema.row_to_transition(r) for r in rows]
 
     async def stats(self) -> list[QueueStats]:
-        rows = await self._reader.run(
-            lambda c: c.execute(
-                "SELECT queue, status, COUNT(*) FROM jobs GROUP BY queue, status ORDER BY queue"
-            ).fetchall()
+        now = self.clock.now()
+        rows, oldest = await self._reader.run(
+            lambda c: (
+                c.execute(
+                    "SELECT queue, status, COUNT(*) FROM jobs GROUP BY queue, status ORDER BY queue"
+                ).fetchall(),
+                heads.oldest_ready(c, now),
+            )
         )
         counts: dict[str, dict[State, int]] = {}
         for queue, status, n in rows:
             counts.setdefault(queue, {})[State(status)] = n
-        return [QueueStats(q, c) for q, c in counts.items()]
+        return [QueueStats(q, c, ready_age(now, oldest.get(q))) for q, c in counts.items()]
 
     async def heartbeat(self, worker: WorkerInfo, *, ttl: float) -> None:
         await self._writer.run(
