@@ -36,6 +36,24 @@ class PackedConnection(aioredis.Connection):
         assert _pack is not None  # connection_class() picks this class only with hiredis
         return [_pack(args)]
 
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        """redis-py's, without its ``wait_for`` (a task and two loop turns per command) when
+        the kernel takes the whole command at once: the socket timeout only ever bounds a
+        wait for buffer space, so only that wait is timed."""
+        writer = self._writer
+        if check_health or writer is None or writer.transport.is_closing():
+            return await super().send_packed_command(command, check_health)
+        try:
+            writer.writelines(command)
+            if writer.transport.get_write_buffer_size():
+                await asyncio.wait_for(writer.drain(), self.socket_timeout)
+        except TimeoutError:
+            await self.disconnect(nowait=True)
+            raise rex.TimeoutError("Timeout writing to socket") from None
+        except OSError as exc:
+            await self.disconnect(nowait=True)
+            raise rex.ConnectionError(f"Error while writing to socket: {exc}") from exc
+
 
 def connection_class() -> type[aioredis.Connection]:
     """The class for ``redis://`` pools (``rediss://`` and ``unix://`` keep redis-py's)."""

@@ -24,24 +24,26 @@ local function store(job)
   local id, task, queue, prio, delay, run_at, key, _, ckey, tenant, args, kwargs, meta, ttl,
     cap, key_cap, rate, key_rate = unpack(job)
   local k = R .. 'j:' .. id
-  if redis.call('HSETNX', k, 'id', id) == 0 then  -- a resubmitted id: the job as stored
+  if redis.call('EXISTS', k) == 1 then  -- a resubmitted id: the job as stored
     return {'old', unpack(redis.call('HGETALL', k))}
   end
   run_at = opt(run_at)
   if run_at then run_at = tonumber(run_at) else run_at = now + math.max(0, tonumber(delay)) end
   local status = 'queued'
   if run_at > now then status = 'scheduled' end
-  redis.call('HSET', k, 'task', task, 'queue', queue, 'priority', prio, 'status', status,
+  -- One HSET per job, the optional fields appended (each redis.call costs the script time).
+  local f = {'id', id, 'task', task, 'queue', queue, 'priority', prio, 'status', status,
     'submitted_as', status, 'attempts', 0, 'losses', 0, 'token', 0, 'run_at', run_at,
     'created_at', now, 'updated_at', now, 'tenant', tenant, 'args', args, 'kwargs', kwargs,
-    'meta', meta)
+    'meta', meta}
   key, ckey = opt(key), opt(ckey)
-  if key then redis.call('HSET', k, 'idempotency_key', key) end
-  if ckey then redis.call('HSET', k, 'concurrency_key', ckey) end
-  if ttl ~= '' then redis.call('HSET', k, 'result_ttl', opt(ttl)) end
+  if key then f[#f + 1] = 'idempotency_key'; f[#f + 1] = key end
+  if ckey then f[#f + 1] = 'concurrency_key'; f[#f + 1] = ckey end
+  if ttl ~= '' then f[#f + 1] = 'result_ttl'; f[#f + 1] = opt(ttl) end
   for name, value in pairs({cap = cap, key_cap = key_cap, rate = rate, key_rate = key_rate}) do
-    if value ~= '' then redis.call('HSET', k, name, opt(value)) end
+    if value ~= '' then f[#f + 1] = name; f[#f + 1] = opt(value) end
   end
+  redis.call('HSET', k, unpack(f))
   local part = 'q:'
   if cap ~= '' or key_cap ~= '' or rate ~= '' or key_rate ~= '' then part = 'c:' end
   for _, idx in ipairs({'i:all', 'i:tk:' .. task, 'i:q:' .. queue, 'i:tn:' .. tenant,
