@@ -102,8 +102,11 @@ async def measure(
             await asyncio.to_thread(app.close)
         else:
             run: Callable[[], Awaitable[tuple[float, float]]]
-            run = (lambda: one_at_a_time_async(app, n)) if mode == "async" else (
-                lambda: bulk(app, n, chunk))  # fmt: skip
+            run = (
+                (lambda: one_at_a_time_async(app, n))
+                if mode == "async"
+                else (lambda: bulk(app, n, chunk))
+            )
             rate, cpu = await run()
             await app.aclose()
     return backend, mode, "1 worker" if worker else "none", rate, cpu
@@ -112,8 +115,10 @@ async def measure(
 def huey_rate(python: str, url: str, n: int) -> tuple[float, float]:
     out = subprocess.run(
         [python, "-c", HUEY_SCRIPT, url, uuid.uuid4().hex[:8], str(n)],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     rate, cpu = out.stdout.split()
     return float(rate), float(cpu)
 
@@ -149,8 +154,11 @@ async def run_all(args: argparse.Namespace) -> list[Row]:
                 _drop_namespace(args.redis, url)
                 if not worker and calls:
                     print(f"  redis evalsha: {usec / calls:.1f} us/call over {calls} calls")
-            print(f"{row[0]:6} {row[1]:5} worker={row[2]:8} {row[3]:9.0f} jobs/s "
-                  f"{row[4]:.3f} ms CPU/submit (run {run + 1})", flush=True)  # fmt: skip
+            print(
+                f"{row[0]:6} {row[1]:5} worker={row[2]:8} {row[3]:9.0f} jobs/s "
+                f"{row[4]:.3f} ms CPU/submit (run {run + 1})",
+                flush=True,
+            )
             samples.append(row)
         rows.append(_median(samples))
     if args.huey_python:
@@ -164,21 +172,29 @@ async def run_all(args: argparse.Namespace) -> list[Row]:
 
 def _median(samples: list[Row]) -> Row:
     b, m, w = samples[0][:3]
-    return b, m, w, statistics.median(s[3] for s in samples), statistics.median(
-        s[4] for s in samples)  # fmt: skip
+    return (
+        b,
+        m,
+        w,
+        statistics.median(s[3] for s in samples),
+        statistics.median(s[4] for s in samples),
+    )
 
 
 def table(rows: list[Row], args: argparse.Namespace) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        f"## {HEADING}", "",
+        f"## {HEADING}",
+        "",
         f"Measured {when}, median of {args.runs} run(s), {args.jobs:,} one-at-a-time submits "
         f"or {args.bulk_jobs:,} bulk ones in chunks of {args.chunk:,}; the machine's 2 cores "
-        "were shared with other work, so rates compare within this run only.", "",
-        f"```sh\n{command_line()}\n```", "",
+        "were shared with other work, so rates compare within this run only.",
+        "",
+        f"```sh\n{command_line()}\n```",
+        "",
         "| backend | submit | worker draining | jobs/s | client CPU per submit, ms |",
         "|---|---|---|---:|---:|",
-    ]  # fmt: skip
+    ]
     for backend, mode, worker, rate, cpu in rows:
         lines.append(f"| {backend} | {mode} | {worker} | {rate:,.0f} | {cpu:.3f} |")
     return "\n".join(lines) + "\n"

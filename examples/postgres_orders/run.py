@@ -39,8 +39,9 @@ def main() -> int:
     with Launcher(env=env) as launcher:
         launcher.worker("mail", HERE, concurrency=4)
         launcher.uvicorn(HERE, "web:api", ns.port)
-        launcher.announce("shop (orders + e-mails in one transaction)",
-                          f"http://127.0.0.1:{ns.port}", data)  # fmt: skip
+        launcher.announce(
+            "shop (orders + e-mails in one transaction)", f"http://127.0.0.1:{ns.port}", data
+        )
         return launcher.wait()
 
 

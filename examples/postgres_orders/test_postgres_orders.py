@@ -35,8 +35,9 @@ def test_an_order_and_its_email_commit_together_or_not_at_all(run_example: RunEx
     try:
         shop = run_example("postgres_orders", "--database", SERVER, "--schema", schema)
         with httpx.Client(base_url=shop.base, timeout=10) as client:
-            placed = client.post("/orders", json={"email": "a@example.com", "item": "tea",
-                                                  "quantity": 2})  # fmt: skip
+            placed = client.post(
+                "/orders", json={"email": "a@example.com", "item": "tea", "quantity": 2}
+            )
             assert placed.status_code == 201, placed.text
             order = placed.json()
             mail = shop.data / "outbox" / f"order-{order['id']}.eml"
@@ -57,8 +58,13 @@ def test_an_order_and_its_email_commit_together_or_not_at_all(run_example: RunEx
             # Neither the order nor its job exists: one order, one job, one e-mail.
             assert _count(f'SELECT count(*) FROM "{schema}".orders') == 1
             assert _count(f'SELECT count(*) FROM "{schema}_jobs".jobs') == 1
-            assert _count(f'SELECT count(*) FROM "{schema}_jobs".history WHERE job_id <> '
-                          f"'{order['confirmation_job']}'") == 0  # fmt: skip
+            assert (
+                _count(
+                    f'SELECT count(*) FROM "{schema}_jobs".history WHERE job_id <> '
+                    f"'{order['confirmation_job']}'"
+                )
+                == 0
+            )
             time.sleep(0.5)
             assert sorted(p.name for p in (shop.data / "outbox").iterdir()) == [mail.name]
         assert shop.stop() == 0

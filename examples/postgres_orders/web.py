@@ -68,8 +68,13 @@ def get_order(order_id: int) -> dict[str, Any]:
         row = session.get(Order, order_id)
         if row is None:
             raise HTTPException(404, "no such order")
-        return {"id": row.id, "email": row.email, "item": row.item, "quantity": row.quantity,
-                "confirmation_job": row.confirmation_job}  # fmt: skip
+        return {
+            "id": row.id,
+            "email": row.email,
+            "item": row.item,
+            "quantity": row.quantity,
+            "confirmation_job": row.confirmation_job,
+        }
 
 
 @api.get("/health")

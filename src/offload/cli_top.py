@@ -85,25 +85,46 @@ def _seconds(value: float | None) -> str:
 
 def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-            for r in [header, *rows]]  # fmt: skip
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    ]
 
 
 def render(frame: Frame, title: str = "offload top", width: int = 100) -> list[str]:
     """The frame as lines of text, each cut to ``width`` characters."""
     clock = datetime.fromtimestamp(frame.now).strftime("%H:%M:%S")
     total_done = sum(frame.done.values())
-    lines = [f"{title}  {clock}  {len(frame.workers)} worker(s)  "
-             f"{total_done / RATE_WINDOW * 60:.0f} jobs/min done", ""]  # fmt: skip
+    lines = [
+        f"{title}  {clock}  {len(frame.workers)} worker(s)  "
+        f"{total_done / RATE_WINDOW * 60:.0f} jobs/min done",
+        "",
+    ]
     rows = []
     for q in sorted(frame.stats, key=lambda s: s.queue):
         waits = frame.wait.get(q.queue, [])
-        rows.append((q.queue, *(str(q.count(s)) for s in STATES),
-                     str(frame.done[q.queue]), str(frame.failed[q.queue]),
-                     _seconds(sum(waits) / len(waits) if waits else None),
-                     _seconds(q.oldest_ready_age)))  # fmt: skip
-    header = ("QUEUE", "SCHED", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "DONE/M", "FAIL/M",
-              "WAIT", "AGE")  # fmt: skip
+        rows.append(
+            (
+                q.queue,
+                *(str(q.count(s)) for s in STATES),
+                str(frame.done[q.queue]),
+                str(frame.failed[q.queue]),
+                _seconds(sum(waits) / len(waits) if waits else None),
+                _seconds(q.oldest_ready_age),
+            )
+        )
+    header = (
+        "QUEUE",
+        "SCHED",
+        "QUEUED",
+        "RUNNING",
+        "SUCCEEDED",
+        "FAILED",
+        "DONE/M",
+        "FAIL/M",
+        "WAIT",
+        "AGE",
+    )
     lines += _table(header, rows) if rows else ["(no jobs)"]
     lines.append("")
     lines += _workers(frame)
@@ -114,11 +135,17 @@ def _workers(frame: Frame) -> list[str]:
     if not frame.workers:
         return ["(no live workers)"]
     rows = [
-        (w.name, w.host, str(w.pid), ",".join(w.queues),
-         f"{len(frame.running.get(w.id, []))}/{w.concurrency}", str(w.processed),
-         _seconds(max(0.0, frame.now - w.last_seen)) + " ago")
+        (
+            w.name,
+            w.host,
+            str(w.pid),
+            ",".join(w.queues),
+            f"{len(frame.running.get(w.id, []))}/{w.concurrency}",
+            str(w.processed),
+            _seconds(max(0.0, frame.now - w.last_seen)) + " ago",
+        )
         for w in frame.workers
-    ]  # fmt: skip
+    ]
     header = ("WORKER", "HOST", "PID", "QUEUES", "RUNNING", "PROCESSED", "HEARTBEAT")
     lines = _table(header, rows)
     for w in frame.workers:
@@ -159,8 +186,7 @@ def register(
             raise ValueError("--interval must be > 0 seconds")
         width = 200 if not sys.stdout.isatty() else _terminal_width()
         with app_for(ns) as app:
-            app.run_sync(run(app, interval=ns.interval, once=ns.once, out=sys.stdout,
-                             width=width))  # fmt: skip
+            app.run_sync(run(app, interval=ns.interval, once=ns.once, out=sys.stdout, width=width))
         return 0
 
     p.set_defaults(func=top)

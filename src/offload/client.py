@@ -55,9 +55,12 @@ class App:
     """
 
     def __init__(
-        self, backend: str | Backend | None = None, *, settings: Settings | None = None,
+        self,
+        backend: str | Backend | None = None,
+        *,
+        settings: Settings | None = None,
         tracing: bool | None = None,
-    ):  # fmt: skip
+    ):
         base = (settings or Settings.from_env()).with_(tracing=tracing)
         if isinstance(backend, str):
             base = base.with_(backend=backend)
@@ -104,10 +107,15 @@ class App:
         return Task(self, spec)
 
     def periodic(
-        self, cron: str | None = None, /, *, every: timedelta | None = None,
-        tz: str | tzinfo | None = None, missed: MissedPolicy = "skip",
+        self,
+        cron: str | None = None,
+        /,
+        *,
+        every: timedelta | None = None,
+        tz: str | tzinfo | None = None,
+        missed: MissedPolicy = "skip",
         **options: Unpack[PeriodicKeywords],
-    ) -> Callable[[Callable[P, R]], Task[P, R]]:  # fmt: skip
+    ) -> Callable[[Callable[P, R]], Task[P, R]]:
         """Register a task that workers run on a schedule, once per tick across all of them.
 
         ``cron`` is a 5-field expression read in ``tz`` (default UTC); ``every`` a whole number
@@ -197,9 +205,12 @@ class App:
 
     # -- submitting ----------------------------------------------------------------------------
     def prepare(
-        self, task: str | TaskSpec, args: tuple[Any, ...] | list[Any] = (),
-        kwargs: dict[str, Any] | None = None, options: SubmitOptions | None = None,
-    ) -> NewJob:  # fmt: skip
+        self,
+        task: str | TaskSpec,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        options: SubmitOptions | None = None,
+    ) -> NewJob:
         """Validate and encode a submission of ``task`` (a registered name, or the spec of one);
         raises before anything is stored. With :meth:`asubmit_many`, the one submit path: every
         submitting caller (tasks, the HTTP routes, the Flask and Django integrations, the
@@ -208,9 +219,12 @@ class App:
         return prepare_job(spec, args, kwargs or {}, options or _NO_OPTIONS, self.settings)
 
     async def asubmit_name(
-        self, task: str, args: list[Any] | None = None, kwargs: dict[str, Any] | None = None,
+        self,
+        task: str,
+        args: list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
         options: SubmitOptions | None = None,
-    ) -> Job:  # fmt: skip
+    ) -> Job:
         """Submit a registered task by name (what the CLI and HTTP API do)."""
         [job] = await self.asubmit_many([self.prepare(task, args or [], kwargs, options)])
         return job
@@ -277,9 +291,13 @@ class App:
         return self.run_sync(self.aget_job(job_id))
 
     async def ajobs(
-        self, *, status: State | str | None = None, task: str | None = None,
-        queue: str | None = None, limit: int = 50,
-    ) -> list[Job]:  # fmt: skip
+        self,
+        *,
+        status: State | str | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
         flt = JobFilter(
             status=State(status) if status else None, task=task, queue=queue, limit=limit
         )
@@ -287,9 +305,13 @@ class App:
         return [Job(self, r) for r in page.jobs]
 
     def jobs(
-        self, *, status: State | str | None = None, task: str | None = None,
-        queue: str | None = None, limit: int = 50,
-    ) -> list[Job]:  # fmt: skip
+        self,
+        *,
+        status: State | str | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
         return self.run_sync(self.ajobs(status=status, task=task, queue=queue, limit=limit))
 
     async def acancel(self, job_id: str) -> Job:
@@ -310,19 +332,28 @@ class App:
         old = await self.aget_record(job_id)
         if old.status not in (State.FAILED, State.CANCELLED):
             raise InvalidTransition(job_id, old.status.value, "retried (only failed or cancelled)")
-        options = SubmitOptions(queue=old.queue, priority=old.priority, tenant=old.tenant,
-                                concurrency_key=old.concurrency_key,
-                                idempotency_key=f"retry-of:{old.id}" if once else None,
-                                meta={**old.meta, **(meta or {}), "retry_of": old.id})  # fmt: skip
+        options = SubmitOptions(
+            queue=old.queue,
+            priority=old.priority,
+            tenant=old.tenant,
+            concurrency_key=old.concurrency_key,
+            idempotency_key=f"retry-of:{old.id}" if once else None,
+            meta={**old.meta, **(meta or {}), "retry_of": old.id},
+        )
         return await self.asubmit_name(old.task, old.args, old.kwargs, options)
 
     def retry(self, job_id: str) -> Job:
         return self.run_sync(self.aretry(job_id))
 
     async def aretry_matching(
-        self, *, status: State | str = State.FAILED, task: str | None = None,
-        queue: str | None = None, limit: int = 100, dry_run: bool = False,
-    ) -> list[tuple[JobRecord, Job | None]]:  # fmt: skip
+        self,
+        *,
+        status: State | str = State.FAILED,
+        task: str | None = None,
+        queue: str | None = None,
+        limit: int = 100,
+        dry_run: bool = False,
+    ) -> list[tuple[JobRecord, Job | None]]:
         """Retry (``once`` each) up to ``limit`` failed or cancelled jobs matching the filter,
         newest first; returns each old job with its retry (None with ``dry_run``)."""
         wanted = State(status)
@@ -332,10 +363,15 @@ class App:
         found: list[JobRecord] = []
         cursor: str | None = None
         while len(found) < limit:
-            page = await backend.list_jobs(JobFilter(
-                status=wanted, task=task, queue=queue, limit=min(100, limit - len(found)),
-                cursor=cursor,
-            ))  # fmt: skip
+            page = await backend.list_jobs(
+                JobFilter(
+                    status=wanted,
+                    task=task,
+                    queue=queue,
+                    limit=min(100, limit - len(found)),
+                    cursor=cursor,
+                )
+            )
             found += page.jobs
             cursor = page.next_cursor
             if cursor is None:

@@ -52,13 +52,17 @@ class Instruments:
             "messaging.client.consumed.messages", "{message}", "Attempts a worker started."
         )
         self.process = meter.create_histogram(
-            "messaging.process.duration", "s", "Seconds from claim to the end of the job's code.",
+            "messaging.process.duration",
+            "s",
+            "Seconds from claim to the end of the job's code.",
             explicit_bucket_boundaries_advisory=buckets,
-        )  # fmt: skip
+        )
         self.wait = meter.create_histogram(
-            "offload.job.queue_wait.duration", "s", "Seconds from a job being due to its claim.",
+            "offload.job.queue_wait.duration",
+            "s",
+            "Seconds from a job being due to its claim.",
             explicit_bucket_boundaries_advisory=buckets,
-        )  # fmt: skip
+        )
         self.in_flight = meter.create_up_down_counter(
             "offload.jobs.in_flight", "{job}", "Jobs claimed and not yet recorded."
         )
@@ -71,9 +75,11 @@ class Instruments:
         self.reaped: dict[str, Callable[[], int]] = {}  # by worker id
         self.gone = 0  # what the workers that ended had reaped
         meter.create_observable_counter(
-            "offload.lease.expiries", [self._observe_reaped], "{job}",
+            "offload.lease.expiries",
+            [self._observe_reaped],
+            "{job}",
             "Jobs whose expired lease the workers of this process reaped.",
-        )  # fmt: skip
+        )
         self._attrs: dict[tuple[str, ...], Attrs] = {}
 
     def _observe_reaped(self, options: Any) -> Iterable[Any]:
@@ -86,8 +92,11 @@ class Instruments:
         key = (task, queue, operation, outcome)
         found = self._attrs.get(key)
         if found is None:
-            found = {"messaging.system": SYSTEM, "messaging.destination.name": queue,
-                     "offload.task.name": task}  # fmt: skip
+            found = {
+                "messaging.system": SYSTEM,
+                "messaging.destination.name": queue,
+                "offload.task.name": task,
+            }
             if operation:
                 found["messaging.operation.name"] = operation
             if outcome:

@@ -33,10 +33,18 @@ def prepare_job(
     if options.idempotency_key is not None:
         # Everything that shapes the job: the same key with any of it changed is a 409.
         body = orjson.dumps(
-            [spec.name, json_args, json_kwargs, queue, priority, options.delay,
-             options.run_at, options.concurrency_key],
+            [
+                spec.name,
+                json_args,
+                json_kwargs,
+                queue,
+                priority,
+                options.delay,
+                options.run_at,
+                options.concurrency_key,
+            ],
             option=orjson.OPT_SORT_KEYS,
-        )  # fmt: skip
+        )
         fingerprint = hashlib.sha256(body).hexdigest()
     job_id, tenant = new_job_id(), options.tenant or "default"
     meta = _with_request_id(options.meta)

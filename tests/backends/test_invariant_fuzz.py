@@ -115,9 +115,15 @@ class InvariantFuzzer(RuleBasedStateMachine):
         count=st.integers(1, 3),
     )
     def submit(
-        self, task: str, queue: str, key: str | None, delay: float, priority: int,
-        ttl: float | None, count: int,
-    ) -> None:  # fmt: skip
+        self,
+        task: str,
+        queue: str,
+        key: str | None,
+        delay: float,
+        priority: int,
+        ttl: float | None,
+        count: int,
+    ) -> None:
         jobs = [
             self.new_job(
                 task=task,

@@ -66,9 +66,13 @@ async def test_every_key_of_a_namespace_is_in_one_cluster_slot(
 ) -> None:
     clock_free = store
     [a, b, c, d] = await clock_free.submit(
-        [job(1, idempotency_key="k"), job(2, queue="other", priority=5), job(3, delay=60),
-         job(4, concurrency_key="tenant-7")]
-    )  # fmt: skip
+        [
+            job(1, idempotency_key="k"),
+            job(2, queue="other", priority=5),
+            job(3, delay=60),
+            job(4, concurrency_key="tenant-7"),
+        ]
+    )
     claimed = await clock_free.claim("w1", {"default": 5, "other": 5}, 5, LEASE)
     leases = {r.id: Lease(r.id, r.token) for r in claimed}
     await clock_free.progress(leases[a.id], 0.5, "half")
@@ -257,9 +261,12 @@ async def test_a_server_older_than_the_minimum_is_refused() -> None:
     ],
 )
 async def test_settings_that_can_lose_jobs_warn_or_refuse_when_strict(
-    info: dict[str, Any], save: str, says: str, caplog: pytest.LogCaptureFixture,
+    info: dict[str, Any],
+    save: str,
+    says: str,
+    caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     monkeypatch.setattr(redis_backend, "_warned", set())
     fake: Any = _FakeServer({"redis_version": "7.0.15", **info}, save)
     with caplog.at_level(logging.WARNING, logger="offload.backends.redis"):

@@ -58,11 +58,19 @@ async def test_an_ended_job_keeps_its_history_in_its_hash(
     assert history[: len(running)] == running
     last = history[-1]
     assert (last.at, last.from_status, last.to_status, last.reason) == (
-        clock.now(), State.RUNNING, State.FAILED, Reason.FAILED,
-    )  # fmt: skip
+        clock.now(),
+        State.RUNNING,
+        State.FAILED,
+        Reason.FAILED,
+    )
     assert (last.worker_id, last.token) == ("worker-two", second.token)
-    assert [e.worker_id for e in history] == [None, "worker-one", "worker-one", "worker-two",
-                                             "worker-two"]  # fmt: skip
+    assert [e.worker_id for e in history] == [
+        None,
+        "worker-one",
+        "worker-one",
+        "worker-two",
+        "worker-two",
+    ]
     assert record.updated_at == record.finished_at == clock.now()
     assert record.run_at == history[2].at  # requeued for its retry: kept as it was
     assert (history[2].reason, history[2].detail) == (Reason.RETRY, "once")

@@ -32,8 +32,13 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     for name in ("submit", "claim", "move", "cancel", "reap", "renew"):
         original = getattr(tx, name)
 
-        def spy(conn: sqlite3.Connection, *args: object, _name: str = name,
-                _original: object = original, **kwargs: object) -> object:  # fmt: skip
+        def spy(
+            conn: sqlite3.Connection,
+            *args: object,
+            _name: str = name,
+            _original: object = original,
+            **kwargs: object,
+        ) -> object:
             log.append((_name, level(conn)))
             return _original(conn, *args, **kwargs)  # type: ignore[operator]
 
@@ -57,8 +62,14 @@ async def test_submits_and_cancels_are_fsynced_and_worker_writes_are_not(
         await backend.reap()
     finally:
         await backend.close()
-    assert seen == [("submit", "FULL"), ("claim", "NORMAL"), ("renew", "NORMAL"),
-                    ("move", "NORMAL"), ("cancel", "FULL"), ("reap", "NORMAL")]  # fmt: skip
+    assert seen == [
+        ("submit", "FULL"),
+        ("claim", "NORMAL"),
+        ("renew", "NORMAL"),
+        ("move", "NORMAL"),
+        ("cancel", "FULL"),
+        ("reap", "NORMAL"),
+    ]
 
 
 async def test_a_batch_with_one_durable_operation_is_fsynced(tmp_path: Path) -> None:

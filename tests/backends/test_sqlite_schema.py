@@ -14,8 +14,16 @@ from offload.core.job import Lease, NewJob
 from offload.errors import ConfigurationError
 
 #: The columns schema 2 added to the jobs table.
-NEW_COLUMNS = ("expires_at", "result_ttl", "capped", "cap", "key_cap", "rate", "key_rate",
-               "reserved")  # fmt: skip
+NEW_COLUMNS = (
+    "expires_at",
+    "result_ttl",
+    "capped",
+    "cap",
+    "key_cap",
+    "rate",
+    "key_rate",
+    "reserved",
+)
 
 
 async def test_a_version_1_database_is_upgraded_and_keeps_its_jobs(tmp_path: Path) -> None:

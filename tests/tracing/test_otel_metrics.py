@@ -70,9 +70,11 @@ async def test_job_metrics_as_opentelemetry_messaging_metrics(
     [sent] = found["messaging.client.sent.messages"]
     assert sent.value == 1
     assert dict(sent.attributes) == {
-        "messaging.system": "offload", "messaging.destination.name": "otel-q",
-        "offload.task.name": "otel_flaky", "messaging.operation.name": "send",
-    }  # fmt: skip
+        "messaging.system": "offload",
+        "messaging.destination.name": "otel-q",
+        "offload.task.name": "otel_flaky",
+        "messaging.operation.name": "send",
+    }
     [consumed] = found["messaging.client.consumed.messages"]
     assert (consumed.value, consumed.attributes["messaging.operation.name"]) == (2, "process")
     durations = {p.attributes["offload.outcome"]: p for p in found["messaging.process.duration"]}
@@ -98,7 +100,8 @@ def test_off_records_nothing(reader: InMemoryMetricReader, fast_settings: Settin
     task.submit()
     app.close()
     on_queue = [
-        name for name, found in points(reader, "otel-off").items()
+        name
+        for name, found in points(reader, "otel-off").items()
         if any(p.attributes.get("messaging.destination.name") == "otel-off" for p in found)
-    ]  # fmt: skip
+    ]
     assert on_queue == []

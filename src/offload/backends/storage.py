@@ -44,8 +44,11 @@ class Storage:
         return int(self.total * (self.bytes_per_job or 0))
 
     def details(self) -> dict[str, Any]:
-        return {"finished_jobs": self.total, "finished_bytes": self.bytes,
-                "maxmemory": self.maxmemory}  # fmt: skip
+        return {
+            "finished_jobs": self.total,
+            "finished_bytes": self.bytes,
+            "maxmemory": self.maxmemory,
+        }
 
 
 async def measure(backend: Backend) -> Storage:
@@ -113,17 +116,23 @@ def warning(storage: Storage, policy: RetentionPolicy, rate: float = 0.0) -> str
     size = projected(storage, policy, rate)
     where = f"now {storage.total} finished jobs, {storage.bytes / mb:.1f} MB"
     if storage.maxmemory == 0:
-        return (f"Redis maxmemory is unset ({where}): when memory runs out the host swaps or "
-                "kills Redis; set maxmemory (with maxmemory-policy noeviction)")  # fmt: skip
+        return (
+            f"Redis maxmemory is unset ({where}): when memory runs out the host swaps or "
+            "kills Redis; set maxmemory (with maxmemory-policy noeviction)"
+        )
     if size is None:
-        return (f"finished jobs are kept without bound ({where}) in Redis with maxmemory "
-                f"{storage.maxmemory / mb:.0f} MB; set retain_* or max_finished")  # fmt: skip
+        return (
+            f"finished jobs are kept without bound ({where}) in Redis with maxmemory "
+            f"{storage.maxmemory / mb:.0f} MB; set retain_* or max_finished"
+        )
     if size > SHARE * storage.maxmemory:
-        return (f"finished jobs may reach {size / mb:.0f} MB (rate x retention x "
-                f"{storage.bytes_per_job or ASSUMED_BYTES_PER_JOB:.0f} B/job, capped by "
-                f"max_finished per queue), above {SHARE:.0%} of Redis maxmemory "
-                f"{storage.maxmemory / mb:.0f} MB ({where}); lower retain_* or max_finished, "
-                "or raise maxmemory")  # fmt: skip
+        return (
+            f"finished jobs may reach {size / mb:.0f} MB (rate x retention x "
+            f"{storage.bytes_per_job or ASSUMED_BYTES_PER_JOB:.0f} B/job, capped by "
+            f"max_finished per queue), above {SHARE:.0%} of Redis maxmemory "
+            f"{storage.maxmemory / mb:.0f} MB ({where}); lower retain_* or max_finished, "
+            "or raise maxmemory"
+        )
     return None
 
 

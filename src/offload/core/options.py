@@ -137,15 +137,33 @@ def _plain_meta(meta: dict[str, Any]) -> dict[str, Any]:
 class SubmitOptions:
     """Per-submission options (``task.options(...)``)."""
 
-    __slots__ = ("concurrency_key", "connection", "delay", "idempotency_key", "meta", "priority",
-                 "queue", "run_at", "session", "tenant")  # fmt: skip
+    __slots__ = (
+        "concurrency_key",
+        "connection",
+        "delay",
+        "idempotency_key",
+        "meta",
+        "priority",
+        "queue",
+        "run_at",
+        "session",
+        "tenant",
+    )
 
     def __init__(
-        self, *, priority: int | None = None, delay: float | None = None,
-        run_at: datetime | float | None = None, idempotency_key: str | None = None,
-        concurrency_key: str | None = None, queue: str | None = None, tenant: str | None = None,
-        meta: dict[str, Any] | None = None, connection: Any = None, session: Any = None,
-    ) -> None:  # fmt: skip
+        self,
+        *,
+        priority: int | None = None,
+        delay: float | None = None,
+        run_at: datetime | float | None = None,
+        idempotency_key: str | None = None,
+        concurrency_key: str | None = None,
+        queue: str | None = None,
+        tenant: str | None = None,
+        meta: dict[str, Any] | None = None,
+        connection: Any = None,
+        session: Any = None,
+    ) -> None:
         """``connection`` (a psycopg connection) or ``session`` (a SQLAlchemy session): submit
         inside the caller's open transaction (PostgreSQL only, see offload.transactional)."""
         validate.check_schedule(delay, run_at)

@@ -58,9 +58,15 @@ class Scan:
         while True:
             limit = min(PAGE, self.cap - seen)
             page = await self.backend.list_jobs(
-                JobFilter(status=self.flt.status, task=self.flt.task, queue=self.flt.queue,
-                          tenant=self.flt.tenant, limit=limit, cursor=cursor)
-            )  # fmt: skip
+                JobFilter(
+                    status=self.flt.status,
+                    task=self.flt.task,
+                    queue=self.flt.queue,
+                    tenant=self.flt.tenant,
+                    limit=limit,
+                    cursor=cursor,
+                )
+            )
             for job in page.jobs:
                 yield job
             seen += len(page.jobs)
@@ -74,9 +80,13 @@ class Scan:
 
 def ref(job: JobRecord) -> JobRef:
     return JobRef(
-        id=job.id, task=job.task, queue=job.queue, status=job.status, progress=job.progress,
+        id=job.id,
+        task=job.task,
+        queue=job.queue,
+        status=job.status,
+        progress=job.progress,
         started_at=None if job.started_at is None else at(job.started_at),
-    )  # fmt: skip
+    )
 
 
 # -- schedules ---------------------------------------------------------------------------------
@@ -110,19 +120,23 @@ async def _schedule_row(
     last = fired[max(fired)] if fired else None
     first_fired = min(fired) if fired else None
     missed = [
-        t for t in expected_ticks(schedule, now)
+        t
+        for t in expected_ticks(schedule, now)
         if t not in fired and (first_fired is None or t > first_fired)
-    ]  # fmt: skip
+    ]
     described = schedule.describe(now)
     return ScheduleRow(
-        name=schedule.name, task=schedule.task, queue=schedule.queue,
-        schedule=described["schedule"], missed_policy=schedule.missed,
+        name=schedule.name,
+        task=schedule.task,
+        queue=schedule.queue,
+        schedule=described["schedule"],
+        missed_policy=schedule.missed,
         next_tick=at(schedule.next_tick(now)),
         last_tick=None if not fired else at(max(fired)),
         last_status=None if last is None else last.status,
         last_job=last.id if last is not None and last.tenant == tenant else None,
         missed_ticks=len(missed) if fired else 0,
-    )  # fmt: skip
+    )
 
 
 # -- limits ------------------------------------------------------------------------------------
@@ -169,11 +183,17 @@ async def _limit_row(
     ]
     limits = spec.limits
     row = LimitRow(
-        task=spec.name, queue=spec.queue, concurrency=limits.concurrency,
-        key_concurrency=limits.key_concurrency, rate_per_minute=_per_minute(limits.rate),
-        key_rate_per_minute=_per_minute(limits.key_rate), running=counts["running"],
-        waiting=counts["waiting"], started_last_minute=started_recently, keys=keys,
-    )  # fmt: skip
+        task=spec.name,
+        queue=spec.queue,
+        concurrency=limits.concurrency,
+        key_concurrency=limits.key_concurrency,
+        rate_per_minute=_per_minute(limits.rate),
+        key_rate_per_minute=_per_minute(limits.key_rate),
+        running=counts["running"],
+        waiting=counts["waiting"],
+        started_last_minute=started_recently,
+        keys=keys,
+    )
     return row, running.truncated or waiting.truncated
 
 
@@ -192,11 +212,19 @@ async def workers_view(backend: Backend, tenant: str) -> WorkersView:
 
 def _worker_row(w: WorkerInfo, jobs: list[JobRecord], now: float, tenant: str) -> WorkerRow:
     return WorkerRow(
-        id=w.id, name=w.name, host=w.host, pid=w.pid, queues=w.queues,
-        concurrency=w.concurrency, started_at=at(w.started_at), last_seen=at(w.last_seen),
-        heartbeat_age=round(max(0.0, now - w.last_seen), 3), processed=w.processed,
-        running=len(jobs), jobs=[ref(j) for j in jobs if j.tenant == tenant],
-    )  # fmt: skip
+        id=w.id,
+        name=w.name,
+        host=w.host,
+        pid=w.pid,
+        queues=w.queues,
+        concurrency=w.concurrency,
+        started_at=at(w.started_at),
+        last_seen=at(w.last_seen),
+        heartbeat_age=round(max(0.0, now - w.last_seen), 3),
+        processed=w.processed,
+        running=len(jobs),
+        jobs=[ref(j) for j in jobs if j.tenant == tenant],
+    )
 
 
 # -- queues over time --------------------------------------------------------------------------
@@ -231,8 +259,9 @@ async def queues_view(backend: Backend, *, window: int = 3600, bucket: int = 60)
         )
         for name, lists in sorted(series.items())
     ]
-    return QueuesView(now=at(now), window=count * bucket, bucket=bucket, queues=queues,
-                      truncated=scan.truncated)  # fmt: skip
+    return QueuesView(
+        now=at(now), window=count * bucket, bucket=bucket, queues=queues, truncated=scan.truncated
+    )
 
 
 def _buckets(
@@ -240,12 +269,14 @@ def _buckets(
 ) -> list[Bucket]:
     return [
         Bucket(
-            start=at(start + i * size), succeeded=len(waits) - failed[i], failed=failed[i],
+            start=at(start + i * size),
+            succeeded=len(waits) - failed[i],
+            failed=failed[i],
             wait_avg=round(sum(waits) / len(waits), 3) if waits else None,
             wait_max=round(max(waits), 3) if waits else None,
         )
         for i, waits in enumerate(lists)
-    ]  # fmt: skip
+    ]
 
 
 def _rounded(seconds: float | None) -> float | None:

@@ -38,16 +38,22 @@ from offload.service.overview_models import (
 router = APIRouter(prefix="/v1/overview", tags=["overview"])
 
 _AUTH: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 429: {"model": ErrorOut},
+    401: {"model": ErrorOut},
+    403: {"model": ErrorOut},
+    429: {"model": ErrorOut},
     503: {"model": ErrorOut},
-}  # fmt: skip
+}
 View = Literal["schedules", "limits", "workflows", "workers", "queues"]
 HEARTBEAT = 15.0
 #: seconds between reads of a followed view, unless the client asks otherwise: the queue
 #: charts have one-minute buckets and cost the most to read (up to 5,000 jobs)
 INTERVALS: dict[str, float] = {
-    "schedules": 5.0, "limits": 3.0, "workflows": 3.0, "workers": 2.0, "queues": 10.0,
-}  # fmt: skip
+    "schedules": 5.0,
+    "limits": 3.0,
+    "workflows": 3.0,
+    "workers": 2.0,
+    "queues": 10.0,
+}
 Window = Annotated[int, Query(ge=60, le=86400, description="seconds of history")]
 Size = Annotated[
     int, Query(ge=5, le=3600, description="seconds per bucket (widened to make at most 720)")

@@ -73,6 +73,14 @@ async def lose_once(backend: Backend, clock: ManualClock, job: NewJob) -> JobRec
 
 def worker_info(worker_id: str, started_at: float = 0.0, running: int = 0) -> WorkerInfo:
     return WorkerInfo(
-        id=worker_id, name="w", host="h", pid=1, queues=["default", "pdf"], concurrency=4,
-        started_at=started_at, last_seen=0.0, running=running, processed=0,
-    )  # fmt: skip
+        id=worker_id,
+        name="w",
+        host="h",
+        pid=1,
+        queues=["default", "pdf"],
+        concurrency=4,
+        started_at=started_at,
+        last_seen=0.0,
+        running=running,
+        processed=0,
+    )

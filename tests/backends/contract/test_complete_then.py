@@ -34,8 +34,10 @@ async def test_complete_then_stores_the_success_and_the_successors_together(
     for job in (b, c):
         record = await stored(backend, job.id)
         assert (record.status, record.queue, record.priority) == (
-            State.QUEUED, "next", job.priority
-        )  # fmt: skip
+            State.QUEUED,
+            "next",
+            job.priority,
+        )
         assert [t.reason for t in await backend.history(job.id)] == [Reason.SUBMITTED]
     claimed = await backend.claim("w2", {"next": 10}, 10, LEASE)
     assert [r.id for r in claimed] == [c.id, b.id]

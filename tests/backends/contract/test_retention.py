@@ -37,8 +37,10 @@ async def finish_one(backend: Backend, job: NewJob, how: str = "complete") -> Jo
 async def test_prune_deletes_only_ended_jobs_whose_ttl_ran_out(
     backend: Backend, clock: ManualClock, make: MakeJob
 ) -> None:
-    expiring = [await finish_one(backend, make(result_ttl=10), how)
-                for how in ("complete", "fail", "cancel")]  # fmt: skip
+    expiring = [
+        await finish_one(backend, make(result_ttl=10), how)
+        for how in ("complete", "fail", "cancel")
+    ]
     forever = await finish_one(backend, make())  # no result_ttl: kept
     later = await finish_one(backend, make(result_ttl=100))
     running = await submit_one(backend, make(result_ttl=10, queue="slow"))

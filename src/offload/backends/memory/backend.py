@@ -77,8 +77,9 @@ class MemoryBackend(MemoryReads):
                         continue  # no free slot: it waits, queued; the next job may start
                     if verdict is not True:
                         self._reserved.add(job.id)
-                        deferred = replace(job, status=State.SCHEDULED, run_at=float(verdict),
-                                           updated_at=now)  # fmt: skip
+                        deferred = replace(
+                            job, status=State.SCHEDULED, run_at=float(verdict), updated_at=now
+                        )
                         self._store(job, deferred, Reason.RATE_LIMITED, now)
                         continue
                     self._reserved.discard(job.id)

@@ -10,9 +10,12 @@ from offload.core.retention import RetentionPolicy
 
 
 def retention_due(
-    ended: Sequence[JobRecord], with_ttl: Set[str], already: Set[str],
-    policy: RetentionPolicy, now: float,
-) -> list[str]:  # fmt: skip
+    ended: Sequence[JobRecord],
+    with_ttl: Set[str],
+    already: Set[str],
+    policy: RetentionPolicy,
+    now: float,
+) -> list[str]:
     """Ids of the ``ended`` jobs (oldest ended first) the policy deletes: those without a
     result_ttl past their age by outcome, then the oldest beyond ``max_finished`` per queue."""
     gone = set(already)

@@ -158,15 +158,17 @@ class MemoryStore:
         self, job: JobRecord, now: float, *, run: JobRecord | None = None
     ) -> JobRecord:
         """A running job that would run again, but whose cancel was requested: cancel it."""
-        record = replace(job, status=State.CANCELLED, lease_until=None, finished_at=now,
-                         updated_at=now)  # fmt: skip
+        record = replace(
+            job, status=State.CANCELLED, lease_until=None, finished_at=now, updated_at=now
+        )
         check_transition(job.id, State.RUNNING, State.CANCELLED)
         self._jobs[job.id] = record
         self._ended(record, now)
         if self._capped(job.id):
             self._wake_locked()
-        self._record(record, State.RUNNING, Reason.CANCELLED, now, detail=CANCEL_INSTEAD,
-                     run=run or job)  # fmt: skip
+        self._record(
+            record, State.RUNNING, Reason.CANCELLED, now, detail=CANCEL_INSTEAD, run=run or job
+        )
         return record
 
     def _ended(self, job: JobRecord, now: float) -> None:

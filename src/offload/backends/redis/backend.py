@@ -19,14 +19,12 @@ from typing import Any, TypeVar, cast
 import orjson
 import redis.asyncio as aioredis
 from redis import exceptions as rex
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from offload.backends._batch import Batcher
 from offload.backends._common import check_retry_in
 from offload.backends.base import CANCEL_INSTEAD, DEFAULT_MAX_LOSSES, IDEMPOTENCY_WINDOW
 from offload.backends.redis import reads
-from offload.backends.redis.conn import Lane, connection_class, run
+from offload.backends.redis.conn import Lane, open_pool, run
 from offload.backends.redis.records import (
     Blobs,
     encode_group,
@@ -60,7 +58,6 @@ from offload.core.states import Reason, State
 from offload.errors import (
     BackendError,
     BackendUnavailable,
-    ConfigurationError,
     InvalidTransition,
     JobNotFound,
     LeaseLost,
@@ -69,10 +66,6 @@ from offload.errors import (
 
 log = logging.getLogger("offload.backends.redis")
 T = TypeVar("T")
-
-#: Connections one backend object opens at most; more concurrent calls wait up to POOL_WAIT s.
-MAX_CONNECTIONS = 64
-POOL_WAIT = 10.0
 
 
 def _closed() -> BackendUnavailable:
@@ -113,21 +106,7 @@ class RedisBackend:
     async def open(self) -> None:
         if self._client is not None:
             return
-        try:
-            # A busy process waits for a free connection rather than failing at a maximum.
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self.target.connect_url,
-                max_connections=MAX_CONNECTIONS,
-                timeout=POOL_WAIT,
-                decode_responses=True,
-                socket_connect_timeout=5.0,
-                socket_timeout=15.0,
-                retry=Retry(NoBackoff(), 0),  # retries are ours: a claim must never run twice
-                connection_class=connection_class(),
-            )
-            client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
-        except ValueError as exc:
-            raise ConfigurationError(f"invalid Redis URL for {self.target.shown}: {exc}") from None
+        pool, client = open_pool(self.target.connect_url, self.target.shown)
         try:
             await self._check_server(client)
         except BaseException:
@@ -237,8 +216,13 @@ class RedisBackend:
         if limit <= 0 or not room:
             return []
         self._wakeups.event.clear()  # a submit after this point wakes wait_for_work
-        args: list[Any] = [self._now_arg(), worker_id, repr(float(lease_seconds)), limit,
-                           "1" if idle else "0"]  # fmt: skip
+        args: list[Any] = [
+            self._now_arg(),
+            worker_id,
+            repr(float(lease_seconds)),
+            limit,
+            "1" if idle else "0",
+        ]
         for queue, cap in room:
             args += [queue, cap]
         reply = await self._script("claim", args)
@@ -262,17 +246,25 @@ class RedisBackend:
         return RenewResult(frozenset(lost), frozenset(cancel))
 
     async def progress(self, lease: Lease, fraction: float | None, message: str | None) -> None:
-        args = [self._now_arg(), lease.job_id, str(lease.token),
-                "" if fraction is None else "=" + repr(float(fraction)), opt(message)]  # fmt: skip
+        args = [
+            self._now_arg(),
+            lease.job_id,
+            str(lease.token),
+            "" if fraction is None else "=" + repr(float(fraction)),
+            opt(message),
+        ]
         if await self._script("progress", args, retry=True) == "lost":
             raise LeaseLost(lease.job_id, lease.token)
 
     async def complete(self, lease: Lease, result: Any, *, then: Sequence[NewJob] = ()) -> None:
         rows, _ = encode_group(then)
         await self._finish(
-            lease, State.SUCCEEDED, Reason.SUCCEEDED, result=dumps(result),
+            lease,
+            State.SUCCEEDED,
+            Reason.SUCCEEDED,
+            result=dumps(result),
             then=b"=" + orjson.dumps(rows) if rows else b"",
-        )  # fmt: skip
+        )
 
     async def fail(
         self,
@@ -308,10 +300,15 @@ class RedisBackend:
     ) -> None:
         detail = error.get("message") if error else None
         await self._move(
-            lease, "finish", target.value, reason.value,
+            lease,
+            "finish",
+            target.value,
+            reason.value,
             b"" if result is None else b"=" + result,
-            b"" if error is None else b"=" + dumps(error), opt(detail), then,
-        )  # fmt: skip
+            b"" if error is None else b"=" + dumps(error),
+            opt(detail),
+            then,
+        )
 
     async def _move(self, lease: Lease, op: str, *extra: Any) -> None:
         """One move of a running job; concurrent moves share one script run."""

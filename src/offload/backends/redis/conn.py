@@ -14,8 +14,10 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis import exceptions as rex
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
-from offload.errors import BackendError, BackendUnavailable
+from offload.errors import BackendError, BackendUnavailable, ConfigurationError
 
 T = TypeVar("T")
 
@@ -58,6 +60,30 @@ class PackedConnection(aioredis.Connection):
 def connection_class() -> type[aioredis.Connection]:
     """The class for ``redis://`` pools (``rediss://`` and ``unix://`` keep redis-py's)."""
     return aioredis.Connection if _pack is None else PackedConnection
+
+
+#: Connections one backend object opens at most; more concurrent calls wait up to POOL_WAIT s.
+MAX_CONNECTIONS = 64
+POOL_WAIT = 10.0
+
+
+def open_pool(url: str, shown: str) -> tuple[aioredis.BlockingConnectionPool, aioredis.Redis]:
+    """The backend's pool and a client over it (closing the client closes the pool)."""
+    try:
+        # A busy process waits for a free connection rather than failing at a maximum.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=POOL_WAIT,
+            decode_responses=True,
+            socket_connect_timeout=5.0,
+            socket_timeout=15.0,
+            retry=Retry(NoBackoff(), 0),  # retries are ours: a claim must never run twice
+            connection_class=connection_class(),
+        )
+        return pool, aioredis.Redis.from_pool(pool)
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid Redis URL for {shown}: {exc}") from None
 
 
 class Lane:

@@ -35,8 +35,12 @@ async def list_jobs(run: Run, root: str, flt: JobFilter) -> Page:
     """Newest first from the smallest index that fits the filter, checking the rest of the
     filter on each job; reads at most LIST_SCAN_BUDGET entries, then returns a cursor."""
     indexes = [f"{root}i:all"]
-    for name, value in (("st", flt.status.value if flt.status else None),
-                        ("tk", flt.task), ("q", flt.queue), ("tn", flt.tenant)):  # fmt: skip
+    for name, value in (
+        ("st", flt.status.value if flt.status else None),
+        ("tk", flt.task),
+        ("q", flt.queue),
+        ("tn", flt.tenant),
+    ):
         if value is not None:
             indexes.append(f"{root}i:{name}:{value}")
     index = indexes[0]
@@ -108,9 +112,14 @@ async def history(run: Run, root: str, job_id: str) -> list[Transition]:
         return []
     try:
         first = Transition(
-            job_id, float(job["created_at"]), None, State(job["submitted_as"]), Reason.SUBMITTED,
-            0, 0,
-        )  # fmt: skip
+            job_id,
+            float(job["created_at"]),
+            None,
+            State(job["submitted_as"]),
+            Reason.SUBMITTED,
+            0,
+            0,
+        )
         return [
             first,
             *history_entries(job_id, job),

@@ -157,14 +157,25 @@ def encode_group(jobs: Sequence[NewJob]) -> tuple[list[tuple[str, ...]], list[Bl
         check_new_job(job)
         blobs = (dumps(job.args), dumps(job.kwargs), dumps(job.meta))
         blobs_of_group.append(blobs)
-        rows.append((
-            job.id, job.task, job.queue, str(int(job.priority)), repr(float(job.delay)),
-            "" if job.run_at is None else "=" + repr(float(job.run_at)),
-            opt(job.idempotency_key), job.fingerprint or "", opt(job.concurrency_key),
-            job.tenant, blobs[0].decode(), blobs[1].decode(), blobs[2].decode(),
-            "" if job.result_ttl is None else "=" + repr(float(job.result_ttl)),
-            *limit_fields(job.limits),
-        ))  # fmt: skip
+        rows.append(
+            (
+                job.id,
+                job.task,
+                job.queue,
+                str(int(job.priority)),
+                repr(float(job.delay)),
+                "" if job.run_at is None else "=" + repr(float(job.run_at)),
+                opt(job.idempotency_key),
+                job.fingerprint or "",
+                opt(job.concurrency_key),
+                job.tenant,
+                blobs[0].decode(),
+                blobs[1].decode(),
+                blobs[2].decode(),
+                "" if job.result_ttl is None else "=" + repr(float(job.result_ttl)),
+                *limit_fields(job.limits),
+            )
+        )
     return rows, blobs_of_group
 
 
@@ -209,12 +220,22 @@ def submitted(
             continue
         records.append(
             JobRecord(
-                id=job.id, task=job.task, queue=job.queue, status=State(item[1]),
-                args=orjson.loads(blobs[0]), kwargs=orjson.loads(blobs[1]),
-                priority=int(job.priority), attempts=0, losses=0, run_at=float(item[2]),
-                created_at=now, updated_at=now, idempotency_key=job.idempotency_key,
-                concurrency_key=job.concurrency_key, tenant=job.tenant,
+                id=job.id,
+                task=job.task,
+                queue=job.queue,
+                status=State(item[1]),
+                args=orjson.loads(blobs[0]),
+                kwargs=orjson.loads(blobs[1]),
+                priority=int(job.priority),
+                attempts=0,
+                losses=0,
+                run_at=float(item[2]),
+                created_at=now,
+                updated_at=now,
+                idempotency_key=job.idempotency_key,
+                concurrency_key=job.concurrency_key,
+                tenant=job.tenant,
                 meta=orjson.loads(blobs[2]),
             )
-        )  # fmt: skip
+        )
     return records

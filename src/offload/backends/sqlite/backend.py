@@ -94,9 +94,13 @@ class SQLiteBackend:
         self.max_losses = max_losses
         relaxed = "NORMAL" if synchronous in ("full", "extra") else None
         self._writer = SQLiteThread(
-            "offload-sqlite-writer", self._connect_writer, transactional=True,
-            durable=synchronous.upper(), relaxed=relaxed, lock_timeout=self.lock_timeout,
-        )  # fmt: skip
+            "offload-sqlite-writer",
+            self._connect_writer,
+            transactional=True,
+            durable=synchronous.upper(),
+            relaxed=relaxed,
+            lock_timeout=self.lock_timeout,
+        )
         self._reader = SQLiteThread("offload-sqlite-reader", self._connect, transactional=False)
         self._watcher = Watcher(self._connect_watcher, poll_interval)
         self._opened = False
@@ -135,9 +139,11 @@ class SQLiteBackend:
         while True:
             try:
                 conn = sqlite3.connect(
-                    self.path, timeout=self.busy_timeout, isolation_level=None,
+                    self.path,
+                    timeout=self.busy_timeout,
+                    isolation_level=None,
                     check_same_thread=False,
-                )  # fmt: skip
+                )
                 # Switching to WAL needs a moment alone with the file: wait out a racing opener.
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")

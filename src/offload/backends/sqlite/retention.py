@@ -46,9 +46,13 @@ def _ages(policy: RetentionPolicy, outcome: State) -> list[tuple[str | None, flo
 
 
 def _aged(
-    conn: sqlite3.Connection, cutoff: float, status: str, task: str | None,
-    policy: RetentionPolicy, limit: int,
-) -> list[str]:  # fmt: skip
+    conn: sqlite3.Connection,
+    cutoff: float,
+    status: str,
+    task: str | None,
+    policy: RetentionPolicy,
+    limit: int,
+) -> list[str]:
     if task is None:
         own = list(policy.tasks)
         which = f"task NOT IN ({','.join('?' * len(own))})" if own else "1"

@@ -243,3 +243,12 @@ def history_row(
         run.worker_id,
         detail,
     )
+
+
+SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs"
+
+
+def fetch(conn: sqlite3.Connection, job_id: str) -> JobRecord | None:
+    """The job with this id, or None."""
+    row = conn.execute(f"{SELECT_JOB} WHERE id = ?", (job_id,)).fetchone()
+    return row_to_job(row) if row is not None else None

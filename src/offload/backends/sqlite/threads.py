@@ -152,8 +152,9 @@ class SQLiteThread:
         try:
             self._serve(conn)
         except BaseException:  # a bug or a lost connection: refuse calls loudly from now on
-            log.critical("the %s thread stopped; the backend refuses calls", self._thread.name,
-                         exc_info=True)  # fmt: skip
+            log.critical(
+                "the %s thread stopped; the backend refuses calls", self._thread.name, exc_info=True
+            )
             with self._gate:
                 self._open = False
         finally:

@@ -16,87 +16,25 @@ from typing import Any
 
 import orjson
 
-from offload.backends._common import check_new_job, check_transition
-from offload.backends.base import CANCEL_INSTEAD, IDEMPOTENCY_WINDOW
+from offload.backends._common import check_transition
+from offload.backends.base import CANCEL_INSTEAD
 from offload.backends.sqlite import retention, schema
 from offload.backends.sqlite.claim import capped_ready, claim
+from offload.backends.sqlite.schema import SELECT_JOB, fetch
+from offload.backends.sqlite.submit import idempotent_match, submit
 from offload.core.job import JobRecord, Lease, NewJob, RenewResult, WorkerInfo
-from offload.core.limits import Limits
 from offload.core.retention import RetentionPolicy
 from offload.core.states import ACTIVE_STATES, TERMINAL_STATES, Reason, State
-from offload.errors import IdempotencyConflict, InvalidTransition, JobNotFound, LeaseLost
+from offload.errors import InvalidTransition, JobNotFound, LeaseLost
 
-SELECT_JOB = f"SELECT {schema.JOB_COLUMNS} FROM jobs"
-NO_LIMITS = Limits()
 #: Set with every move to a final state: when prune may delete the job (never without a ttl).
 EXPIRES = "expires_at = :now + result_ttl"
 OWNED = "id = ? AND token = ? AND status = 'running' AND lease_until > ?"
 #: What a move to a final state sets besides the status.
 FINISH = f"result = :result, error = :error, lease_until = NULL, finished_at = :now, {EXPIRES}"
 
-__all__ = ["capped_ready", "claim"]  # the claim's, called through this module by the backend
-
-
-def submit(conn: sqlite3.Connection, now: float, jobs: list[NewJob]) -> list[JobRecord]:
-    for new in jobs:  # before the first write: no bad number can half-apply a submit
-        check_new_job(new)
-    stored: list[JobRecord] = []
-    for new in jobs:
-        existing = idempotent_match(conn, new, now)
-        if existing is not None:
-            stored.append(existing)
-            continue
-        run_at = new.run_at if new.run_at is not None else now + max(0.0, new.delay)
-        status = State.SCHEDULED if run_at > now else State.QUEUED
-        check_transition(new.id, None, status)
-        lim = new.limits or NO_LIMITS
-        conn.execute(
-            "INSERT INTO jobs (id, task, queue, status, args, kwargs, priority, run_at, "
-            "created_at, updated_at, idempotency_key, concurrency_key, tenant, meta, result_ttl, "
-            "capped, cap, key_cap, rate, key_rate) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                new.id, new.task, new.queue, status.value, orjson.dumps(new.args),
-                orjson.dumps(new.kwargs), new.priority, run_at, now, now,
-                new.idempotency_key, new.concurrency_key, new.tenant, orjson.dumps(new.meta),
-                new.result_ttl, int(lim.capped), lim.concurrency, lim.key_concurrency, lim.rate,
-                lim.key_rate,
-            ),
-        )  # fmt: skip
-        record = JobRecord(
-            id=new.id, task=new.task, queue=new.queue, status=status, args=list(new.args),
-            kwargs=dict(new.kwargs), priority=new.priority, attempts=0, losses=0,
-            run_at=run_at, created_at=now, updated_at=now,
-            idempotency_key=new.idempotency_key, concurrency_key=new.concurrency_key,
-            tenant=new.tenant, meta=dict(new.meta),
-        )  # fmt: skip
-        conn.execute(schema.HISTORY_INSERT, schema.history_row(record, None, Reason.SUBMITTED, now))
-        if new.idempotency_key is not None:
-            conn.execute(
-                "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?)",
-                (new.tenant, new.idempotency_key, new.id, new.fingerprint,
-                 now + IDEMPOTENCY_WINDOW),
-            )  # fmt: skip
-        stored.append(record)
-    return stored
-
-
-def idempotent_match(conn: sqlite3.Connection, new: NewJob, now: float) -> JobRecord | None:
-    if new.idempotency_key is None:
-        return None
-    row = conn.execute(
-        "SELECT job_id, fingerprint FROM idempotency WHERE tenant = ? AND key = ? "
-        "AND expires_at > ?",
-        (new.tenant, new.idempotency_key, now),
-    ).fetchone()
-    if row is None:
-        return None
-    job = fetch(conn, row[0])
-    if job is None:  # pruned: the key no longer protects anything, whatever the request
-        return None
-    if row[1] != new.fingerprint:
-        raise IdempotencyConflict(new.idempotency_key, row[0])
-    return job
+# the claim's and the submit's, called through this module by the backend
+__all__ = ["SELECT_JOB", "capped_ready", "claim", "fetch", "idempotent_match", "submit"]
 
 
 def renew(
@@ -177,9 +115,14 @@ def move(
             f"UPDATE jobs SET status = :target, updated_at = :now, {sets} "
             "WHERE id = :id AND token = :token AND status = 'running' AND lease_until > :now "
             f"RETURNING {schema.JOB_COLUMNS}",
-            {**params, "target": target.value, "now": now, "id": lease.job_id,
-             "token": lease.token},
-        ).fetchone()  # fmt: skip
+            {
+                **params,
+                "target": target.value,
+                "now": now,
+                "id": lease.job_id,
+                "token": lease.token,
+            },
+        ).fetchone()
         if row is None:
             raise LeaseLost(lease.job_id, lease.token)
         job = schema.row_to_job(row)
@@ -372,8 +315,3 @@ def prune(
         (now, limit),
     )
     return pruned
-
-
-def fetch(conn: sqlite3.Connection, job_id: str) -> JobRecord | None:
-    row = conn.execute(f"{SELECT_JOB} WHERE id = ?", (job_id,)).fetchone()
-    return schema.row_to_job(row) if row is not None else None

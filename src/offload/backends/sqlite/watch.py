@@ -53,8 +53,9 @@ class Watcher:
             if self._closed:
                 return
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._main, name="offload-sqlite-watch",
-                                                daemon=True)  # fmt: skip
+                self._thread = threading.Thread(
+                    target=self._main, name="offload-sqlite-watch", daemon=True
+                )
                 self._thread.start()
             self._waiters.append(waiter)
             self._work.set()
