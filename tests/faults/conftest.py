@@ -4,7 +4,8 @@
 it runs once on a fresh SQLite file, once in a fresh namespace on the shared test Redis and
 once in a fresh schema on the test PostgreSQL.
 ``outage`` is a :class:`Faults` on a private ``redis-server`` (``redis_server``) that a test may
-kill, pause or cut off.
+kill, pause or cut off; ``pg_outage`` is one in a schema on a private PostgreSQL cluster
+(``postgres_server``) that a test may crash and start again.
 
 After a test passed, every process it started is killed and the history checker
 (``Faults.check_history``, module :mod:`history`) runs on what is left: a broken rule fails the
@@ -31,6 +32,7 @@ from typing import Any
 import pytest
 from faultkit import HERE, KINDS, Faults
 
+from pgkit import PostgresServer, postgres_schema_url
 from rediskit import RedisServer
 
 SEED = int(os.environ.get("OFFLOAD_FAULT_SEED") or random.SystemRandom().randrange(2**32))
@@ -75,6 +77,32 @@ def outage(
     monkeypatch.syspath_prepend(str(HERE))
     f = Faults(tmp_path, "redis", url=f"{redis_server.url}?prefix=outage")
     f.extra_logs.append(redis_server.workdir / "redis.log")
+    yield from _checked(request, f)
+
+
+@pytest.fixture
+def postgres_server(tmp_path: Path) -> Iterator[PostgresServer]:
+    """A private PostgreSQL cluster (initdb in the test's folder) that a test may crash."""
+    server = PostgresServer(tmp_path / "pg")
+    server.init()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()  # only the cluster this fixture started
+
+
+@pytest.fixture
+def pg_outage(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    postgres_server: PostgresServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Faults]:
+    """Faults in a fresh schema on the private cluster (whose log is shown when a test fails)."""
+    monkeypatch.syspath_prepend(str(HERE))
+    f = Faults(tmp_path, "postgres", url=postgres_schema_url(postgres_server.url))
+    f.extra_logs.append(postgres_server.log)
     yield from _checked(request, f)
 
 

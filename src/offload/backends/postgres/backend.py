@@ -105,6 +105,7 @@ class PostgresBackend:
         if not prepare:
             self._connect_kwargs["prepare_threshold"] = None
         self._pool: psycopg_pool.AsyncConnectionPool | None = None
+        self._pool_check: asyncio.Task[None] | None = None
         self._listener = Listener(conninfo, channel, poll_interval)
 
     @classmethod
@@ -146,6 +147,10 @@ class PostgresBackend:
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
+        check, self._pool_check = self._pool_check, None
+        if check is not None:
+            check.cancel()
+            await asyncio.gather(check, return_exceptions=True)
         await self._listener.close()
         if pool is not None:
             await pool.close()
@@ -181,10 +186,18 @@ class PostgresBackend:
             except psycopg_pool.PoolTimeout as exc:
                 raise BackendUnavailable(f"no PostgreSQL connection available: {exc}") from None
             except psycopg.OperationalError as exc:
+                self._check_pool(pool)
                 raise BackendUnavailable(f"PostgreSQL is unavailable: {exc}") from None
             except psycopg.Error as exc:
                 raise BackendError(f"PostgreSQL error: {exc}") from None
         raise AssertionError("unreachable")
+
+    def _check_pool(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
+        """Test the pool's idle connections in the background (one check at a time): a
+        terminated session or a restarted server leaves every idle connection dead, and the
+        pool finds that out only on use, one failed call (and one retry pause) per connection."""
+        if self._pool_check is None or self._pool_check.done():
+            self._pool_check = asyncio.get_running_loop().create_task(_check(pool))
 
     # -- writes --------------------------------------------------------------------------------
     async def submit(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
@@ -327,6 +340,13 @@ class PostgresBackend:
 def _timed(fixed: float | None, body: Callable[[float], Plan[T]], relaxed: bool) -> Plan[T]:
     now = yield from clock_plan(fixed, relaxed=relaxed)
     return (yield from body(now))
+
+
+async def _check(pool: psycopg_pool.AsyncConnectionPool) -> None:
+    try:
+        await asyncio.wait_for(pool.check(), 5.0)
+    except (TimeoutError, psycopg.Error, psycopg_pool.PoolTimeout):
+        pass  # still down: the next failure checks again
 
 
 def _just(value: T) -> Plan[T]:

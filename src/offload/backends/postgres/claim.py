@@ -76,7 +76,7 @@ def claim_plan(
     if limited:
         yield Query(f"SELECT id FROM {names.s}.limits_lock FOR UPDATE")
         now = yield from clock_plan(fixed_now)
-    lease = {"worker": worker_id, "now": now, "until": now + lease_seconds}
+    lease = {"worker": worker_id, "now": now, "lease": lease_seconds}
     if not limited:
         rows = yield Query(_fast_sql(names), {
             **lease, "queues": list(room), "rooms": [min(n, limit) for n in room.values()],
@@ -92,15 +92,20 @@ def claim_plan(
 
 
 def _take_sql(names: Names, ids: str) -> str:
-    """Move the jobs ``ids`` selects to running under new leases, with their history."""
+    """Move the jobs ``ids`` selects to running under new leases, with their history.
+
+    A claim is dated no earlier than the job's last change: the claim's clock is read at its
+    first statement, and a job committed (submitted, retried) after that read can still be
+    taken by this statement (READ COMMITTED: a new snapshot per statement)."""
     s = names.s
+    at = "greatest(%(now)s, updated_at)"  # in SET: the row's old updated_at
     return (
         f"WITH claimed AS (UPDATE {s}.jobs SET status = 'running', attempts = attempts + 1, "
-        "token = token + 1, worker_id = %(worker)s, lease_until = %(until)s, "
-        "started_at = %(now)s, updated_at = %(now)s, progress = NULL, progress_message = NULL, "
+        f"token = token + 1, worker_id = %(worker)s, lease_until = {at} + %(lease)s, "
+        f"started_at = {at}, updated_at = {at}, progress = NULL, progress_message = NULL, "
         f"reserved = false WHERE id IN ({ids}) AND status = 'queued' "
         f"RETURNING {schema.JOB_COLUMNS}), "
-        f"logged AS (INSERT INTO {s}.history ({schema.HISTORY_COLUMNS}) SELECT id, %(now)s, "
+        f"logged AS (INSERT INTO {s}.history ({schema.HISTORY_COLUMNS}) SELECT id, updated_at, "
         "'queued', 'running', 'claimed', attempts, token, worker_id, NULL FROM claimed) "
         f"SELECT {schema.JOB_COLUMNS} FROM claimed"
     )
