@@ -24,6 +24,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,15 +83,17 @@ def outage(
 
 
 @pytest.fixture
-def postgres_server(tmp_path: Path) -> Iterator[PostgresServer]:
+def postgres_server() -> Iterator[PostgresServer]:
     """A private PostgreSQL cluster (initdb in the test's folder) that a test may crash."""
-    server = PostgresServer(tmp_path / "pg")
-    server.init()
-    server.start()
+    # Not under tmp_path: pytest's folder is private to root, and the cluster runs as postgres.
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="offload-pg.")))
     try:
+        server.init()
+        server.start()
         yield server
     finally:
         server.stop()  # only the cluster this fixture started
+        shutil.rmtree(server.workdir, ignore_errors=True)
 
 
 @pytest.fixture
