@@ -108,7 +108,8 @@ async def main(url: str, n: int, rounds: int) -> None:
         for op, samples in ops.items():
             q = statistics.quantiles(samples, n=10)
             rate = 1e6 * len(samples) / sum(samples)
-            print(f"| {name} | {op} | {statistics.median(samples):.0f} | {q[8]:.0f} | {rate:,.0f} |")
+            p50 = statistics.median(samples)
+            print(f"| {name} | {op} | {p50:.0f} | {q[8]:.0f} | {rate:,.0f} |")
 
 
 if __name__ == "__main__":

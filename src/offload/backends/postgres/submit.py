@@ -49,11 +49,26 @@ def notify(names: Names) -> Plan[None]:
         yield Query("SELECT pg_notify(%s, '')", (names.channel,))
 
 
-def submit_plan(names: Names, fixed_now: float | None, jobs: list[NewJob]) -> Plan[list[JobRecord]]:
-    """Store ``jobs`` (all or none, with the transaction) and return them as stored."""
+def wake_plan(names: Names) -> Plan[None]:
+    """A NOTIFY in a transaction of its own that does not wait for its flush (a lost wake-up
+    costs one poll, never a job)."""
+    if names.channel is not None:
+        yield Query(
+            "SELECT set_config('synchronous_commit', 'off', true), pg_notify(%s, '')",
+            (names.channel,),
+        )
+
+
+def submit_plan(
+    names: Names, fixed_now: float | None, jobs: list[NewJob], *, wake: bool = True
+) -> Plan[list[JobRecord]]:
+    """Store ``jobs`` (all or none, with the transaction) and return them as stored;
+    ``wake=False`` leaves the NOTIFY to the caller, after the commit (see
+    ``PostgresBackend.submit``)."""
     now = yield from clock_plan(fixed_now)
     stored = yield from insert_jobs(names, now, jobs)
-    yield from notify(names)
+    if wake:
+        yield from notify(names)
     return stored
 
 
