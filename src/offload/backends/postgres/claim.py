@@ -38,18 +38,26 @@ PICK = (
 )
 
 
-def promote_due(names: Names, now: float) -> Plan[None]:
-    """scheduled -> queued for every job due by ``now`` (at most 1000 per claim)."""
+def promote_due(names: Names, fixed_now: float | None) -> Plan[float]:
+    """scheduled -> queued for every job due by now (at most 1000 per claim); returns now:
+    ``fixed_now``, or the server's clock, read in the same statement (one round trip less
+    per claim than reading it first)."""
     s = names.s
-    yield Query(
-        f"WITH moved AS (UPDATE {s}.jobs SET status = 'queued', updated_at = %(now)s "
-        f"WHERE id IN (SELECT id FROM {s}.jobs WHERE status = 'scheduled' AND run_at <= %(now)s "
+    clock, now = "", "%(now)s"
+    if fixed_now is None:
+        clock = "c AS (SELECT extract(epoch FROM clock_timestamp())::double precision AS t), "
+        now = "(SELECT t FROM c)"
+    rows = yield Query(
+        f"WITH {clock}moved AS (UPDATE {s}.jobs SET status = 'queued', updated_at = {now} "
+        f"WHERE id IN (SELECT id FROM {s}.jobs WHERE status = 'scheduled' AND run_at <= {now} "
         "ORDER BY run_at LIMIT 1000 FOR UPDATE SKIP LOCKED) "
-        "RETURNING id, attempts, token, worker_id) "
-        f"INSERT INTO {s}.history ({schema.HISTORY_COLUMNS}) SELECT id, %(now)s, 'scheduled', "
-        "'queued', 'promoted', attempts, token, worker_id, NULL FROM moved",
-        {"now": now},
+        "RETURNING id, attempts, token, worker_id), "
+        f"logged AS (INSERT INTO {s}.history ({schema.HISTORY_COLUMNS}) SELECT id, {now}, "
+        "'scheduled', 'queued', 'promoted', attempts, token, worker_id, NULL FROM moved) "
+        f"SELECT {now}",
+        {"now": fixed_now},
     )
+    return fixed_now if fixed_now is not None else float(rows[0][0])
 
 
 def claim_plan(
@@ -66,8 +74,7 @@ def claim_plan(
     waited for it must not start its jobs at a time before the finish that freed their slot)."""
     # Durable, unlike the outcomes: a claim lost in a server crash would hand its fencing
     # token out again, to a second worker, while the first still runs the job.
-    now = yield from clock_plan(fixed_now)
-    yield from promote_due(names, now)
+    now = yield from promote_due(names, fixed_now)
     limited = yield Query(
         f"SELECT 1 FROM {names.s}.jobs WHERE status = 'queued' AND limited "
         "AND queue = ANY(%s) LIMIT 1",
