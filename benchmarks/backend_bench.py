@@ -4,9 +4,11 @@ Run from the repository root (see benchmarks/README.md for what each figure mean
 
     .venv/bin/python benchmarks/backend_bench.py --backend sqlite --runs 3 --out docs/benchmarks.md
     .venv/bin/python benchmarks/backend_bench.py --backend redis --runs 3 --out docs/benchmarks.md
+    .venv/bin/python benchmarks/backend_bench.py --backend postgres --out docs/benchmarks.md
 
-Every measurement uses a fresh database file in a temporary folder (SQLite) or a fresh
-namespace, deleted afterwards (Redis). Workers run as real worker processes
+Every measurement uses a fresh database file in a temporary folder (SQLite), a fresh
+namespace, deleted afterwards (Redis), or a fresh schema, dropped afterwards (PostgreSQL).
+Workers run as real worker processes
 (``python -m offload worker backend_bench:app`` with ``benchmarks/`` as the working folder), so
 this file is also the app they load: ``app`` below reads its backend URL from
 ``$OFFLOAD_BACKEND``, which the benchmark sets for each worker it starts.
@@ -107,6 +109,8 @@ TARGETS = (
     ("submit_conc", "redis", 8_000.0, True, ">= 8,000 jobs/s"),
     ("submit_bulk", "redis", 50_000.0, True, ">= 50,000 jobs/s"),
     ("pickup_p50", "redis", 1.0001, False, "<= 1 ms"),
+    ("submit_conc", "postgres", 5_000.0, True, ">= 5,000 jobs/s"),
+    ("pickup_p50", "postgres", 5.0001, False, "<= 5 ms"),
 )
 
 Sample = dict[str, float]
@@ -119,17 +123,28 @@ class Config:
     pickup_samples: int
     concurrency: int | None
     redis_url: str
+    postgres_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def backend_url(folder: Path, name: str, mode: str, cfg: Config) -> str:
     """A fresh store for one step: a database file, or a Redis namespace."""
     if mode == "redis":
         return f"{cfg.redis_url}?prefix=offload-bench-{uuid.uuid4().hex[:10]}"
+    if mode == "postgres":
+        return f"{cfg.postgres_url}?schema=offload_bench_{uuid.uuid4().hex[:10]}"
     return f"sqlite:///{folder / name}.db?synchronous={mode}"
 
 
 def drop_namespace(url: str) -> None:
-    """Delete a benchmark's Redis namespace (nothing to do for SQLite: its folder goes)."""
+    """Delete a benchmark's Redis namespace or PostgreSQL schema (nothing to do for SQLite:
+    its folder goes)."""
+    if url.startswith("postgres"):
+        import psycopg
+
+        base, _, schema = url.partition("?schema=")
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')  # type: ignore[arg-type]
+        return
     if not url.startswith("redis"):
         return
     base, _, prefix = url.partition("?prefix=")
@@ -385,7 +400,7 @@ def progress(message: str) -> None:
 
 # -- reporting ---------------------------------------------------------------------------------
 def column(mode: str) -> str:
-    return "redis" if mode == "redis" else f"synchronous={mode}"
+    return mode if mode in ("redis", "postgres") else f"synchronous={mode}"
 
 
 def metrics_of(results: dict[str, dict[str, list[float]]]) -> list[Metric]:
@@ -489,7 +504,7 @@ def commentary(results: dict[str, dict[str, list[float]]]) -> list[str]:
                 "CPU held by other processes."
             )
         lines.append(line)
-    sqlite_modes = [m for m in results if m != "redis"]
+    sqlite_modes = [m for m in results if m not in ("redis", "postgres")]
     if sqlite_modes:
         cpu = max(statistics.median(results[m]["idle_cpu"]) for m in sqlite_modes)
         lines.append(
@@ -498,6 +513,12 @@ def commentary(results: dict[str, dict[str, list[float]]]) -> list[str]:
             "latency is that poll period plus one claim transaction; 'submit returned -> "
             "started' can be shorter than 'created -> started' because `created_at` is taken "
             "before the submit's COMMIT."
+        )
+    if "postgres" in results:
+        lines.append(
+            f"- An idle PostgreSQL worker uses about {med('postgres', 'idle_cpu'):.1f}% of one "
+            "core: it waits on LISTEN for the NOTIFY a submit sends after its commit, then "
+            "claims with one `UPDATE ... FOR UPDATE SKIP LOCKED ... RETURNING` statement."
         )
     if "redis" in results:
         lines.append(
@@ -557,6 +578,8 @@ class Context:
 
 
 def title(results: dict[str, dict[str, list[float]]]) -> str:
+    if "postgres" in results:
+        return "PostgreSQL backend"
     return "Redis backend" if "redis" in results else "SQLite backend"
 
 
@@ -572,6 +595,12 @@ def section(results: dict[str, dict[str, list[float]]], ctx: Context) -> str:
             f"- Redis {info['redis_version']} on loopback ({cfg.redis_url}), the machine's "
             "shared server, without persistence (with AOF on, every write also goes to the "
             "append-only file: not measured here)"
+        ]
+    if "postgres" in results:
+        server = [
+            f"- PostgreSQL {postgres_version(cfg.postgres_url)} on loopback "
+            f"({cfg.postgres_url}), the machine's shared server; a fresh schema "
+            "per step"
         ]
     parts = [
         f"## {title(results)}",
@@ -609,17 +638,42 @@ def section(results: dict[str, dict[str, list[float]]], ctx: Context) -> str:
     return "\n".join(parts)
 
 
+def postgres_version(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return str(row[0]) if row else "?"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     p.add_argument("--jobs", type=int, default=10_000, help="jobs per measurement (10000)")
-    p.add_argument("--sequential-jobs", type=int, default=2_000,
-                   help="jobs for the one-at-a-time submit rate (2000)")  # fmt: skip
-    p.add_argument("--backend", choices=["sqlite", "redis"], default="sqlite")
-    p.add_argument("--synchronous", choices=["normal", "full", "both"], default="both",
-                   help="SQLite only: the URL's synchronous mode(s) (both)")  # fmt: skip
-    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/14",
-                   help="Redis only: server and database; each step uses a fresh namespace "
-                   "that is deleted afterwards (redis://127.0.0.1:6379/14)")  # fmt: skip
+    p.add_argument(
+        "--sequential-jobs",
+        type=int,
+        default=2_000,
+        help="jobs for the one-at-a-time submit rate (2000)",
+    )
+    p.add_argument("--backend", choices=["sqlite", "redis", "postgres"], default="sqlite")
+    p.add_argument(
+        "--synchronous",
+        choices=["normal", "full", "both"],
+        default="both",
+        help="SQLite only: the URL's synchronous mode(s) (both)",
+    )
+    p.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/14",
+        help="Redis only: server and database; each step uses a fresh namespace "
+        "that is deleted afterwards (redis://127.0.0.1:6379/14)",
+    )
+    p.add_argument(
+        "--postgres-url",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="PostgreSQL only: the database; each step uses a fresh schema that is "
+        "dropped afterwards",
+    )
     p.add_argument("--runs", type=int, default=3, help="repetitions; medians are reported (3)")
     p.add_argument("--pickup-samples", type=int, default=200, help="pickup samples per run")
     p.add_argument("--concurrency", type=int, help="worker slots (default: the worker's own)")
@@ -629,12 +683,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     ns = parse_args(argv)
-    if ns.backend == "redis":
-        modes = ["redis"]
+    if ns.backend in ("redis", "postgres"):
+        modes = [ns.backend]
     else:
         modes = ["normal", "full"] if ns.synchronous == "both" else [ns.synchronous]
-    cfg = Config(ns.jobs, min(ns.sequential_jobs, ns.jobs), ns.pickup_samples, ns.concurrency,
-                 ns.redis_url)  # fmt: skip
+    cfg = Config(
+        ns.jobs,
+        min(ns.sequential_jobs, ns.jobs),
+        ns.pickup_samples,
+        ns.concurrency,
+        ns.redis_url,
+        ns.postgres_url,
+    )
     tmp = tempfile.gettempdir()
     about, load_start = machine(tmp), load_average()
     started = time.monotonic()

@@ -8,11 +8,17 @@ the session drops it (only that one: other sessions may share the server) when i
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
+import subprocess
 import uuid
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+
+from upkit import free_port
 
 TEST_POSTGRES = os.environ.get(
     "OFFLOAD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -60,3 +66,71 @@ def drop_test_database() -> None:
     name = urlsplit(url).path.lstrip("/")
     with psycopg.connect(TEST_POSTGRES, autocommit=True, connect_timeout=3) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+class PostgresServer:
+    """A private PostgreSQL cluster (``initdb`` in ``workdir``, a free loopback port, fsync off)
+    for tests that must stop or restart the server; never the shared one. As root, the cluster
+    runs as the ``postgres`` user (PostgreSQL refuses root), like scripts/postgres-private.sh."""
+
+    def __init__(self, workdir: Path) -> None:
+        bindirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version)
+        if not bindirs:
+            pytest.skip("initdb is not installed: apt-get install postgresql")
+        self.bin = Path(bindirs[-1])
+        self.workdir = workdir
+        self.data = workdir / "data"
+        self.log = workdir / "postgres.log"
+        self.port = free_port()
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *argv: str) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+        subprocess.run([*prefix, *argv], check=True, capture_output=True, timeout=60)
+
+    def init(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if os.getuid() == 0:
+            shutil.chown(self.workdir, "postgres")
+        self._run(
+            str(self.bin / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c max_connections=100"
+        )
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-w",
+            "-t",
+            "30",
+            "start",
+            "-o",
+            options,
+        )
+
+    def stop(self, mode: str = "immediate") -> None:
+        """Stop the cluster; ``immediate`` is a crash (no checkpoint: recovery at next start)."""
+        if (self.data / "postmaster.pid").exists():
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+
+def _version(path: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in Path(path).parent.name.split(".") if p.isdigit())

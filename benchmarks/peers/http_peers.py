@@ -55,17 +55,43 @@ class Web:
 
 
 SYSTEMS = (
-    Web("offload-sqlite", "offload (SQLite)", "offload", "webapps.offload_app:app",
+    Web(
+        "offload-sqlite",
+        "offload (SQLite)",
+        "offload",
+        "webapps.offload_app:app",
         ("-m", "offload", "worker", "webapps.offload_app:jobs", "--concurrency", "10"),
-        backend="sqlite"),
-    Web("offload-redis", "offload (Redis)", "offload", "webapps.offload_app:app",
+        backend="sqlite",
+    ),
+    Web(
+        "offload-redis",
+        "offload (Redis)",
+        "offload",
+        "webapps.offload_app:app",
         ("-m", "offload", "worker", "webapps.offload_app:jobs", "--concurrency", "10"),
-        backend="redis"),
+        backend="redis",
+    ),
     Web("background", "FastAPI BackgroundTasks", "peers", "webapps.background_app:app"),
-    Web("celery", "Celery (prefork)", "peers", "webapps.celery_app:app",
-        ("-m", "celery", "-A", "webapps.celery_app:celery", "worker", "-P", "prefork", "-c", "10",
-         "-l", "WARNING")),
-)  # fmt: skip
+    Web(
+        "celery",
+        "Celery (prefork)",
+        "peers",
+        "webapps.celery_app:app",
+        (
+            "-m",
+            "celery",
+            "-A",
+            "webapps.celery_app:celery",
+            "worker",
+            "-P",
+            "prefork",
+            "-c",
+            "10",
+            "-l",
+            "WARNING",
+        ),
+    ),
+)
 BY_NAME = {s.name: s for s in SYSTEMS}
 
 
@@ -165,8 +191,19 @@ class Scenario:
     def start_server(self, tag: str) -> Any:
         from peerbench.procs import Worker
 
-        argv = [self.python, "-m", "uvicorn", self.web.app, "--host", "127.0.0.1",
-                "--port", str(self.port), "--no-access-log", "--log-level", "warning"]  # fmt: skip
+        argv = [
+            self.python,
+            "-m",
+            "uvicorn",
+            self.web.app,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
         log = self.folder / f"{self.web.name}-server-{tag}.log"
         proc = Worker.start(argv, self.env, venvs.HERE, log)
         wait_healthy(self.port, proc)
@@ -287,15 +324,33 @@ def summarize(
 
 # -- report --------------------------------------------------------------------------------------
 def table(rows: list[dict[str, Any]]) -> list[str]:
-    head = ["System", "Requests/s before the kill", "Latency p50 [ms]", "Latency p99 [ms]",
-            "Errors before the kill", "Errors around the restart", "Server back after [s]",
-            "Jobs acknowledged", "Acknowledged, never ran", "Ran twice"]  # fmt: skip
+    head = [
+        "System",
+        "Requests/s before the kill",
+        "Latency p50 [ms]",
+        "Latency p99 [ms]",
+        "Errors before the kill",
+        "Errors around the restart",
+        "Server back after [s]",
+        "Jobs acknowledged",
+        "Acknowledged, never ran",
+        "Ran twice",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lost = f"**{r['lost']:,}**" if r["lost"] else "0"
-        cells = [r["label"], f"{r['rate_steady']:,.0f}", f"{r['p50']:.1f}", f"{r['p99']:.1f}",
-                 f"{r['errors_steady']:,}", f"{r['errors_restart']:,}", f"{r['downtime']:.1f}",
-                 f"{r['acked']:,}", lost, f"{r['ran_twice']:,}"]  # fmt: skip
+        cells = [
+            r["label"],
+            f"{r['rate_steady']:,.0f}",
+            f"{r['p50']:.1f}",
+            f"{r['p99']:.1f}",
+            f"{r['errors_steady']:,}",
+            f"{r['errors_restart']:,}",
+            f"{r['downtime']:.1f}",
+            f"{r['acked']:,}",
+            lost,
+            f"{r['ran_twice']:,}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -339,17 +394,29 @@ def section(data: dict[str, Any]) -> str:
 # -- main ----------------------------------------------------------------------------------------
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    p.add_argument("--systems", default=",".join(BY_NAME),
-                   help=f"comma-separated subset of {','.join(BY_NAME)}")  # fmt: skip
+    p.add_argument(
+        "--systems",
+        default=",".join(BY_NAME),
+        help=f"comma-separated subset of {','.join(BY_NAME)}",
+    )
     p.add_argument("--clients", type=int, default=100, help="concurrent clients (100)")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of load (20)")
-    p.add_argument("--think", type=float, default=0.25,
-                   help="seconds each client pauses after an answer (0.25)")  # fmt: skip
-    p.add_argument("--job-seconds", type=float, default=0.05,
-                   help="how long the slow job blocks (0.05)")  # fmt: skip
+    p.add_argument(
+        "--think",
+        type=float,
+        default=0.25,
+        help="seconds each client pauses after an answer (0.25)",
+    )
+    p.add_argument(
+        "--job-seconds", type=float, default=0.05, help="how long the slow job blocks (0.05)"
+    )
     p.add_argument("--write-docs", action="store_true", help="write the section of docs/peers.md")
-    p.add_argument("--report-only", type=Path, metavar="JSON",
-                   help="measure nothing: write the docs section from a results file")  # fmt: skip
+    p.add_argument(
+        "--report-only",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: write the docs section from a results file",
+    )
     return p.parse_args(argv)
 
 

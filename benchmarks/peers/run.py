@@ -30,17 +30,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=3, help="runs of every configuration (3)")
     p.add_argument("--pickup-samples", type=int, default=100, help="pickup samples per run (100)")
     p.add_argument("--concurrency", type=int, default=10, help="job slots per worker (10)")
-    p.add_argument("--quick", action="store_true",
-                   help="500 jobs, 1 run, 50 pickup samples: to try it out")  # fmt: skip
-    p.add_argument("--configs", default="all",
-                   help="comma-separated configurations (default all; see --list)")  # fmt: skip
+    p.add_argument(
+        "--quick", action="store_true", help="500 jobs, 1 run, 50 pickup samples: to try it out"
+    )
+    p.add_argument(
+        "--configs", default="all", help="comma-separated configurations (default all; see --list)"
+    )
     p.add_argument("--workloads", default="noop,sleep,burn", help="noop,sleep,burn (all)")
     p.add_argument("--list", action="store_true", help="list the configurations and exit")
     p.add_argument("--out", type=Path, help="raw results JSON (default results/<mode>.json)")
-    p.add_argument("--write-docs", action="store_true",
-                   help="write docs/peers.md and docs/img/peers-*.png")  # fmt: skip
-    p.add_argument("--report-only", type=Path, metavar="JSON",
-                   help="measure nothing: write the docs from a results file")  # fmt: skip
+    p.add_argument(
+        "--write-docs", action="store_true", help="write docs/peers.md and docs/img/peers-*.png"
+    )
+    p.add_argument(
+        "--report-only",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: write the docs from a results file",
+    )
     ns = p.parse_args(argv)
     if ns.quick:
         ns.jobs, ns.runs, ns.pickup_samples = 500, 1, 50

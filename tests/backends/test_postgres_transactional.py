@@ -62,8 +62,14 @@ def _rows(url: str) -> tuple[int, int]:
 
 
 def _state(conn: psycopg.Connection[Any]) -> tuple[object, ...]:
-    return (conn.autocommit, conn.info.transaction_status, conn.isolation_level,
-            conn.row_factory, conn.read_only, conn.deferrable)  # fmt: skip
+    return (
+        conn.autocommit,
+        conn.info.transaction_status,
+        conn.isolation_level,
+        conn.row_factory,
+        conn.read_only,
+        conn.deferrable,
+    )
 
 
 def _declare(app: offload.App) -> tuple[Any, list[str]]:

@@ -4,7 +4,8 @@
 it runs once on a fresh SQLite file, once in a fresh namespace on the shared test Redis and
 once in a fresh schema on the test PostgreSQL.
 ``outage`` is a :class:`Faults` on a private ``redis-server`` (``redis_server``) that a test may
-kill, pause or cut off.
+kill, pause or cut off; ``pg_outage`` is one in a schema on a private PostgreSQL cluster
+(``postgres_server``) that a test may crash and start again.
 
 After a test passed, every process it started is killed and the history checker
 (``Faults.check_history``, module :mod:`history`) runs on what is left: a broken rule fails the
@@ -23,6 +24,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +34,7 @@ from typing import Any
 import pytest
 from faultkit import HERE, KINDS, Faults
 
+from pgkit import PostgresServer, postgres_schema_url
 from rediskit import RedisServer
 
 SEED = int(os.environ.get("OFFLOAD_FAULT_SEED") or random.SystemRandom().randrange(2**32))
@@ -75,6 +79,34 @@ def outage(
     monkeypatch.syspath_prepend(str(HERE))
     f = Faults(tmp_path, "redis", url=f"{redis_server.url}?prefix=outage")
     f.extra_logs.append(redis_server.workdir / "redis.log")
+    yield from _checked(request, f)
+
+
+@pytest.fixture
+def postgres_server() -> Iterator[PostgresServer]:
+    """A private PostgreSQL cluster (initdb in the test's folder) that a test may crash."""
+    # Not under tmp_path: pytest's folder is private to root, and the cluster runs as postgres.
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="offload-pg.")))
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        server.stop()  # only the cluster this fixture started
+        shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_outage(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    postgres_server: PostgresServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Faults]:
+    """Faults in a fresh schema on the private cluster (whose log is shown when a test fails)."""
+    monkeypatch.syspath_prepend(str(HERE))
+    f = Faults(tmp_path, "postgres", url=postgres_schema_url(postgres_server.url))
+    f.extra_logs.append(postgres_server.log)
     yield from _checked(request, f)
 
 

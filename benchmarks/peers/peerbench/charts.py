@@ -40,8 +40,9 @@ def bars(ax: Axes, data: dict[str, Any], key: str, title: str, unit: str, log: b
         ax.set_xscale("log")
     for y, m in zip(ys, mids, strict=True):
         shown = f"{m:,.0f}" if m >= 100 else f"{m:.3g}"
-        ax.annotate(shown, (m, y), xytext=(3, 0), textcoords="offset points",
-                    va="center", fontsize=7)  # fmt: skip
+        ax.annotate(
+            shown, (m, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7
+        )
 
 
 def save(fig: Figure, folder: Path, name: str, note: str) -> Path:

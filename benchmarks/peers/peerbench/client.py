@@ -20,9 +20,13 @@ class ClientProc:
         self.log = log
         with log.open("ab") as err:
             self.proc = subprocess.Popen(
-                [str(python), "-m", "systems._client", config], cwd=cwd, env=env,
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-            )  # fmt: skip
+                [str(python), "-m", "systems._client", config],
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+            )
 
     def call(self, op: str, wait: float = 300.0, **fields: Any) -> Any:
         """Send one request and return its answer; ``wait``: seconds to wait for it."""

@@ -72,10 +72,13 @@ def measure(ns: argparse.Namespace, argv: list[str], out: Path) -> dict[str, Any
     """Measure every configuration ``runs`` times; ``out`` is rewritten after each one, so an
     interrupted run still leaves what it measured (``meta.complete`` is false then)."""
     plan = Plan(
-        jobs=ns.jobs, runs=ns.runs, pickup_samples=ns.pickup_samples,
-        concurrency=ns.concurrency, workloads=pick_workloads(ns.workloads),
+        jobs=ns.jobs,
+        runs=ns.runs,
+        pickup_samples=ns.pickup_samples,
+        concurrency=ns.concurrency,
+        workloads=pick_workloads(ns.workloads),
         configs=pick_configs(ns.configs),
-    )  # fmt: skip
+    )
     folder = Path(tempfile.mkdtemp(prefix="offload-peers-"))
     progress(f"logs and databases in {folder}")
     results = Results()
@@ -102,8 +105,12 @@ def measure(ns: argparse.Namespace, argv: list[str], out: Path) -> dict[str, Any
         seconds = round(time.monotonic() - started)
         meta["duration"] = f"{seconds // 60}m{seconds % 60:02d}s"
         meta["load_end"] = load_average()
-        data = {"meta": meta, "values": results.values, "errors": results.errors,
-                "about": results.about}  # fmt: skip
+        data = {
+            "meta": meta,
+            "values": results.values,
+            "errors": results.errors,
+            "about": results.about,
+        }
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(data, indent=1) + "\n")
         return data

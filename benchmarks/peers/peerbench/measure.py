@@ -201,8 +201,9 @@ class Bench:
                     f"the worker exited after {count}/{n} jobs:\n{worker.log_tail()}"
                 )
             if now - moved > STALL:
-                raise TimeoutError(f"stuck at {count}/{n} jobs for {STALL:.0f} s:\n"
-                                   f"{worker.log_tail()}")  # fmt: skip
+                raise TimeoutError(
+                    f"stuck at {count}/{n} jobs for {STALL:.0f} s:\n{worker.log_tail()}"
+                )
             time.sleep(POLL)
         rss, pss = procs.memory(worker.pid)
         peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
@@ -230,15 +231,22 @@ class Bench:
         with self.session(config, "pickup") as client:
             worker = self.start_worker(config, "noop", self.worker_spec(client, "noop"))
             try:
-                client.call("pickup", workload="noop", samples=WARMUP, pause=[0.02, 0.05],
-                            timeout=STALL, wait=STALL * WARMUP)  # fmt: skip
+                client.call(
+                    "pickup",
+                    workload="noop",
+                    samples=WARMUP,
+                    pause=[0.02, 0.05],
+                    timeout=STALL,
+                    wait=STALL * WARMUP,
+                )
                 time.sleep(IDLE_SETTLE)
                 cpu0, wall0 = procs.cpu_seconds(worker.pid), time.monotonic()
                 time.sleep(IDLE_WINDOW)
                 idle = (procs.cpu_seconds(worker.pid) - cpu0) / (time.monotonic() - wall0)
                 pause = list(PICKUP_PAUSE)
-                got = client.call("pickup", workload="noop", samples=k, pause=pause,
-                                  timeout=30, wait=60 + 2 * k)  # fmt: skip
+                got = client.call(
+                    "pickup", workload="noop", samples=k, pause=pause, timeout=30, wait=60 + 2 * k
+                )
             finally:
                 worker.stop()
         called = [1000 * (s - b) for s, b in zip(got["started"], got["before"], strict=True)]

@@ -83,9 +83,14 @@ class Worker:
     def start(cls, argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> Worker:
         with log.open("ab") as out:
             proc = subprocess.Popen(
-                argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
                 start_new_session=True,
-            )  # fmt: skip
+            )
         return cls(proc, log)
 
     @property

@@ -54,9 +54,21 @@ class RedisServer:
         return redis.Redis.from_url(self.url(db))
 
     def __enter__(self) -> RedisServer:
-        argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", str(self.folder), "--daemonize", "no", "--loglevel", "warning",
-                "--logfile", str(self.folder / "redis.log")]  # fmt: skip
+        argv = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.folder),
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+            "--logfile",
+            str(self.folder / "redis.log"),
+        ]
         for name, value in SETTINGS:
             argv += [f"--{name}", value]
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)

@@ -149,8 +149,14 @@ def table(data: dict[str, Any], figures: list[Figure]) -> list[str]:
 
 
 def headline(data: dict[str, Any]) -> list[str]:
-    head = ["Figure", "offload (Redis)", "offload (SQLite)", "fastest peer", "Redis vs peer",
-            "SQLite vs peer"]  # fmt: skip
+    head = [
+        "Figure",
+        "offload (Redis)",
+        "offload (SQLite)",
+        "fastest peer",
+        "Redis vs peer",
+        "SQLite vs peer",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for fig in HEADLINE:
         best = best_peer(data, fig)

@@ -66,8 +66,10 @@ def tally() -> None:
     """Tell the harness that one job finished: one datagram, no reply awaited."""
     entry = _tally.get(os.getpid())
     if entry is None:
-        entry = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM),
-                 ("127.0.0.1", int(env("TALLY_PORT"))))  # fmt: skip
+        entry = (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM),
+            ("127.0.0.1", int(env("TALLY_PORT"))),
+        )
         _tally[os.getpid()] = entry
     entry[0].sendto(b"1", entry[1])
 

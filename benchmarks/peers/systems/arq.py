@@ -63,8 +63,14 @@ def knobs(config: str) -> list[str]:
 
 
 def worker(config: str, workload: str, concurrency: int) -> tuple[list[str], dict[str, str]]:
-    argv = [sys.executable, "-m", "arq", "systems.arq.WorkerSettings",
-            "--custom-log-dict", "systems.arq.LOG_CONFIG"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "arq",
+        "systems.arq.WorkerSettings",
+        "--custom-log-dict",
+        "systems.arq.LOG_CONFIG",
+    ]
     return argv, {}
 
 

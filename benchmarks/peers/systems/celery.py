@@ -63,8 +63,20 @@ def knobs(config: str) -> list[str]:
 
 
 def worker(config: str, workload: str, concurrency: int) -> tuple[list[str], dict[str, str]]:
-    argv = [sys.executable, "-m", "celery", "-A", "systems.celery", "worker",
-            "-P", pool(config), "-c", str(concurrency), "-l", "WARNING"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "systems.celery",
+        "worker",
+        "-P",
+        pool(config),
+        "-c",
+        str(concurrency),
+        "-l",
+        "WARNING",
+    ]
     return argv, {}
 
 

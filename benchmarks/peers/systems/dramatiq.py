@@ -54,8 +54,16 @@ def knobs(config: str) -> list[str]:
 
 def worker(config: str, workload: str, concurrency: int) -> tuple[list[str], dict[str, str]]:
     threads = max(1, concurrency // PROCESSES)
-    argv = [sys.executable, "-m", "dramatiq", "systems.dramatiq",
-            "--processes", str(PROCESSES), "--threads", str(threads)]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "systems.dramatiq",
+        "--processes",
+        str(PROCESSES),
+        "--threads",
+        str(threads),
+    ]
     return argv, {}
 
 

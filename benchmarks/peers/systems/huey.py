@@ -55,8 +55,17 @@ def knobs(config: str) -> list[str]:
 
 
 def worker(config: str, workload: str, concurrency: int) -> tuple[list[str], dict[str, str]]:
-    argv = [sys.executable, "-m", "huey.bin.huey_consumer", "systems.huey.huey",
-            "-w", str(concurrency), "-k", kind(workload), "-q"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "huey.bin.huey_consumer",
+        "systems.huey.huey",
+        "-w",
+        str(concurrency),
+        "-k",
+        kind(workload),
+        "-q",
+    ]
     return argv, {}
 
 

@@ -46,8 +46,19 @@ def knobs(config: str) -> list[str]:
 
 
 def worker(config: str, workload: str, concurrency: int) -> tuple[list[str], dict[str, str]]:
-    argv = [sys.executable, "-m", "rq.cli", "worker-pool", "-n", str(concurrency),
-            "-u", broker_url(), "--logging-level", "WARNING", QUEUE]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "rq.cli",
+        "worker-pool",
+        "-n",
+        str(concurrency),
+        "-u",
+        broker_url(),
+        "--logging-level",
+        "WARNING",
+        QUEUE,
+    ]
     return argv, {}
 
 

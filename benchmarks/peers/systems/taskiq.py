@@ -55,9 +55,19 @@ def knobs(config: str) -> list[str]:
 
 
 def worker(config: str, workload: str, concurrency: int) -> tuple[list[str], dict[str, str]]:
-    argv = [sys.executable, "-m", "taskiq", "worker", "systems.taskiq:broker",
-            "--workers", "1", "--max-async-tasks", str(concurrency),
-            "--log-level", "WARNING"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "taskiq",
+        "worker",
+        "systems.taskiq:broker",
+        "--workers",
+        "1",
+        "--max-async-tasks",
+        str(concurrency),
+        "--log-level",
+        "WARNING",
+    ]
     if workload == "burn":
         argv += ["--use-process-pool", "--max-process-pool-processes", str(PROCESS_POOL)]
     return argv, {}

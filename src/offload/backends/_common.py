@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
 from offload.core.bounds import check_finite, check_priority, check_seconds, check_time
-from offload.core.job import NewJob
+from offload.core.job import JobRecord, NewJob
 from offload.core.limits import Limits, check_cap
 from offload.core.states import State, can_transition
 from offload.core.validate import check_json
@@ -89,3 +89,25 @@ def parse_url(url: str) -> ParsedURL:
 def ready_age(now: float, due: float | None) -> float | None:
     """Seconds a ready job due at ``due`` has waited by ``now`` (None: no ready job)."""
     return None if due is None else max(0.0, now - due)
+
+
+def submitted_record(new: NewJob, status: State, run_at: float, now: float) -> JobRecord:
+    """The record of ``new`` as a submit stores it (no attempt yet)."""
+    return JobRecord(
+        id=new.id,
+        task=new.task,
+        queue=new.queue,
+        status=status,
+        args=list(new.args),
+        kwargs=dict(new.kwargs),
+        priority=new.priority,
+        attempts=0,
+        losses=0,
+        run_at=run_at,
+        created_at=now,
+        updated_at=now,
+        idempotency_key=new.idempotency_key,
+        concurrency_key=new.concurrency_key,
+        tenant=new.tenant,
+        meta=dict(new.meta),
+    )

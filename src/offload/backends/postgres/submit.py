@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import orjson
 
-from offload.backends._common import check_new_job, check_transition
+from offload.backends._common import check_new_job, check_transition, submitted_record
 from offload.backends.base import IDEMPOTENCY_WINDOW
 from offload.backends.postgres import schema
 from offload.backends.postgres.plan import Plan, Query, clock_plan
@@ -55,15 +55,30 @@ def notify(names: Names) -> Plan[None]:
         yield Query("SELECT pg_notify(%s, '')", (names.channel,))
 
 
-def submit_plan(names: Names, fixed_now: float | None, jobs: list[NewJob]) -> Plan[list[JobRecord]]:
-    """Store ``jobs`` (all or none, with the transaction) and return them as stored: two
-    round trips for one job (the clock with the wake-up, then the job with its history)."""
-    if fixed_now is None and names.channel is not None:
+def wake_plan(names: Names) -> Plan[None]:
+    """A NOTIFY in a transaction of its own that does not wait for its flush (a lost wake-up
+    costs one poll, never a job)."""
+    if names.channel is not None:
+        yield Query(
+            "SELECT set_config('synchronous_commit', 'off', true), pg_notify(%s, '')",
+            (names.channel,),
+        )
+
+
+def submit_plan(
+    names: Names, fixed_now: float | None, jobs: list[NewJob], *, wake: bool = True
+) -> Plan[list[JobRecord]]:
+    """Store ``jobs`` (all or none, with the transaction) and return them as stored: with
+    ``wake``, two round trips for one job (the clock with the wake-up, then the job with its
+    history); ``wake=False`` leaves the NOTIFY to the caller, after the commit (see
+    ``PostgresBackend.submit``)."""
+    if wake and fixed_now is None and names.channel is not None:
         rows = yield Query(names.now_and_notify, (names.channel,))
         return (yield from insert_jobs(names, float(rows[0][0]), jobs))
     now = yield from clock_plan(fixed_now)
     stored = yield from insert_jobs(names, now, jobs)
-    yield from notify(names)
+    if wake:
+        yield from notify(names)
     return stored
 
 
@@ -83,30 +98,22 @@ def insert_jobs(names: Names, now: float, jobs: list[NewJob]) -> Plan[list[JobRe
         run_at = new.run_at if new.run_at is not None else now + max(0.0, new.delay)
         status = State.SCHEDULED if run_at > now else State.QUEUED
         check_transition(new.id, None, status)
-        lim = new.limits or NO_LIMITS
-        rows.append((
-            new.id, new.task, new.queue, status.value, orjson.dumps(new.args),
-            orjson.dumps(new.kwargs), new.priority, run_at, now, now, new.idempotency_key,
-            schema.encode_key(new.concurrency_key), new.tenant, orjson.dumps(new.meta),
-            new.result_ttl, lim.any, lim.capped, lim.concurrency, lim.key_concurrency, lim.rate,
-            lim.key_rate,
-        ))  # fmt: skip
-        record = JobRecord(
-            id=new.id, task=new.task, queue=new.queue, status=status, args=list(new.args),
-            kwargs=dict(new.kwargs), priority=new.priority, attempts=0, losses=0,
-            run_at=run_at, created_at=now, updated_at=now,
-            idempotency_key=new.idempotency_key, concurrency_key=new.concurrency_key,
-            tenant=new.tenant, meta=dict(new.meta),
-        )  # fmt: skip
+        rows.append(_row(new, status, run_at, now))
+        record = submitted_record(new, status, run_at, now)
         history.append(schema.history_row(record, None, Reason.SUBMITTED, now))
         if new.idempotency_key is not None:
             yield Query(
                 f"INSERT INTO {names.s}.idempotency VALUES (%s, %s, %s, %s, %s) "
                 "ON CONFLICT (tenant, key) DO UPDATE SET job_id = excluded.job_id, "
                 "fingerprint = excluded.fingerprint, expires_at = excluded.expires_at",
-                (new.tenant, new.idempotency_key, new.id, new.fingerprint,
-                 now + IDEMPOTENCY_WINDOW),
-            )  # fmt: skip
+                (
+                    new.tenant,
+                    new.idempotency_key,
+                    new.id,
+                    new.fingerprint,
+                    now + IDEMPOTENCY_WINDOW,
+                ),
+            )
         stored.append(record)
     yield from _flush(names, rows, history)
     return stored
@@ -145,3 +152,30 @@ def idempotent_match(names: Names, new: NewJob, now: float) -> Plan[JobRecord | 
         raise IdempotencyConflict(new.idempotency_key, rows[0][0])
     found = yield Query(f"{names.select_job} WHERE id = %s", (rows[0][0],))
     return schema.row_to_job(found[0])
+
+
+def _row(new: NewJob, status: State, run_at: float, now: float) -> tuple[object, ...]:
+    lim = new.limits or NO_LIMITS
+    return (
+        new.id,
+        new.task,
+        new.queue,
+        status.value,
+        orjson.dumps(new.args),
+        orjson.dumps(new.kwargs),
+        new.priority,
+        run_at,
+        now,
+        now,
+        new.idempotency_key,
+        schema.encode_key(new.concurrency_key),
+        new.tenant,
+        orjson.dumps(new.meta),
+        new.result_ttl,
+        lim.any,
+        lim.capped,
+        lim.concurrency,
+        lim.key_concurrency,
+        lim.rate,
+        lim.key_rate,
+    )

@@ -62,9 +62,14 @@ def progress(
     rows = yield Query(
         f"UPDATE {names.s}.jobs SET progress = %(p)s, progress_message = %(m)s, "
         f"updated_at = %(now)s WHERE {OWNED} RETURNING id",
-        {"p": fraction, "m": schema.clean_text(message), "now": now, "id": lease.job_id,
-         "token": lease.token},
-    )  # fmt: skip
+        {
+            "p": fraction,
+            "m": schema.clean_text(message),
+            "now": now,
+            "id": lease.job_id,
+            "token": lease.token,
+        },
+    )
     if not rows:
         raise LeaseLost(lease.job_id, lease.token)
 
@@ -127,9 +132,15 @@ def _finish(
         f"logged AS (INSERT INTO {s}.history ({schema.HISTORY_COLUMNS}) SELECT id, %(now)s, "
         "'running', %(target)s, %(reason)s, attempts, token, worker_id, %(detail)s FROM done) "
         f"SELECT CASE WHEN capped THEN {wake} END FROM done",
-        {**params, **keys, "target": target.value, "reason": reason.value,
-         "detail": schema.clean_text(detail), "channel": names.channel},
-    )  # fmt: skip
+        {
+            **params,
+            **keys,
+            "target": target.value,
+            "reason": reason.value,
+            "detail": schema.clean_text(detail),
+            "channel": names.channel,
+        },
+    )
     if not rows:
         raise LeaseLost(keys["id"], keys["token"])
 

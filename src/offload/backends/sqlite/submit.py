@@ -7,7 +7,7 @@ import sqlite3
 
 import orjson
 
-from offload.backends._common import check_new_job, check_transition
+from offload.backends._common import check_new_job, check_transition, submitted_record
 from offload.backends.base import IDEMPOTENCY_WINDOW
 from offload.backends.sqlite import schema
 from offload.core.job import JobRecord, NewJob
@@ -36,7 +36,7 @@ def submit(conn: sqlite3.Connection, now: float, jobs: list[NewJob]) -> list[Job
         status = State.SCHEDULED if run_at > now else State.QUEUED
         check_transition(new.id, None, status)
         conn.execute(INSERT_JOB, _row(new, status, run_at, now))
-        record = _record(new, status, run_at, now)
+        record = submitted_record(new, status, run_at, now)
         conn.execute(schema.HISTORY_INSERT, schema.history_row(record, None, Reason.SUBMITTED, now))
         if new.idempotency_key is not None:
             key = (new.tenant, new.idempotency_key, new.id, new.fingerprint)
@@ -89,25 +89,4 @@ def _row(new: NewJob, status: State, run_at: float, now: float) -> tuple[object,
         lim.key_concurrency,
         lim.rate,
         lim.key_rate,
-    )
-
-
-def _record(new: NewJob, status: State, run_at: float, now: float) -> JobRecord:
-    return JobRecord(
-        id=new.id,
-        task=new.task,
-        queue=new.queue,
-        status=status,
-        args=list(new.args),
-        kwargs=dict(new.kwargs),
-        priority=new.priority,
-        attempts=0,
-        losses=0,
-        run_at=run_at,
-        created_at=now,
-        updated_at=now,
-        idempotency_key=new.idempotency_key,
-        concurrency_key=new.concurrency_key,
-        tenant=new.tenant,
-        meta=dict(new.meta),
     )
