@@ -89,7 +89,10 @@ async def test_a_command_announces_its_own_group_before_it_runs(tmp_path: Path, 
             assert time.monotonic() < deadline, "the command did not start its helper"
             await asyncio.sleep(0.01)
         helper = int(pid_file.read_text())
-        warden.close()  # the worker is gone: its end of the warden's input closes
+        # The worker is gone: its end of the warden's input closes. close() waits for the warden,
+        # which waits for every copy of its input to close, the one run_process holds while it
+        # spawns included; so, as in the worker, it must not block the event loop.
+        await asyncio.to_thread(warden.close)
         await asyncio.wait_for(run, 10)  # the group was killed, so the command ended
     finally:
         context.unbind(token)
