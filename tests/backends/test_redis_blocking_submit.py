@@ -3,6 +3,7 @@ through the portal: the same records, errors and guarantees as ``asubmit``."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -11,7 +12,8 @@ import pytest
 import redis
 
 import offload
-from offload.errors import BackendUnavailable, IdempotencyConflict, InvalidArguments
+from offload.backends.redis import RedisBackend
+from offload.errors import BackendError, BackendUnavailable, IdempotencyConflict, InvalidArguments
 from rediskit import TEST_REDIS, redis_namespace_url
 
 pytestmark = pytest.mark.timeout(60)
@@ -104,3 +106,23 @@ def test_an_unreachable_server_is_backend_unavailable() -> None:
             _add(app).submit(1, 2)
     finally:
         app.close()
+
+
+async def test_submit_blocking_needs_an_open_backend() -> None:
+    maker = offload.App("memory://")
+    _add(maker)
+    backend = RedisBackend(redis_namespace_url())
+    with pytest.raises(BackendError, match="not open"):
+        backend.submit_blocking([maker.prepare("add", (1, 2))])
+    await backend.open()
+    try:
+        new = maker.prepare("add", (1, 2))
+        [record] = await asyncio.to_thread(backend.submit_blocking, [new])
+        assert record.id == new.id
+        assert await backend.get(new.id) == record
+        [again] = await asyncio.to_thread(backend.submit_blocking, [new])  # a retried call
+        assert again.id == new.id
+    finally:
+        await backend.close()
+    with pytest.raises(BackendError, match="not open"):  # closed: not opened again
+        backend.submit_blocking([maker.prepare("add", (1, 2))])

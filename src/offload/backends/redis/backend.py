@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
@@ -91,6 +92,7 @@ class RedisBackend:
         self._scripts: dict[str, Any] = {}
         self._lanes: dict[str, Lane] = {}  # a connection each for the hot, sequential scripts
         self._blocking: BlockingSubmits | None = None  # submits from sync code (the sync face)
+        self._blocking_lock = threading.Lock()
         self._wakeups = Wakeups()
         self._submits = Batcher(self._submit_groups)
         self._moves: Batcher[tuple[Any, ...], None] = Batcher(self._move_many)
@@ -116,17 +118,14 @@ class RedisBackend:
         # two at once, so each gets a connection of its own (see Lane).
         self._lanes = {name: Lane(pool) for name in ("claim", "finish", "submit")}
         self._client = client
-        target = self.target
-        self._blocking = BlockingSubmits(
-            target.connect_url, target.shown, self.root, script("submit"), self._now_arg
-        )
 
     async def _check_server(self, client: aioredis.Redis) -> None:
         await check_server(client, self.target, strict=self.strict)
 
     async def close(self) -> None:
         client, self._client = self._client, None
-        blocking, self._blocking = self._blocking, None
+        with self._blocking_lock:  # after _client: no submit_blocking opens one again
+            blocking, self._blocking = self._blocking, None
         if blocking is not None:
             blocking.close()
         await self._submits.close(_closed)
@@ -182,10 +181,19 @@ class RedisBackend:
 
     def submit_blocking(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
         """:meth:`submit` from synchronous code, on the calling thread (see submitting.py)."""
-        blocking = self._blocking
-        if blocking is None:
-            raise BackendError("the Redis backend is not open: call open() first")
+        blocking = self._blocking or self._open_blocking()
         return blocking.submit(list(jobs)) if jobs else []
+
+    def _open_blocking(self) -> BlockingSubmits:
+        with self._blocking_lock:  # sync callers may race here from many threads
+            if self._client is None:
+                raise BackendError("the Redis backend is not open: call open() first")
+            if self._blocking is None:
+                url, shown = self.target.connect_url, self.target.shown
+                self._blocking = BlockingSubmits(
+                    url, shown, self.root, script("submit"), self._now_arg
+                )
+            return self._blocking
 
     async def _submit_groups(self, groups: Sequence[list[NewJob]]) -> list[Outcome]:
         """One script run for many submit calls. A call whose jobs cannot be encoded or

@@ -40,10 +40,10 @@ as ``%.17g`` strings; never through ``tostring`` or cjson, which keep 14 digits.
 
 The scripts themselves are the files of ``lua/``: ``prelude.lua`` (the helpers every script
 starts with; SUBMIT starts with its first part, ``base.lua``, alone) and one file per
-transition, loaded at import. A line ``-- include: x.lua``
-inlines ``x.lua`` (the submit machinery, shared by SUBMIT and FINISH), and ``__NAME__``
-placeholders take the values of :data:`VALUES` (the state machine generated from
-``core.states.TRANSITIONS``, and the constants below).
+transition, loaded at import. A line ``-- include: x.lua`` inlines ``x.lua`` (the submit
+machinery, shared by SUBMIT and FINISH), and ``__NAME__`` placeholders take the values of
+:data:`VALUES` (the state machine generated from ``core.states.TRANSITIONS``, and the
+constants below).
 """
 
 from __future__ import annotations

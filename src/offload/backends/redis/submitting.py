@@ -28,7 +28,12 @@ from offload.backends.base import IDEMPOTENCY_WINDOW
 from offload.backends.redis.conn import MAX_CONNECTIONS, POOL_WAIT
 from offload.backends.redis.records import Blobs, encode_group, submitted
 from offload.core.job import JobRecord, NewJob
-from offload.errors import BackendError, BackendUnavailable, SerializationError
+from offload.errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigurationError,
+    SerializationError,
+)
 
 #: What one submit call gets: its records, or the error it raises.
 Outcome = list[JobRecord] | BaseException
@@ -74,13 +79,16 @@ class BlockingSubmits:
     def __init__(
         self, url: str, shown: str, root: str, source: str, now_arg: Callable[[], str]
     ) -> None:
-        self._pool = redis.ConnectionPool.from_url(
-            url,
-            decode_responses=True,
-            socket_connect_timeout=5.0,
-            socket_timeout=15.0,
-            retry=Retry(NoBackoff(), 0),  # retries are ours, as on the async side
-        )
+        try:
+            self._pool = redis.ConnectionPool.from_url(
+                url,
+                decode_responses=True,
+                socket_connect_timeout=5.0,
+                socket_timeout=15.0,
+                retry=Retry(NoBackoff(), 0),  # retries are ours, as on the async side
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"invalid Redis URL for {shown}: {exc}") from None
         self._idle: list[ConnectionInterface] = []  # list.pop and append are atomic
         self._room = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._source, self._sha = source, hashlib.sha1(source.encode()).hexdigest()

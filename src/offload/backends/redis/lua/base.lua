@@ -1,5 +1,5 @@
--- What every script starts with, SUBMIT included (which needs nothing more: running the
--- whole prelude's definitions cost a one-job submit about a tenth of its Redis time).
+-- What every script starts with, SUBMIT included (which needs nothing more: the whole
+-- prelude's definitions cost a one-job submit 2-7 of its ~70 us in Redis, on every call).
 -- KEYS[1] is the namespace root R.
 local R = KEYS[1]
 local function clock(arg)
