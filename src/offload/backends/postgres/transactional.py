@@ -1,11 +1,11 @@
 """Jobs stored inside the caller's own transaction: on a psycopg connection or a SQLAlchemy
 session the caller holds.
 
-The usual submit (one job, no idempotency key) is one statement, so one round trip on the
-caller's connection (:func:`one_statement`): it reads the server's clock, inserts the job and its
-history row and calls ``pg_notify``. A job with an idempotency key takes the backend's own
-:func:`.submit.submit_plan` (it locks the key before it reads it, which takes statements of
-their own). Either way the job exists only if the caller's transaction commits, and its
+The insert is the backend's own :func:`.submit.submit_plan`, run on the caller's connection.
+The usual submit (one job, no idempotency key) is one statement, so one round trip
+(:func:`.single.submit_one`: the server's clock, the job, its history row and ``pg_notify``); a
+job with an idempotency key locks the key before it reads it, which takes statements of their
+own. Either way the job exists only if the caller's transaction commits, and its
 ``NOTIFY`` is delivered by PostgreSQL at that commit, so no worker sees it before. Nothing else
 of the connection is touched: no commit, no rollback, no savepoint, no setting; the cursor is
 closed before this returns and reads plain tuples whatever the connection's row factory.
@@ -13,19 +13,14 @@ closed before this returns and reads plain tuples whatever the connection's row 
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
-import orjson
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from offload.backends._common import check_new_job, check_transition, submitted_record
-from offload.backends.postgres import schema
-from offload.backends.postgres.plan import Plan, Query, run_async, run_sync
-from offload.backends.postgres.submit import NO_LIMITS, Names, submit_plan
+from offload.backends.postgres.plan import run_async, run_sync
+from offload.backends.postgres.submit import Names, submit_plan
 from offload.core.job import JobRecord, NewJob
-from offload.core.states import Reason, State
 from offload.errors import BackendError, BackendUnavailable, ConfigurationError
 
 DRIVER_HINT = (
@@ -107,7 +102,7 @@ def submit_sync(
 ) -> list[JobRecord]:
     """Store ``jobs`` in ``conn``'s transaction (committed, or not, by the caller)."""
     try:
-        return run_sync(conn, _plan(names, fixed_now, jobs))
+        return run_sync(conn, submit_plan(names, fixed_now, jobs))
     except psycopg.OperationalError as exc:
         raise BackendUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
     except psycopg.Error as exc:
@@ -119,80 +114,8 @@ async def submit_async(
 ) -> list[JobRecord]:
     """Store ``jobs`` in ``conn``'s transaction (committed, or not, by the caller)."""
     try:
-        return await run_async(conn, _plan(names, fixed_now, jobs))
+        return await run_async(conn, submit_plan(names, fixed_now, jobs))
     except psycopg.OperationalError as exc:
         raise BackendUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
     except psycopg.Error as exc:
         raise BackendError(f"PostgreSQL error in the caller's transaction: {exc}") from exc
-
-
-def _plan(names: Names, fixed_now: float | None, jobs: list[NewJob]) -> Plan[list[JobRecord]]:
-    if len(jobs) == 1 and jobs[0].idempotency_key is None:
-        return one_statement(names, fixed_now, jobs[0])
-    return submit_plan(names, fixed_now, jobs)
-
-
-def one_statement(names: Names, fixed_now: float | None, new: NewJob) -> Plan[list[JobRecord]]:
-    """Store ``new`` and wake the workers at commit in one statement (one round trip).
-
-    The server's clock (or ``fixed_now``) is read in the statement, which also decides, as
-    :func:`.submit.insert_jobs` does, the job's due time and so its status; the same checks run
-    before it."""
-    check_new_job(new)
-    delay = max(0.0, new.delay)
-    may_wait = new.run_at is not None or delay > 0
-    for status in (State.QUEUED, State.SCHEDULED) if may_wait else (State.QUEUED,):
-        check_transition(new.id, None, status)
-    lim = new.limits or NO_LIMITS
-    params = {
-        "now": fixed_now,
-        "channel": names.channel,
-        "run_at": new.run_at,
-        "delay": delay,
-        "id": new.id,
-        "task": new.task,
-        "queue": new.queue,
-        "args": orjson.dumps(new.args),
-        "kwargs": orjson.dumps(new.kwargs),
-        "priority": new.priority,
-        "ckey": schema.encode_key(new.concurrency_key),
-        "tenant": new.tenant,
-        "meta": orjson.dumps(new.meta),
-        "ttl": new.result_ttl,
-        "limited": lim.any,
-        "capped": lim.capped,
-        "cap": lim.concurrency,
-        "key_cap": lim.key_concurrency,
-        "rate": lim.rate,
-        "key_rate": lim.key_rate,
-    }
-    rows = yield Query(_one_sql(names.schema, names.channel is not None), params)
-    status, run_at, now = rows[0]
-    return [submitted_record(new, State(status), float(run_at), float(now))]
-
-
-@lru_cache(maxsize=32)
-def _one_sql(schema_name: str, wake: bool) -> str:
-    """The statement of :func:`one_statement`: ``n``, the clock read once with the NOTIFY sent
-    once (a materialized CTE computes every column it lists, used or not), then the job, then
-    its history row from the job as inserted."""
-    s = schema.quoted(schema_name)
-    notify = ", pg_notify(%(channel)s, '')" if wake else ""
-    return (
-        "WITH n AS MATERIALIZED (SELECT coalesce(%(now)s::double precision, "
-        f"extract(epoch FROM clock_timestamp())::double precision) AS now{notify}), "
-        "clock AS (SELECT now, coalesce(%(run_at)s::double precision, "
-        "now + %(delay)s::double precision) AS run_at FROM n), "
-        f"job AS (INSERT INTO {s}.jobs (id, task, queue, status, args, kwargs, priority, run_at, "
-        "created_at, updated_at, concurrency_key, tenant, meta, result_ttl, limited, capped, "
-        "cap, key_cap, rate, key_rate) SELECT %(id)s::text, %(task)s::text, %(queue)s::text, "
-        f"CASE WHEN run_at > now THEN '{State.SCHEDULED.value}' ELSE '{State.QUEUED.value}' END, "
-        "%(args)s::bytea, %(kwargs)s::bytea, %(priority)s::integer, run_at, now, now, "
-        "%(ckey)s::bytea, %(tenant)s::text, %(meta)s::bytea, %(ttl)s::double precision, "
-        "%(limited)s::boolean, %(capped)s::boolean, %(cap)s::integer, %(key_cap)s::integer, "
-        "%(rate)s::double precision, %(key_rate)s::double precision FROM clock "
-        "RETURNING id, status, run_at, created_at), "
-        f"history AS (INSERT INTO {s}.history ({schema.HISTORY_COLUMNS}) SELECT id, created_at, "
-        f"NULL, status, '{Reason.SUBMITTED.value}', 0, 0, NULL, NULL FROM job) "
-        "SELECT status, run_at, created_at FROM job"
-    )
