@@ -92,3 +92,16 @@ def run_sync(conn: psycopg.Connection[Any], plan: Plan[T]) -> T:
                 query = plan.send(rows)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
+
+
+async def run_alone(conn: psycopg.AsyncConnection[Any], plan: Plan[T]) -> T:
+    """Run a one-statement ``plan`` as a transaction of its own on an idle connection, in
+    autocommit: the statement's implicit transaction saves the BEGIN and COMMIT round trips.
+    The connection's autocommit setting is restored."""
+    was = conn.autocommit
+    await conn.set_autocommit(True)
+    try:
+        return await run_async(conn, plan)
+    finally:
+        if not conn.closed:
+            await conn.set_autocommit(was)
