@@ -178,7 +178,7 @@ class PostgresBackend:
         return await self._run_plan(lambda: _timed(self._fixed_now(), body, not durable))
 
     async def _run_plan(self, make: Callable[[], Plan[T]], *, alone: bool = False) -> T:
-        """``alone``: a one-statement plan, run in autocommit (one round trip, no BEGIN)."""
+        """``alone``: run in autocommit (see :func:`.plan.run_alone`), not in a transaction."""
         pool = self._pool
         if pool is None:
             raise BackendError("the PostgreSQL backend is closed; open it before use")
@@ -254,7 +254,8 @@ class PostgresBackend:
         return await self._run_plan(
             lambda: claim_plan(
                 self.names, self._fixed_now(), worker_id, room, limit, lease_seconds, idle
-            )
+            ),
+            alone=True,
         )
 
     async def renew(

@@ -77,30 +77,55 @@ def claim_plan(
 ) -> Plan[list[JobRecord]]:
     """Claim up to ``limit`` jobs; ``fixed_now`` is the backend's clock if it has one (tests),
     else None: the server's clock, read again once the limits lock is held (a claim that
-    waited for it must not start its jobs at a time before the finish that freed their slot)."""
+    waited for it must not start its jobs at a time before the finish that freed their slot).
+
+    Run in autocommit (:func:`.plan.run_alone`): the promotion is a transaction of its own, and
+    so is the one-statement claim of unlimited jobs (two round trips in all, no BEGIN and
+    COMMIT); a claim of limited jobs opens a transaction itself and commits it."""
     # Durable, unlike the outcomes: a claim lost in a server crash would hand its fencing
     # token out again, to a second worker, while the first still runs the job.
     now, limited = yield from promote_due(names, fixed_now, list(room))
     if limited:
-        yield Query(f"SELECT id FROM {names.s}.limits_lock FOR UPDATE")
-        now = yield from clock_plan(fixed_now)
-    lease = {"worker": worker_id, "now": now, "lease": lease_seconds}
-    if not limited:
-        rows = yield Query(
-            _fast_sql(names),
-            {
-                **lease,
-                "queues": list(room),
-                "rooms": [min(n, limit) for n in room.values()],
-                "limit": limit,
-                "patient": now if idle else now - lease_seconds,
-            },
+        yield Query("BEGIN")
+        jobs = yield from _limited_claim(
+            names, fixed_now, worker_id, room, limit, lease_seconds, idle
         )
-        return sorted((schema.row_to_job(r) for r in rows), key=_job_order)
+        yield Query("COMMIT")
+        return jobs
+    rows = yield Query(
+        _fast_sql(names),
+        {
+            "worker": worker_id,
+            "now": now,
+            "lease": lease_seconds,
+            "queues": list(room),
+            "rooms": [min(n, limit) for n in room.values()],
+            "limit": limit,
+            "patient": now if idle else now - lease_seconds,
+        },
+    )
+    return sorted((schema.row_to_job(r) for r in rows), key=_job_order)
+
+
+def _limited_claim(
+    names: Names,
+    fixed_now: float | None,
+    worker_id: str,
+    room: dict[str, int],
+    limit: int,
+    lease_seconds: float,
+    idle: bool,
+) -> Plan[list[JobRecord]]:
+    """The claim with the limits lock held, inside the caller's transaction."""
+    yield Query(f"SELECT id FROM {names.s}.limits_lock FOR UPDATE")
+    now = yield from clock_plan(fixed_now)
     chosen = yield from _limited_choice(names, now, room, limit, lease_seconds, idle)
     if not chosen:
         return []
-    rows = yield Query(_take_sql(names, "SELECT unnest(%(ids)s::text[])"), {**lease, "ids": chosen})
+    rows = yield Query(
+        _take_sql(names, "SELECT unnest(%(ids)s::text[])"),
+        {"worker": worker_id, "now": now, "lease": lease_seconds, "ids": chosen},
+    )
     position = {job_id: i for i, job_id in enumerate(chosen)}
     return sorted((schema.row_to_job(r) for r in rows), key=lambda j: position[j.id])
 
