@@ -30,6 +30,7 @@ from offload.backends.postgres import reads, schema, tx
 from offload.backends.postgres.claim import claim_plan
 from offload.backends.postgres.migrate import migrate
 from offload.backends.postgres.plan import Plan, Query, clock_plan, run_alone, run_async
+from offload.backends.postgres.single import one_statement
 from offload.backends.postgres.submit import Names, submit_plan, wake_plan
 from offload.backends.postgres.watch import Listener
 from offload.core.clock import Clock
@@ -215,7 +216,8 @@ class PostgresBackend:
     async def submit(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
         items = list(jobs)
         stored = await self._run_plan(
-            lambda: submit_plan(self.names, self._fixed_now(), items, wake=False)
+            lambda: submit_plan(self.names, self._fixed_now(), items, wake=False),
+            alone=one_statement(items),  # one statement: its own transaction, no BEGIN/COMMIT
         )
         await self._wake()
         return stored

@@ -24,6 +24,12 @@ from offload.core.states import Reason, State
 NO_LIMITS = Limits()
 
 
+def one_statement(jobs: list[NewJob]) -> bool:
+    """Whether :func:`.submit.submit_plan` stores ``jobs`` in one statement (one job without an
+    idempotency key): such a submit can run in autocommit, as a transaction of its own."""
+    return len(jobs) == 1 and jobs[0].idempotency_key is None
+
+
 def submit_one(
     schema_name: str, channel: str | None, fixed_now: float | None, new: NewJob, *, wake: bool
 ) -> Plan[list[JobRecord]]:

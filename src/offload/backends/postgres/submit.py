@@ -14,7 +14,7 @@ from offload.backends._common import check_new_job, check_transition, submitted_
 from offload.backends.base import IDEMPOTENCY_WINDOW
 from offload.backends.postgres import schema
 from offload.backends.postgres.plan import Plan, Query, clock_plan
-from offload.backends.postgres.single import submit_one
+from offload.backends.postgres.single import one_statement, submit_one
 from offload.core.job import JobRecord, NewJob
 from offload.core.limits import Limits
 from offload.core.states import Reason, State
@@ -73,7 +73,7 @@ def submit_plan(
     ``wake``, the transaction also sends the NOTIFY (``wake=False`` leaves it to the caller,
     after the commit: see ``PostgresBackend.submit``). One job without an idempotency key (the
     usual submit) is one statement, :func:`.single.submit_one`."""
-    if len(jobs) == 1 and jobs[0].idempotency_key is None:
+    if one_statement(jobs):
         return (yield from submit_one(names.schema, names.channel, fixed_now, jobs[0], wake=wake))
     if wake and fixed_now is None and names.channel is not None:
         rows = yield Query(names.now_and_notify, (names.channel,))
