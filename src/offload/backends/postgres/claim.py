@@ -45,7 +45,11 @@ def promote_due(
     """scheduled -> queued for every job due by now (at most 1000 per claim); returns now:
     ``fixed_now``, or the server's clock, read in the same statement, and whether a limited
     job of ``queues`` is queued (one promoted now included): one statement, where a clock read,
-    a promotion and a probe took three round trips."""
+    a promotion and a probe took three round trips.
+
+    Its commit (in autocommit, a transaction of its own) does not wait for its flush: a crash
+    can only undo a promotion, which the next claim makes again, and the durable commit of a
+    claim that took a promoted job flushes the promotion first (the WAL is one sequence)."""
     s = names.s
     clock, now = "", "%(now)s"
     if fixed_now is None:
@@ -60,7 +64,8 @@ def promote_due(
         "'scheduled', 'queued', 'promoted', attempts, token, worker_id, NULL FROM moved) "
         f"SELECT {now}, EXISTS (SELECT 1 FROM {s}.jobs WHERE status = 'queued' AND limited "
         "AND queue = ANY(%(queues)s)) "
-        "OR EXISTS (SELECT 1 FROM moved WHERE limited AND queue = ANY(%(queues)s))",
+        "OR EXISTS (SELECT 1 FROM moved WHERE limited AND queue = ANY(%(queues)s)), "
+        "set_config('synchronous_commit', 'off', true)",
         {"now": fixed_now, "queues": queues},
     )
     return (fixed_now if fixed_now is not None else float(rows[0][0])), bool(rows[0][1])
