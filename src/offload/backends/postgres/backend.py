@@ -29,7 +29,8 @@ from offload.backends.base import DEFAULT_MAX_LOSSES
 from offload.backends.postgres import reads, schema, tx
 from offload.backends.postgres.claim import claim_plan
 from offload.backends.postgres.migrate import migrate
-from offload.backends.postgres.plan import Plan, Query, clock_plan, run_async
+from offload.backends.postgres.plan import Plan, Query, clock_plan, run_alone, run_async
+from offload.backends.postgres.single import one_statement
 from offload.backends.postgres.submit import Names, submit_plan, wake_plan
 from offload.backends.postgres.watch import Listener
 from offload.core.clock import Clock
@@ -177,14 +178,18 @@ class PostgresBackend:
         own bookkeeping is not ``durable`` (see :func:`.plan.clock_plan`)."""
         return await self._run_plan(lambda: _timed(self._fixed_now(), body, not durable))
 
-    async def _run_plan(self, make: Callable[[], Plan[T]]) -> T:
+    async def _run_plan(self, make: Callable[[], Plan[T]], *, alone: bool = False) -> T:
+        """``alone``: run in autocommit (see :func:`.plan.run_alone`), not in a transaction."""
         pool = self._pool
         if pool is None:
             raise BackendError("the PostgreSQL backend is closed; open it before use")
         for attempt in range(RETRIES + 1):
             try:
-                async with pool.connection() as conn, conn.transaction():
-                    return await run_async(conn, make())
+                async with pool.connection() as conn:
+                    if alone:
+                        return await run_alone(conn, make())
+                    async with conn.transaction():
+                        return await run_async(conn, make())
             except RETRYABLE:
                 if attempt == RETRIES:
                     raise BackendUnavailable("PostgreSQL kept aborting the transaction") from None
@@ -211,7 +216,8 @@ class PostgresBackend:
     async def submit(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
         items = list(jobs)
         stored = await self._run_plan(
-            lambda: submit_plan(self.names, self._fixed_now(), items, wake=False)
+            lambda: submit_plan(self.names, self._fixed_now(), items, wake=False),
+            alone=one_statement(items),  # one statement: its own transaction, no BEGIN/COMMIT
         )
         await self._wake()
         return stored
@@ -230,7 +236,7 @@ class PostgresBackend:
                 return
             upto = self._wake_wanted
             try:
-                await self._run_plan(lambda: wake_plan(self.names))
+                await self._run_plan(lambda: wake_plan(self.names), alone=True)
             except BackendError as exc:  # stored already: idle workers find it by polling
                 log.warning("wake-up after a submit failed (%s); workers will poll", exc)
             self._wake_sent = upto
@@ -250,7 +256,8 @@ class PostgresBackend:
         return await self._run_plan(
             lambda: claim_plan(
                 self.names, self._fixed_now(), worker_id, room, limit, lease_seconds, idle
-            )
+            ),
+            alone=True,
         )
 
     async def renew(
