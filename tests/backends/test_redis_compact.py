@@ -1,7 +1,9 @@
-"""A Redis job that ended is one compact hash: its history folded in, nothing else left behind."""
+"""A Redis job that ended is one compact record in the bucket of its creation time: its history
+folded in, no key or index entry of its own left behind."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 
 import pytest
@@ -9,8 +11,10 @@ import redis
 
 from offload.backends.redis import RedisBackend
 from offload.core.clock import ManualClock
+from offload.core.ids import new_job_id
 from offload.core.job import Lease, NewJob
 from offload.core.states import Reason, State
+from offload.errors import InvalidTransition
 from rediskit import TEST_REDIS, redis_namespace_url
 
 
@@ -98,7 +102,17 @@ async def test_a_job_cancelled_before_it_ran_reads_back_whole(
     assert not sync_redis.exists(f"{store.root}h:{a.id}")
 
 
-async def test_a_finished_job_is_one_listpack_hash_and_refuses_a_late_completion(
+def own_keys(sync_redis: redis.Redis, store: RedisBackend, job_id: str) -> list[str]:
+    """The keys and index memberships a job holds on its own."""
+    root = store.root
+    keys = [k for k in (f"{root}j:{job_id}", f"{root}h:{job_id}") if sync_redis.exists(k)]
+    for index in sync_redis.keys(root.replace("{", "[{]") + "i:*"):
+        if sync_redis.zscore(index, job_id) is not None:
+            keys.append(index)
+    return keys
+
+
+async def test_a_finished_job_is_one_bucket_field_and_refuses_a_late_completion(
     store: RedisBackend, sync_redis: redis.Redis
 ) -> None:
     [a] = await store.submit([job(3)])
@@ -112,9 +126,36 @@ async def test_a_finished_job_is_one_listpack_hash_and_refuses_a_late_completion
     record = await store.get(a.id)
     assert record is not None
     assert record.result == 1
-    keys = sync_redis.keys(store.root.replace("{", "[{]") + "[jh]:*")
-    assert keys == [f"{store.root}j:{a.id}"]
-    assert sync_redis.object("encoding", keys[0]) == "listpack"
+    assert own_keys(sync_redis, store, a.id) == []
+    bucket = f"{store.root}f:{math.floor(record.created_at)}"
+    assert sync_redis.hexists(bucket, a.id)
+    # this id's time is not its creation time (a manual clock): a pointer finds the bucket
+    assert sync_redis.hget(f"{store.root}fp", a.id) == bucket.rsplit(":", 1)[1]
+
+
+async def test_a_job_whose_id_tells_its_bucket_needs_no_pointer(
+    store: RedisBackend, clock: ManualClock, sync_redis: redis.Redis
+) -> None:
+    new = NewJob(id=new_job_id(clock.now()), task="t", args=[], kwargs={}, result_ttl=5.0)
+    [a] = await store.submit([new])
+    [claimed] = await store.claim("w", {"default": 1}, 1, 10.0)
+    await store.fail(Lease(a.id, claimed.token), {"type": "E", "message": "no"})
+    assert not sync_redis.hexists(f"{store.root}fp", a.id)
+    record = await store.get(a.id)
+    assert record is not None and record.status is State.FAILED
+    assert [e.reason for e in await store.history(a.id)] == [
+        Reason.SUBMITTED,
+        Reason.CLAIMED,
+        Reason.FAILED,
+    ]
+    with pytest.raises(InvalidTransition):
+        await store.cancel(a.id)
+    [again] = await store.submit([new])  # a resubmitted id: the job as stored
+    assert again == record
+    clock.advance(5.0)
+    assert await store.prune() == 1
+    assert await store.get(a.id) is None
+    assert sync_redis.keys(store.root.replace("{", "[{]") + "f*") == []
 
 
 async def test_a_long_history_folds_in_pieces(

@@ -29,7 +29,6 @@ from offload.backends.redis.records import (
     Blobs,
     encode_group,
     job_from_flat,
-    job_from_hash,
     move_error,
     opt,
     submitted,
@@ -343,9 +342,7 @@ class RedisBackend:
 
     # -- reads ---------------------------------------------------------------------------------
     async def get(self, job_id: str) -> JobRecord | None:
-        key = f"{self.root}j:{job_id}"
-        h = await self._hash(key)
-        return job_from_hash(h, key) if h else None
+        return await reads.get(self._run, self.root, job_id)
 
     async def _hash(self, key: str) -> dict[str, str]:
         # decode_responses=True; the cast also covers redis-py < 6, whose stubs say "awaitable

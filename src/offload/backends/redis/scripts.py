@@ -7,13 +7,21 @@ leases and due times never depend on a worker's clock; tests pass a manual clock
 
 Layout under the root ``R``:
 
-- ``R j:<id>``                 hash: the job's fields (absent field = None); once the job
-                               ended, also its history as fields h1, h2, ... (see fold() in
-                               prelude.lua), and no run_at / updated_at when they equal
-                               created_at / finished_at, no priority / losses when 0
+- ``R j:<id>``                 hash: the fields of a job that has not ended (absent = None)
 - ``R h:<id>``                 list: the transitions of a job that has not ended, after its
                                submit, JSON arrays (the submit is implied by the job's
-                               created_at and submitted_as); folded into j:<id> at its end
+                               created_at and submitted_as)
+- ``R f:<B>``                  hash: the ended jobs created in bucket B (floor(created_at /
+                               BUCKET_SECONDS)), id -> compact record with its history (see
+                               retire() in prelude.lua, records.ended_hash); when a job ends,
+                               its j:, h: and listing index entries go
+- ``R fb``                     zset of the buckets, score B (listing walks it newest first)
+- ``R fe``                     zset of the buckets holding jobs with a result_ttl, score the
+                               soonest finished_at + result_ttl among them (prune)
+- ``R ff:<status>``            zset of the buckets holding jobs of that outcome without a
+                               result_ttl, score their soonest finished_at (prune by policy)
+- ``R fp``                     hash id -> B for an ended job whose id's time (first 12 hex
+                               digits, ms) is not in its bucket B (clock skew, custom ids)
 - ``R q:<queue>:<priority>``   zset of ready jobs with no lost lease, score run_at
 - ``R qp:<queue>``             zset of the priorities that have ready jobs, score -priority
 - ``R c:<queue>:<priority>``   zset of ready jobs of *limited* tasks (caps or rate limits: a
@@ -25,12 +33,10 @@ Layout under the root ``R``:
 - ``R tat``                    hash: rate bucket (same names) -> next allowed start
 - ``R sched``                  zset of scheduled jobs, score run_at
 - ``R run``                    zset of running jobs, score lease_until
-- ``R expire``                 zset of ended jobs that have a result_ttl, score when to prune
-- ``R fin:<status>``           zset of ended jobs without a result_ttl, score when they ended
-                               (prune ages them by the retention policy of their outcome)
 - ``R counts``                 hash ``<queue>\\0<status>`` -> count
 - ``R i:all`` / ``i:st:<status>`` / ``i:tk:<task>`` / ``i:q:<queue>`` / ``i:tn:<tenant>``
-                               zsets for listing, score created_at
+                               zsets of the jobs that have not ended, for listing, score
+                               created_at
 - ``R idem:<tenant>\\0<key>``  string ``<job id>\\0<fingerprint>\\0<expires at>``
 - ``R w`` / ``R wseen`` / ``R wexp``  live workers: info JSON, last seen, expiry
 - channel ``R wake``           a queue name, published when that queue stops being empty
@@ -64,6 +70,39 @@ CAPPED_SCAN = 64
 PARK_BATCH = 1000
 #: Priorities one claim reads at a time (it reads only as many pages as it needs).
 PRIORITY_PAGE = 16
+
+#: Seconds of creation time one bucket of ended jobs covers (see docs/benchmarks.md).
+BUCKET_SECONDS = 1
+#: The fields of an ended job's record, in order (after its history and extra fields); the
+#: most common first, as absent trailing ones are left out.
+ENDED_FIELDS = (
+    "status",
+    "task",
+    "queue",
+    "tenant",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "attempts",
+    "token",
+    "worker_id",
+    "submitted_as",
+    "args",
+    "kwargs",
+    "meta",
+    "result",
+    "error",
+    "result_ttl",
+    "run_at",
+    "updated_at",
+    "priority",
+    "losses",
+    "idempotency_key",
+    "concurrency_key",
+    "progress",
+    "progress_message",
+    "cancel_requested",
+)
 
 #: The scripts, one per transition, each in ``lua/<name>.lua``.
 NAMES = (
@@ -105,6 +144,8 @@ VALUES: dict[str, str] = {
     "CAPPED_SCAN": str(CAPPED_SCAN),
     "PARK_BATCH": str(PARK_BATCH),
     "PRIORITY_PAGE": str(PRIORITY_PAGE),
+    "BUCKET_SECONDS": str(BUCKET_SECONDS),
+    "ENDED_FIELDS": "{" + ", ".join(f"'{name}'" for name in ENDED_FIELDS) + "}",
 }
 
 

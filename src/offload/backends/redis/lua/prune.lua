@@ -1,63 +1,94 @@
 -- ARGV: now, limit, policy ("" or the JSON of RetentionPolicy.as_json) -> how many ended
--- jobs were deleted: those past their result_ttl ('expire'), then, with a policy, those
--- without one past their age by outcome ('fin:<status>', by when they ended; a task's own
--- age is read from its job), then the oldest ended jobs of a queue beyond the cap (by when
--- they were created, 'i:q:<queue>'; the 'counts' hash says which queues are over).
+-- jobs were deleted: those past their result_ttl (buckets due in 'fe'), then, with a policy,
+-- those without one past their age by outcome (buckets due in 'ff:<status>'; a task's own
+-- age is read from its record), then the oldest ended jobs of a queue beyond the cap (by
+-- when they were created: buckets oldest first, 'fb'; the 'counts' hash says which queues
+-- are over). A bucket whose records all go is unlinked whole.
 local now = clock(ARGV[1])
 local limit = tonumber(ARGV[2])
 local deleted = 0
--- Deletions are gathered and written once per key (flush): far fewer calls than per job.
-local zrem, counts, keys = {}, {}, {}
-local function drop(id)
-  local f = fields(id, 'queue', 'status', 'task', 'tenant')
-  local idxs = {'expire'}
-  if f[1] then
-    local name = f[1] .. '\0' .. f[2]
-    counts[name] = (counts[name] or 0) + 1
-    idxs = {'expire', 'i:all', 'i:st:' .. f[2], 'i:tk:' .. f[3], 'i:q:' .. f[1],
-            'i:tn:' .. f[4], 'fin:' .. f[2]}
-  end
-  for _, idx in ipairs(idxs) do
-    local ids = zrem[idx] or {}
-    ids[#ids + 1] = id
-    zrem[idx] = ids
-  end
-  keys[#keys + 1] = R .. 'j:' .. id
-  keys[#keys + 1] = R .. 'h:' .. id
-  deleted = deleted + 1
+-- Records one call decodes at most (a bucket is read whole, so the last one may pass it).
+local budget = 10 * limit
+local OUTCOMES = {'succeeded', 'failed', 'cancelled'}
+local function load(name)
+  local flat = redis.call('HGETALL', R .. 'f:' .. name)
+  local items = {}
+  for i = 1, #flat, 2 do items[#items + 1] = {id = flat[i], r = cjson.decode(flat[i + 1])} end
+  budget = budget - #items
+  return items
 end
-local function flush()
-  for idx, ids in pairs(zrem) do bulk('ZREM', R .. idx, ids) end
-  for name, n in pairs(counts) do redis.call('HINCRBY', R .. 'counts', name, -n) end
-  for i = 1, #keys, 1000 do
-    local chunk = {unpack(keys, i, math.min(i + 999, #keys))}
-    local first = table.remove(chunk, 1)  -- every key here is R .. 'j:' or R .. 'h:' ..
-    redis.call('DEL', first, unpack(chunk))
-  end
-  zrem, counts, keys = {}, {}, {}
-end
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', R .. 'expire', '-inf', now, 'LIMIT', 0, limit)) do
-  drop(id)
-end
-if ARGV[3] == nil or ARGV[3] == '' then flush() return deleted end
-local policy = cjson.decode(ARGV[3])
-local own = next(policy.tasks) ~= nil
-for _, status in ipairs({'succeeded', 'failed', 'cancelled'}) do
-  local shortest = policy.shortest[status]
-  if shortest >= 0 and deleted < limit then
-    local due = redis.call('ZRANGEBYSCORE', R .. 'fin:' .. status, '-inf', now - shortest,
-      'WITHSCORES', 'LIMIT', 0, limit - deleted)
-    for i = 1, #due, 2 do
-      local id, at, age = due[i], tonumber(due[i + 1]), policy.default[status]
-      if own then
-        local task = policy.tasks[redis.call('HGET', R .. 'j:' .. id, 'task') or '']
-        if task then age = task[status] end
-      end
-      if age >= 0 and at + age <= now then drop(id) end
+-- Write a bucket's schedules anew from the records it keeps.
+local function reschedule(name, left)
+  local fe, ff = nil, {}
+  for _, it in ipairs(left) do
+    local fin, ttl = tonumber(rget(it.r, 'finished_at')), tonumber(rget(it.r, 'result_ttl'))
+    if finite(ttl) then
+      if not fe or fin + ttl < fe then fe = fin + ttl end
+    else
+      local s = rget(it.r, 'status')
+      if not ff[s] or fin < ff[s] then ff[s] = fin end
     end
   end
+  if #left == 0 then redis.call('ZREM', R .. 'fb', name) end
+  if fe then redis.call('ZADD', R .. 'fe', fe, name) else redis.call('ZREM', R .. 'fe', name) end
+  for _, s in ipairs(OUTCOMES) do
+    if ff[s] then redis.call('ZADD', R .. 'ff:' .. s, ff[s], name)
+    else redis.call('ZREM', R .. 'ff:' .. s, name) end
+  end
 end
-flush()  -- the counts below must not count what was just deleted
+-- Delete the records of bucket `name` that are due (at most limit in all); true when the
+-- bucket is gone.
+local function sweep(name, due, items)
+  items = items or load(name)
+  local gone, left, counts, pointers = {}, {}, {}, {}
+  for _, it in ipairs(items) do
+    if deleted < limit and due(it) then
+      gone[#gone + 1] = it.id
+      if id_bucket(it.id) ~= name then pointers[#pointers + 1] = it.id end
+      local c = rget(it.r, 'queue') .. '\0' .. rget(it.r, 'status')
+      counts[c] = (counts[c] or 0) + 1
+      deleted = deleted + 1
+    else
+      left[#left + 1] = it
+    end
+  end
+  if #gone == 0 then return false end
+  if #left == 0 then redis.call('UNLINK', R .. 'f:' .. name)
+  else bulk('HDEL', R .. 'f:' .. name, gone) end
+  bulk('HDEL', R .. 'fp', pointers)
+  for c, n in pairs(counts) do redis.call('HINCRBY', R .. 'counts', c, -n) end
+  reschedule(name, left)
+  return #left == 0
+end
+-- The buckets a schedule says are due by `upto`, oldest first, swept with `due`.
+local function walk(zkey, upto, due)
+  if deleted >= limit or budget <= 0 then return end
+  local names = redis.call('ZRANGEBYSCORE', R .. zkey, '-inf', upto, 'LIMIT', 0, limit)
+  for _, name in ipairs(names) do
+    if deleted >= limit or budget <= 0 then return end
+    sweep(name, due)
+  end
+end
+walk('fe', now, function(it)
+  local ttl = tonumber(rget(it.r, 'result_ttl'))
+  return finite(ttl) and tonumber(rget(it.r, 'finished_at')) + ttl <= now
+end)
+if ARGV[3] == nil or ARGV[3] == '' then return deleted end
+local policy = cjson.decode(ARGV[3])
+for _, status in ipairs(OUTCOMES) do
+  local shortest = policy.shortest[status]
+  if shortest >= 0 then
+    walk('ff:' .. status, now - shortest, function(it)
+      if rget(it.r, 'status') ~= status or finite(tonumber(rget(it.r, 'result_ttl'))) then
+        return false
+      end
+      local age = policy.default[status]
+      local own = policy.tasks[rget(it.r, 'task')]
+      if own then age = own[status] end
+      return age >= 0 and tonumber(rget(it.r, 'finished_at')) + age <= now
+    end)
+  end
+end
 if policy.cap < 0 or deleted >= limit then return deleted end
 local ended = {}
 local stored = redis.call('HGETALL', R .. 'counts')
@@ -67,23 +98,33 @@ for i = 1, #stored, 2 do
     ended[queue] = (ended[queue] or 0) + tonumber(stored[i + 1])
   end
 end
--- Scanned from the oldest, at most 10 x limit entries per queue and call: a queue whose
--- oldest jobs are long-queued or scheduled ones does not make every prune walk all of them.
-for queue, n in pairs(ended) do
-  local over, start = n - policy.cap, 0
-  while over > 0 and deleted < limit and start < 10 * limit do
-    local ids = redis.call('ZRANGE', R .. 'i:q:' .. queue, start, start + 199)
-    if #ids == 0 then break end
-    start = start + #ids
-    for _, id in ipairs(ids) do
-      local status = redis.call('HGET', R .. 'j:' .. id, 'status')
-      if over > 0 and deleted < limit and (status == 'succeeded' or status == 'failed' or
-          status == 'cancelled') then
-        drop(id)
-        over = over - 1
+local function older(a, b)
+  local x, y = tonumber(rget(a.r, 'created_at')), tonumber(rget(b.r, 'created_at'))
+  if x ~= y then return x < y end
+  return a.id < b.id
+end
+-- A queue over the cap: its oldest ended jobs go, buckets read oldest first.
+local function trim(queue, over)
+  local start = 0
+  while over > 0 and deleted < limit and budget > 0 do
+    local names = redis.call('ZRANGE', R .. 'fb', start, start + 9)
+    if #names == 0 then return end
+    start = start + #names
+    for _, name in ipairs(names) do
+      if over <= 0 or deleted >= limit or budget <= 0 then return end
+      local items, mine, pick = load(name), {}, {}
+      for _, it in ipairs(items) do
+        if rget(it.r, 'queue') == queue then mine[#mine + 1] = it end
       end
+      table.sort(mine, older)
+      for i = 1, math.min(over, #mine, limit - deleted) do pick[mine[i].id] = true end
+      local before = deleted
+      if sweep(name, function(it) return pick[it.id] end, items) then start = start - 1 end
+      over = over - (deleted - before)
     end
   end
 end
-flush()
+for queue, n in pairs(ended) do
+  if n > policy.cap then trim(queue, n - policy.cap) end
+end
 return deleted
