@@ -142,7 +142,8 @@ async def test_a_job_whose_id_tells_its_bucket_needs_no_pointer(
     await store.fail(Lease(a.id, claimed.token), {"type": "E", "message": "no"})
     assert not sync_redis.hexists(f"{store.root}fp", a.id)
     record = await store.get(a.id)
-    assert record is not None and record.status is State.FAILED
+    assert record is not None
+    assert record.status is State.FAILED
     assert [e.reason for e in await store.history(a.id)] == [
         Reason.SUBMITTED,
         Reason.CLAIMED,
