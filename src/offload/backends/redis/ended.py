@@ -17,7 +17,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from offload.backends.redis.records import ended_hash, job_from_hash
-from offload.backends.redis.scripts import BUCKET_SECONDS, ENDED_FIELDS
+from offload.backends.redis.scripts import BUCKET_SECONDS, ENDED_DEFAULTS, ENDED_FIELDS
 from offload.core.job import JobFilter, JobRecord
 from offload.core.states import State
 
@@ -68,7 +68,8 @@ def job_from_record(job_id: str, raw: str, root: str) -> JobRecord:
 def _wanted(rec: list[Any], flt: JobFilter) -> bool:
     def value(name: str) -> Any:
         i = _AT[name]
-        return rec[i] if i < len(rec) else 0
+        got = rec[i] if i < len(rec) else 0
+        return got if isinstance(got, str) else ENDED_DEFAULTS.get(name)
 
     return (
         (flt.status is None or value("status") == flt.status.value)

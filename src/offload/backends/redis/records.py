@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from offload.backends._common import check_new_job
-from offload.backends.redis.scripts import ENDED_FIELDS
+from offload.backends.redis.scripts import ENDED_DEFAULTS, ENDED_FIELDS
 from offload.core.codec import dumps
 from offload.core.job import JobRecord, NewJob, Transition, WorkerInfo
 from offload.core.limits import Limits
@@ -85,7 +85,7 @@ def ended_hash(job_id: str, raw: str) -> tuple[dict[str, str], list[list[Any]]]:
     """An ended job's record (a field of its bucket, written by retire() in prelude.lua) as
     the fields its hash had, and its compact history entries."""
     rec: list[Any] = orjson.loads(raw)
-    h = {"id": job_id}
+    h = {"id": job_id, **ENDED_DEFAULTS}
     for name, value in zip(ENDED_FIELDS, rec[2:], strict=False):
         if isinstance(value, str):
             h[name] = value

@@ -58,6 +58,7 @@ from importlib import resources
 
 from offload.backends.base import IDEMPOTENCY_WINDOW
 from offload.core.bounds import PRIORITY_MAX, PRIORITY_MIN
+from offload.core.job import DEFAULT_QUEUE, DEFAULT_TENANT
 from offload.core.states import TRANSITIONS
 
 #: Most due scheduled jobs one claim promotes (the rest wait for the next claim).
@@ -104,6 +105,18 @@ ENDED_FIELDS = (
     "cancel_requested",
 )
 
+#: Values of those fields a record writes as 0 (as if absent) and reads back: the usual ones.
+ENDED_DEFAULTS = {
+    "queue": DEFAULT_QUEUE,
+    "tenant": DEFAULT_TENANT,
+    "submitted_as": "queued",
+    "attempts": "1",
+    "token": "1",
+    "args": "[]",
+    "kwargs": "{}",
+    "meta": "{}",
+}
+
 #: The scripts, one per transition, each in ``lua/<name>.lua``.
 NAMES = (
     "submit",
@@ -146,6 +159,7 @@ VALUES: dict[str, str] = {
     "PRIORITY_PAGE": str(PRIORITY_PAGE),
     "BUCKET_SECONDS": str(BUCKET_SECONDS),
     "ENDED_FIELDS": "{" + ", ".join(f"'{name}'" for name in ENDED_FIELDS) + "}",
+    "ENDED_DEFAULTS": "{" + ", ".join(f"{k} = '{v}'" for k, v in ENDED_DEFAULTS.items()) + "}",
 }
 
 

@@ -55,7 +55,8 @@ end
 -- submitted_as). When it ends, retire() moves the job out of its hash, list and listing
 -- indexes into one compact record: a field of the bucket hash f:<B> of its creation time
 -- (B = floor(created_at / BUCKET_SECONDS)), a JSON array {history, extras, then the values of
--- ENDED_FIELDS in order, 0 for an absent one, trailing 0s left out}. A history entry's time
+-- ENDED_FIELDS in order, 0 for an absent one or one of the usual value ENDED_DEFAULTS
+-- names, trailing 0s left out}. A history entry's time
 -- is 1 or 2 when it is the job's started_at or finished_at, its reason 0 when it is the new
 -- status, its worker 1 when it is the job's worker_id, trailing falses left out; the fields
 -- only running needs go, updated_at and run_at when they repeat finished_at and created_at,
@@ -66,6 +67,7 @@ end
 -- members of that outcome without a result_ttl).
 local G = __BUCKET_SECONDS__
 local FIELDS = __ENDED_FIELDS__
+local USUAL = __ENDED_DEFAULTS__
 local SLOT = {}  -- field name -> its place in a record
 for i, name in ipairs(FIELDS) do SLOT[name] = i + 2 end
 local DROP = {id = true, lease_until = true, cap = true, key_cap = true, rate = true,
@@ -88,7 +90,7 @@ end
 local function rget(rec, name)
   local v = rec[SLOT[name]]
   if type(v) == 'string' then return v end
-  return nil
+  return USUAL[name]
 end
 -- A job's fields as HGETALL of its hash gives them (no history), live or ended; nil: none.
 local function job_flat(id)
@@ -130,7 +132,8 @@ local function retire(id, last)
   local rec, extra = {entries, 0}, {}
   for i = 1, #FIELDS do rec[i + 2] = 0 end
   for name, v in pairs(h) do
-    if SLOT[name] then rec[SLOT[name]] = v
+    if v == USUAL[name] then  -- left 0: read back as the usual value
+    elseif SLOT[name] then rec[SLOT[name]] = v
     elseif not DROP[name] then extra[#extra + 1] = name; extra[#extra + 1] = v end
   end
   if #extra > 0 then rec[2] = extra end
