@@ -353,7 +353,9 @@ class RedisBackend:
 
     async def list_jobs(self, flt: JobFilter) -> Page:
         """Newest first from the smallest index that fits the filter (see reads.list_jobs)."""
-        return await reads.list_jobs(self._run, self.root, flt)
+        return await reads.list_jobs(
+            self._run, lambda name, args: self._script(name, args, retry=True), self.root, flt
+        )
 
     async def history(self, job_id: str) -> list[Transition]:
         return await reads.history(self._run, self.root, job_id)

@@ -3,21 +3,21 @@
 A job that ended has no key of its own: its compact record is a field of ``f:<B>``, B its
 creation time over BUCKET_SECONDS; ``get`` finds B from the id's time (its first 12 hex
 digits, ms) or, for the few jobs whose id's time is in another bucket, the pointer hash
-``fp``. Listing walks the buckets of ``fb`` newest first, reading each whole.
+``fp``. Listing (the script LIST) walks the buckets of ``fb`` newest first, each filtered
+whole in Redis.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable
 from string import hexdigits
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 
-from offload.backends.redis.records import ended_hash, job_from_hash
-from offload.backends.redis.scripts import BUCKET_SECONDS, ENDED_DEFAULTS, ENDED_FIELDS
+from offload.backends.redis.records import ended_hash, job_from_hash, opt
+from offload.backends.redis.scripts import BUCKET_SECONDS
 from offload.core.job import JobFilter, JobRecord
 from offload.core.states import State
 
@@ -25,9 +25,6 @@ from offload.core.states import State
 Key = tuple[float, str]
 #: The statuses of ended jobs (only in buckets); the others are only in the live indexes.
 ENDED = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})
-_AT = {name: i + 2 for i, name in enumerate(ENDED_FIELDS)}
-#: Most buckets one listing round trip reads.
-_MOST_BUCKETS = 32
 
 
 def id_bucket(job_id: str) -> str | None:
@@ -65,69 +62,31 @@ def job_from_record(job_id: str, raw: str, root: str) -> JobRecord:
     return job_from_hash(h, f"{root}f:* {job_id}")
 
 
-def _wanted(rec: list[Any], flt: JobFilter) -> bool:
-    def value(name: str) -> Any:
-        i = _AT[name]
-        got = rec[i] if i < len(rec) else 0
-        return got if isinstance(got, str) else ENDED_DEFAULTS.get(name)
-
-    return (
-        (flt.status is None or value("status") == flt.status.value)
-        and (flt.task is None or value("task") == flt.task)
-        and (flt.queue is None or value("queue") == flt.queue)
-        and (flt.tenant is None or value("tenant") == flt.tenant)
-    )
-
-
 async def page(
-    run: Any, root: str, flt: JobFilter, after: Key | None, budget: int
+    script: Callable[[str, list[Any]], Awaitable[Any]],
+    root: str,
+    flt: JobFilter,
+    after: Key | None,
+    budget: int,
 ) -> tuple[list[JobRecord], Key | None]:
-    """Ended jobs matching ``flt`` below ``after``, newest first: at least limit + 1 of them
-    unless the buckets run out (then the frontier is None) or ``budget`` records were read
-    (then it is the least key every record above which was read)."""
-    top: Any = "+inf" if after is None else math.floor(after[0] / BUCKET_SECONDS)
-    found: list[tuple[Key, str, str]] = []
-    start, scanned, width = 0, 0, 1
-    while True:
-        names: list[str] = await run(
-            lambda c, s=start, n=width: c.zrevrangebyscore(f"{root}fb", top, "-inf", s, n),
-            retry=True,
-        )
-        if not names:
-            return _records(found, root), None
-        start += len(names)
-        width = min(2 * width, _MOST_BUCKETS)
-        buckets = await run(lambda c, ns=names: _read(c, root, ns), retry=True)
-        for name, bucket in zip(names, buckets, strict=True):
-            scanned += len(bucket)
-            found += _matches(bucket, flt, after)
-            if len(found) > flt.limit:
-                found = found[: flt.limit + 1]
-                return _records(found, root), found[-1][0]
-            if scanned >= budget:
-                return _records(found, root), (float(name) * BUCKET_SECONDS, "")
+    """Ended jobs matching ``flt`` below ``after``, newest first (the script LIST filters the
+    buckets): more than flt.limit of them, or all (then the frontier is None), or those of the
+    buckets that ``budget`` records filled (then the frontier is the least key every record
+    above which was read)."""
+    top = "+inf" if after is None else str(math.floor(after[0] / BUCKET_SECONDS))
+    status = None if flt.status is None else flt.status.value
+    args: list[Any] = ["", top, "" if after is None else repr(after[0]), flt.limit, budget]
+    args += [opt(status), opt(flt.task), opt(flt.queue), opt(flt.tenant)]
+    how, bucket, *flat = await script("list", args)
+    jobs = [job_from_record(flat[i], flat[i + 1], root) for i in range(0, len(flat), 2)]
+    jobs = sorted((j for j in jobs if after is None or _key(j) < after), key=_key, reverse=True)
+    if len(jobs) > flt.limit:
+        jobs = jobs[: flt.limit + 1]
+        return jobs, _key(jobs[-1])
+    if how == "end":
+        return jobs, None
+    return jobs, (float(bucket) * BUCKET_SECONDS, "")
 
 
-async def _read(c: aioredis.Redis, root: str, names: Sequence[str]) -> list[dict[str, str]]:
-    async with c.pipeline(transaction=False) as pipe:
-        for name in names:
-            pipe.hgetall(f"{root}f:{name}")
-        return list(await pipe.execute())
-
-
-def _matches(
-    bucket: dict[str, str], flt: JobFilter, after: Key | None
-) -> list[tuple[Key, str, str]]:
-    """One bucket's records that match, newest first."""
-    out = []
-    for job_id, raw in bucket.items():
-        rec = orjson.loads(raw)
-        key = (float(rec[_AT["created_at"]]), job_id)
-        if (after is None or key < after) and _wanted(rec, flt):
-            out.append((key, job_id, raw))
-    out.sort(reverse=True)
-    return out
-
-
-def _records(found: list[tuple[Key, str, str]], root: str) -> list[JobRecord]:
-    return [job_from_record(job_id, raw, root) for _, job_id, raw in found]
+def _key(job: JobRecord) -> Key:
+    return (job.created_at, job.id)

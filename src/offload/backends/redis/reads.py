@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar, cast
 
+import orjson
 import redis.asyncio as aioredis
 
 from offload.backends._common import decode_cursor, encode_cursor, ready_age
@@ -26,6 +27,10 @@ T = TypeVar("T")
 LIST_SCAN_BUDGET = 5000
 
 
+#: The backend's ``_script`` (name, args), retried.
+Script = Callable[[str, list[Any]], Awaitable[Any]]
+
+
 class Run(Protocol):
     """The backend's ``_run``: one Redis call, with redis-py errors mapped to offload's."""
 
@@ -34,16 +39,15 @@ class Run(Protocol):
     ) -> T: ...
 
 
-async def list_jobs(run: Run, root: str, flt: JobFilter) -> Page:
+async def list_jobs(run: Run, script: Script, root: str, flt: JobFilter) -> Page:
     """Newest first: the jobs that have not ended from their indexes (_live), the ended ones
     from their buckets (ended.page), merged; each source reads at most LIST_SCAN_BUDGET
     entries, and a page ends at the higher of their frontiers (then it returns a cursor)."""
     after = decode_cursor(flt.cursor) if flt.cursor is not None else None
-    sources = []
-    if flt.status is None or flt.status not in ENDED:
-        sources.append(await _live(run, root, flt, after))
+    # The live indexes also for an ended status: jobs that ended before buckets stay there.
+    sources = [await _live(run, root, flt, after)]
     if flt.status is None or flt.status in ENDED:
-        sources.append(await ended.page(run, root, flt, after, LIST_SCAN_BUDGET))
+        sources.append(await ended.page(script, root, flt, after, LIST_SCAN_BUDGET))
     bounds = [frontier for _, frontier in sources if frontier is not None]
     bound = max(bounds) if bounds else None
     jobs = sorted((j for found, _ in sources for j in found), key=_key, reverse=True)
@@ -135,8 +139,9 @@ async def history(run: Run, root: str, job_id: str) -> list[Transition]:
     compact: list[list[Any]] = []
     raw: list[str] = []
     try:
-        if job:
+        if job:  # a job that ended before buckets has its history in hash fields h1, h2...
             raw = other
+            compact = [orjson.loads(job[f"h{i}"]) for i in range(1, len(job)) if f"h{i}" in job]
         elif other is not None:
             where = f"{root}f:* {job_id}"
             job, compact = ended_hash(job_id, other)

@@ -131,6 +131,7 @@ NAMES = (
     "heartbeat",
     "workers",
     "prune",
+    "list",
 )
 _LUA = resources.files("offload.backends.redis") / "lua"
 _PLACEHOLDER = re.compile(r"__([A-Z][A-Z_]*[A-Z])__")

@@ -69,6 +69,45 @@ local function walk(zkey, upto, due)
     sweep(name, due)
   end
 end
+-- Jobs that ended before buckets (an older offload kept them in j:<id> and its indexes,
+-- scheduled in 'expire' and 'fin:<status>'): deleted as that version did, until none is left.
+local legacy = redis.call('EXISTS', R .. 'expire', R .. 'fin:succeeded', R .. 'fin:failed',
+  R .. 'fin:cancelled') > 0
+local zrem, lcounts, keys = {}, {}, {}
+local function drop(id)
+  local f = fields(id, 'queue', 'status', 'task', 'tenant')
+  local idxs = {'expire'}
+  if f[1] then
+    local name = f[1] .. '\0' .. f[2]
+    lcounts[name] = (lcounts[name] or 0) + 1
+    idxs = {'expire', 'i:all', 'i:st:' .. f[2], 'i:tk:' .. f[3], 'i:q:' .. f[1],
+            'i:tn:' .. f[4], 'fin:' .. f[2]}
+  end
+  for _, idx in ipairs(idxs) do
+    local ids = zrem[idx] or {}
+    ids[#ids + 1] = id
+    zrem[idx] = ids
+  end
+  keys[#keys + 1] = R .. 'j:' .. id
+  keys[#keys + 1] = R .. 'h:' .. id
+  deleted = deleted + 1
+end
+local function flush()
+  for idx, ids in pairs(zrem) do bulk('ZREM', R .. idx, ids) end
+  for name, n in pairs(lcounts) do redis.call('HINCRBY', R .. 'counts', name, -n) end
+  for i = 1, #keys, 1000 do
+    local chunk = {unpack(keys, i, math.min(i + 999, #keys))}
+    local first = table.remove(chunk, 1)  -- every key here is R .. 'j:' or R .. 'h:' ..
+    redis.call('DEL', first, unpack(chunk))
+  end
+  zrem, lcounts, keys = {}, {}, {}
+end
+if legacy then
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', R .. 'expire', '-inf', now, 'LIMIT', 0, limit)) do
+    drop(id)
+  end
+  flush()
+end
 walk('fe', now, function(it)
   local ttl = tonumber(rget(it.r, 'result_ttl'))
   return finite(ttl) and tonumber(rget(it.r, 'finished_at')) + ttl <= now
@@ -77,6 +116,17 @@ if ARGV[3] == nil or ARGV[3] == '' then return deleted end
 local policy = cjson.decode(ARGV[3])
 for _, status in ipairs(OUTCOMES) do
   local shortest = policy.shortest[status]
+  if legacy and shortest >= 0 and deleted < limit then
+    local due = redis.call('ZRANGEBYSCORE', R .. 'fin:' .. status, '-inf', now - shortest,
+      'WITHSCORES', 'LIMIT', 0, limit - deleted)
+    for i = 1, #due, 2 do
+      local id, at, age = due[i], tonumber(due[i + 1]), policy.default[status]
+      local own = policy.tasks[redis.call('HGET', R .. 'j:' .. id, 'task') or '']
+      if own then age = own[status] end
+      if age >= 0 and at + age <= now then drop(id) end
+    end
+    flush()
+  end
   if shortest >= 0 then
     walk('ff:' .. status, now - shortest, function(it)
       if rget(it.r, 'status') ~= status or finite(tonumber(rget(it.r, 'result_ttl'))) then
@@ -103,8 +153,27 @@ local function older(a, b)
   if x ~= y then return x < y end
   return a.id < b.id
 end
+-- Before buckets, a queue's oldest ended jobs were in its index i:q (they are older than
+-- any in a bucket): scanned from the oldest, at most 10 x limit entries per queue and call.
+local function trim_legacy(queue, over)
+  local start = 0
+  while over > 0 and deleted < limit and start < 10 * limit do
+    local ids = redis.call('ZRANGE', R .. 'i:q:' .. queue, start, start + 199)
+    if #ids == 0 then break end
+    start = start + #ids
+    for _, id in ipairs(ids) do
+      if over > 0 and deleted < limit and ENDS[redis.call('HGET', R .. 'j:' .. id, 'status')] then
+        drop(id)
+        over = over - 1
+      end
+    end
+  end
+  flush()
+  return over
+end
 -- A queue over the cap: its oldest ended jobs go, buckets read oldest first.
 local function trim(queue, over)
+  if legacy then over = trim_legacy(queue, over) end
   local start = 0
   while over > 0 and deleted < limit and budget > 0 do
     local names = redis.call('ZRANGE', R .. 'fb', start, start + 9)

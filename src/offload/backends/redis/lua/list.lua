@@ -1,0 +1,44 @@
+-- ARGV: now (unused), top bucket ("+inf" or a bucket), the cursor's created_at ("" or a
+-- number), limit, budget, then status, task, queue, tenant ("" or "=" + value)
+-- -> {how, bucket, id, record, id, record...}: the ended jobs of the buckets of 'fb' read
+-- newest first that match the filter and were created at or before the cursor: all those
+-- created at the cursor's time (the caller breaks ties by id), then the limit + 1 newest
+-- created before it (and any created at the same time as the last of those). how: 'more'
+-- (more than limit found before the cursor's time), 'budget' (budget records read; every
+-- bucket from `bucket` up was read whole) or 'end' (no bucket left).
+local top, upto = ARGV[2], tonumber(ARGV[3])
+local limit, budget = tonumber(ARGV[4]), tonumber(ARGV[5])
+local want = {status = opt(ARGV[6]), task = opt(ARGV[7]), queue = opt(ARGV[8]),
+  tenant = opt(ARGV[9])}
+local found, scanned, start, how, last, ties = {}, 0, 0, 'end', '', 0
+local function keep(id, raw)
+  local rec = cjson.decode(raw)
+  for name, value in pairs(want) do
+    if rget(rec, name) ~= value then return end
+  end
+  local at = tonumber(rget(rec, 'created_at'))
+  if upto == nil or at <= upto then found[#found + 1] = {at, id, raw} end
+  if at == upto then ties = ties + 1 end
+end
+while how == 'end' do
+  local names = redis.call('ZREVRANGEBYSCORE', R .. 'fb', top, '-inf', 'LIMIT', start, 8)
+  if #names == 0 then break end
+  start = start + #names
+  for _, name in ipairs(names) do
+    local flat = redis.call('HGETALL', R .. 'f:' .. name)
+    for i = 1, #flat, 2 do keep(flat[i], flat[i + 1]) end
+    scanned = scanned + #flat / 2
+    last = name
+    if #found - ties > limit then how = 'more' break end
+    if scanned >= budget then how = 'budget' break end
+  end
+end
+table.sort(found, function(a, b) return a[1] > b[1] end)
+local out = {how, last}
+local cut = ties + limit + 1
+for i, item in ipairs(found) do
+  if i > cut and item[1] ~= found[cut][1] then break end
+  out[#out + 1] = item[2]
+  out[#out + 1] = item[3]
+end
+return out
