@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator
 import pytest
 import redis
 
-from offload.backends.redis import RedisBackend
+from offload.backends.redis import RedisBackend, reads
 from offload.core.clock import ManualClock
 from offload.core.ids import new_job_id
-from offload.core.job import Lease, NewJob
+from offload.core.job import JobFilter, Lease, NewJob
+from offload.core.retention import Retention, RetentionPolicy
 from offload.core.states import Reason, State
 from offload.errors import InvalidTransition
 from rediskit import TEST_REDIS, redis_namespace_url
@@ -175,3 +176,93 @@ async def test_a_long_history_folds_in_pieces(
     assert {(e.reason, e.at) for e in history[1:5001]} == {(Reason.RATE_LIMITED, float(at))}
     assert [e.reason for e in history[5001:]] == [Reason.CLAIMED, Reason.SUCCEEDED]
     assert not sync_redis.exists(f"{store.root}h:{a.id}")
+
+
+async def test_pages_across_buckets_visit_every_ended_job_once_within_a_small_budget(
+    store: RedisBackend, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reads, "LIST_SCAN_BUDGET", 7)
+    for second in range(6):  # six buckets; several jobs share each creation time
+        records = await store.submit([job(100 * second + n) for n in range(5)])
+        clock.advance(0.5 if second % 2 else 1.0)
+        for _ in records:
+            [c] = await store.claim("w", {"default": 1}, 1, 10.0)
+            if c.args[0] % 3:
+                await store.complete(Lease(c.id, c.token), None)
+            else:
+                await store.fail(Lease(c.id, c.token), {"type": "E", "message": "x"})
+    await store.submit([job(999)])  # a live job among them
+    everything = [await store.get(f"{n:032x}") for n in [*range(600), 999]]
+    jobs = sorted((j for j in everything if j), key=lambda j: (j.created_at, j.id), reverse=True)
+    for flt in (JobFilter(limit=4), JobFilter(limit=3, status=State.FAILED), JobFilter(limit=1)):
+        seen: list[str] = []
+        cursor = None
+        while True:
+            page = await store.list_jobs(
+                JobFilter(status=flt.status, limit=flt.limit, cursor=cursor)
+            )
+            assert len(page.jobs) <= flt.limit
+            seen += [j.id for j in page.jobs]
+            if (cursor := page.next_cursor) is None:
+                break
+        assert seen == [j.id for j in jobs if flt.status in (None, j.status)]
+
+
+async def test_jobs_that_ended_before_buckets_are_read_listed_and_pruned(
+    store: RedisBackend, clock: ManualClock, sync_redis: redis.Redis
+) -> None:
+    # What an older offload left for an ended job: its hash with the history folded in, its
+    # listing index entries, and its place in 'expire' (a result_ttl) or 'fin:<status>'.
+    root, now = store.root, clock.now()
+    old = {"ttl": f"{1:032x}", "aged": f"{2:032x}"}
+    for name, job_id in old.items():
+        sync_redis.hset(
+            f"{root}j:{job_id}",
+            mapping={
+                "id": job_id,
+                "task": "t",
+                "queue": "default",
+                "status": "succeeded",
+                "submitted_as": "queued",
+                "attempts": "1",
+                "token": "1",
+                "created_at": repr(now - 10),
+                "started_at": repr(now - 9),
+                "finished_at": repr(now - 8),
+                "worker_id": "w",
+                "tenant": "default",
+                "args": "[]",
+                "kwargs": "{}",
+                "meta": "{}",
+                "result": "7",
+                "h1": '[1,"queued","running","claimed",1,1,1]',
+                "h2": '[2,"running","succeeded",0,1,1,1]',
+                **({"result_ttl": "5"} if name == "ttl" else {}),
+            },
+        )
+        for index in ("i:all", "i:st:succeeded", "i:q:default", "i:tk:t", "i:tn:default"):
+            sync_redis.zadd(f"{root}{index}", {job_id: now - 10})
+    sync_redis.zadd(f"{root}expire", {old["ttl"]: now - 3})
+    sync_redis.zadd(f"{root}fin:succeeded", {old["aged"]: now - 8})
+    sync_redis.hset(f"{root}counts", "default\0succeeded", 2)
+    [new] = await store.submit([job(3)])
+    [c] = await store.claim("w", {"default": 1}, 1, 10.0)
+    await store.complete(Lease(c.id, c.token), 7)
+
+    listed = await store.list_jobs(JobFilter(status=State.SUCCEEDED))
+    assert [j.id for j in listed.jobs] == [new.id, old["aged"], old["ttl"]]
+    record = await store.get(old["ttl"])
+    assert record is not None
+    assert (record.result, record.worker_id) == (7, "w")
+    history = await store.history(old["ttl"])
+    assert [(e.reason, e.at) for e in history] == [
+        (Reason.SUBMITTED, now - 10),
+        (Reason.CLAIMED, now - 9),
+        (Reason.SUCCEEDED, now - 8),
+    ]
+    assert await store.prune() == 1  # its result_ttl ran out
+    policy = RetentionPolicy(Retention(succeeded=1.0), max_finished=None)
+    assert await store.prune(policy=policy) == 1
+    assert [j.id for j in (await store.list_jobs(JobFilter())).jobs] == [new.id]
+    assert sync_redis.keys(root.replace("{", "[{]") + "[jh]:*") == []
+    assert sync_redis.hget(f"{root}counts", "default\0succeeded") == "1"

@@ -73,7 +73,11 @@ async def page(
     buckets): more than flt.limit of them, or all (then the frontier is None), or those of the
     buckets that ``budget`` records filled (then the frontier is the least key every record
     above which was read)."""
-    top = "+inf" if after is None else str(math.floor(after[0] / BUCKET_SECONDS))
+    top = "+inf"
+    if after is not None:
+        b = math.floor(after[0] / BUCKET_SECONDS)
+        # a cursor at a bucket's start (a frontier of this function): that bucket was read
+        top = str(b - 1 if after == (b * BUCKET_SECONDS, "") else b)
     status = None if flt.status is None else flt.status.value
     args: list[Any] = ["", top, "" if after is None else repr(after[0]), flt.limit, budget]
     args += [opt(status), opt(flt.task), opt(flt.queue), opt(flt.tenant)]

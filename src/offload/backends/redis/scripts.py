@@ -74,14 +74,13 @@ PRIORITY_PAGE = 16
 
 #: Seconds of creation time one bucket of ended jobs covers (see docs/benchmarks.md).
 BUCKET_SECONDS = 1
-#: The fields of an ended job's record, in order (after its history and extra fields); the
-#: most common first, as absent trailing ones are left out.
+#: The fields of an ended job's record, in order (after its created_at, history and extra
+#: fields); the most common first, as absent trailing ones are left out.
 ENDED_FIELDS = (
     "status",
     "task",
     "queue",
     "tenant",
-    "created_at",
     "started_at",
     "finished_at",
     "attempts",

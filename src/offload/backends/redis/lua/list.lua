@@ -11,13 +11,27 @@ local limit, budget = tonumber(ARGV[4]), tonumber(ARGV[5])
 local want = {status = opt(ARGV[6]), task = opt(ARGV[7]), queue = opt(ARGV[8]),
   tenant = opt(ARGV[9])}
 local found, scanned, start, how, last, ties = {}, 0, 0, 'end', '', 0
-local function keep(id, raw)
-  local rec = cjson.decode(raw)
-  for name, value in pairs(want) do
-    if rget(rec, name) ~= value then return end
+-- A value a record holds as it is (not 0 for the usual value, nothing JSON escapes): a
+-- record without it as a JSON string does not match, found without decoding it.
+local plain = {}
+for name, value in pairs(want) do
+  if value ~= USUAL[name] and not string.find(value, '[%c"\\/]') then
+    plain[#plain + 1] = '"' .. value .. '"'
   end
-  local at = tonumber(rget(rec, 'created_at'))
-  if upto == nil or at <= upto then found[#found + 1] = {at, id, raw} end
+end
+local function keep(id, raw)
+  local at = tonumber(string.match(raw, '^%["([^"]*)"'))  -- a record starts with created_at
+  if upto ~= nil and at > upto then return end
+  if next(want) ~= nil then
+    for _, v in ipairs(plain) do
+      if not string.find(raw, v, 1, true) then return end
+    end
+    local rec = cjson.decode(raw)
+    for name, value in pairs(want) do
+      if rget(rec, name) ~= value then return end
+    end
+  end
+  found[#found + 1] = {at, id, raw}
   if at == upto then ties = ties + 1 end
 end
 while how == 'end' do
