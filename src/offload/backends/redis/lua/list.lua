@@ -3,7 +3,7 @@
 -- -> {how, bucket, id, record, id, record...}: the ended jobs of the buckets of 'fb' read
 -- newest first that match the filter and were created at or before the cursor: all those
 -- created at the cursor's time (the caller breaks ties by id), then the limit + 1 newest
--- created before it (and any created at the same time as the last of those). how: 'more'
+-- created before it (and any created at the same time as the last of those), unsorted. how: 'more'
 -- (more than limit found before the cursor's time), 'budget' (budget records read; every
 -- bucket from `bucket` up was read whole) or 'end' (no bucket left).
 local top, upto = ARGV[2], tonumber(ARGV[3])
@@ -19,13 +19,14 @@ for name, value in pairs(want) do
     plain[#plain + 1] = '"' .. value .. '"'
   end
 end
+local filtered = next(want) ~= nil
 local function keep(id, raw)
+  for _, v in ipairs(plain) do
+    if not string.find(raw, v, 1, true) then return end
+  end
   local at = tonumber(string.match(raw, '^%["([^"]*)"'))  -- a record starts with created_at
   if upto ~= nil and at > upto then return end
-  if next(want) ~= nil then
-    for _, v in ipairs(plain) do
-      if not string.find(raw, v, 1, true) then return end
-    end
+  if filtered then
     local rec = cjson.decode(raw)
     for name, value in pairs(want) do
       if rget(rec, name) ~= value then return end
@@ -47,12 +48,21 @@ while how == 'end' do
     if scanned >= budget then how = 'budget' break end
   end
 end
-table.sort(found, function(a, b) return a[1] > b[1] end)
-local out = {how, last}
+-- The newest `cut` times without sorting the records (a sort of plain numbers is much cheaper
+-- than one with a comparator); the caller sorts the few records returned.
 local cut = ties + limit + 1
-for i, item in ipairs(found) do
-  if i > cut and item[1] ~= found[cut][1] then break end
-  out[#out + 1] = item[2]
-  out[#out + 1] = item[3]
+local least = -math.huge
+if #found > cut then
+  local ats = {}
+  for i, item in ipairs(found) do ats[i] = item[1] end
+  table.sort(ats)
+  least = ats[#ats - cut + 1]
+end
+local out = {how, last}
+for _, item in ipairs(found) do
+  if item[1] >= least then
+    out[#out + 1] = item[2]
+    out[#out + 1] = item[3]
+  end
 end
 return out
