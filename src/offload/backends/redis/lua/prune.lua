@@ -36,13 +36,19 @@ local function reschedule(name, left)
     else redis.call('ZREM', R .. 'ff:' .. s, name) end
   end
 end
--- Delete the records of bucket `name` that are due (at most limit in all); true when the
--- bucket is gone.
+-- Delete the records of bucket `name` that are due (at most limit in all; `items`: its records
+-- decoded, else they are decoded one by one, only until the limit or the budget is reached);
+-- true when the bucket is gone. A bucket read in part keeps its schedules: they are no later
+-- than what it still holds is due.
 local function sweep(name, due, items)
-  items = items or load(name)
-  local gone, left, counts, pointers = {}, {}, {}, {}
-  for _, it in ipairs(items) do
-    if deleted < limit and due(it) then
+  local flat = items and {} or redis.call('HGETALL', R .. 'f:' .. name)
+  local n = items and #items or #flat / 2
+  local gone, left, counts, pointers, whole = {}, {}, {}, {}, true
+  for i = 1, n do
+    if deleted >= limit or (not items and budget <= 0) then whole = false break end
+    local it = items and items[i] or {id = flat[2 * i - 1], r = cjson.decode(flat[2 * i])}
+    if not items then budget = budget - 1 end
+    if due(it) then
       gone[#gone + 1] = it.id
       if id_bucket(it.id) ~= name then pointers[#pointers + 1] = it.id end
       local c = rget(it.r, 'queue') .. '\0' .. rget(it.r, 'status')
@@ -53,12 +59,12 @@ local function sweep(name, due, items)
     end
   end
   if #gone == 0 then return false end
-  if #left == 0 then redis.call('UNLINK', R .. 'f:' .. name)
+  if whole and #left == 0 then redis.call('UNLINK', R .. 'f:' .. name)
   else bulk('HDEL', R .. 'f:' .. name, gone) end
   bulk('HDEL', R .. 'fp', pointers)
-  for c, n in pairs(counts) do redis.call('HINCRBY', R .. 'counts', c, -n) end
-  reschedule(name, left)
-  return #left == 0
+  for c, k in pairs(counts) do redis.call('HINCRBY', R .. 'counts', c, -k) end
+  if whole then reschedule(name, left) end
+  return whole and #left == 0
 end
 -- The buckets a schedule says are due by `upto`, oldest first, swept with `due`.
 local function walk(zkey, upto, due)
