@@ -266,3 +266,21 @@ async def test_jobs_that_ended_before_buckets_are_read_listed_and_pruned(
     assert [j.id for j in (await store.list_jobs(JobFilter())).jobs] == [new.id]
     assert sync_redis.keys(root.replace("{", "[{]") + "[jh]:*") == []
     assert sync_redis.hget(f"{root}counts", "default\0succeeded") == "1"
+
+
+async def test_the_count_cap_takes_the_oldest_of_a_bucket_ties_by_id(
+    store: RedisBackend, clock: ManualClock
+) -> None:
+    ids = [r.id for r in await store.submit([job(n) for n in (5, 3, 9, 1, 7, 2)])]
+    clock.advance(0.25)
+    [other] = await store.submit([job(8)])  # same bucket, created later
+    for _ in range(7):
+        [c] = await store.claim("w", {"default": 1}, 1, 10.0)
+        await store.complete(Lease(c.id, c.token), None)
+    policy = RetentionPolicy(Retention(None, None, None), max_finished=3)
+    assert await store.prune(limit=2, policy=policy) == 2
+    left = {j.id for j in (await store.list_jobs(JobFilter())).jobs}
+    assert left == {*ids, other.id} - {f"{1:032x}", f"{2:032x}"}
+    assert await store.prune(policy=policy) == 2
+    left = {j.id for j in (await store.list_jobs(JobFilter())).jobs}
+    assert left == {f"{7:032x}", f"{9:032x}", other.id}

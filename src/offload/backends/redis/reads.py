@@ -50,7 +50,9 @@ async def list_jobs(run: Run, script: Script, root: str, flt: JobFilter) -> Page
         sources.append(await ended.page(script, root, flt, after, LIST_SCAN_BUDGET))
     bounds = [frontier for _, frontier in sources if frontier is not None]
     bound = max(bounds) if bounds else None
-    jobs = sorted((j for found, _ in sources for j in found), key=_key, reverse=True)
+    # A job that ended between the two reads is in both: the later read (its end) wins.
+    latest = {j.id: j for found, _ in sources for j in found}
+    jobs = sorted(latest.values(), key=_key, reverse=True)
     if bound is not None:
         jobs = [j for j in jobs if _key(j) >= bound]
     if len(jobs) > flt.limit:

@@ -85,13 +85,15 @@ def ended_hash(job_id: str, raw: str) -> tuple[dict[str, str], list[list[Any]]]:
     """An ended job's record (a field of its bucket, written by retire() in prelude.lua) as
     the fields its hash had, and its compact history entries."""
     rec: list[Any] = orjson.loads(raw)
-    h = {"id": job_id, **ENDED_DEFAULTS, "created_at": rec[0]}
-    for name, value in zip(ENDED_FIELDS, rec[3:], strict=False):
+    h = {"id": job_id, **ENDED_DEFAULTS, "created_at": rec[0], "status": rec[2]}
+    if isinstance(rec[1], str):
+        h["queue"] = rec[1]
+    for name, value in zip(ENDED_FIELDS, rec[5:], strict=False):
         if isinstance(value, str):
             h[name] = value
-    if isinstance(rec[2], list):
-        h.update(pairs(rec[2]))
-    return h, rec[1]
+    if isinstance(rec[4], list):
+        h.update(pairs(rec[4]))
+    return h, rec[3]
 
 
 def history_entries(job_id: str, h: dict[str, str], compact: list[list[Any]]) -> list[Transition]:

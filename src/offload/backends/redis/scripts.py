@@ -74,12 +74,10 @@ PRIORITY_PAGE = 16
 
 #: Seconds of creation time one bucket of ended jobs covers (see docs/benchmarks.md).
 BUCKET_SECONDS = 1
-#: The fields of an ended job's record, in order (after its created_at, history and extra
-#: fields); the most common first, as absent trailing ones are left out.
+#: The fields of an ended job's record, in order (after its created_at, queue, status, history
+#: and extra fields); the most common first, as absent trailing ones are left out.
 ENDED_FIELDS = (
-    "status",
     "task",
-    "queue",
     "tenant",
     "started_at",
     "finished_at",

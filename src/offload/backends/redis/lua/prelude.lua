@@ -54,8 +54,8 @@ end
 -- A job's history: an h: list while it lives, after its submit (implied by created_at and
 -- submitted_as). When it ends, retire() moves the job out of its hash, list and listing
 -- indexes into one compact record: a field of the bucket hash f:<B> of its creation time
--- (B = floor(created_at / BUCKET_SECONDS)), a JSON array {created_at, history, extras (0 or a
--- flat list of names and values of fields it does not name), then the values of
+-- (B = floor(created_at / BUCKET_SECONDS)), a JSON array {created_at, queue, status, history,
+-- extras (0 or a flat list of names and values of fields it does not name), then the values of
 -- ENDED_FIELDS in order, 0 for an absent one or one of the usual value ENDED_DEFAULTS
 -- names, trailing 0s left out}. A history entry's time
 -- is 1 or 2 when it is the job's started_at or finished_at, its reason 0 when it is the new
@@ -69,8 +69,8 @@ end
 local G = __BUCKET_SECONDS__
 local FIELDS = __ENDED_FIELDS__
 local USUAL = __ENDED_DEFAULTS__
-local SLOT = {created_at = 1}  -- field name -> its place in a record
-for i, name in ipairs(FIELDS) do SLOT[name] = i + 3 end
+local SLOT = {created_at = 1, queue = 2, status = 3}  -- field name -> its place in a record
+for i, name in ipairs(FIELDS) do SLOT[name] = i + 5 end
 local DROP = {id = true, lease_until = true, cap = true, key_cap = true, rate = true,
   key_rate = true}
 local function bname(b) return string.format('%d', b) end
@@ -100,13 +100,13 @@ local function job_flat(id)
   local b = locate(id)
   if not b then return nil end
   local rec = cjson.decode(redis.call('HGET', R .. 'f:' .. b, id))
-  local out = {'id', id, 'created_at', rec[1]}
+  local out = {'id', id, 'created_at', rec[1], 'queue', rget(rec, 'queue'), 'status', rec[3]}
   for _, name in ipairs(FIELDS) do
     local v = rget(rec, name)
     if v then out[#out + 1] = name; out[#out + 1] = v end
   end
-  if type(rec[3]) == 'table' then
-    for _, v in ipairs(rec[3]) do out[#out + 1] = v end
+  if type(rec[5]) == 'table' then
+    for _, v in ipairs(rec[5]) do out[#out + 1] = v end
   end
   return out
 end
@@ -130,14 +130,14 @@ local function retire(id, last)
   if h.run_at == h.created_at then h.run_at = nil end
   if h.priority == '0' then h.priority = nil end
   if h.losses == '0' then h.losses = nil end
-  local rec, extra = {h.created_at, entries, 0}, {}
-  for i = 1, #FIELDS do rec[i + 3] = 0 end
+  local rec, extra = {h.created_at, 0, h.status, entries, 0}, {}
+  for i = 1, #FIELDS do rec[i + 5] = 0 end
   for name, v in pairs(h) do
     if v == USUAL[name] then  -- left 0: read back as the usual value
     elseif SLOT[name] then rec[SLOT[name]] = v
     elseif not DROP[name] then extra[#extra + 1] = name; extra[#extra + 1] = v end
   end
-  if #extra > 0 then rec[3] = extra end
+  if #extra > 0 then rec[5] = extra end
   while rec[#rec] == 0 do rec[#rec] = nil end
   local b = math.floor(tonumber(h.created_at) / G)
   local name = bname(b)

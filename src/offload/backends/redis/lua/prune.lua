@@ -10,13 +10,6 @@ local deleted = 0
 -- Records one call decodes at most (a bucket is read whole, so the last one may pass it).
 local budget = 10 * limit
 local OUTCOMES = {'succeeded', 'failed', 'cancelled'}
-local function load(name)
-  local flat = redis.call('HGETALL', R .. 'f:' .. name)
-  local items = {}
-  for i = 1, #flat, 2 do items[#items + 1] = {id = flat[i], r = cjson.decode(flat[i + 1])} end
-  budget = budget - #items
-  return items
-end
 -- Write a bucket's schedules anew from the records it keeps.
 local function reschedule(name, left)
   local fe, ff = nil, {}
@@ -36,18 +29,16 @@ local function reschedule(name, left)
     else redis.call('ZREM', R .. 'ff:' .. s, name) end
   end
 end
--- Delete the records of bucket `name` that are due (at most limit in all; `items`: its records
--- decoded, else they are decoded one by one, only until the limit or the budget is reached);
--- true when the bucket is gone. A bucket read in part keeps its schedules: they are no later
--- than what it still holds is due.
-local function sweep(name, due, items)
-  local flat = items and {} or redis.call('HGETALL', R .. 'f:' .. name)
-  local n = items and #items or #flat / 2
+-- Delete the records of bucket `name` that are due (at most limit in all), decoded one by
+-- one only until the limit or the budget is reached; a bucket read in part keeps its
+-- schedules: they are no later than what it still holds is due.
+local function sweep(name, due)
+  local flat = redis.call('HGETALL', R .. 'f:' .. name)
   local gone, left, counts, pointers, whole = {}, {}, {}, {}, true
-  for i = 1, n do
-    if deleted >= limit or (not items and budget <= 0) then whole = false break end
-    local it = items and items[i] or {id = flat[2 * i - 1], r = cjson.decode(flat[2 * i])}
-    if not items then budget = budget - 1 end
+  for i = 1, #flat, 2 do
+    if deleted >= limit or budget <= 0 then whole = false break end
+    local it = {id = flat[i], r = cjson.decode(flat[i + 1])}
+    budget = budget - 1
     if due(it) then
       gone[#gone + 1] = it.id
       if id_bucket(it.id) ~= name then pointers[#pointers + 1] = it.id end
@@ -58,13 +49,12 @@ local function sweep(name, due, items)
       left[#left + 1] = it
     end
   end
-  if #gone == 0 then return false end
+  if #gone == 0 then return end
   if whole and #left == 0 then redis.call('UNLINK', R .. 'f:' .. name)
   else bulk('HDEL', R .. 'f:' .. name, gone) end
   bulk('HDEL', R .. 'fp', pointers)
   for c, k in pairs(counts) do redis.call('HINCRBY', R .. 'counts', c, -k) end
   if whole then reschedule(name, left) end
-  return whole and #left == 0
 end
 -- The buckets a schedule says are due by `upto`, oldest first, swept with `due`.
 local function walk(zkey, upto, due)
@@ -154,11 +144,6 @@ for i = 1, #stored, 2 do
     ended[queue] = (ended[queue] or 0) + tonumber(stored[i + 1])
   end
 end
-local function older(a, b)
-  local x, y = tonumber(rget(a.r, 'created_at')), tonumber(rget(b.r, 'created_at'))
-  if x ~= y then return x < y end
-  return a.id < b.id
-end
 -- Before buckets, a queue's oldest ended jobs were in its index i:q (they are older than
 -- any in a bucket): scanned from the oldest, at most 10 x limit entries per queue and call.
 local function trim_legacy(queue, over)
@@ -177,6 +162,53 @@ local function trim_legacy(queue, over)
   flush()
   return over
 end
+-- A record's created_at and queue, read from its head without decoding it (a queue name
+-- JSON escapes is decoded).
+local function head(raw)
+  local at, q = string.match(raw, '^%["([^"]*)",0,')
+  if at then return tonumber(at), USUAL.queue end
+  at, q = string.match(raw, '^%["([^"]*)","([^"\\]*)",')
+  if at then return tonumber(at), q end
+  local rec = cjson.decode(raw)
+  return tonumber(rec[1]), rget(rec, 'queue')
+end
+-- The k oldest of `mine` ({created_at, id, record}...), by created_at then id: a sort of the
+-- plain times finds the k-th (much cheaper than a sort with a comparator), ties by id.
+local function oldest(mine, k)
+  if k >= #mine then return mine end
+  local ats = {}
+  for i, m in ipairs(mine) do ats[i] = m[1] end
+  table.sort(ats)
+  local edge, out, tied = ats[k], {}, {}
+  for _, m in ipairs(mine) do
+    if m[1] < edge then out[#out + 1] = m elseif m[1] == edge then tied[#tied + 1] = m end
+  end
+  table.sort(tied, function(x, y) return x[2] < y[2] end)
+  for i = 1, k - #out do out[#out + 1] = tied[i] end
+  return out
+end
+-- Delete the given records of a bucket (all it holds: unlink it). Its schedules stay: they
+-- are no later than what it still holds is due (a later sweep writes them anew).
+local function cut(name, picked, all)
+  local ids, counts, pointers = {}, {}, {}
+  for _, m in ipairs(picked) do
+    ids[#ids + 1] = m[2]
+    if id_bucket(m[2]) ~= name then pointers[#pointers + 1] = m[2] end
+    local rec = cjson.decode(m[3])
+    local c = rget(rec, 'queue') .. '\0' .. rget(rec, 'status')
+    counts[c] = (counts[c] or 0) + 1
+  end
+  deleted = deleted + #ids
+  bulk('HDEL', R .. 'fp', pointers)
+  for c, k in pairs(counts) do redis.call('HINCRBY', R .. 'counts', c, -k) end
+  if #ids < all then
+    bulk('HDEL', R .. 'f:' .. name, ids)
+    return false
+  end
+  redis.call('UNLINK', R .. 'f:' .. name)
+  reschedule(name, {})
+  return true
+end
 -- A queue over the cap: its oldest ended jobs go, buckets read oldest first.
 local function trim(queue, over)
   if legacy then over = trim_legacy(queue, over) end
@@ -187,15 +219,15 @@ local function trim(queue, over)
     start = start + #names
     for _, name in ipairs(names) do
       if over <= 0 or deleted >= limit or budget <= 0 then return end
-      local items, mine, pick = load(name), {}, {}
-      for _, it in ipairs(items) do
-        if rget(it.r, 'queue') == queue then mine[#mine + 1] = it end
+      local flat, mine = redis.call('HGETALL', R .. 'f:' .. name), {}
+      budget = budget - #flat / 2
+      for i = 1, #flat, 2 do
+        local at, q = head(flat[i + 1])
+        if q == queue then mine[#mine + 1] = {at, flat[i], flat[i + 1]} end
       end
-      table.sort(mine, older)
-      for i = 1, math.min(over, #mine, limit - deleted) do pick[mine[i].id] = true end
-      local before = deleted
-      if sweep(name, function(it) return pick[it.id] end, items) then start = start - 1 end
-      over = over - (deleted - before)
+      local picked = oldest(mine, math.min(over, limit - deleted))
+      over = over - #picked
+      if #picked > 0 and cut(name, picked, #flat / 2) then start = start - 1 end
     end
   end
 end
