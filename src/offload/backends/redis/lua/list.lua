@@ -19,19 +19,30 @@ for name, value in pairs(want) do
     plain[#plain + 1] = '"' .. value .. '"'
   end
 end
-local filtered = next(want) ~= nil
+-- A record starts with created_at, queue (0: the usual one) and status: read from there
+-- without decoding it when it can be (a queue name JSON escapes cannot).
+local function head(raw)
+  local at, st = string.match(raw, '^%["([^"]*)",0,"(%a+)"')
+  if at then return at, USUAL.queue, st end
+  return string.match(raw, '^%["([^"]*)","([^"\\]*)","(%a+)"')
+end
+local deep = want.task ~= nil or want.tenant ~= nil
 local function keep(id, raw)
   for _, v in ipairs(plain) do
     if not string.find(raw, v, 1, true) then return end
   end
-  local at = tonumber(string.match(raw, '^%["([^"]*)"'))  -- a record starts with created_at
-  if upto ~= nil and at > upto then return end
-  if filtered then
+  local at, queue, status = head(raw)
+  if not at or deep then
     local rec = cjson.decode(raw)
-    for name, value in pairs(want) do
-      if rget(rec, name) ~= value then return end
-    end
+    at, queue, status = rec[1], rget(rec, 'queue'), rget(rec, 'status')
+    if want.task and rget(rec, 'task') ~= want.task then return end
+    if want.tenant and rget(rec, 'tenant') ~= want.tenant then return end
   end
+  if (want.queue and queue ~= want.queue) or (want.status and status ~= want.status) then
+    return
+  end
+  at = tonumber(at)
+  if upto ~= nil and at > upto then return end
   found[#found + 1] = {at, id, raw}
   if at == upto then ties = ties + 1 end
 end

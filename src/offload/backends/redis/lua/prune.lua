@@ -29,29 +29,34 @@ local function reschedule(name, left)
     else redis.call('ZREM', R .. 'ff:' .. s, name) end
   end
 end
--- Delete the records of bucket `name` that are due (at most limit in all), decoded one by
--- one only until the limit or the budget is reached; a bucket read in part keeps its
+-- Delete the records of bucket `name` that are due (at most limit in all), read in pieces
+-- (HSCAN) only until the limit or the budget is reached; a bucket read in part keeps its
 -- schedules: they are no later than what it still holds is due.
 local function sweep(name, due)
-  local flat = redis.call('HGETALL', R .. 'f:' .. name)
-  local gone, left, counts, pointers, whole = {}, {}, {}, {}, true
-  for i = 1, #flat, 2 do
-    if deleted >= limit or budget <= 0 then whole = false break end
-    local it = {id = flat[i], r = cjson.decode(flat[i + 1])}
-    budget = budget - 1
-    if due(it) then
-      gone[#gone + 1] = it.id
-      if id_bucket(it.id) ~= name then pointers[#pointers + 1] = it.id end
-      local c = rget(it.r, 'queue') .. '\0' .. rget(it.r, 'status')
-      counts[c] = (counts[c] or 0) + 1
-      deleted = deleted + 1
-    else
-      left[#left + 1] = it
+  local key = R .. 'f:' .. name
+  local gone, left, counts, pointers, cursor = {}, {}, {}, {}, '0'
+  repeat
+    if deleted >= limit or budget <= 0 then break end
+    local reply = redis.call('HSCAN', key, cursor, 'COUNT', math.max(limit - deleted, 100))
+    cursor = reply[1]
+    local flat = reply[2]
+    for i = 1, #flat, 2 do
+      local it = {id = flat[i], r = cjson.decode(flat[i + 1])}
+      budget = budget - 1
+      if deleted < limit and due(it) then
+        gone[#gone + 1] = it.id
+        if id_bucket(it.id) ~= name then pointers[#pointers + 1] = it.id end
+        local c = rget(it.r, 'queue') .. '\0' .. rget(it.r, 'status')
+        counts[c] = (counts[c] or 0) + 1
+        deleted = deleted + 1
+      else
+        left[#left + 1] = it
+      end
     end
-  end
+  until cursor == '0'
+  local whole = cursor == '0'
   if #gone == 0 then return end
-  if whole and #left == 0 then redis.call('UNLINK', R .. 'f:' .. name)
-  else bulk('HDEL', R .. 'f:' .. name, gone) end
+  if whole and #left == 0 then redis.call('UNLINK', key) else bulk('HDEL', key, gone) end
   bulk('HDEL', R .. 'fp', pointers)
   for c, k in pairs(counts) do redis.call('HINCRBY', R .. 'counts', c, -k) end
   if whole then reschedule(name, left) end
