@@ -284,3 +284,23 @@ async def test_the_count_cap_takes_the_oldest_of_a_bucket_ties_by_id(
     assert await store.prune(policy=policy) == 2
     left = {j.id for j in (await store.list_jobs(JobFilter())).jobs}
     assert left == {f"{7:032x}", f"{9:032x}", other.id}
+
+
+async def test_the_count_caps_kept_order_gives_way_to_a_job_that_ends_later(
+    store: RedisBackend, sync_redis: redis.Redis
+) -> None:
+    await store.submit([job(n) for n in (4, 0, 5, 6, 7)])  # one bucket, one creation time
+    claimed = await store.claim("w", {"default": 5}, 5, 10.0)
+    late = next(c for c in claimed if c.id == f"{0:032x}")
+    for c in claimed:
+        if c is not late:
+            await store.complete(Lease(c.id, c.token), None)
+    policy = RetentionPolicy(Retention(None, None, None), max_finished=2)
+    assert await store.prune(limit=1, policy=policy) == 1  # job 4; 5, 6, 7 kept in order
+    assert sync_redis.keys(store.root.replace("{", "[{]") + "fo:*")
+    await store.complete(Lease(late.id, late.token), None)  # the oldest by id now ended
+    assert await store.prune(limit=1, policy=policy) == 1
+    assert await store.get(late.id) is None
+    assert await store.prune(policy=policy) == 1
+    left = {j.id for j in (await store.list_jobs(JobFilter())).jobs}
+    assert left == {f"{6:032x}", f"{7:032x}"}

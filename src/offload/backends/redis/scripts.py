@@ -20,6 +20,8 @@ Layout under the root ``R``:
                                soonest finished_at + result_ttl among them (prune)
 - ``R ff:<status>``            zset of the buckets holding jobs of that outcome without a
                                result_ttl, score their soonest finished_at (prune by policy)
+- ``R fo:<B>:<queue>``         list: the ids of queue's ended jobs left in bucket B, oldest
+                               first, kept a minute by prune's count cap for its next batches
 - ``R fp``                     hash id -> B for an ended job whose id's time (first 12 hex
                                digits, ms) is not in its bucket B (clock skew, custom ids)
 - ``R q:<queue>:<priority>``   zset of ready jobs with no lost lease, score run_at

@@ -144,6 +144,7 @@ local function retire(id, last)
   redis.call('HSET', R .. 'f:' .. name, id, cjson.encode(rec))
   if id_bucket(id) ~= name then redis.call('HSET', R .. 'fp', id, name) end
   redis.call('ZADD', R .. 'fb', b, name)
+  redis.call('DEL', R .. 'fo:' .. name .. ':' .. h.queue)  -- the cap's order of the bucket
   local ttl = tonumber(h.result_ttl)
   if finite(ttl) then
     redis.call('ZADD', R .. 'fe', 'LT', tonumber(h.finished_at) + ttl, name)

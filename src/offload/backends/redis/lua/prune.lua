@@ -177,21 +177,6 @@ local function head(raw)
   local rec = cjson.decode(raw)
   return tonumber(rec[1]), rget(rec, 'queue')
 end
--- The k oldest of `mine` ({created_at, id, record}...), by created_at then id: a sort of the
--- plain times finds the k-th (much cheaper than a sort with a comparator), ties by id.
-local function oldest(mine, k)
-  if k >= #mine then return mine end
-  local ats = {}
-  for i, m in ipairs(mine) do ats[i] = m[1] end
-  table.sort(ats)
-  local edge, out, tied = ats[k], {}, {}
-  for _, m in ipairs(mine) do
-    if m[1] < edge then out[#out + 1] = m elseif m[1] == edge then tied[#tied + 1] = m end
-  end
-  table.sort(tied, function(x, y) return x[2] < y[2] end)
-  for i = 1, k - #out do out[#out + 1] = tied[i] end
-  return out
-end
 -- Delete the given records of a bucket (all it holds: unlink it). Its schedules stay: they
 -- are no later than what it still holds is due (a later sweep writes them anew).
 local function cut(name, picked, all)
@@ -214,6 +199,39 @@ local function cut(name, picked, all)
   reschedule(name, {})
   return true
 end
+-- The k oldest records of `queue` in bucket `name` ({created_at, id, record}...) and how many
+-- records the bucket holds. A bucket read whole is sorted once: the order of what is left
+-- is kept in the list fo:<bucket>:<queue> (a minute at most) for the next batches; a job
+-- retired into the bucket or a record gone since (pruned by age) discards it.
+local function take(queue, name, k)
+  local key, fo = R .. 'f:' .. name, R .. 'fo:' .. name .. ':' .. queue
+  local ids = redis.call('LRANGE', fo, 0, k - 1)
+  if #ids > 0 then
+    local raws, picked = redis.call('HMGET', key, unpack(ids)), {}
+    for i, id in ipairs(ids) do
+      if not raws[i] then picked = nil break end
+      picked[i] = {0, id, raws[i]}
+    end
+    if picked then
+      redis.call('LTRIM', fo, #ids, -1)
+      return picked, redis.call('HLEN', key)
+    end
+    redis.call('DEL', fo)
+  end
+  local flat, mine = redis.call('HGETALL', key), {}
+  budget = budget - #flat / 2
+  for i = 1, #flat, 2 do
+    local at, q = head(flat[i + 1])
+    if q == queue then mine[#mine + 1] = {at, flat[i], flat[i + 1]} end
+  end
+  if k >= #mine then return mine, #flat / 2 end
+  table.sort(mine, function(x, y) return x[1] < y[1] or (x[1] == y[1] and x[2] < y[2]) end)
+  local rest = {}
+  for i = k + 1, #mine do rest[#rest + 1] = mine[i][2] end
+  bulk('RPUSH', fo, rest)
+  redis.call('PEXPIRE', fo, 60000)
+  return {unpack(mine, 1, k)}, #flat / 2
+end
 -- A queue over the cap: its oldest ended jobs go, buckets read oldest first.
 local function trim(queue, over)
   if legacy then over = trim_legacy(queue, over) end
@@ -223,16 +241,19 @@ local function trim(queue, over)
     if #names == 0 then return end
     start = start + #names
     for _, name in ipairs(names) do
-      if over <= 0 or deleted >= limit or budget <= 0 then return end
-      local flat, mine = redis.call('HGETALL', R .. 'f:' .. name), {}
-      budget = budget - #flat / 2
-      for i = 1, #flat, 2 do
-        local at, q = head(flat[i + 1])
-        if q == queue then mine[#mine + 1] = {at, flat[i], flat[i + 1]} end
+      local again = true
+      while again do  -- at most 1000 at a time (what one unpack takes)
+        if over <= 0 or deleted >= limit or budget <= 0 then return end
+        local k = math.min(over, limit - deleted, 1000)
+        local picked, all = take(queue, name, k)
+        over = over - #picked
+        again = #picked == k and k < all
+        if #picked > 0 and cut(name, picked, all) then
+          start = start - 1
+          again = false
+          redis.call('DEL', R .. 'fo:' .. name .. ':' .. queue)
+        end
       end
-      local picked = oldest(mine, math.min(over, limit - deleted))
-      over = over - #picked
-      if #picked > 0 and cut(name, picked, #flat / 2) then start = start - 1 end
     end
   end
 end
