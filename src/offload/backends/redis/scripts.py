@@ -39,6 +39,9 @@ Layout under the root ``R``:
 - ``R i:all`` / ``i:st:<status>`` / ``i:tk:<task>`` / ``i:q:<queue>`` / ``i:tn:<tenant>``
                                zsets of the jobs that have not ended, for listing, score
                                created_at
+- ``R expire`` / ``R fin:<status>``  zsets of jobs that ended before buckets (an older
+                               offload: their j:<id> keeps its history in fields h1, h2...
+                               and its listing entries); still read, listed and pruned
 - ``R idem:<tenant>\\0<key>``  string ``<job id>\\0<fingerprint>\\0<expires at>``
 - ``R w`` / ``R wseen`` / ``R wexp``  live workers: info JSON, last seen, expiry
 - channel ``R wake``           a queue name, published when that queue stops being empty

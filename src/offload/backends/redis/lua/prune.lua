@@ -7,7 +7,7 @@
 local now = clock(ARGV[1])
 local limit = tonumber(ARGV[2])
 local deleted = 0
--- Records one call decodes at most (a bucket is read whole, so the last one may pass it).
+-- Records one call reads at most (the count cap reads a bucket whole: the last may pass it).
 local budget = 10 * limit
 local OUTCOMES = {'succeeded', 'failed', 'cancelled'}
 -- Write a bucket's schedules anew from the records it keeps.
