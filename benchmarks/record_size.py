@@ -7,8 +7,9 @@ Submits N no-op jobs (as App.prepare builds them: a fresh id, the default result
 days) to a private Redis namespace, drains them as a worker does (claim a batch, complete each
 job with None), then reports for the namespace: the sum of MEMORY USAGE (exact, SAMPLES 0) of
 its keys per job, the server's used_memory delta per job (noisy: the server is shared), keys
-per job, and MEMORY USAGE per kind of key (j: job hashes, h: histories, the i:* indexes, the
-expire zset, the rest). Then the same jobs in a fresh SQLite file: bytes per job after VACUUM.
+per job, and MEMORY USAGE per kind of key (j: job hashes, h: histories, f: buckets of ended
+jobs, the i:* indexes, the rest). Then the same jobs in a fresh SQLite file: bytes per job
+after VACUUM.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ def kind(key: str, root: str) -> str:
     name = key[len(root) :]
     if name.startswith(("j:", "h:")):
         return name[:2] + "<id>"
+    if name.startswith("f:"):
+        return "f:<bucket>"
     return re.sub(r":[^:]*$", ":<name>", name) if name.startswith("i:") else name
 
 

@@ -1,16 +1,21 @@
-"""A Redis job that ended is one compact hash: its history folded in, nothing else left behind."""
+"""A Redis job that ended is one compact record in the bucket of its creation time: its history
+folded in, no key or index entry of its own left behind."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 
 import pytest
 import redis
 
-from offload.backends.redis import RedisBackend
+from offload.backends.redis import RedisBackend, reads
 from offload.core.clock import ManualClock
-from offload.core.job import Lease, NewJob
+from offload.core.ids import new_job_id
+from offload.core.job import JobFilter, Lease, NewJob
+from offload.core.retention import Retention, RetentionPolicy
 from offload.core.states import Reason, State
+from offload.errors import InvalidTransition
 from rediskit import TEST_REDIS, redis_namespace_url
 
 
@@ -98,7 +103,17 @@ async def test_a_job_cancelled_before_it_ran_reads_back_whole(
     assert not sync_redis.exists(f"{store.root}h:{a.id}")
 
 
-async def test_a_finished_job_is_one_listpack_hash_and_refuses_a_late_completion(
+def own_keys(sync_redis: redis.Redis, store: RedisBackend, job_id: str) -> list[str]:
+    """The keys and index memberships a job holds on its own."""
+    root = store.root
+    keys = [k for k in (f"{root}j:{job_id}", f"{root}h:{job_id}") if sync_redis.exists(k)]
+    for index in sync_redis.keys(root.replace("{", "[{]") + "i:*"):
+        if sync_redis.zscore(index, job_id) is not None:
+            keys.append(index)
+    return keys
+
+
+async def test_a_finished_job_is_one_bucket_field_and_refuses_a_late_completion(
     store: RedisBackend, sync_redis: redis.Redis
 ) -> None:
     [a] = await store.submit([job(3)])
@@ -112,9 +127,37 @@ async def test_a_finished_job_is_one_listpack_hash_and_refuses_a_late_completion
     record = await store.get(a.id)
     assert record is not None
     assert record.result == 1
-    keys = sync_redis.keys(store.root.replace("{", "[{]") + "[jh]:*")
-    assert keys == [f"{store.root}j:{a.id}"]
-    assert sync_redis.object("encoding", keys[0]) == "listpack"
+    assert own_keys(sync_redis, store, a.id) == []
+    bucket = f"{store.root}f:{math.floor(record.created_at)}"
+    assert sync_redis.hexists(bucket, a.id)
+    # this id's time is not its creation time (a manual clock): a pointer finds the bucket
+    assert sync_redis.hget(f"{store.root}fp", a.id) == bucket.rsplit(":", 1)[1]
+
+
+async def test_a_job_whose_id_tells_its_bucket_needs_no_pointer(
+    store: RedisBackend, clock: ManualClock, sync_redis: redis.Redis
+) -> None:
+    new = NewJob(id=new_job_id(clock.now()), task="t", args=[], kwargs={}, result_ttl=5.0)
+    [a] = await store.submit([new])
+    [claimed] = await store.claim("w", {"default": 1}, 1, 10.0)
+    await store.fail(Lease(a.id, claimed.token), {"type": "E", "message": "no"})
+    assert not sync_redis.hexists(f"{store.root}fp", a.id)
+    record = await store.get(a.id)
+    assert record is not None
+    assert record.status is State.FAILED
+    assert [e.reason for e in await store.history(a.id)] == [
+        Reason.SUBMITTED,
+        Reason.CLAIMED,
+        Reason.FAILED,
+    ]
+    with pytest.raises(InvalidTransition):
+        await store.cancel(a.id)
+    [again] = await store.submit([new])  # a resubmitted id: the job as stored
+    assert again == record
+    clock.advance(5.0)
+    assert await store.prune() == 1
+    assert await store.get(a.id) is None
+    assert sync_redis.keys(store.root.replace("{", "[{]") + "f*") == []
 
 
 async def test_a_long_history_folds_in_pieces(
@@ -133,3 +176,131 @@ async def test_a_long_history_folds_in_pieces(
     assert {(e.reason, e.at) for e in history[1:5001]} == {(Reason.RATE_LIMITED, float(at))}
     assert [e.reason for e in history[5001:]] == [Reason.CLAIMED, Reason.SUCCEEDED]
     assert not sync_redis.exists(f"{store.root}h:{a.id}")
+
+
+async def test_pages_across_buckets_visit_every_ended_job_once_within_a_small_budget(
+    store: RedisBackend, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reads, "LIST_SCAN_BUDGET", 7)
+    for second in range(6):  # six buckets; several jobs share each creation time
+        records = await store.submit([job(100 * second + n) for n in range(5)])
+        clock.advance(0.5 if second % 2 else 1.0)
+        for _ in records:
+            [c] = await store.claim("w", {"default": 1}, 1, 10.0)
+            if c.args[0] % 3:
+                await store.complete(Lease(c.id, c.token), None)
+            else:
+                await store.fail(Lease(c.id, c.token), {"type": "E", "message": "x"})
+    await store.submit([job(999)])  # a live job among them
+    everything = [await store.get(f"{n:032x}") for n in [*range(600), 999]]
+    jobs = sorted((j for j in everything if j), key=lambda j: (j.created_at, j.id), reverse=True)
+    for flt in (JobFilter(limit=4), JobFilter(limit=3, status=State.FAILED), JobFilter(limit=1)):
+        seen: list[str] = []
+        cursor = None
+        while True:
+            page = await store.list_jobs(
+                JobFilter(status=flt.status, limit=flt.limit, cursor=cursor)
+            )
+            assert len(page.jobs) <= flt.limit
+            seen += [j.id for j in page.jobs]
+            if (cursor := page.next_cursor) is None:
+                break
+        assert seen == [j.id for j in jobs if flt.status in (None, j.status)]
+
+
+async def test_jobs_that_ended_before_buckets_are_read_listed_and_pruned(
+    store: RedisBackend, clock: ManualClock, sync_redis: redis.Redis
+) -> None:
+    # What an older offload left for an ended job: its hash with the history folded in, its
+    # listing index entries, and its place in 'expire' (a result_ttl) or 'fin:<status>'.
+    root, now = store.root, clock.now()
+    old = {"ttl": f"{1:032x}", "aged": f"{2:032x}"}
+    for name, job_id in old.items():
+        sync_redis.hset(
+            f"{root}j:{job_id}",
+            mapping={
+                "id": job_id,
+                "task": "t",
+                "queue": "default",
+                "status": "succeeded",
+                "submitted_as": "queued",
+                "attempts": "1",
+                "token": "1",
+                "created_at": repr(now - 10),
+                "started_at": repr(now - 9),
+                "finished_at": repr(now - 8),
+                "worker_id": "w",
+                "tenant": "default",
+                "args": "[]",
+                "kwargs": "{}",
+                "meta": "{}",
+                "result": "7",
+                "h1": '[1,"queued","running","claimed",1,1,1]',
+                "h2": '[2,"running","succeeded",0,1,1,1]',
+                **({"result_ttl": "5"} if name == "ttl" else {}),
+            },
+        )
+        for index in ("i:all", "i:st:succeeded", "i:q:default", "i:tk:t", "i:tn:default"):
+            sync_redis.zadd(f"{root}{index}", {job_id: now - 10})
+    sync_redis.zadd(f"{root}expire", {old["ttl"]: now - 3})
+    sync_redis.zadd(f"{root}fin:succeeded", {old["aged"]: now - 8})
+    sync_redis.hset(f"{root}counts", "default\0succeeded", 2)
+    [new] = await store.submit([job(3)])
+    [c] = await store.claim("w", {"default": 1}, 1, 10.0)
+    await store.complete(Lease(c.id, c.token), 7)
+
+    listed = await store.list_jobs(JobFilter(status=State.SUCCEEDED))
+    assert [j.id for j in listed.jobs] == [new.id, old["aged"], old["ttl"]]
+    record = await store.get(old["ttl"])
+    assert record is not None
+    assert (record.result, record.worker_id) == (7, "w")
+    history = await store.history(old["ttl"])
+    assert [(e.reason, e.at) for e in history] == [
+        (Reason.SUBMITTED, now - 10),
+        (Reason.CLAIMED, now - 9),
+        (Reason.SUCCEEDED, now - 8),
+    ]
+    assert await store.prune() == 1  # its result_ttl ran out
+    policy = RetentionPolicy(Retention(succeeded=1.0), max_finished=None)
+    assert await store.prune(policy=policy) == 1
+    assert [j.id for j in (await store.list_jobs(JobFilter())).jobs] == [new.id]
+    assert sync_redis.keys(root.replace("{", "[{]") + "[jh]:*") == []
+    assert sync_redis.hget(f"{root}counts", "default\0succeeded") == "1"
+
+
+async def test_the_count_cap_takes_the_oldest_of_a_bucket_ties_by_id(
+    store: RedisBackend, clock: ManualClock
+) -> None:
+    ids = [r.id for r in await store.submit([job(n) for n in (5, 3, 9, 1, 7, 2)])]
+    clock.advance(0.25)
+    [other] = await store.submit([job(8)])  # same bucket, created later
+    for _ in range(7):
+        [c] = await store.claim("w", {"default": 1}, 1, 10.0)
+        await store.complete(Lease(c.id, c.token), None)
+    policy = RetentionPolicy(Retention(None, None, None), max_finished=3)
+    assert await store.prune(limit=2, policy=policy) == 2
+    left = {j.id for j in (await store.list_jobs(JobFilter())).jobs}
+    assert left == {*ids, other.id} - {f"{1:032x}", f"{2:032x}"}
+    assert await store.prune(policy=policy) == 2
+    left = {j.id for j in (await store.list_jobs(JobFilter())).jobs}
+    assert left == {f"{7:032x}", f"{9:032x}", other.id}
+
+
+async def test_the_count_caps_kept_order_gives_way_to_a_job_that_ends_later(
+    store: RedisBackend, sync_redis: redis.Redis
+) -> None:
+    await store.submit([job(n) for n in (4, 0, 5, 6, 7)])  # one bucket, one creation time
+    claimed = await store.claim("w", {"default": 5}, 5, 10.0)
+    late = next(c for c in claimed if c.id == f"{0:032x}")
+    for c in claimed:
+        if c is not late:
+            await store.complete(Lease(c.id, c.token), None)
+    policy = RetentionPolicy(Retention(None, None, None), max_finished=2)
+    assert await store.prune(limit=1, policy=policy) == 1  # job 4; 5, 6, 7 kept in order
+    assert sync_redis.keys(store.root.replace("{", "[{]") + "fo:*")
+    await store.complete(Lease(late.id, late.token), None)  # the oldest by id now ended
+    assert await store.prune(limit=1, policy=policy) == 1
+    assert await store.get(late.id) is None
+    assert await store.prune(policy=policy) == 1
+    left = {j.id for j in (await store.list_jobs(JobFilter())).jobs}
+    assert left == {f"{6:032x}", f"{7:032x}"}

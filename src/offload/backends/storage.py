@@ -1,7 +1,7 @@
 """What finished jobs hold in the backend, cheaply measured, and the warning before it fills.
 
 :func:`measure` counts ended jobs per queue (the backend's stats) and estimates their bytes:
-on Redis ``MEMORY USAGE`` of a sample of finished jobs' keys plus their index entries, with
+on Redis ``MEMORY USAGE`` of a sample of the buckets of finished jobs over their jobs, with
 the server's ``maxmemory``; on SQLite the file's used pages shared out by row count. The
 worker logs :func:`warning` at start and ``/health/ready`` puts it in its details;
 ``/metrics`` exports the figures as ``offload_finished_jobs`` and ``offload_finished_bytes``.
@@ -9,7 +9,6 @@ worker logs :func:`warning` at start and ``/health/ready`` puts it in its detail
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,9 +20,9 @@ ASSUMED_BYTES_PER_JOB = 1800
 #: Share of Redis maxmemory the projected finished jobs may take before a warning.
 SHARE = 0.5
 SAMPLE = 16
-#: Sorted-set memberships of an ended Redis job (i:all, i:st, i:tk, i:q, i:tn, expire/fin)
-#: and their cost besides the id (skiplist node, dict entry, score), in bytes.
-INDEXES, ENTRY_OVERHEAD = 6, 56
+#: Sorted-set memberships of a Redis bucket of ended jobs (fb, and fe or ff:<status>) and
+#: their cost besides the name (skiplist node, dict entry, score), in bytes.
+BUCKET_INDEXES, ENTRY_OVERHEAD = 2, 56
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,21 +63,19 @@ async def measure(backend: Backend) -> Storage:
 
 
 async def _redis_bytes(backend: Any) -> tuple[float | None, int]:
+    """Ended jobs live in shared buckets (f:<B>, see offload.backends.redis.ended): the
+    MEMORY USAGE of a sample of buckets and their schedule entries, over their jobs."""
     client, root = backend.client, backend.root
     maxmemory = int((await client.info("memory")).get("maxmemory", 0))
-    ids: list[str] = []
-    for outcome in OUTCOMES:
-        for index in (f"{root}fin:{outcome.value}", f"{root}i:st:{outcome.value}"):
-            ids += [str(i) for i in await client.zrandmember(index, SAMPLE) or []]
-    if not ids:
+    names = [str(n) for n in await client.zrandmember(f"{root}fb", SAMPLE) or []]
+    total, jobs = 0, 0
+    for name in names:
+        total += int(await client.memory_usage(f"{root}f:{name}") or 0)
+        total += BUCKET_INDEXES * (len(name) + ENTRY_OVERHEAD)
+        jobs += int(await client.hlen(f"{root}f:{name}"))
+    if not jobs:
         return None, maxmemory
-    sample = random.sample(ids, min(SAMPLE, len(ids)))
-    total = 0
-    for job_id in sample:
-        for key in (f"{root}j:{job_id}", f"{root}h:{job_id}"):
-            total += int(await client.memory_usage(key) or 0)
-        total += INDEXES * (len(job_id) + ENTRY_OVERHEAD)
-    return total / len(sample), maxmemory
+    return total / jobs, maxmemory
 
 
 async def _sqlite_bytes(backend: Any) -> float | None:

@@ -29,7 +29,6 @@ from offload.backends.redis.conn import Lane, open_pool, run
 from offload.backends.redis.records import (
     encode_group,
     job_from_flat,
-    job_from_hash,
     move_error,
     opt,
     worker_from_json,
@@ -347,9 +346,7 @@ class RedisBackend:
 
     # -- reads ---------------------------------------------------------------------------------
     async def get(self, job_id: str) -> JobRecord | None:
-        key = f"{self.root}j:{job_id}"
-        h = await self._hash(key)
-        return job_from_hash(h, key) if h else None
+        return await reads.get(self._run, self.root, job_id)
 
     async def _hash(self, key: str) -> dict[str, str]:
         # decode_responses=True; the cast also covers redis-py < 6, whose stubs say "awaitable
@@ -360,7 +357,9 @@ class RedisBackend:
 
     async def list_jobs(self, flt: JobFilter) -> Page:
         """Newest first from the smallest index that fits the filter (see reads.list_jobs)."""
-        return await reads.list_jobs(self._run, self.root, flt)
+        return await reads.list_jobs(
+            self._run, lambda name, args: self._script(name, args, retry=True), self.root, flt
+        )
 
     async def history(self, job_id: str) -> list[Transition]:
         return await reads.history(self._run, self.root, job_id)

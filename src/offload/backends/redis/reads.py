@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar, cast
 
+import orjson
 import redis.asyncio as aioredis
 
 from offload.backends._common import decode_cursor, encode_cursor, ready_age
+from offload.backends.redis import ended
+from offload.backends.redis.ended import ENDED, Key
 from offload.backends.redis.records import (
+    ended_hash,
     history_entries,
     job_from_hash,
     transition_from_json,
@@ -23,6 +27,10 @@ T = TypeVar("T")
 LIST_SCAN_BUDGET = 5000
 
 
+#: The backend's ``_script`` (name, args), retried.
+Script = Callable[[str, list[Any]], Awaitable[Any]]
+
+
 class Run(Protocol):
     """The backend's ``_run``: one Redis call, with redis-py errors mapped to offload's."""
 
@@ -31,9 +39,38 @@ class Run(Protocol):
     ) -> T: ...
 
 
-async def list_jobs(run: Run, root: str, flt: JobFilter) -> Page:
-    """Newest first from the smallest index that fits the filter, checking the rest of the
-    filter on each job; reads at most LIST_SCAN_BUDGET entries, then returns a cursor."""
+async def list_jobs(run: Run, script: Script, root: str, flt: JobFilter) -> Page:
+    """Newest first: the jobs that have not ended from their indexes (_live), the ended ones
+    from their buckets (ended.page), merged; each source reads at most LIST_SCAN_BUDGET
+    entries, and a page ends at the higher of their frontiers (then it returns a cursor)."""
+    after = decode_cursor(flt.cursor) if flt.cursor is not None else None
+    # The live indexes also for an ended status: jobs that ended before buckets stay there.
+    sources = [await _live(run, root, flt, after)]
+    if flt.status is None or flt.status in ENDED:
+        sources.append(await ended.page(script, root, flt, after, LIST_SCAN_BUDGET))
+    bounds = [frontier for _, frontier in sources if frontier is not None]
+    bound = max(bounds) if bounds else None
+    # A job that ended between the two reads is in both: the later read (its end) wins.
+    latest = {j.id: j for found, _ in sources for j in found}
+    jobs = sorted(latest.values(), key=_key, reverse=True)
+    if bound is not None:
+        jobs = [j for j in jobs if _key(j) >= bound]
+    if len(jobs) > flt.limit:
+        jobs = jobs[: flt.limit]
+        return Page(jobs, encode_cursor(*_key(jobs[-1])))
+    return Page(jobs, None if bound is None else encode_cursor(*bound))
+
+
+def _key(job: JobRecord) -> Key:
+    return (job.created_at, job.id)
+
+
+async def _live(
+    run: Run, root: str, flt: JobFilter, after: Key | None
+) -> tuple[list[JobRecord], Key | None]:
+    """From the smallest index that fits the filter, checking the rest of the filter on each
+    job: more than flt.limit matches, or all (frontier None), or what LIST_SCAN_BUDGET entries
+    held (frontier: the last entry read)."""
     indexes = [f"{root}i:all"]
     for name, value in (
         ("st", flt.status.value if flt.status else None),
@@ -54,11 +91,10 @@ async def list_jobs(run: Run, root: str, flt: JobFilter) -> Page:
 
         counts = await run(sizes, retry=True)
         index = min(zip(counts, indexes[1:], strict=True))[1]
-    after = decode_cursor(flt.cursor) if flt.cursor is not None else None
     top = "+inf" if after is None else repr(after[0])
     found: list[JobRecord] = []
     scanned = 0
-    last: tuple[float, str] | None = None
+    last: Key | None = None
     while len(found) <= flt.limit and scanned < LIST_SCAN_BUDGET:
         batch = max(2 * flt.limit, 100)
         entries: list[tuple[str, float]] = await run(
@@ -68,19 +104,14 @@ async def list_jobs(run: Run, root: str, flt: JobFilter) -> Page:
             retry=True,
         )
         if not entries:
-            last = None
-            break
+            return found, None
         scanned += len(entries)
         wanted = [(i, s) for i, s in entries if after is None or (s, i) < after]
         for record in await fetch(run, root, [i for i, _ in wanted]):
             if matches(record, flt):
                 found.append(record)
         last = (entries[-1][1], entries[-1][0])
-    if len(found) > flt.limit:
-        page = found[: flt.limit]
-        return Page(page, encode_cursor(page[-1].created_at, page[-1].id))
-    cursor = encode_cursor(*last) if last is not None and scanned >= LIST_SCAN_BUDGET else None
-    return Page(found, cursor)
+    return found, last
 
 
 async def fetch(run: Run, root: str, ids: Sequence[str]) -> list[JobRecord]:
@@ -97,20 +128,27 @@ async def fetch(run: Run, root: str, ids: Sequence[str]) -> list[JobRecord]:
     return [job_from_hash(h, f"{root}j:{i}") for i, h in zip(ids, hashes, strict=True) if h]
 
 
+async def get(run: Run, root: str, job_id: str) -> JobRecord | None:
+    live, other = await run(lambda c: ended.lookup(c, root, job_id), retry=True)
+    if live:
+        return job_from_hash(live, f"{root}j:{job_id}")
+    return None if other is None else ended.job_from_record(job_id, other, root)
+
+
 async def history(run: Run, root: str, job_id: str) -> list[Transition]:
-    key = f"{root}h:{job_id}"
-    job_key = f"{root}j:{job_id}"
-
-    async def read(c: aioredis.Redis) -> list[Any]:
-        async with c.pipeline(transaction=False) as pipe:
-            pipe.hgetall(job_key)
-            pipe.lrange(key, 0, -1)
-            return list(await pipe.execute())
-
-    job, raw = await run(read, retry=True)
-    if "created_at" not in job:
-        return []
+    job, other = await run(lambda c: ended.lookup(c, root, job_id), retry=True)
+    where = f"{root}h:{job_id}"
+    compact: list[list[Any]] = []
+    raw: list[str] = []
     try:
+        if job:  # a job that ended before buckets has its history in hash fields h1, h2...
+            raw = other
+            compact = [orjson.loads(job[f"h{i}"]) for i in range(1, len(job)) if f"h{i}" in job]
+        elif other is not None:
+            where = f"{root}f:* {job_id}"
+            job, compact = ended_hash(job_id, other)
+        if "created_at" not in job:
+            return []
         first = Transition(
             job_id,
             float(job["created_at"]),
@@ -122,11 +160,11 @@ async def history(run: Run, root: str, job_id: str) -> list[Transition]:
         )
         return [
             first,
-            *history_entries(job_id, job),
+            *history_entries(job_id, job, compact),
             *(transition_from_json(job_id, e) for e in raw),
         ]
-    except (ValueError, TypeError, KeyError) as exc:
-        raise BackendError(f"corrupt history under Redis key {key!r}: {exc}") from None
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise BackendError(f"corrupt history under Redis key {where!r}: {exc}") from None
 
 
 def matches(job: JobRecord, flt: JobFilter) -> bool:

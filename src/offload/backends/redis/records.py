@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from offload.backends._common import check_new_job
+from offload.backends.redis.scripts import ENDED_DEFAULTS, ENDED_FIELDS
 from offload.core.codec import dumps
 from offload.core.job import JobRecord, NewJob, Transition, WorkerInfo
 from offload.core.limits import Limits
@@ -47,10 +48,10 @@ def job_from_hash(h: dict[str, str], where: str) -> JobRecord:
             status=State(h["status"]),
             args=orjson.loads(h["args"]),
             kwargs=orjson.loads(h["kwargs"]),
-            priority=int(get("priority", 0)),  # an ended job: no 0s
+            priority=int(get("priority", 0)),  # an ended job's record: no 0s
             attempts=int(h["attempts"]),
             losses=int(get("losses", 0)),
-            # an ended job keeps neither when they repeat created_at and finished_at (fold())
+            # an ended job keeps neither when they repeat created_at and finished_at (retire())
             run_at=float(get("run_at") or h["created_at"]),
             created_at=float(h["created_at"]),
             updated_at=float(get("updated_at") or h["finished_at"]),
@@ -76,19 +77,32 @@ def job_from_hash(h: dict[str, str], where: str) -> JobRecord:
         ) from None
 
 
-#: What a folded history entry's time stands for when it is a number (see fold() in prelude.lua).
+#: What a compact history entry's time stands for when it is a number (retire() in prelude.lua).
 _TIMES = {1: "started_at", 2: "finished_at"}
 
 
-def history_entries(job_id: str, h: dict[str, str]) -> list[Transition]:
-    """The history an ended job keeps in its hash, fields h1, h2, ... (moved there by fold()
-    in prelude.lua): a time 1 or 2 is the job's started_at or finished_at, reason 0 the new
-    status, worker 1 the job's worker_id; trailing falses are left out."""
+def ended_hash(job_id: str, raw: str) -> tuple[dict[str, str], list[list[Any]]]:
+    """An ended job's record (a field of its bucket, written by retire() in prelude.lua) as
+    the fields its hash had, and its compact history entries."""
+    rec: list[Any] = orjson.loads(raw)
+    h = {"id": job_id, **ENDED_DEFAULTS, "created_at": rec[0], "status": rec[2]}
+    if isinstance(rec[1], str):
+        h["queue"] = rec[1]
+    for name, value in zip(ENDED_FIELDS, rec[5:], strict=False):
+        if isinstance(value, str):
+            h[name] = value
+    if isinstance(rec[4], list):
+        h.update(pairs(rec[4]))
+    return h, rec[3]
+
+
+def history_entries(job_id: str, h: dict[str, str], compact: list[list[Any]]) -> list[Transition]:
+    """An ended job's history from its record: a time 1 or 2 is the job's started_at or
+    finished_at, reason 0 the new status, worker 1 the job's worker_id; trailing falses are
+    left out."""
     entries = []
-    i = 1
-    while (raw := h.get(f"h{i}")) is not None:
-        entry: list[Any] = orjson.loads(raw)
-        entry += [False] * (8 - len(entry))
+    for item in compact:
+        entry = [*item, *[False] * (8 - len(item))]
         if not isinstance(entry[0], str):
             entry[0] = h[_TIMES[entry[0]]]
         if entry[3] == 0:
@@ -96,7 +110,6 @@ def history_entries(job_id: str, h: dict[str, str]) -> list[Transition]:
         if entry[6] == 1:
             entry[6] = h["worker_id"]
         entries.append(transition_from_entry(job_id, entry))
-        i += 1
     return entries
 
 

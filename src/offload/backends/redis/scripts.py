@@ -7,13 +7,23 @@ leases and due times never depend on a worker's clock; tests pass a manual clock
 
 Layout under the root ``R``:
 
-- ``R j:<id>``                 hash: the job's fields (absent field = None); once the job
-                               ended, also its history as fields h1, h2, ... (see fold() in
-                               prelude.lua), and no run_at / updated_at when they equal
-                               created_at / finished_at, no priority / losses when 0
+- ``R j:<id>``                 hash: the fields of a job that has not ended (absent = None)
 - ``R h:<id>``                 list: the transitions of a job that has not ended, after its
                                submit, JSON arrays (the submit is implied by the job's
-                               created_at and submitted_as); folded into j:<id> at its end
+                               created_at and submitted_as)
+- ``R f:<B>``                  hash: the ended jobs created in bucket B (floor(created_at /
+                               BUCKET_SECONDS)), id -> compact record with its history (see
+                               retire() in prelude.lua, records.ended_hash); when a job ends,
+                               its j:, h: and listing index entries go
+- ``R fb``                     zset of the buckets, score B (listing walks it newest first)
+- ``R fe``                     zset of the buckets holding jobs with a result_ttl, score the
+                               soonest finished_at + result_ttl among them (prune)
+- ``R ff:<status>``            zset of the buckets holding jobs of that outcome without a
+                               result_ttl, score their soonest finished_at (prune by policy)
+- ``R fo:<B>:<queue>``         list: the ids of queue's ended jobs left in bucket B, oldest
+                               first, kept a minute by prune's count cap for its next batches
+- ``R fp``                     hash id -> B for an ended job whose id's time (first 12 hex
+                               digits, ms) is not in its bucket B (clock skew, custom ids)
 - ``R q:<queue>:<priority>``   zset of ready jobs with no lost lease, score run_at
 - ``R qp:<queue>``             zset of the priorities that have ready jobs, score -priority
 - ``R c:<queue>:<priority>``   zset of ready jobs of *limited* tasks (caps or rate limits: a
@@ -25,12 +35,13 @@ Layout under the root ``R``:
 - ``R tat``                    hash: rate bucket (same names) -> next allowed start
 - ``R sched``                  zset of scheduled jobs, score run_at
 - ``R run``                    zset of running jobs, score lease_until
-- ``R expire``                 zset of ended jobs that have a result_ttl, score when to prune
-- ``R fin:<status>``           zset of ended jobs without a result_ttl, score when they ended
-                               (prune ages them by the retention policy of their outcome)
 - ``R counts``                 hash ``<queue>\\0<status>`` -> count
 - ``R i:all`` / ``i:st:<status>`` / ``i:tk:<task>`` / ``i:q:<queue>`` / ``i:tn:<tenant>``
-                               zsets for listing, score created_at
+                               zsets of the jobs that have not ended, for listing, score
+                               created_at
+- ``R expire`` / ``R fin:<status>``  zsets of jobs that ended before buckets (an older
+                               offload: their j:<id> keeps its history in fields h1, h2...
+                               and its listing entries); still read, listed and pruned
 - ``R idem:<tenant>\\0<key>``  string ``<job id>\\0<fingerprint>\\0<expires at>``
 - ``R w`` / ``R wseen`` / ``R wexp``  live workers: info JSON, last seen, expiry
 - channel ``R wake``           a queue name, published when that queue stops being empty
@@ -39,8 +50,8 @@ Floats are written by passing Lua numbers to ``redis.call`` (exact round trip) a
 as ``%.17g`` strings; never through ``tostring`` or cjson, which keep 14 digits.
 
 The scripts themselves are the files of ``lua/``: ``prelude.lua`` (the helpers every script
-starts with; SUBMIT starts with its first part, ``base.lua``, alone) and one file per
-transition, loaded at import. A line ``-- include: x.lua`` inlines ``x.lua`` (the submit
+starts with; its first part, ``base.lua``, can start a script of :data:`LEAN` alone) and one
+file per transition, loaded at import. A line ``-- include: x.lua`` inlines ``x.lua`` (the submit
 machinery, shared by SUBMIT and FINISH), and ``__NAME__`` placeholders take the values of
 :data:`VALUES` (the state machine generated from ``core.states.TRANSITIONS``, and the
 constants below).
@@ -53,6 +64,7 @@ from importlib import resources
 
 from offload.backends.base import IDEMPOTENCY_WINDOW
 from offload.core.bounds import PRIORITY_MAX, PRIORITY_MIN
+from offload.core.job import DEFAULT_QUEUE, DEFAULT_TENANT
 from offload.core.states import TRANSITIONS
 
 #: Most due scheduled jobs one claim promotes (the rest wait for the next claim).
@@ -65,6 +77,48 @@ CAPPED_SCAN = 64
 PARK_BATCH = 1000
 #: Priorities one claim reads at a time (it reads only as many pages as it needs).
 PRIORITY_PAGE = 16
+
+#: Seconds of creation time one bucket of ended jobs covers (see docs/benchmarks.md).
+BUCKET_SECONDS = 1
+#: The fields of an ended job's record, in order (after its created_at, queue, status, history
+#: and extra fields); the most common first, as absent trailing ones are left out.
+ENDED_FIELDS = (
+    "task",
+    "tenant",
+    "started_at",
+    "finished_at",
+    "attempts",
+    "token",
+    "worker_id",
+    "submitted_as",
+    "args",
+    "kwargs",
+    "meta",
+    "result",
+    "error",
+    "result_ttl",
+    "run_at",
+    "updated_at",
+    "priority",
+    "losses",
+    "idempotency_key",
+    "concurrency_key",
+    "progress",
+    "progress_message",
+    "cancel_requested",
+)
+
+#: Values of those fields a record writes as 0 (as if absent) and reads back: the usual ones.
+ENDED_DEFAULTS = {
+    "queue": DEFAULT_QUEUE,
+    "tenant": DEFAULT_TENANT,
+    "submitted_as": "queued",
+    "attempts": "1",
+    "token": "1",
+    "args": "[]",
+    "kwargs": "{}",
+    "meta": "{}",
+}
 
 #: The scripts, one per transition, each in ``lua/<name>.lua``.
 NAMES = (
@@ -80,6 +134,7 @@ NAMES = (
     "heartbeat",
     "workers",
     "prune",
+    "list",
 )
 _LUA = resources.files("offload.backends.redis") / "lua"
 _PLACEHOLDER = re.compile(r"__([A-Z][A-Z_]*[A-Z])__")
@@ -106,6 +161,9 @@ VALUES: dict[str, str] = {
     "CAPPED_SCAN": str(CAPPED_SCAN),
     "PARK_BATCH": str(PARK_BATCH),
     "PRIORITY_PAGE": str(PRIORITY_PAGE),
+    "BUCKET_SECONDS": str(BUCKET_SECONDS),
+    "ENDED_FIELDS": "{" + ", ".join(f"'{name}'" for name in ENDED_FIELDS) + "}",
+    "ENDED_DEFAULTS": "{" + ", ".join(f"{k} = '{v}'" for k, v in ENDED_DEFAULTS.items()) + "}",
 }
 
 
@@ -120,9 +178,11 @@ def load(name: str) -> str:
 PRELUDE = load("prelude")
 BASE = load("base")
 SCRIPTS: dict[str, str] = {name: load(name) for name in NAMES}
-#: Scripts that start with ``base.lua`` alone: SUBMIT, an endpoint's one call per job, needs
-#: none of the prelude's transition helpers, and running their definitions is paid per call.
-LEAN = frozenset({"submit"})
+#: Scripts that start with ``base.lua`` alone, for scripts that need none of the prelude's
+#: helpers (running their definitions costs 2-7 us per call). None today: SUBMIT finds jobs
+#: that already ended in their buckets (an idempotency key's job, a resubmitted id), which
+#: takes the prelude's ``locate`` and ``job_flat``.
+LEAN: frozenset[str] = frozenset()
 
 
 def script(name: str) -> str:

@@ -7,18 +7,15 @@ local now = clock(ARGV[1])
 local instead = ARGV[2]
 local window = __IDEMPOTENCY_WINDOW__
 -- include: submit_lib.lua
--- Ended jobs: what leaves 'run', enters 'expire' (or 'fin:<status>' without a result_ttl),
--- frees slots; written once per key.
-local ran, expiring, woken, moved, aging = {}, {}, {}, changes(), {}
+-- Ended jobs: what leaves 'run', frees slots; written once per key (each moves to its
+-- bucket as it ends: retire() in the prelude).
+local ran, woken, moved = {}, {}, changes()
 local function flush()
   bulk('ZREM', R .. 'run', ran)
-  bulk('ZADD', R .. 'expire', expiring)
-  for status, items in pairs(aging) do bulk('ZADD', R .. 'fin:' .. status, items) end
-  aging = {}
   moved.flush()
   apply_submits()
   for queue, _ in pairs(woken) do redis.call('PUBLISH', R .. 'wake', queue) end
-  ran, expiring, woken = {}, {}, {}
+  ran, woken = {}, {}
 end
 local function finish(A)
   local id, op = A[1], A[3]
@@ -49,15 +46,6 @@ local function finish(A)
     redis.call('HSET', k, unpack(sets))
     redis.call('HDEL', k, unpack(dels))
     ran[#ran + 1] = id
-    if finite(tonumber(f[11])) then
-      expiring[#expiring + 1] = now + tonumber(f[11])
-      expiring[#expiring + 1] = id
-    else
-      local items = aging[target] or {}
-      items[#items + 1] = now
-      items[#items + 1] = id
-      aging[target] = items
-    end
     if release_slots(slots_for(f[12], f[13], f[14], f[15])) then woken[queue] = true end
     moved.add(id, queue, created, 'running', target)
     hist(id, now, 'running', target, reason, f[6], f[2], f[7], detail)

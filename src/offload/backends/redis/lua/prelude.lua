@@ -1,10 +1,12 @@
--- The prelude of every script but SUBMIT (offload.backends.redis.scripts puts it before each):
+-- The prelude of every script but a LEAN one (offload.backends.redis.scripts puts it before each):
 -- base.lua (KEYS[1] as the namespace root R, the clock, number helpers), ALLOWED the state
 -- machine generated from offload.core.states.TRANSITIONS, and the helpers the transitions share.
 -- Placeholders (a capitalised name between double underscores) take the values of
 -- scripts.VALUES at load.
 -- include: base.lua
 local ALLOWED = __TRANSITIONS__
+-- The statuses a job ends with: it then leaves its hash for a bucket (retire()).
+local ENDS = {succeeded = true, failed = true, cancelled = true}
 -- One command over many members (at most 1000 arguments at a time, unpack's stack limit).
 local function bulk(cmd, key, items)
   for i = 1, #items, 1000 do
@@ -20,10 +22,12 @@ local function changes()
     local o = c.out[from] or {}
     o[#o + 1] = id
     c.out[from] = o
-    local i = c.into[to] or {}
-    i[#i + 1] = created
-    i[#i + 1] = id
-    c.into[to] = i
+    if not ENDS[to] then  -- an ended job is listed from its bucket
+      local i = c.into[to] or {}
+      i[#i + 1] = created
+      i[#i + 1] = id
+      c.into[to] = i
+    end
   end
   function c.flush()
     for name, n in pairs(c.counts) do
@@ -38,44 +42,115 @@ end
 local function fields(id, ...)
   return redis.call('HMGET', R .. 'j:' .. id, ...)
 end
--- A job's history: an h: list while it lives; when it ends, fold() moves the list into the
--- job's hash, one short field per entry (h1, h2, ...: values under hash-max-listpack-value
--- keep the hash a listpack). An entry's time is 1 or 2 when it is the job's started_at or
--- finished_at, its reason 0 when it is the new status, its worker 1 when it is the job's
--- worker_id, and trailing falses are left out (records.history_entries reads them back).
--- The limits only running needs go too, updated_at and run_at when they repeat
--- finished_at and created_at, priority and losses when 0: one key and ~360 bytes less per
--- ended job.
-local ENDS = {succeeded = true, failed = true, cancelled = true}
-local function fold(id, last)
+-- A job's history: an h: list while it lives, after its submit (implied by created_at and
+-- submitted_as). When it ends, retire() moves the job out of its hash, list and listing
+-- indexes into one compact record: a field of the bucket hash f:<B> of its creation time
+-- (B = floor(created_at / BUCKET_SECONDS)), a JSON array {created_at, queue, status, history,
+-- extras (0 or a flat list of names and values of fields it does not name), then the values of
+-- ENDED_FIELDS in order, 0 for an absent one or one of the usual value ENDED_DEFAULTS
+-- names, trailing 0s left out}. A history entry's time
+-- is 1 or 2 when it is the job's started_at or finished_at, its reason 0 when it is the new
+-- status, its worker 1 when it is the job's worker_id, trailing falses left out; the fields
+-- only running needs go, updated_at and run_at when they repeat finished_at and created_at,
+-- priority and losses when 0 (records.py reads them back). A job whose id's time (its first
+-- 12 hex digits, ms) falls in another bucket gets a pointer in the hash fp (id -> B).
+-- Buckets are listed in fb (score B), scheduled for prune in fe (score: the soonest
+-- finished_at + result_ttl of its members) and ff:<status> (the soonest finished_at of its
+-- members of that outcome without a result_ttl).
+local G = __BUCKET_SECONDS__
+local FIELDS = __ENDED_FIELDS__
+local USUAL = __ENDED_DEFAULTS__
+local SLOT = {created_at = 1, queue = 2, status = 3}  -- field name -> its place in a record
+for i, name in ipairs(FIELDS) do SLOT[name] = i + 5 end
+local DROP = {id = true, lease_until = true, cap = true, key_cap = true, rate = true,
+  key_rate = true}
+local function bname(b) return string.format('%d', b) end
+local function id_bucket(id)
+  local ms = string.match(id, '^%x%x%x%x%x%x%x%x%x%x%x%x')
+  if not ms then return nil end
+  return bname(math.floor(tonumber(ms, 16) / 1000 / G))
+end
+-- The bucket that holds an ended job's record, or nil.
+local function locate(id)
+  local b = id_bucket(id)
+  if b and redis.call('HEXISTS', R .. 'f:' .. b, id) == 1 then return b end
+  local p = redis.call('HGET', R .. 'fp', id)
+  if p and redis.call('HEXISTS', R .. 'f:' .. p, id) == 1 then return p end
+  return nil
+end
+-- One value of a decoded record (nil when absent).
+local function rget(rec, name)
+  local v = rec[SLOT[name]]
+  if type(v) == 'string' then return v end
+  return USUAL[name]
+end
+-- A job's fields as HGETALL of its hash gives them (no history), live or ended; nil: none.
+local function job_flat(id)
+  local flat = redis.call('HGETALL', R .. 'j:' .. id)
+  if #flat > 0 then return flat end
+  local b = locate(id)
+  if not b then return nil end
+  local rec = cjson.decode(redis.call('HGET', R .. 'f:' .. b, id))
+  local out = {'id', id, 'created_at', rec[1], 'queue', rget(rec, 'queue'), 'status', rec[3]}
+  for _, name in ipairs(FIELDS) do
+    local v = rget(rec, name)
+    if v then out[#out + 1] = name; out[#out + 1] = v end
+  end
+  if type(rec[5]) == 'table' then
+    for _, v in ipairs(rec[5]) do out[#out + 1] = v end
+  end
+  return out
+end
+local function retire(id, last)
   local k, hk = R .. 'j:' .. id, R .. 'h:' .. id
   local raw = redis.call('LRANGE', hk, 0, -1)
-  local f = redis.call('HMGET', k, 'started_at', 'finished_at', 'worker_id', 'updated_at',
-    'run_at', 'created_at', 'priority', 'losses')
-  local sets = {}
+  local flat = redis.call('HGETALL', k)
+  local h = {}
+  for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+  local entries = {}
   local function put(e)
-    if e[1] == f[1] then e[1] = 1 elseif e[1] == f[2] then e[1] = 2 end
+    if e[1] == h.started_at then e[1] = 1 elseif e[1] == h.finished_at then e[1] = 2 end
     if e[4] == e[3] then e[4] = 0 end
-    if f[3] and e[7] == f[3] then e[7] = 1 end
+    if h.worker_id and e[7] == h.worker_id then e[7] = 1 end
     while #e > 0 and e[#e] == false do e[#e] = nil end
-    sets[#sets + 1] = 'h' .. (#sets / 2 + 1)
-    sets[#sets + 1] = cjson.encode(e)
+    entries[#entries + 1] = e
   end
   for _, r in ipairs(raw) do put(cjson.decode(r)) end
   put(last)
-  bulk('HSET', k, sets)  -- in pieces: a long history (many rate_limited turns) exceeds unpack
-  local dels = {'lease_until', 'cap', 'key_cap', 'rate', 'key_rate'}
-  if f[4] == f[2] then dels[#dels + 1] = 'updated_at' end  -- read back as finished_at
-  if f[5] == f[6] then dels[#dels + 1] = 'run_at' end  -- read back as created_at
-  if f[7] == '0' then dels[#dels + 1] = 'priority' end  -- read back as 0
-  if f[8] == '0' then dels[#dels + 1] = 'losses' end
-  redis.call('HDEL', k, unpack(dels))
-  redis.call('DEL', hk)
+  if h.updated_at == h.finished_at then h.updated_at = nil end
+  if h.run_at == h.created_at then h.run_at = nil end
+  if h.priority == '0' then h.priority = nil end
+  if h.losses == '0' then h.losses = nil end
+  local rec, extra = {h.created_at, 0, h.status, entries, 0}, {}
+  for i = 1, #FIELDS do rec[i + 5] = 0 end
+  for name, v in pairs(h) do
+    if v == USUAL[name] then  -- left 0: read back as the usual value
+    elseif SLOT[name] then rec[SLOT[name]] = v
+    elseif not DROP[name] then extra[#extra + 1] = name; extra[#extra + 1] = v end
+  end
+  if #extra > 0 then rec[5] = extra end
+  while rec[#rec] == 0 do rec[#rec] = nil end
+  local b = math.floor(tonumber(h.created_at) / G)
+  local name = bname(b)
+  redis.call('HSET', R .. 'f:' .. name, id, cjson.encode(rec))
+  if id_bucket(id) ~= name then redis.call('HSET', R .. 'fp', id, name) end
+  redis.call('ZADD', R .. 'fb', b, name)
+  redis.call('DEL', R .. 'fo:' .. name .. ':' .. h.queue)  -- the cap's order of the bucket
+  local ttl = tonumber(h.result_ttl)
+  if finite(ttl) then
+    redis.call('ZADD', R .. 'fe', 'LT', tonumber(h.finished_at) + ttl, name)
+  else
+    redis.call('ZADD', R .. 'ff:' .. h.status, 'LT', tonumber(h.finished_at), name)
+  end
+  for _, idx in ipairs({'i:all', 'i:tk:' .. h.task, 'i:q:' .. h.queue, 'i:tn:' .. h.tenant}) do
+    redis.call('ZREM', R .. idx, id)
+  end
+  redis.call('DEL', k, hk)
 end
 local function hist(id, at, from, to, reason, attempt, token, worker, detail)
   local entry = {fnum(at), from or false, to, reason, tonumber(attempt), tonumber(token),
     worker or false, detail or false}
-  if ENDS[to] then return fold(id, entry) end
+  if ENDS[to] then return retire(id, entry) end
   redis.call('RPUSH', R .. 'h:' .. id, cjson.encode(entry))
 end
 -- Count, index and record a status change (from = nil for a new job).
@@ -89,7 +164,7 @@ local function move(id, queue, created, from, to)
     redis.call('ZREM', R .. 'i:st:' .. from, id)
   end
   redis.call('HINCRBY', R .. 'counts', queue .. '\0' .. to, 1)
-  redis.call('ZADD', R .. 'i:st:' .. to, created, id)
+  if not ENDS[to] then redis.call('ZADD', R .. 'i:st:' .. to, created, id) end
   redis.call('HSET', R .. 'j:' .. id, 'status', to)
 end
 -- Make a job claimable: innocents by priority (jobs of limited tasks apart), suspects apart.
@@ -178,17 +253,9 @@ local function holds(id, token, now)
   if f[1] ~= 'running' or f[2] ~= token or tonumber(f[3]) <= now then return nil end
   return f
 end
--- A job just ended with status: start its retention clock (its result_ttl), or, without
--- one, list it among the ended jobs of its outcome that prune ages by the policy.
-local function ended(id, now, status)
-  local ttl = tonumber(redis.call('HGET', R .. 'j:' .. id, 'result_ttl'))
-  if finite(ttl) then redis.call('ZADD', R .. 'expire', now + ttl, id)
-  else redis.call('ZADD', R .. 'fin:' .. status, now, id) end
-end
 -- A running job that would run again, but whose cancel was requested: cancel it instead.
 local function cancel_instead(id, f, now, detail)
   local k = R .. 'j:' .. id
-  ended(id, now, 'cancelled')
   free_slots(id, f[4])
   redis.call('HSET', k, 'finished_at', now, 'updated_at', now)
   redis.call('HDEL', k, 'lease_until')

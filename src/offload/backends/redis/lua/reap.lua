@@ -19,7 +19,6 @@ for _, id in ipairs(expired) do
       redis.call('HSET', k, 'error', cjson.encode({type = 'WorkerLost', message = message}),
         'finished_at', now, 'updated_at', now)
       redis.call('HDEL', k, 'lease_until')
-      ended(id, now, 'failed')
       local err = move(id, f[4], f[5], 'running', 'failed')
       if err then return err end
       hist(id, now, 'running', 'failed', 'worker_lost', f[6], f[2], f[7], message)

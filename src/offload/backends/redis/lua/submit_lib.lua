@@ -17,15 +17,15 @@ local function lookup(ik)
   local d, e = string.find(rest, '\0', 1, true)
   if tonumber(string.sub(rest, e + 1)) <= now then return nil end
   local id = string.sub(raw, 1, a - 1)
-  if redis.call('EXISTS', R .. 'j:' .. id) == 0 then return nil end  -- pruned
+  if redis.call('EXISTS', R .. 'j:' .. id) == 0 and not locate(id) then return nil end  -- pruned
   return {id, string.sub(rest, 1, d - 1)}
 end
 local function store(job)
   local id, task, queue, prio, delay, run_at, key, _, ckey, tenant, args, kwargs, meta, ttl,
     cap, key_cap, rate, key_rate = unpack(job)
   local k = R .. 'j:' .. id
-  if redis.call('EXISTS', k) == 1 then  -- a resubmitted id: the job as stored
-    return {'old', unpack(redis.call('HGETALL', k))}
+  if redis.call('EXISTS', k) == 1 or locate(id) then  -- a resubmitted id: the job as stored
+    return {'old', unpack(job_flat(id))}
   end
   run_at = opt(run_at)
   if run_at then run_at = tonumber(run_at) else run_at = now + math.max(0, tonumber(delay)) end
@@ -111,7 +111,7 @@ local function submit_group(jobs)
     local group = {'ok'}
     for i, job in ipairs(jobs) do
       if plan[i] then
-        group[#group + 1] = {'old', unpack(redis.call('HGETALL', R .. 'j:' .. plan[i]))}
+        group[#group + 1] = {'old', unpack(job_flat(plan[i]))}
       else
         group[#group + 1] = store(job)
       end
