@@ -1,15 +1,19 @@
 """Soak: a sustained submit rate for N minutes, sampling what finished jobs cost over time.
 
-Starts one real worker (``python -m offload worker backend_bench:app``) with a short retention
-(``--retain`` seconds for succeeded jobs, pruned every ``--prune-interval``), submits no-op
-jobs at ``--rate`` per second for ``--minutes``, and every ``--every`` seconds samples Redis
-memory (``INFO memory`` of a private redis-server it starts, so other users of a shared
-server do not show), the SQLite file size (with its -wal), the worker's RSS, jobs stored and
-throughput. Writes ``<out>.csv`` and ``<out>.png`` (matplotlib: ``pip install offload[bench]``).
-Run from the repository root::
+Starts real workers (``python -m offload worker backend_bench:app``, ``--processes`` of them)
+with a short retention (``--retain`` seconds for succeeded jobs, pruned every
+``--prune-interval``), submits no-op jobs at ``--rate`` per second for ``--minutes`` (every
+``--tick`` the jobs due since the start, in ``asubmit_many`` calls of up to 1,000), and every
+``--every`` seconds samples Redis memory (``INFO memory`` of a private redis-server it starts,
+so other users of a shared server do not show), the SQLite file size (with its -wal), the
+workers' RSS and CPU, jobs stored, the submit and done rates and how far the producer is
+behind. Writes ``<out>.csv`` and ``<out>.png`` (matplotlib: ``pip install offload[bench]``).
+``--tracemalloc DIR`` runs the (one) worker under tracemalloc, dumps a snapshot every
+``--snapshot-every`` seconds and prints what grew. Run from the repository root::
 
-    .venv/bin/python benchmarks/soak.py --backend redis --rate 300 --minutes 5 --retain 60
-    .venv/bin/python benchmarks/soak.py --backend sqlite --rate 300 --minutes 5 --retain 60
+    .venv/bin/python benchmarks/soak.py --backend redis --rate 2000 --minutes 10 --retain 60 \
+        --processes 2 --concurrency 20 --max-finished 0
+    .venv/bin/python benchmarks/soak.py --backend sqlite --rate 1000 --minutes 6 --retain 60
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ FIELDS = [
     "worker_rss_mb",
     "worker_cpu",
     "producer_cpu",
+    "redis_cpu",
     "load1",
 ]
 CHUNK = 1000  # jobs per asubmit_many call: one round trip (Redis) or transaction (SQLite)
@@ -127,6 +132,8 @@ def start_worker(ns: argparse.Namespace, url: str) -> subprocess.Popen[bytes]:
         "OFFLOAD_PRUNE_INTERVAL": str(ns.prune_interval),
         "OFFLOAD_LOG_LEVEL": "WARNING",
     }
+    if ns.max_finished is not None:
+        env["OFFLOAD_MAX_FINISHED"] = str(ns.max_finished)
     cli = ["worker", "backend_bench:app", "--processes", str(ns.processes)]
     cli += ["--concurrency", str(ns.concurrency)]
     if ns.tracemalloc:
@@ -170,6 +177,7 @@ async def sample_loop(
     app, rows = producer.app, list[dict[str, float]]()
     last_done, last_sent, last_t = 0, 0, producer.start
     last_cpu, last_own = tree(pid)[1], time.process_time()
+    last_server = tree(ns.server_pid)[1] if ns.server_pid else 0.0
     for k in itertools.count(1):
         at = producer.start + k * ns.every
         if at > producer.start + ns.minutes * 60 + 1e-6:
@@ -180,6 +188,7 @@ async def sample_loop(
         done = sum(w.processed for w in await backend.workers())
         now, sent, own = time.monotonic(), producer.submitted, time.process_time()
         (redis_mb, sqlite_mb), (rss, cpu) = storage_mb(ns, db), tree(pid)
+        server = tree(ns.server_pid)[1] if ns.server_pid else 0.0
         values = [
             round(now - producer.start, 1),
             sent,
@@ -193,9 +202,11 @@ async def sample_loop(
             round(rss, 1),
             round(100 * (cpu - last_cpu) / (now - last_t), 1),
             round(100 * (own - last_own) / (now - last_t), 1),
+            round(100 * (server - last_server) / (now - last_t), 1),
             os.getloadavg()[0],
         ]
         last_done, last_sent, last_t, last_cpu, last_own = done, sent, now, cpu, own
+        last_server = server
         rows.append(dict(zip(FIELDS, values, strict=True)))
         print(rows[-1], flush=True)
     return rows
@@ -252,7 +263,10 @@ def write(rows: list[dict[str, float]], out: Path, ns: argparse.Namespace) -> No
         ax.axvline(ns.retain / 60, color="grey", linestyle=":", linewidth=1)
     axes[-1].set_xlabel("minutes (dotted: the retention of succeeded jobs)")
     procs = f"{ns.processes} worker process{'es' if ns.processes > 1 else ''}"
-    fig.suptitle(f"soak: {ns.backend}, {ns.rate:g} jobs/s, {procs}, succeeded kept {ns.retain:g} s")
+    cap = "" if ns.max_finished is None else f", max_finished {ns.max_finished or 'off'}"
+    fig.suptitle(
+        f"soak: {ns.backend}, {ns.rate:g} jobs/s, {procs}, succeeded kept {ns.retain:g} s{cap}"
+    )
     fig.tight_layout()
     fig.savefig(out.with_suffix(".png"), dpi=80)
 
@@ -292,12 +306,16 @@ def main() -> None:
         "--tracemalloc", default=None, help="folder: the worker (one process) dumps snapshots"
     )
     parser.add_argument("--snapshot-every", type=float, default=60.0)
+    parser.add_argument(
+        "--max-finished", type=int, default=None, help="OFFLOAD_MAX_FINISHED (0: no count cap)"
+    )
     ns = parser.parse_args()
     out = Path(ns.out or f"docs/img/soak-{ns.backend}")
     with tempfile.TemporaryDirectory() as folder:
         db = Path(folder) / "soak.db"
         server = start_redis(ns.redis_port, Path(folder)) if ns.backend == "redis" else None
         url = f"redis://127.0.0.1:{ns.redis_port}/0" if server else f"sqlite:///{db}"
+        ns.server_pid = server.pid if server else None
         try:
             asyncio.run(soak(ns, url, db, out))
         finally:
