@@ -7,19 +7,26 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
+import orjson
+
 from offload.core.retention import OUTCOMES, RetentionPolicy
 from offload.core.states import State
 
 #: The terms of the partial indexes' WHERE, repeated verbatim so the planner uses them.
 ENDED = "status IN ('succeeded', 'failed', 'cancelled')"
+#: The ids of a batch, from one JSON array parameter (the lookups still use the indexes).
+DOOMED = "SELECT value FROM json_each(?)"
 
 
 def delete(conn: sqlite3.Connection, ids: Sequence[str]) -> None:
-    """Delete these jobs and their history."""
+    """Delete these jobs and their history. The ids go in as one JSON array, so that the two
+    statements read the same whatever the batch's size: with one ``IN (?, ?, ...)`` per size,
+    each size was a statement of its own in sqlite3's cache (128 per connection), about 130 KB
+    each for a batch of 400-500, which grew the worker's RSS sweep after sweep."""
     if ids:
-        marks = ",".join("?" * len(ids))
-        conn.execute(f"DELETE FROM history WHERE job_id IN ({marks})", ids)
-        conn.execute(f"DELETE FROM jobs WHERE id IN ({marks})", ids)
+        doomed = orjson.dumps(list(ids)).decode()
+        conn.execute(f"DELETE FROM history WHERE job_id IN ({DOOMED})", (doomed,))
+        conn.execute(f"DELETE FROM jobs WHERE id IN ({DOOMED})", (doomed,))
 
 
 def prune(conn: sqlite3.Connection, now: float, limit: int, policy: RetentionPolicy) -> int:
