@@ -15,8 +15,10 @@ from typing import Any
 from offload.backends.base import Backend
 from offload.core.retention import OUTCOMES, RetentionPolicy
 
-#: Bytes per finished job assumed before there is any to sample (the issue 21 measurement).
-ASSUMED_BYTES_PER_JOB = 1800
+#: Bytes per finished job assumed before there is any to sample: a Redis job that ended costs
+#: ~310 B in a shared per-second bucket at 10 jobs/s or more, ~630 B at 1 job/s or less (one
+#: bucket each; benchmarks/bucket_size.py); the larger, so a projection errs high.
+ASSUMED_BYTES_PER_JOB = 650
 #: Share of Redis maxmemory the projected finished jobs may take before a warning.
 SHARE = 0.5
 SAMPLE = 16
