@@ -57,7 +57,8 @@ class Group(Generic[I, R]):
         self._weight = weight
         self._after = after
         self._pending: list[tuple[I, asyncio.Future[R]]] = []
-        self._running: set[asyncio.Task[None]] = set()
+        self._busy = 0  # flushes in flight
+        self._tasks: set[asyncio.Task[None]] = set()  # flushes and their ``after``
 
     async def __call__(self, item: I) -> R:
         """Write ``item`` (with whatever else is waiting) and return its result."""
@@ -68,18 +69,19 @@ class Group(Generic[I, R]):
 
     async def drain(self) -> None:
         """Wait for every flush in flight (and what waits behind them) to end."""
-        while self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _start(self) -> None:
         loop = asyncio.get_running_loop()
-        while self._pending and len(self._running) < self._flushes:
+        while self._pending and self._busy < self._flushes:
             batch = self._take()
             if not batch:
                 return
+            self._busy += 1
             task = loop.create_task(self._flush(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _take(self) -> list[tuple[I, asyncio.Future[R]]]:
         self._pending = [(item, future) for item, future in self._pending if not future.done()]
@@ -94,12 +96,12 @@ class Group(Generic[I, R]):
         return batch
 
     async def _flush(self, batch: list[tuple[I, asyncio.Future[R]]]) -> None:
+        stored = False
         try:
             outcomes = await self._outcomes([item for item, _ in batch])
             for (_, future), outcome in zip(batch, outcomes, strict=True):
                 _settle(future, outcome)
-            if self._after is not None and not all(isinstance(o, BaseException) for o in outcomes):
-                await self._after()  # the callers have their answers already
+            stored = not all(isinstance(o, BaseException) for o in outcomes)
         except asyncio.CancelledError:  # the loop is closing: no caller may wait forever
             for _, future in batch:
                 future.cancel()
@@ -108,11 +110,11 @@ class Group(Generic[I, R]):
             for _, future in batch:
                 _settle(future, exc)
         finally:
-            task = asyncio.current_task()
-            if task is not None:
-                self._running.discard(task)
+            self._busy -= 1  # the next group need not wait for this one's ``after``
             if self._pending:
                 self._start()
+        if stored and self._after is not None:
+            await self._after()  # the callers have their answers already
 
     async def _outcomes(self, items: list[I]) -> Sequence[R | BaseException]:
         if len(items) == 1:

@@ -203,8 +203,8 @@ def _finish_many_sql(names: Names) -> str:
     s = names.s
     wake = "NULL" if names.channel is None else "pg_notify(%(channel)s, '')::text"
     given = (
-        "unnest(%(ids)s::text[], %(tokens)s::bigint[], %(targets)s::text[], "
-        "%(reasons)s::text[], %(results)s::bytea[], %(errors)s::bytea[], %(details)s::text[]) "
+        "unnest(%(ids)b::text[], %(tokens)b::bigint[], %(targets)b::text[], "
+        "%(reasons)b::text[], %(results)b::bytea[], %(errors)b::bytea[], %(details)b::text[]) "
         "AS i(id, token, target, reason, result, error, detail)"
     )
     return (
