@@ -143,13 +143,13 @@ class PostgresBackend:
         self._pool = pool
 
     async def close(self) -> None:
+        await self._submits.drain()  # groups in flight, and their wake-ups, end first
+        await self._finishes.drain()
         pool, self._pool = self._pool, None
         check, self._pool_check = self._pool_check, None
         if check is not None:
             check.cancel()
             await asyncio.gather(check, return_exceptions=True)
-        await self._submits.drain()
-        await self._finishes.drain()
         await self._listener.close()
         if pool is not None:
             await pool.close()
