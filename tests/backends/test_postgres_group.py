@@ -254,3 +254,30 @@ async def test_a_caller_cancelled_while_it_waits_is_left_out() -> None:
     assert await waiting[2] == 4
     await group.drain()
     assert seen == [[1], [2, 4]]
+
+
+async def test_after_runs_before_a_lone_answer_and_after_a_group_answer() -> None:
+    events: list[str] = []
+
+    async def many(items: list[int]) -> list[int | BaseException]:
+        return list(items)
+
+    async def one(item: int) -> int:
+        return item
+
+    async def after() -> None:
+        await asyncio.sleep(0)  # its first I/O: the callers it does not hold back run now
+        events.append("after")
+
+    group: Group[int, int] = Group(many, one, after=after)
+
+    async def call(item: int) -> None:
+        await group(item)
+        events.append(f"answered {item}")
+
+    await call(1)
+    assert events == ["after", "answered 1"]
+    events.clear()
+    await asyncio.gather(call(1), call(2), call(3))
+    await group.drain()
+    assert events == ["after", "answered 1", "answered 2", "answered 3", "after"]
