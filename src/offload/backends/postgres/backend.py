@@ -27,7 +27,7 @@ from offload.backends.postgres.claim import claim_plan
 from offload.backends.postgres.group import Group
 from offload.backends.postgres.migrate import migrate
 from offload.backends.postgres.plan import Plan, Query, clock_plan, run_async
-from offload.backends.postgres.submit import Names, submit_many_plan, submit_plan, wake_plan
+from offload.backends.postgres.submit import Names, submit_many_plan, submit_plan, wake_now
 from offload.backends.postgres.url import GROUP_FLUSHES, GROUP_LIMIT, backend_options
 from offload.backends.postgres.url import split_url as split_url  # its old home
 from offload.backends.postgres.watch import Listener
@@ -218,10 +218,9 @@ class PostgresBackend:
         )
 
     async def _wake(self) -> None:
-        """NOTIFY idle workers after a submit's commit (the group's flush runs this once its
-        callers have their records), not inside it: PostgreSQL holds one lock over every
-        committing NOTIFY transaction's flush (476 against 2,089 commits/s on 10
-        connections). Flushes share one NOTIFY: one sent after a commit covers it."""
+        """NOTIFY idle workers after a submit's commit (see .group), not inside it: PostgreSQL
+        holds one lock over every committing NOTIFY transaction's flush (476 against 2,089
+        commits/s on 10 connections). One NOTIFY sent after a commit covers it."""
         if self.names.channel is None:
             return  # poll-only mode
         self._wake_wanted += 1
@@ -231,8 +230,11 @@ class PostgresBackend:
                 return
             upto = self._wake_wanted
             try:
-                await self._run_plan(lambda: wake_plan(self.names))
-            except BackendError as exc:  # stored already: idle workers find it by polling
+                if self._pool is None:
+                    raise BackendError("the PostgreSQL backend is closed")
+                async with self._pool.connection() as conn:
+                    await wake_now(conn, self.names)
+            except (BackendError, psycopg.Error, psycopg_pool.PoolTimeout) as exc:
                 log.warning("wake-up after a submit failed (%s); workers will poll", exc)
             self._wake_sent = upto
 

@@ -8,7 +8,10 @@ PostgreSQL at commit, so workers never see a job before it is visible.
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
+import psycopg
 
 from offload.backends._common import check_new_job, check_transition, submitted_record
 from offload.backends.base import IDEMPOTENCY_WINDOW
@@ -89,14 +92,20 @@ def notify(names: Names) -> Plan[None]:
         yield Query("SELECT pg_notify(%s, '')", (names.channel,))
 
 
-def wake_plan(names: Names) -> Plan[None]:
+async def wake_now(conn: psycopg.AsyncConnection[Any], names: Names) -> None:
     """A NOTIFY in a transaction of its own that does not wait for its flush (a lost wake-up
-    costs one poll, never a job)."""
-    if names.channel is not None:
-        yield Query(
+    costs one poll, never a job): one statement in autocommit, one round trip where BEGIN,
+    the NOTIFY and COMMIT took three. ``conn`` is left in the mode it came in."""
+    if names.channel is None:
+        return
+    await conn.set_autocommit(True)
+    try:
+        await conn.execute(
             "SELECT set_config('synchronous_commit', 'off', true), pg_notify(%s, '')",
             (names.channel,),
         )
+    finally:
+        await conn.set_autocommit(False)
 
 
 def submit_plan(
