@@ -10,7 +10,8 @@ one-at-a-time ``await task.asubmit`` and bulk ``asubmit_many`` (chunks of ``--ch
 with no worker and with one worker process draining meanwhile. A rate is submits per second of
 wall time; client CPU per submit is ``time.process_time`` of this process over the submits.
 With ``--huey-python``, Huey's one-at-a-time enqueue (``noop()`` on a ``RedisHuey``) is measured
-on the same Redis in the same run, from that interpreter. Redis's own time per submit script is
+on the same Redis in the same run, from that interpreter, with no consumer and with one
+``huey_consumer`` (one worker thread) draining meanwhile. Redis's own time per submit script is
 read from ``INFO commandstats`` (evalsha usec_per_call) around the no-worker runs.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import tempfile
@@ -35,13 +37,17 @@ from benchreport import command_line, write_section
 import offload
 
 HEADING = "Submit path (issue 22 items 1 and 4)"
-HUEY_SCRIPT = """
-import sys, time
+HUEY_APP = """
+import os
 from huey import RedisHuey
-h = RedisHuey("submitbench-" + sys.argv[2], url=sys.argv[1], results=False)
+h = RedisHuey("submitbench-" + os.environ["HB_NAME"], url=os.environ["HB_URL"], results=False)
 @h.task(name="noop")
 def noop(): pass
-n = int(sys.argv[3])
+"""
+HUEY_SCRIPT = """
+import sys, time
+from hueybench_app import h, noop
+n = int(sys.argv[1])
 noop()
 t0, c0 = time.perf_counter(), time.process_time()
 for _ in range(n): noop()
@@ -112,13 +118,30 @@ async def measure(
     return backend, mode, "1 worker" if worker else "none", rate, cpu
 
 
-def huey_rate(python: str, url: str, n: int) -> tuple[float, float]:
-    out = subprocess.run(
-        [python, "-c", HUEY_SCRIPT, url, uuid.uuid4().hex[:8], str(n)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+def huey_rate(python: str, url: str, n: int, consumer: bool) -> tuple[float, float]:
+    """Huey's one-at-a-time enqueue rate and client CPU, with one consumer draining or none."""
+    folder = Path(tempfile.mkdtemp(prefix="submit-bench-huey-"))
+    (folder / "hueybench_app.py").write_text(HUEY_APP)
+    env = {**os.environ, "HB_NAME": uuid.uuid4().hex[:8], "HB_URL": url, "PYTHONPATH": str(folder)}
+    drain = None
+    if consumer:  # one worker thread, polling at most every 10 ms
+        argv = [python, "-m", "huey.bin.huey_consumer", "hueybench_app.h", "-w", "1", "-m", "0.01"]
+        drain = subprocess.Popen(argv, cwd=folder, env=env, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # started and polling
+    try:
+        out = subprocess.run(
+            [python, "-c", HUEY_SCRIPT, str(n)],
+            cwd=folder,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        if drain is not None:
+            drain.terminate()
+            drain.wait(30)
     rate, cpu = out.stdout.split()
     return float(rate), float(cpu)
 
@@ -161,11 +184,12 @@ async def run_all(args: argparse.Namespace) -> list[Row]:
             )
             samples.append(row)
         rows.append(_median(samples))
-    if args.huey_python:
+    for consumer in (False, True) if args.huey_python else ():
+        worker = "1 consumer" if consumer else "none"
         for _ in range(args.runs):
-            rate, cpu = huey_rate(args.huey_python, args.redis, args.jobs)
-            print(f"huey   sync  worker=none     {rate:9.0f} jobs/s {cpu:.3f} ms CPU/submit")
-            rows.append(("redis (Huey 3.5)", "sync", "none", rate, cpu))
+            rate, cpu = huey_rate(args.huey_python, args.redis, args.jobs, consumer)
+            print(f"huey   sync  worker={worker:8} {rate:9.0f} jobs/s {cpu:.3f} ms CPU/submit")
+            rows.append(("redis (Huey 3.5)", "sync", worker, rate, cpu))
         rows[-args.runs :] = [_median(rows[-args.runs :])]
     return rows
 

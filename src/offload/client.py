@@ -1,8 +1,8 @@
 """What web code imports: the App, its tasks, and handles on jobs. Sync and async faces.
 
-Every operation is written once, as a coroutine; the synchronous methods run that coroutine on
-a private background loop (see ``_portal``), so Flask views, scripts and the CLI get the same
-behaviour as ``async def`` endpoints.
+Every operation is written once; the synchronous methods run its coroutine on a private loop
+(see ``_portal``; a sync submit to Redis sends its one script call from the calling thread), so
+Flask views, scripts and the CLI get the same behaviour as ``async def`` endpoints.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, ParamSpec, TypeVar, Unpack, overload
 
 from offload._portal import Portal, before_interpreter_exit
 from offload.backends import Backend, open_backend
+from offload.backends.base import BlockingSubmit
 from offload.core.job import MAX_PAGE, JobFilter, JobRecord, NewJob
 from offload.core.options import PeriodicKeywords, TaskKeywords, TaskOptions
 from offload.core.options import SubmitOptions as SubmitOptions
@@ -74,6 +75,7 @@ class App:
         self._backends = weakref.WeakKeyDictionary()
         self._portal: Portal | None = None
         self._portal_lock = threading.Lock()
+        self._blocking: tuple[Portal | None, BlockingSubmit | None] = (None, None)
         self._closes_at_exit = False
 
     # -- declaring tasks -----------------------------------------------------------------------
@@ -162,8 +164,7 @@ class App:
             raise
 
     async def _open_backend(self) -> Backend:
-        backend = self.new_backend()
-        await backend.open()
+        await (backend := self.new_backend()).open()
         return backend
 
     def run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -177,8 +178,7 @@ class App:
     def _start_portal(self) -> Portal:
         with self._portal_lock:  # threads (or greenlets) racing here share one portal
             if self._portal is None or self._portal.pid != os.getpid():
-                # A portal inherited through fork() (gunicorn --preload) has no thread here.
-                self._portal = Portal()
+                self._portal = Portal()  # one inherited through fork() has no thread here
                 if self._portal.green and not self._closes_at_exit:
                     before_interpreter_exit(self.close)  # else gevent's exit would hang
                     self._closes_at_exit = True
@@ -233,6 +233,17 @@ class App:
         """Store many prepared jobs in one backend operation (all or none)."""
         records = await (await self.backend()).submit(jobs)
         return [Job(self, r) for r in records]
+
+    def submit_many(self, jobs: list[NewJob]) -> list[Job]:
+        """Synchronous :meth:`asubmit_many`; on the calling thread if the backend can (Redis)."""
+        portal, backend = self._blocking  # the BlockingSubmit opened by this portal, if any
+        if portal is None or portal is not self._portal or portal.pid != os.getpid():
+            opened: object = self.run_sync(self.backend())  # starts the portal, opens it
+            backend = opened if isinstance(opened, BlockingSubmit) else None  # checked once
+            self._blocking = (self._portal, backend)
+        if backend is None:
+            return self.run_sync(self.asubmit_many(jobs))
+        return [Job(self, r) for r in backend.submit_blocking(jobs)]
 
     async def aping(self) -> None:
         """Readiness: return once the backend answers a ping; raise
@@ -363,18 +374,11 @@ class App:
         found: list[JobRecord] = []
         cursor: str | None = None
         while len(found) < limit:
-            page = await backend.list_jobs(
-                JobFilter(
-                    status=wanted,
-                    task=task,
-                    queue=queue,
-                    limit=min(100, limit - len(found)),
-                    cursor=cursor,
-                )
-            )
+            size = min(100, limit - len(found))
+            flt = JobFilter(status=wanted, task=task, queue=queue, limit=size, cursor=cursor)
+            page = await backend.list_jobs(flt)
             found += page.jobs
-            cursor = page.next_cursor
-            if cursor is None:
+            if (cursor := page.next_cursor) is None:
                 break
         if dry_run:
             return [(old, None) for old in found]

@@ -31,6 +31,8 @@ class TaskApp(JobApp, Protocol):
 
     async def asubmit_many(self, jobs: list[NewJob]) -> list[Job]: ...
 
+    def submit_many(self, jobs: list[NewJob]) -> list[Job]: ...
+
 
 class Task(Generic[P, R]):
     """A registered task. Call it to run inline; ``submit`` it to run on a worker."""
@@ -72,7 +74,7 @@ class Task(Generic[P, R]):
         new = self.app.prepare(self.spec, args, kwargs, self._options)
         if self._options.transactional:
             return transactional.submit(self.app, new, self._options)
-        return self.app.run_sync(self.app.asubmit_many([new]))[0]
+        return self.app.submit_many([new])[0]
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """This task with these arguments (and its submit options) as a workflow step.

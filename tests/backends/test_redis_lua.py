@@ -11,7 +11,7 @@ from importlib import resources
 from offload.backends.redis import scripts
 from offload.core.states import TRANSITIONS
 
-INCLUDED = {"prelude", "submit_lib"}
+INCLUDED = {"base", "prelude", "submit_lib"}
 
 
 def test_every_lua_file_is_a_script_or_included_by_one() -> None:
@@ -25,7 +25,15 @@ def test_loaded_scripts_have_no_placeholder_or_include_left() -> None:
         source = scripts.script(name)
         assert re.search(r"__[A-Z][A-Z_]*__", source) is None, name
         assert "-- include:" not in source, name
-        assert source.startswith(scripts.PRELUDE), name
+        prelude = scripts.BASE if name in scripts.LEAN else scripts.PRELUDE
+        assert source.startswith(prelude), name
+
+
+def test_the_prelude_holds_base_and_only_submit_is_lean() -> None:
+    # SUBMIT, one call per job from an endpoint, skips the transition helpers it never uses.
+    assert scripts.BASE in scripts.PRELUDE
+    assert set(scripts.LEAN) == {"submit"}
+    assert "local ALLOWED" not in scripts.script("submit")
 
 
 def test_the_state_table_is_generated_from_the_transitions() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import time
 
 import pytest
 from servicekit import ACME_READ, ACME_SUBMIT, JSON_TYPE, TOKENS, Service, Start
@@ -223,13 +224,17 @@ async def test_guessing_tokens_meets_a_tighter_limit_than_tenants_by_default(sta
     # With the tenants' limit (1,000 a second, bursts of 2,000) every one of 300 guesses got
     # its 401: a guesser was not slowed at all.
     svc = await start(tokens=TOKENS)
+    began = time.monotonic()
     codes = [
         (
             await svc.client.get("/v1/jobs", headers={"Authorization": f"Bearer guess-{i}"})
         ).status_code
         for i in range(300)
     ]
-    assert codes.count(401) <= ServiceConfig().auth_failure_burst + 5, codes.count(401)
+    # The burst, plus what the bucket refilled while the guesses ran (slow on a loaded machine).
+    config = ServiceConfig()
+    refilled = config.auth_failure_limit * (time.monotonic() - began)
+    assert codes.count(401) <= config.auth_failure_burst + int(refilled) + 1, (codes, refilled)
     assert codes[-1] == 429
     assert (await svc.client.get("/v1/jobs", headers=ACME_READ)).status_code == 200
 

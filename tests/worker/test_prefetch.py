@@ -4,12 +4,15 @@ than its concurrency at once, and gives back what it claimed ahead as soon as it
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import pytest
 
 import offload
 from offload.errors import ConfigurationError
 from offload.settings import Settings
+from offload.worker.slots import SHORT_JOB
 
 State = offload.State
 
@@ -119,3 +122,43 @@ def test_a_negative_prefetch_other_than_minus_one_is_refused(value: int) -> None
 def test_prefetch_defaults_to_the_worker_slots(app: offload.App) -> None:
     assert offload.Worker(app, concurrency=7).prefetch == 7
     assert offload.Worker(app, concurrency=7, settings=app.settings.with_(prefetch=3)).prefetch == 3
+
+
+async def test_a_cancelled_thread_keeps_its_slot_from_jobs_claimed_ahead(
+    app: offload.App,
+) -> None:
+    """A thread task that ignores its cancel flag runs on after the cancel; its slot stays taken
+    until it returns, also against a job claimed ahead (the worker's jobs are short here)."""
+    began, times = threading.Event(), {}
+
+    @app.task(name="quick")
+    async def quick() -> None:
+        times["after"] = time.monotonic()
+
+    @app.task(name="stubborn", executor="thread")
+    def stubborn() -> None:
+        began.set()
+        time.sleep(0.8)  # blocking code that never looks at the cancel flag
+        times["stubborn returned"] = time.monotonic()
+
+    warmup = [await quick.asubmit() for _ in range(20)]  # short jobs: claiming ahead is on
+    worker = offload.Worker(app, concurrency=1)
+    task = asyncio.create_task(worker.run())
+    try:
+        for handle in warmup:
+            await handle.aresult(timeout=20)
+        assert worker._slots.job_seconds < SHORT_JOB
+        job = await stubborn.asubmit()
+        assert await asyncio.to_thread(began.wait, 10)
+        await job.acancel()
+        for _ in range(200):  # the worker records the cancel once it sees it
+            if (await job.arefresh()).status == State.CANCELLED:
+                break
+            await asyncio.sleep(0.01)
+        assert job.status == State.CANCELLED
+        after = await quick.asubmit()
+        await after.aresult(timeout=20)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+    assert times["after"] >= times["stubborn returned"], "a job ran beside the cancelled thread"

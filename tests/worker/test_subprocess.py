@@ -142,7 +142,7 @@ async def test_timeout_kills_the_group_including_grandchildren(run: Runner) -> N
     started = time.monotonic()
     with pytest.raises(ProcessTimeout) as caught:
         await run(["sh", "-c", SPAWN_GRANDCHILD], timeout=0.5)
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 5.0  # not the 100 s the command would sleep
     assert (caught.value.timeout, caught.value.returncode) == (0.5, None)
     assert_dead(int(caught.value.stderr))
 
@@ -152,7 +152,7 @@ async def test_sigterm_ignored_escalates_to_sigkill_after_grace(run: Runner) -> 
     started = time.monotonic()
     with pytest.raises(ProcessTimeout) as caught:
         await run(["sh", "-c", script], timeout=0.3, kill_grace=0.2)
-    assert 0.45 <= time.monotonic() - started < 2.0  # waited out the grace
+    assert 0.45 <= time.monotonic() - started < 5.0  # waited out the grace, not the 100 s
     assert_dead(int(caught.value.stderr))
 
 

@@ -35,6 +35,15 @@ IDEMPOTENCY_WINDOW = 24 * 3600.0
 
 
 @runtime_checkable
+class BlockingSubmit(Protocol):
+    """A backend that can also store new jobs from synchronous code, on the calling thread and
+    without an event loop (Redis): the sync face's submit then skips the portal's two thread
+    hand-offs. Same contract as :meth:`Backend.submit`; callable once the backend is open."""
+
+    def submit_blocking(self, jobs: Sequence[NewJob]) -> list[JobRecord]: ...
+
+
+@runtime_checkable
 class Backend(Protocol):
     """Where jobs live. Implementations: memory, sqlite (and redis)."""
 

@@ -117,7 +117,7 @@ class Offload:
         with ``Retry-After`` from a view, unless ``error_handlers=False``)."""
         if isinstance(task, str):
             new = self.app.prepare(task, args, kwargs)
-            [job] = self.app.run_sync(self.app.asubmit_many([new]))
+            [job] = self.app.submit_many([new])
             return job
         if task.app is not self.app:
             raise ValueError(f"task {task.name!r} belongs to another offload App")

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 from offload.core.job import JobRecord
 
@@ -91,18 +93,20 @@ class Slots:
         self.per_queue[record.queue] = self.per_queue.get(record.queue, 0) + 1
         return seat
 
-    def done(self, seat: Seat) -> bool:
+    def done(self, seat: Seat, lingering: Future[Any] | None = None) -> bool:
         """The job's code returned: count its run time in the average, then :meth:`free`."""
         if seat.held:
             ran = time.monotonic() - seat.began
             self.job_seconds = (
                 ran if self.job_seconds == float("inf") else (0.9 * self.job_seconds + 0.1 * ran)
             )
-        return self.free(seat)
+        return self.free(seat, lingering)
 
-    def free(self, seat: Seat) -> bool:
+    def free(self, seat: Seat, lingering: Future[Any] | None = None) -> bool:
         """The job's code is done: its slot (and queue share) can take the next job. False if it
-        was freed already."""
+        was freed already. ``lingering``: the work of the job's thread, still running after the
+        job was cancelled or timed out; its slot stays taken until that returns, so a job
+        claimed ahead cannot start beside it."""
         if not seat.executing:
             return False
         seat.executing = False
@@ -110,7 +114,12 @@ class Slots:
         self.executing -= 1
         if seat.held:
             seat.held = False
-            self._semaphore.release()
+            if lingering is None:
+                self._semaphore.release()
+            else:
+                loop = asyncio.get_running_loop()
+                release = self._semaphore.release
+                lingering.add_done_callback(lambda _: loop.call_soon_threadsafe(release))
         self.per_queue[seat.queue] -= 1
         if self.executing == 1:  # a waiting suspect may run once it is the only job left
             for other in self._seats:

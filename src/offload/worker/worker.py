@@ -316,7 +316,8 @@ class Worker:
         try:
             outcome = await self._runner.execute(job)
             watch.executed()
-            if self._slots.done(job.seat):  # only I/O is left: the next claim may share its write
+            lingering = self._threads.lingering(rec.id)  # a cancelled thread still running
+            if self._slots.done(job.seat, lingering):  # only I/O is left: the next claim may share
                 self._wake_claimer()
             outcome = await self._runner.finish(job, outcome)
             watch.end(outcome.kind, stop_reason=job.stop_reason, outcome=outcome)

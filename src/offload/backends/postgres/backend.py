@@ -26,8 +26,9 @@ from offload.backends.postgres import reads, schema, tx
 from offload.backends.postgres.claim import claim_plan
 from offload.backends.postgres.group import Group
 from offload.backends.postgres.migrate import migrate
-from offload.backends.postgres.plan import Plan, Query, clock_plan, run_async
-from offload.backends.postgres.submit import Names, submit_many_plan, submit_plan, wake_now
+from offload.backends.postgres.plan import Plan, Query, clock_plan, run_alone, run_async
+from offload.backends.postgres.single import one_statement
+from offload.backends.postgres.submit import Names, submit_many_plan, submit_plan, wake_plan
 from offload.backends.postgres.url import GROUP_FLUSHES, GROUP_LIMIT, backend_options
 from offload.backends.postgres.url import split_url as split_url  # its old home
 from offload.backends.postgres.watch import Listener
@@ -45,13 +46,7 @@ from offload.core.job import (
 )
 from offload.core.retention import RetentionPolicy
 from offload.core.states import Reason, State
-from offload.errors import (
-    BackendError,
-    BackendUnavailable,
-    ConfigurationError,
-    LeaseLost,
-    OffloadError,
-)
+from offload.errors import BackendError, BackendUnavailable, ConfigurationError, OffloadError
 
 T = TypeVar("T")
 log = logging.getLogger("offload.backends.postgres")
@@ -168,14 +163,18 @@ class PostgresBackend:
         own bookkeeping is not ``durable`` (see :func:`.plan.clock_plan`)."""
         return await self._run_plan(lambda: _timed(self._fixed_now(), body, not durable))
 
-    async def _run_plan(self, make: Callable[[], Plan[T]]) -> T:
+    async def _run_plan(self, make: Callable[[], Plan[T]], *, alone: bool = False) -> T:
+        """``alone``: run in autocommit (see :func:`.plan.run_alone`), not in a transaction."""
         pool = self._pool
         if pool is None:
             raise BackendError("the PostgreSQL backend is closed; open it before use")
         for attempt in range(RETRIES + 1):
             try:
-                async with pool.connection() as conn, conn.transaction():
-                    return await run_async(conn, make())
+                async with pool.connection() as conn:
+                    if alone:
+                        return await run_alone(conn, make())
+                    async with conn.transaction():
+                        return await run_async(conn, make())
             except RETRYABLE:
                 if attempt == RETRIES:
                     raise BackendUnavailable("PostgreSQL kept aborting the transaction") from None
@@ -209,7 +208,8 @@ class PostgresBackend:
 
     async def _submit_one(self, items: list[NewJob]) -> list[JobRecord]:
         return await self._run_plan(
-            lambda: submit_plan(self.names, self._fixed_now(), items, wake=False)
+            lambda: submit_plan(self.names, self._fixed_now(), items, wake=False),
+            alone=one_statement(items),  # one statement: its own transaction, no BEGIN/COMMIT
         )
 
     async def _submit_many(self, submits: list[list[NewJob]]) -> list[list[JobRecord]]:
@@ -230,11 +230,8 @@ class PostgresBackend:
                 return
             upto = self._wake_wanted
             try:
-                if self._pool is None:
-                    raise BackendError("the PostgreSQL backend is closed")
-                async with self._pool.connection() as conn:
-                    await wake_now(conn, self.names)
-            except (BackendError, psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+                await self._run_plan(lambda: wake_plan(self.names), alone=True)
+            except BackendError as exc:  # stored already: idle workers find it by polling
                 log.warning("wake-up after a submit failed (%s); workers will poll", exc)
             self._wake_sent = upto
 
@@ -253,7 +250,8 @@ class PostgresBackend:
         return await self._run_plan(
             lambda: claim_plan(
                 self.names, self._fixed_now(), worker_id, room, limit, lease_seconds, idle
-            )
+            ),
+            alone=True,
         )
 
     async def renew(
@@ -316,7 +314,7 @@ class PostgresBackend:
         params = {"result": item.result, "error": item.error}
         await self._move(item.lease, item.target, item.reason, tx.FINISH, params, item.detail)
 
-    async def _finish_many(self, items: list[tx.Finish]) -> list[LeaseLost | None]:
+    async def _finish_many(self, items: list[tx.Finish]) -> Sequence[OffloadError | None]:
         return await self._run(lambda now: tx.finish_many(self.names, now, items), durable=False)
 
     async def release(self, lease: Lease) -> None:

@@ -1,11 +1,12 @@
 """Claims on PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so workers never wait for each other.
 
-A claim first promotes due scheduled jobs (one statement). When no queued job of the claimed
-queues has limits, the claim is one statement: per queue, the first due jobs are locked with
-``SKIP LOCKED`` (a row another claim holds is passed over, never waited for), the first
-``limit`` in claim order are moved to running under new leases, and their history is written,
-all in one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``. A suspect
-(a job whose worker vanished) that comes first is taken alone, as the contract says.
+A claim first promotes due scheduled jobs, in one statement that also reads the clock and
+whether a limited job of the claimed queues is queued. When none is, the claim is one more
+statement: per queue, the first due jobs are locked with ``SKIP LOCKED`` (a row another claim
+holds is passed over, never waited for), the first ``limit`` in claim order are moved to
+running under new leases, and their history is written, all in one
+``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``. A suspect (a job whose
+worker vanished) that comes first is taken alone, as the contract says.
 
 Jobs of limited tasks (concurrency caps, rate limits) need counting across every worker: such a
 claim first locks the one row of ``limits_lock``, so claims of limited jobs run one at a time
@@ -38,10 +39,17 @@ PICK = (
 )
 
 
-def promote_due(names: Names, fixed_now: float | None) -> Plan[float]:
+def promote_due(
+    names: Names, fixed_now: float | None, queues: list[str]
+) -> Plan[tuple[float, bool]]:
     """scheduled -> queued for every job due by now (at most 1000 per claim); returns now:
-    ``fixed_now``, or the server's clock, read in the same statement (one round trip less
-    per claim than reading it first)."""
+    ``fixed_now``, or the server's clock, read in the same statement, and whether a limited
+    job of ``queues`` is queued (one promoted now included): one statement, where a clock read,
+    a promotion and a probe took three round trips.
+
+    Its commit (in autocommit, a transaction of its own) does not wait for its flush: a crash
+    can only undo a promotion, which the next claim makes again, and the durable commit of a
+    claim that took a promoted job flushes the promotion first (the WAL is one sequence)."""
     s = names.s
     clock, now = "", "%(now)s"
     if fixed_now is None:
@@ -51,13 +59,16 @@ def promote_due(names: Names, fixed_now: float | None) -> Plan[float]:
         f"WITH {clock}moved AS (UPDATE {s}.jobs SET status = 'queued', updated_at = {now} "
         f"WHERE id IN (SELECT id FROM {s}.jobs WHERE status = 'scheduled' AND run_at <= {now} "
         "ORDER BY run_at LIMIT 1000 FOR UPDATE SKIP LOCKED) "
-        "RETURNING id, attempts, token, worker_id), "
+        "RETURNING id, attempts, token, worker_id, queue, limited), "
         f"logged AS (INSERT INTO {s}.history ({schema.HISTORY_COLUMNS}) SELECT id, {now}, "
         "'scheduled', 'queued', 'promoted', attempts, token, worker_id, NULL FROM moved) "
-        f"SELECT {now}",
-        {"now": fixed_now},
+        f"SELECT {now}, EXISTS (SELECT 1 FROM {s}.jobs WHERE status = 'queued' AND limited "
+        "AND queue = ANY(%(queues)s)) "
+        "OR EXISTS (SELECT 1 FROM moved WHERE limited AND queue = ANY(%(queues)s)), "
+        "set_config('synchronous_commit', 'off', true)",
+        {"now": fixed_now, "queues": queues},
     )
-    return fixed_now if fixed_now is not None else float(rows[0][0])
+    return (fixed_now if fixed_now is not None else float(rows[0][0])), bool(rows[0][1])
 
 
 def claim_plan(
@@ -71,35 +82,55 @@ def claim_plan(
 ) -> Plan[list[JobRecord]]:
     """Claim up to ``limit`` jobs; ``fixed_now`` is the backend's clock if it has one (tests),
     else None: the server's clock, read again once the limits lock is held (a claim that
-    waited for it must not start its jobs at a time before the finish that freed their slot)."""
+    waited for it must not start its jobs at a time before the finish that freed their slot).
+
+    Run in autocommit (:func:`.plan.run_alone`): the promotion is a transaction of its own, and
+    so is the one-statement claim of unlimited jobs (two round trips in all, no BEGIN and
+    COMMIT); a claim of limited jobs opens a transaction itself and commits it."""
     # Durable, unlike the outcomes: a claim lost in a server crash would hand its fencing
     # token out again, to a second worker, while the first still runs the job.
-    now = yield from promote_due(names, fixed_now)
-    limited = yield Query(
-        f"SELECT 1 FROM {names.s}.jobs WHERE status = 'queued' AND limited "
-        "AND queue = ANY(%s) LIMIT 1",
-        (list(room),),
-    )
+    now, limited = yield from promote_due(names, fixed_now, list(room))
     if limited:
-        yield Query(f"SELECT id FROM {names.s}.limits_lock FOR UPDATE")
-        now = yield from clock_plan(fixed_now)
-    lease = {"worker": worker_id, "now": now, "lease": lease_seconds}
-    if not limited:
-        rows = yield Query(
-            _fast_sql(names),
-            {
-                **lease,
-                "queues": list(room),
-                "rooms": [min(n, limit) for n in room.values()],
-                "limit": limit,
-                "patient": now if idle else now - lease_seconds,
-            },
+        yield Query("BEGIN")
+        jobs = yield from _limited_claim(
+            names, fixed_now, worker_id, room, limit, lease_seconds, idle
         )
-        return sorted((schema.row_to_job(r) for r in rows), key=_job_order)
+        yield Query("COMMIT")
+        return jobs
+    rows = yield Query(
+        _fast_sql(names),
+        {
+            "worker": worker_id,
+            "now": now,
+            "lease": lease_seconds,
+            "queues": list(room),
+            "rooms": [min(n, limit) for n in room.values()],
+            "limit": limit,
+            "patient": now if idle else now - lease_seconds,
+        },
+    )
+    return sorted((schema.row_to_job(r) for r in rows), key=_job_order)
+
+
+def _limited_claim(
+    names: Names,
+    fixed_now: float | None,
+    worker_id: str,
+    room: dict[str, int],
+    limit: int,
+    lease_seconds: float,
+    idle: bool,
+) -> Plan[list[JobRecord]]:
+    """The claim with the limits lock held, inside the caller's transaction."""
+    yield Query(f"SELECT id FROM {names.s}.limits_lock FOR UPDATE")
+    now = yield from clock_plan(fixed_now)
     chosen = yield from _limited_choice(names, now, room, limit, lease_seconds, idle)
     if not chosen:
         return []
-    rows = yield Query(_take_sql(names, "SELECT unnest(%(ids)s::text[])"), {**lease, "ids": chosen})
+    rows = yield Query(
+        _take_sql(names, "SELECT unnest(%(ids)s::text[])"),
+        {"worker": worker_id, "now": now, "lease": lease_seconds, "ids": chosen},
+    )
     position = {job_id: i for i, job_id in enumerate(chosen)}
     return sorted((schema.row_to_job(r) for r in rows), key=lambda j: position[j.id])
 

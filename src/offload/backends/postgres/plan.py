@@ -15,6 +15,7 @@ from collections.abc import Generator, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 
 T = TypeVar("T")
@@ -92,3 +93,21 @@ def run_sync(conn: psycopg.Connection[Any], plan: Plan[T]) -> T:
                 query = plan.send(rows)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
+
+
+async def run_alone(conn: psycopg.AsyncConnection[Any], plan: Plan[T]) -> T:
+    """Run ``plan`` on an idle connection in autocommit: each statement is a transaction of
+    its own (no BEGIN and COMMIT round trips) unless the plan yields ``BEGIN`` and ``COMMIT``
+    itself; a transaction the plan left open when it failed is rolled back. The connection's
+    autocommit setting is restored."""
+    was = conn.autocommit
+    await conn.set_autocommit(True)
+    try:
+        return await run_async(conn, plan)
+    except BaseException:
+        if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+            await conn.rollback()
+        raise
+    finally:
+        if not conn.closed:
+            await conn.set_autocommit(was)

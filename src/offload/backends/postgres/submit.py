@@ -8,15 +8,13 @@ PostgreSQL at commit, so workers never see a job before it is visible.
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
-import psycopg
 
 from offload.backends._common import check_new_job, check_transition, submitted_record
 from offload.backends.base import IDEMPOTENCY_WINDOW
 from offload.backends.postgres import schema
 from offload.backends.postgres.plan import Plan, Query, clock_plan
+from offload.backends.postgres.single import one_statement, submit_one
 from offload.core.job import JobRecord, NewJob
 from offload.core.limits import Limits
 from offload.core.states import Reason, State
@@ -92,29 +90,25 @@ def notify(names: Names) -> Plan[None]:
         yield Query("SELECT pg_notify(%s, '')", (names.channel,))
 
 
-async def wake_now(conn: psycopg.AsyncConnection[Any], names: Names) -> None:
+def wake_plan(names: Names) -> Plan[None]:
     """A NOTIFY in a transaction of its own that does not wait for its flush (a lost wake-up
-    costs one poll, never a job): one statement in autocommit, one round trip where BEGIN,
-    the NOTIFY and COMMIT took three. ``conn`` is left in the mode it came in."""
-    if names.channel is None:
-        return
-    await conn.set_autocommit(True)
-    try:
-        await conn.execute(
+    costs one poll, never a job)."""
+    if names.channel is not None:
+        yield Query(
             "SELECT set_config('synchronous_commit', 'off', true), pg_notify(%s, '')",
             (names.channel,),
         )
-    finally:
-        await conn.set_autocommit(False)
 
 
 def submit_plan(
     names: Names, fixed_now: float | None, jobs: list[NewJob], *, wake: bool = True
 ) -> Plan[list[JobRecord]]:
-    """Store ``jobs`` (all or none, with the transaction) and return them as stored: with
-    ``wake``, two round trips for one job (the clock with the wake-up, then the job with its
-    history); ``wake=False`` leaves the NOTIFY to the caller, after the commit (see
-    ``PostgresBackend.submit``)."""
+    """Store ``jobs`` (all or none, with the transaction) and return them as stored; with
+    ``wake``, the transaction also sends the NOTIFY (``wake=False`` leaves it to the caller,
+    after the commit: see ``PostgresBackend.submit``). One job without an idempotency key (the
+    usual submit) is one statement, :func:`.single.submit_one`."""
+    if one_statement(jobs):
+        return (yield from submit_one(names.schema, names.channel, fixed_now, jobs[0], wake=wake))
     if wake and fixed_now is None and names.channel is not None:
         rows = yield Query(names.now_and_notify, (names.channel,))
         return (yield from insert_jobs(names, float(rows[0][0]), jobs))

@@ -1,11 +1,14 @@
 """Jobs stored inside the caller's own transaction: on a psycopg connection or a SQLAlchemy
 session the caller holds.
 
-The insert is the backend's own :func:`.submit.submit_plan`, run on the caller's connection:
-the job exists only if the caller's transaction commits, and its ``NOTIFY`` is delivered by
-PostgreSQL at that commit, so no worker sees it before. Nothing else of the connection is
-touched: no commit, no rollback, no savepoint, no setting; the plan's cursor is closed before
-this returns and reads plain tuples whatever the connection's row factory.
+The insert is the backend's own :func:`.submit.submit_plan`, run on the caller's connection.
+The usual submit (one job, no idempotency key) is one statement, so one round trip
+(:func:`.single.submit_one`: the server's clock, the job, its history row and ``pg_notify``); a
+job with an idempotency key locks the key before it reads it, which takes statements of their
+own. Either way the job exists only if the caller's transaction commits, and its
+``NOTIFY`` is delivered by PostgreSQL at that commit, so no worker sees it before. Nothing else
+of the connection is touched: no commit, no rollback, no savepoint, no setting; the cursor is
+closed before this returns and reads plain tuples whatever the connection's row factory.
 """
 
 from __future__ import annotations

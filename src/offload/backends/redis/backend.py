@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
@@ -22,22 +23,21 @@ from redis import exceptions as rex
 
 from offload.backends._batch import Batcher
 from offload.backends._common import check_retry_in
-from offload.backends.base import CANCEL_INSTEAD, DEFAULT_MAX_LOSSES, IDEMPOTENCY_WINDOW
+from offload.backends.base import CANCEL_INSTEAD, DEFAULT_MAX_LOSSES
 from offload.backends.redis import reads
 from offload.backends.redis.conn import Lane, open_pool, run
 from offload.backends.redis.records import (
-    Blobs,
     encode_group,
     job_from_flat,
     job_from_hash,
     move_error,
     opt,
-    submitted,
     worker_from_json,
     worker_to_json,
 )
 from offload.backends.redis.scripts import SCRIPTS, script
 from offload.backends.redis.server import check_server
+from offload.backends.redis.submitting import BlockingSubmits, Outcome, read_reply, submit_args
 from offload.backends.redis.url import RedisURL, parse_redis_url
 from offload.backends.redis.wake import Wakeups
 from offload.core.clock import Clock
@@ -61,7 +61,6 @@ from offload.errors import (
     InvalidTransition,
     JobNotFound,
     LeaseLost,
-    SerializationError,
 )
 
 log = logging.getLogger("offload.backends.redis")
@@ -92,6 +91,8 @@ class RedisBackend:
         self._client: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
         self._lanes: dict[str, Lane] = {}  # a connection each for the hot, sequential scripts
+        self._blocking: BlockingSubmits | None = None  # submits from sync code (the sync face)
+        self._blocking_lock = threading.Lock()
         self._wakeups = Wakeups()
         self._submits = Batcher(self._submit_groups)
         self._moves: Batcher[tuple[Any, ...], None] = Batcher(self._move_many)
@@ -123,6 +124,10 @@ class RedisBackend:
 
     async def close(self) -> None:
         client, self._client = self._client, None
+        with self._blocking_lock:  # after _client: no submit_blocking opens one again
+            blocking, self._blocking = self._blocking, None
+        if blocking is not None:
+            blocking.close()
         await self._submits.close(_closed)
         await self._moves.close(_closed)
         lanes, self._lanes = self._lanes, {}
@@ -174,31 +179,30 @@ class RedisBackend:
             return []
         return await self._submits(list(jobs))
 
-    async def _submit_groups(
-        self, groups: Sequence[list[NewJob]]
-    ) -> list[list[JobRecord] | BaseException]:
+    def submit_blocking(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
+        """:meth:`submit` from synchronous code, on the calling thread (see submitting.py)."""
+        blocking = self._blocking or self._open_blocking()
+        return blocking.submit(list(jobs)) if jobs else []
+
+    def _open_blocking(self) -> BlockingSubmits:
+        with self._blocking_lock:  # sync callers may race here from many threads
+            if self._client is None:
+                raise BackendError("the Redis backend is not open: call open() first")
+            if self._blocking is None:
+                url, shown = self.target.connect_url, self.target.shown
+                self._blocking = BlockingSubmits(
+                    url, shown, self.root, script("submit"), self._now_arg
+                )
+            return self._blocking
+
+    async def _submit_groups(self, groups: Sequence[list[NewJob]]) -> list[Outcome]:
         """One script run for many submit calls. A call whose jobs cannot be encoded or
         stored gets its own error; the other calls of the batch go on."""
-        out: list[list[JobRecord] | BaseException] = []
-        sent: list[tuple[int, list[NewJob], list[Blobs]]] = []
-        args: list[Any] = [self._now_arg(), repr(IDEMPOTENCY_WINDOW)]
-        for jobs in groups:
-            try:
-                rows, blobs = encode_group(jobs)
-            except (ValueError, SerializationError) as exc:
-                out.append(exc)
-                continue
-            sent.append((len(out), jobs, blobs))
-            out.append([])
-            args.append(orjson.dumps(rows))
+        args, sent, out = submit_args(self._now_arg(), groups)
         if not sent:
             return out
         # Safe to repeat: an id that already exists is returned as stored.
-        reply = await self._script("submit", args, retry=True)
-        now = float(reply[0])
-        for (slot, jobs, blobs_of_group), group in zip(sent, reply[1:], strict=True):
-            out[slot] = submitted(self.root, jobs, blobs_of_group, group, now)
-        return out
+        return read_reply(self.root, await self._script("submit", args, retry=True), sent, out)
 
     def _job(self, flat: Sequence[str]) -> JobRecord:
         return job_from_flat(flat, self.root)

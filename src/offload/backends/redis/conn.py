@@ -113,7 +113,8 @@ class Lane:
             conn = self._pool.make_connection()  # type: ignore[no-untyped-call]
             self._conn = conn
         try:
-            await conn.connect()  # no-op while connected
+            if not conn.is_connected:  # connect() checks too, but through its retry wrapper
+                await conn.connect()
             await conn.send_packed_command(conn.pack_command(*args), check_health=False)
             response = await conn.read_response()
         except rex.ResponseError:

@@ -39,10 +39,11 @@ Floats are written by passing Lua numbers to ``redis.call`` (exact round trip) a
 as ``%.17g`` strings; never through ``tostring`` or cjson, which keep 14 digits.
 
 The scripts themselves are the files of ``lua/``: ``prelude.lua`` (the helpers every script
-starts with) and one file per transition, loaded at import. A line ``-- include: x.lua``
-inlines ``x.lua`` (the submit machinery, shared by SUBMIT and FINISH), and ``__NAME__``
-placeholders take the values of :data:`VALUES` (the state machine generated from
-``core.states.TRANSITIONS``, and the constants below).
+starts with; SUBMIT starts with its first part, ``base.lua``, alone) and one file per
+transition, loaded at import. A line ``-- include: x.lua`` inlines ``x.lua`` (the submit
+machinery, shared by SUBMIT and FINISH), and ``__NAME__`` placeholders take the values of
+:data:`VALUES` (the state machine generated from ``core.states.TRANSITIONS``, and the
+constants below).
 """
 
 from __future__ import annotations
@@ -117,9 +118,14 @@ def load(name: str) -> str:
 
 
 PRELUDE = load("prelude")
+BASE = load("base")
 SCRIPTS: dict[str, str] = {name: load(name) for name in NAMES}
+#: Scripts that start with ``base.lua`` alone: SUBMIT, an endpoint's one call per job, needs
+#: none of the prelude's transition helpers, and running their definitions is paid per call.
+LEAN = frozenset({"submit"})
 
 
 def script(name: str) -> str:
-    """The full source of one script: the shared prelude and its body."""
-    return PRELUDE + SCRIPTS[name]
+    """The full source of one script: its prelude (the shared one, or base.lua for a lean
+    script) and its body."""
+    return (BASE if name in LEAN else PRELUDE) + SCRIPTS[name]

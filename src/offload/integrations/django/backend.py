@@ -78,7 +78,7 @@ class OffloadBackend(BaseTaskBackend):
         return result
 
     def _submit(self, new: NewJob, result: TaskResult[Any]) -> None:
-        [job] = self.app.run_sync(self.app.asubmit_many([new]))
+        [job] = self.app.submit_many([new])
         object.__setattr__(result, "enqueued_at", when(job.record.created_at))
         task_enqueued.send(type(self), task_result=result)
 

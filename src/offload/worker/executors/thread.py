@@ -15,6 +15,7 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from functools import partial
 from typing import Any
 
 from offload.core.task import TaskSpec
@@ -31,12 +32,19 @@ class ThreadExecutor:
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._detached = 0
+        self._lingering: dict[str, Future[Any]] = {}  # job id -> its detached thread's work
 
     @property
     def detached(self) -> int:
         """Threads still running jobs that were already recorded as cancelled or timed out."""
         with self._lock:
             return self._detached
+
+    def lingering(self, job_id: str) -> Future[Any] | None:
+        """The work of ``job_id``'s detached thread while it still runs (its slot stays taken
+        until it returns: see ``Slots.free``), else None."""
+        with self._lock:
+            return self._lingering.get(job_id)
 
     async def start(self) -> None:
         for i in range(self.size):
@@ -98,11 +106,14 @@ class ThreadExecutor:
             return
         with self._lock:
             self._detached += 1
-        fut.add_done_callback(self._reattach)
+            self._lingering[ctx.id] = fut
+        fut.add_done_callback(partial(self._reattach, ctx.id))
 
-    def _reattach(self, fut: Future[Any]) -> None:
+    def _reattach(self, job_id: str, fut: Future[Any]) -> None:
         with self._lock:
             self._detached -= 1
+            if self._lingering.get(job_id) is fut:
+                del self._lingering[job_id]
 
 
 def _consume(waiter: asyncio.Future[Any]) -> None:

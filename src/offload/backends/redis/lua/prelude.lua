@@ -1,18 +1,10 @@
--- The prelude of every script (offload.backends.redis.scripts puts it before each one):
--- KEYS[1] is the namespace root R, ALLOWED the state machine generated from
--- offload.core.states.TRANSITIONS, and the helpers the transitions share.
+-- The prelude of every script but SUBMIT (offload.backends.redis.scripts puts it before each):
+-- base.lua (KEYS[1] as the namespace root R, the clock, number helpers), ALLOWED the state
+-- machine generated from offload.core.states.TRANSITIONS, and the helpers the transitions share.
 -- Placeholders (a capitalised name between double underscores) take the values of
 -- scripts.VALUES at load.
-local R = KEYS[1]
+-- include: base.lua
 local ALLOWED = __TRANSITIONS__
-local function clock(arg)
-  if arg ~= nil and arg ~= '' then return tonumber(arg) end
-  local t = redis.call('TIME')
-  return tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
-local function fnum(x) return string.format('%.17g', x) end
--- A number that can be a score or a time: not nil, not NaN, not infinite.
-local function finite(x) return x ~= nil and x == x and x ~= math.huge and x ~= -math.huge end
 -- One command over many members (at most 1000 arguments at a time, unpack's stack limit).
 local function bulk(cmd, key, items)
   for i = 1, #items, 1000 do
@@ -43,7 +35,6 @@ local function changes()
   end
   return c
 end
-local function opt(s) if s == nil or s == '' then return nil end return string.sub(s, 2) end
 local function fields(id, ...)
   return redis.call('HMGET', R .. 'j:' .. id, ...)
 end

@@ -124,26 +124,26 @@ local function submit_group(jobs)
     return group
   end
 end
--- Apply the collected updates: a queue that had nothing ready wakes idle workers.
+-- Apply the collected updates: a queue that had nothing ready wakes idle workers (its
+-- priorities' set was empty before iff it holds only the priorities just added to it).
 local function apply_submits()
 local parts = {['q:'] = 'qp:', ['c:'] = 'cp:'}
-local woke = {}
-for name, r in pairs(ready) do
-  woke[name] = redis.call('EXISTS', R .. parts[r.part] .. r.queue) == 0
-end
 for key, t in pairs(zadds) do
   for i = 1, #t, 2000 do
     redis.call('ZADD', key, unpack(t, i, math.min(i + 1999, #t)))
   end
 end
 for field, n in pairs(counts) do redis.call('HINCRBY', R .. 'counts', field, n) end
-for name, r in pairs(ready) do
+for _, r in pairs(ready) do
+  local qp, added = R .. parts[r.part] .. r.queue, 0
   for prio, _ in pairs(r) do
     if prio ~= 'queue' and prio ~= 'part' then
-      redis.call('ZADD', R .. parts[r.part] .. r.queue, -tonumber(prio), prio)
+      added = added + redis.call('ZADD', qp, -tonumber(prio), prio)
     end
   end
-  if woke[name] then redis.call('PUBLISH', R .. 'wake', r.queue) end
+  if added > 0 and redis.call('ZCARD', qp) == added then
+    redis.call('PUBLISH', R .. 'wake', r.queue)
+  end
 end
 zadds, counts, ready = {}, {}, {}
 end
