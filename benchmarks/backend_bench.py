@@ -131,7 +131,8 @@ def backend_url(folder: Path, name: str, mode: str, cfg: Config) -> str:
     if mode == "redis":
         return f"{cfg.redis_url}?prefix=offload-bench-{uuid.uuid4().hex[:10]}"
     if mode == "postgres":
-        return f"{cfg.postgres_url}?schema=offload_bench_{uuid.uuid4().hex[:10]}"
+        glue = "&" if "?" in cfg.postgres_url else "?"  # e.g. --postgres-url '...?group_flushes=1'
+        return f"{cfg.postgres_url}{glue}schema=offload_bench_{uuid.uuid4().hex[:10]}"
     return f"sqlite:///{folder / name}.db?synchronous={mode}"
 
 
@@ -141,7 +142,10 @@ def drop_namespace(url: str) -> None:
     if url.startswith("postgres"):
         import psycopg
 
-        base, _, schema = url.partition("?schema=")
+        from offload.backends.postgres.url import split_url
+
+        base, options = split_url(url)
+        schema = options["schema"]
         with psycopg.connect(base, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')  # type: ignore[arg-type]
         return

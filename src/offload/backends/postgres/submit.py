@@ -21,6 +21,32 @@ from offload.core.states import Reason, State
 from offload.errors import IdempotencyConflict
 
 NO_LIMITS = Limits()
+#: The jobs columns :func:`_row` fills, as SQL array types, in its order.
+JOB_TYPES = [
+    "text",
+    "text",
+    "text",
+    "text",
+    "bytea",
+    "bytea",
+    "integer",
+    "float8",
+    "float8",
+    "float8",
+    "text",
+    "bytea",
+    "text",
+    "bytea",
+    "float8",
+    "boolean",
+    "boolean",
+    "integer",
+    "integer",
+    "float8",
+    "float8",
+]
+FLOAT_COLUMNS = [i for i, kind in enumerate(JOB_TYPES) if kind == "float8"]
+HISTORY_TYPES = ["text", "float8", "text", "text", "text", "integer", "bigint", "text", "text"]
 
 
 class Names:
@@ -44,6 +70,14 @@ class Names:
         )
         #: One job and its history row in one statement (one round trip: the usual submit).
         self.insert_one = f"WITH job AS ({self.insert_job}) {self.insert_history}"
+        #: Many jobs and their history rows in one statement, one array per column.
+        self.insert_many = (
+            f"WITH job AS ({self.insert_job.split(' VALUES ')[0]} SELECT * FROM unnest("
+            + ", ".join(f"%b::{kind}[]" for kind in JOB_TYPES)
+            + f")) INSERT INTO {s}.history ({schema.HISTORY_COLUMNS}) SELECT * FROM unnest("
+            + ", ".join(f"%b::{kind}[]" for kind in HISTORY_TYPES)
+            + ")"
+        )
         #: The clock and the wake-up in one round trip (NOTIFY is delivered at commit anyway).
         self.now_and_notify = (
             "SELECT extract(epoch FROM clock_timestamp())::double precision, pg_notify(%s, '')"
@@ -83,6 +117,22 @@ def submit_plan(
     if wake:
         yield from notify(names)
     return stored
+
+
+def submit_many_plan(
+    names: Names, fixed_now: float | None, submits: list[list[NewJob]]
+) -> Plan[list[list[JobRecord]]]:
+    """Several callers' submits in one transaction (group commit, see :mod:`.group`): all
+    their jobs are written together and each caller gets back its own records. The wake-up
+    is the caller's, after the commit."""
+    now = yield from clock_plan(fixed_now)
+    stored = yield from insert_jobs(names, now, [new for jobs in submits for new in jobs])
+    out: list[list[JobRecord]] = []
+    start = 0
+    for jobs in submits:
+        out.append(stored[start : start + len(jobs)])
+        start += len(jobs)
+    return out
 
 
 def insert_jobs(names: Names, now: float, jobs: list[NewJob]) -> Plan[list[JobRecord]]:
@@ -127,9 +177,13 @@ def _flush(
 ) -> Plan[None]:
     if len(rows) == 1:  # one job (the usual submit): one statement, no executemany pipeline
         yield Query(names.insert_one, (*rows[0], *history[0]))
-    elif rows:
-        yield Query(names.insert_job, list(rows), many=True)
-        yield Query(names.insert_history, list(history), many=True)
+    elif rows:  # many (a bulk submit, a group commit): still one statement
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        for i in FLOAT_COLUMNS:  # an int among floats would make psycopg send a bigint[]
+            columns[i] = [None if v is None else float(v) for v in columns[i]]
+        logged = [list(column) for column in zip(*history, strict=True)]
+        logged[1] = [float(v) for v in logged[1]]
+        yield Query(names.insert_many, (*columns, *logged))
     rows.clear()
     history.clear()
 

@@ -145,6 +145,80 @@ def _finish(
         raise LeaseLost(keys["id"], keys["token"])
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Finish:
+    """One running job's move to a final state, as :func:`finish_many` takes it."""
+
+    lease: Lease
+    target: State
+    reason: Reason
+    result: bytes | None = None
+    error: bytes | None = None
+    detail: str | None = None
+
+
+def finish_many(names: Names, now: float, items: list[Finish]) -> Plan[list[LeaseLost | None]]:
+    """Several jobs' moves to a final state in one statement per round (group commit, see
+    :mod:`.group`), each still conditional on its own lease: a lost lease fails only its own
+    item (its :class:`LeaseLost` in the result). A job named twice goes in a later round,
+    as if the moves came one after the other."""
+    for item in items:
+        check_transition(item.lease.job_id, State.RUNNING, item.target)
+    lost: list[LeaseLost | None] = [None] * len(items)
+    todo = list(range(len(items)))
+    while todo:
+        ids: dict[str, int] = {}  # job id -> its item in this round
+        later: list[int] = []
+        for i in todo:
+            job_id = items[i].lease.job_id
+            if job_id in ids:
+                later.append(i)
+            else:
+                ids[job_id] = i
+        batch = [items[i] for i in ids.values()]
+        rows = yield Query(_finish_many_sql(names), _finish_params(names, now, batch))
+        done = {row[0] for row in rows}
+        for job_id, i in ids.items():
+            if job_id not in done:
+                lost[i] = LeaseLost(job_id, items[i].lease.token)
+        todo = later
+    return lost
+
+
+def _finish_params(names: Names, now: float, batch: list[Finish]) -> dict[str, Any]:
+    return {
+        "now": now,
+        "channel": names.channel,
+        "ids": [f.lease.job_id for f in batch],
+        "tokens": [f.lease.token for f in batch],
+        "targets": [f.target.value for f in batch],
+        "reasons": [f.reason.value for f in batch],
+        "results": [f.result for f in batch],
+        "errors": [f.error for f in batch],
+        "details": [schema.clean_text(f.detail) for f in batch],
+    }
+
+
+def _finish_many_sql(names: Names) -> str:
+    s = names.s
+    wake = "NULL" if names.channel is None else "pg_notify(%(channel)s, '')::text"
+    given = (
+        "unnest(%(ids)b::text[], %(tokens)b::bigint[], %(targets)b::text[], "
+        "%(reasons)b::text[], %(results)b::bytea[], %(errors)b::bytea[], %(details)b::text[]) "
+        "AS i(id, token, target, reason, result, error, detail)"
+    )
+    return (
+        f"WITH done AS (UPDATE {s}.jobs j SET status = i.target, updated_at = %(now)s, "
+        "result = i.result, error = i.error, lease_until = NULL, finished_at = %(now)s, "
+        f"expires_at = %(now)s + j.result_ttl FROM {given} WHERE j.id = i.id "
+        "AND j.token = i.token AND j.status = 'running' AND j.lease_until > %(now)s "
+        "RETURNING j.id, j.attempts, j.token, j.worker_id, j.capped, i.target, i.reason, "
+        f"i.detail), logged AS (INSERT INTO {s}.history ({schema.HISTORY_COLUMNS}) SELECT id, "
+        "%(now)s, 'running', target, reason, attempts, token, worker_id, detail FROM done) "
+        f"SELECT id, CASE WHEN capped THEN {wake} END FROM done"
+    )
+
+
 def succeed_then(
     names: Names, now: float, lease: Lease, sets: str, params: dict[str, Any], then: list[NewJob]
 ) -> Plan[None]:
