@@ -123,8 +123,7 @@ def _limited_claim(
 ) -> Plan[list[JobRecord]]:
     """The claim with the limits lock held, inside the caller's transaction."""
     yield Query(f"SELECT id FROM {names.s}.limits_lock FOR UPDATE")
-    now = yield from clock_plan(fixed_now)
-    chosen = yield from _limited_choice(names, now, room, limit, lease_seconds, idle)
+    now, chosen = yield from _limited_choice(names, fixed_now, room, limit, lease_seconds, idle)
     if not chosen:
         return []
     rows = yield Query(
@@ -178,15 +177,27 @@ def _fast_sql(names: Names) -> str:
 
 
 def _limited_choice(
-    names: Names, now: float, room: dict[str, int], limit: int, lease_seconds: float, idle: bool
-) -> Plan[list[str]]:
-    """Which jobs to start, with the limits lock held (the SQLite backend's algorithm)."""
+    names: Names,
+    fixed_now: float | None,
+    room: dict[str, int],
+    limit: int,
+    lease_seconds: float,
+    idle: bool,
+) -> Plan[tuple[float, list[str]]]:
+    """The claim's clock and which jobs to start, with the limits lock held (the SQLite
+    backend's algorithm).
+
+    The clock is read after the running jobs are counted: a finish that committed between the
+    two reads would otherwise be counted as ended while its history (dated before its commit)
+    says it ended after this claim began, and the recorded runs of a capped slot would
+    overlap."""
     s = names.s
     pick = f"SELECT {PICK} FROM {s}.jobs WHERE status = 'queued' AND queue = %s AND {{}} "
     pick += f"ORDER BY {ORDER}"
-    patient = now if idle else now - lease_seconds
     running = yield from _running_counts(names)
     buckets = yield from _buckets(names)
+    now = yield from clock_plan(fixed_now)
+    patient = now if idle else now - lease_seconds
     gate = Gate(now, lambda slot: running.get(slot.name, 0), buckets.get)
     candidates: Rows = []
     suspects: Rows = []
@@ -222,7 +233,7 @@ def _limited_choice(
             many=True,
         )
     yield from _defer(names, now, deferred)
-    return chosen
+    return now, chosen
 
 
 def _capped_candidates(names: Names, pick: str, gate: Gate, queue: str, wanted: int) -> Plan[Rows]:
