@@ -6,8 +6,10 @@
 Submits N jobs to a private namespace and drains them as a worker does (claims of 200, each
 job completed; every 100th job is of task "rare" and fails), then times, median of --repeat
 runs: the first page (50 jobs) unfiltered, filtered by status=failed, by task=rare, by
-status=succeeded and queue=default, and the 20th page unfiltered (following cursors). Uses
-only the Backend API, so the same script times an older tree (PYTHONPATH=<its src>).
+status=succeeded and queue=default, and the 20th page unfiltered (following cursors); for
+each, the median and longest LIST script call (timed at the client: an upper bound of how
+long one blocked the server). Uses only the Backend API (and wraps its ``_script``), so the same
+script times an older tree (PYTHONPATH=<its src>).
 """
 
 from __future__ import annotations
@@ -52,6 +54,27 @@ async def fill(backend: Any, n: int) -> None:
         done += len(claimed)
 
 
+class Longest:
+    """Wraps a backend's ``_script``: the LIST calls' times since the last reset, in ms."""
+
+    def __init__(self, backend: Any) -> None:
+        self.times: list[float] = []
+        self._inner = backend._script
+        backend._script = self
+
+    async def __call__(self, name: str, args: Any, **kw: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await self._inner(name, args, **kw)
+        finally:
+            if name == "list":
+                self.times.append((time.perf_counter() - started) * 1000)
+
+    def __str__(self) -> str:
+        t = sorted(self.times)
+        return f"LIST calls {len(t)}: median {t[len(t) // 2]:.1f} ms, longest {t[-1]:.1f} ms"
+
+
 async def timed(backend: Any, flt: JobFilter, pages: int, repeat: int) -> tuple[float, int]:
     times, got = [], 0
     for _ in range(repeat):
@@ -90,9 +113,11 @@ async def run(url: str, n: int, repeat: int) -> None:
             ("succeeded, queue=default", JobFilter(status=State.SUCCEEDED, queue="default"), 1),
             ("20th page (cursors)", JobFilter(limit=50), 20),
         ]
+        longest = Longest(backend)
         for name, flt, pages in cases:
+            longest.times = []
             ms, got = await timed(backend, flt, pages, repeat)
-            print(f"  {name:<26} {ms:8.1f} ms  ({got} jobs on the last page)")
+            print(f"  {name:<26} {ms:8.1f} ms  ({got} jobs on the last page; {longest})")
     finally:
         await backend.close()
         keys = list(client.scan_iter(match=root + "*", count=5000))
