@@ -8,8 +8,9 @@ job completed; every 100th job is of task "rare" and fails), then times, median 
 runs: the first page (50 jobs) unfiltered, filtered by status=failed, by task=rare, by
 status=succeeded and queue=default, and the 20th page unfiltered (following cursors); for
 each, the median and longest LIST script call (timed at the client: an upper bound of how
-long one blocked the server). Uses only the Backend API (and wraps its ``_script``), so the same
-script times an older tree (PYTHONPATH=<its src>).
+long one blocked the server) and the calls the server's slow log holds (over 10 ms by
+default). Uses only the Backend API (and wraps its ``_script``), so the same script times
+an older tree (PYTHONPATH=<its src>).
 """
 
 from __future__ import annotations
@@ -75,6 +76,22 @@ class Longest:
         return f"LIST calls {len(t)}: median {t[len(t) // 2]:.1f} ms, longest {t[-1]:.1f} ms"
 
 
+def slow_calls(client: Any, root: str, sha: str, since: int | None) -> Any:
+    """The server's own word: this namespace's LIST calls in the slow log (those over
+    slowlog-log-slower-than, 10 ms by default) after entry ``since``; None: the last id."""
+    entries = client.slowlog_get(128)
+    if since is None:
+        return max((e["id"] for e in entries), default=-1)
+    ours = [
+        e["duration"] / 1000
+        for e in entries
+        if e["id"] > since and root.encode() in e["command"] and sha.encode() in e["command"]
+    ]
+    limit = client.config_get("slowlog-log-slower-than")["slowlog-log-slower-than"]
+    longest = f", longest {max(ours):.1f} ms" if ours else ""
+    return f"server: {len(ours)} LIST calls over {int(limit) / 1000:g} ms{longest}"
+
+
 async def timed(backend: Any, flt: JobFilter, pages: int, repeat: int) -> tuple[float, int]:
     times, got = [], 0
     for _ in range(repeat):
@@ -114,10 +131,13 @@ async def run(url: str, n: int, repeat: int) -> None:
             ("20th page (cursors)", JobFilter(limit=50), 20),
         ]
         longest = Longest(backend)
+        sha = backend._scripts["list"].sha
         for name, flt, pages in cases:
             longest.times = []
+            seen = slow_calls(client, root, sha, None)
             ms, got = await timed(backend, flt, pages, repeat)
             print(f"  {name:<26} {ms:8.1f} ms  ({got} jobs on the last page; {longest})")
+            print(f"  {'':<26} {slow_calls(client, root, sha, seen)}")
     finally:
         await backend.close()
         keys = list(client.scan_iter(match=root + "*", count=5000))

@@ -100,6 +100,8 @@ async def page(
         # the frontier's second's own bucket was read with the slice the frontier starts
         b = math.floor(frontier[0] / BUCKET_SECONDS)
         skip = "" if frontier[0] / BUCKET_SECONDS == b else str(b)
+    # by id: a record is found once (the skip above), this only makes sure of it
+    found = list({key[1]: (key, raw) for key, raw in found}.values())
     if frontier is not None:
         found = [f for f in found if f[0] >= frontier]
     found.sort(key=lambda f: f[0], reverse=True)
