@@ -1,6 +1,6 @@
 """What listing costs with many finished jobs on Redis: list_jobs pages, timed.
 
-    .venv/bin/python benchmarks/list_cost.py [-n 100000] [--repeat 5]
+    .venv/bin/python benchmarks/list_cost.py [-n 100000] [--repeat 5] [--one-time]
         [--redis-url redis://127.0.0.1:6379/14]
 
 Submits N jobs to a private namespace and drains them as a worker does (claims of 200, each
@@ -32,11 +32,11 @@ from offload.core.states import State
 BATCH = 200
 
 
-async def fill(backend: Any, n: int) -> None:
-    for start in range(0, n, BATCH):
+async def fill(backend: Any, n: int, batch: int = BATCH) -> None:
+    for start in range(0, n, batch):
         jobs = [
             NewJob(id=new_job_id(), task="rare" if i % 100 == 0 else "noop", args=[], kwargs={})
-            for i in range(start, min(n, start + BATCH))
+            for i in range(start, min(n, start + batch))
         ]
         await backend.submit(jobs)
     worker, done = new_worker_id("worker"), 0
@@ -113,7 +113,7 @@ async def timed(backend: Any, flt: JobFilter, pages: int, repeat: int) -> tuple[
     return statistics.median(times) * 1000, got
 
 
-async def run(url: str, n: int, repeat: int) -> None:
+async def run(url: str, n: int, repeat: int, one_time: bool) -> None:
     prefix = f"ofl{uuid.uuid4().hex[:4]}"
     root = "{" + prefix + "}:"
     client = redis.Redis.from_url(url, decode_responses=True)
@@ -121,7 +121,7 @@ async def run(url: str, n: int, repeat: int) -> None:
     await backend.open()
     try:
         started = time.perf_counter()
-        await fill(backend, n)
+        await fill(backend, n, n if one_time else BATCH)
         print(f"{n} jobs submitted and drained in {time.perf_counter() - started:.1f} s")
         cases = [
             ("first page", JobFilter(limit=50), 1),
@@ -151,8 +151,11 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument(
+        "--one-time", action="store_true", help="submit all N jobs in one call: one created_at"
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.redis_url, args.n, args.repeat))
+    asyncio.run(run(args.redis_url, args.n, args.repeat, args.one_time))
 
 
 if __name__ == "__main__":
