@@ -4,6 +4,8 @@ dependency, ``accepted``, and the lifespan with its embedded worker."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -444,3 +446,42 @@ async def test_error_handlers_are_opt_out_and_keep_the_apps_own(jobs: offload.Ap
     async with asgi_client(own_endpoints(mine, jobs)) as c:
         r = await c.get("/reports/nope")
         assert (r.status_code, r.json()) == (410, {"gone": "no job with id 'nope'"})
+
+
+LIFESPAN_SCRIPT = """
+import asyncio, sys
+from fastapi import FastAPI
+import offload
+from offload.integrations import fastapi as offload_fastapi
+
+jobs = offload.App(sys.argv[1])
+
+@jobs.task(name="add")
+def add(a: int, b: int) -> int:
+    return a + b
+
+async def main() -> None:
+    life = offload_fastapi.lifespan(jobs, worker=sys.argv[2] == "worker")
+    api = FastAPI(lifespan=life)
+    offload_fastapi.mount(api, jobs)
+    async with api.router.lifespan_context(api):
+        await add.asubmit(1, 2)
+
+asyncio.run(main())
+print("\\n".join(m for m in sys.modules if m.startswith("offload.worker")))
+"""
+
+
+@pytest.mark.parametrize("worker", [False, True])
+def test_the_worker_module_is_loaded_only_when_a_worker_starts(
+    tmp_path: Path, worker: bool
+) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    out = subprocess.run(
+        [sys.executable, "-c", LIFESPAN_SCRIPT, url, "worker" if worker else "none"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert ("offload.worker.worker" in out.stdout.split()) is worker

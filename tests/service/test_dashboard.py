@@ -45,6 +45,16 @@ async def test_index_is_html_with_a_strict_csp(anon: Service) -> None:
     assert "<script>" not in response.text  # no inline script: the CSP would refuse it
 
 
+@pytest.mark.parametrize("path", ["/dashboard", "/dashboard/"])
+async def test_the_dashboard_path_serves_the_jobs_page(anon: Service, path: str) -> None:
+    response = await anon.client.get(path)
+    assert response.status_code == 200
+    assert response.text == (await anon.client.get("/")).text
+    assert '<a href="/" class="current">Jobs</a>' in response.text
+    assert_hardened(response)
+    assert (await anon.client.head(path)).status_code == 200
+
+
 @pytest.mark.parametrize(
     ("name", "content_type"),
     [("app.js", "text/javascript; charset=utf-8"), ("style.css", "text/css; charset=utf-8")],

@@ -80,6 +80,11 @@ PRIORITY_PAGE = 16
 
 #: Seconds of creation time one bucket of ended jobs covers (see docs/benchmarks.md).
 BUCKET_SECONDS = 1
+#: A bucket takes up to BUCKET_FULL records; once it holds that many, the jobs created in its
+#: second go to one of BUCKET_SLICES narrower buckets instead (a slice of the second each), so
+#: that listing reads only the slices a page needs at high rates (see retire() in prelude.lua).
+BUCKET_FULL = 256
+BUCKET_SLICES = 64
 #: The fields of an ended job's record, in order (after its created_at, queue, status, history
 #: and extra fields); the most common first, as absent trailing ones are left out.
 ENDED_FIELDS = (
@@ -162,6 +167,8 @@ VALUES: dict[str, str] = {
     "PARK_BATCH": str(PARK_BATCH),
     "PRIORITY_PAGE": str(PRIORITY_PAGE),
     "BUCKET_SECONDS": str(BUCKET_SECONDS),
+    "BUCKET_FULL": str(BUCKET_FULL),
+    "BUCKET_SLICES": str(BUCKET_SLICES),
     "ENDED_FIELDS": "{" + ", ".join(f"'{name}'" for name in ENDED_FIELDS) + "}",
     "ENDED_DEFAULTS": "{" + ", ".join(f"{k} = '{v}'" for k, v in ENDED_DEFAULTS.items()) + "}",
 }

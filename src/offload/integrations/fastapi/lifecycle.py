@@ -8,6 +8,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 
@@ -15,7 +16,9 @@ from offload.client import App
 from offload.console import parse_queues
 from offload.errors import BackendUnavailable
 from offload.integrations.fastapi.deps import register
-from offload.worker.worker import Worker
+
+if TYPE_CHECKING:  # imported when a worker starts: a web process without one never loads it
+    from offload.worker.worker import Worker
 
 log = logging.getLogger("offload.integrations.fastapi")
 
@@ -77,6 +80,8 @@ def _start_worker(
     shutdown_grace: float | None,
     app_path: str | None,
 ) -> tuple[Worker, asyncio.Task[None]]:
+    from offload.worker.worker import Worker
+
     settings = app.settings
     if shutdown_grace is not None:
         settings = settings.with_(shutdown_grace=shutdown_grace)

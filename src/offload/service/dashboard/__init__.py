@@ -1,4 +1,5 @@
-"""The dashboard: one static page at ``/`` and its script and style under ``/dashboard/``.
+"""The dashboard: one static page at ``/`` (also at ``/dashboard/``) and its script and style
+under ``/dashboard/``.
 
 No build step and nothing from a CDN: three files shipped in the package, served with a strict
 Content-Security-Policy (scripts, styles and requests only from this origin; no inline code),
@@ -50,8 +51,11 @@ def _serve(name: str) -> Response:
 
 
 @router.api_route("/", methods=["GET", "HEAD"])
+@router.api_route("/dashboard", methods=["GET", "HEAD"])
+@router.api_route("/dashboard/", methods=["GET", "HEAD"])
 async def index() -> Response:
-    """The dashboard page."""
+    """The dashboard page (its jobs page), also at ``/dashboard`` and ``/dashboard/``: its
+    links and files are absolute paths, so it works from either."""
     return _serve("index.html")
 
 

@@ -54,7 +54,12 @@ end
 -- only running needs go, updated_at and run_at when they repeat finished_at and created_at,
 -- priority and losses when 0 (records.py reads them back). A job whose id's time (its first
 -- 12 hex digits, ms) falls in another bucket gets a pointer in the hash fp (id -> B).
--- Buckets are listed in fb (score B), scheduled for prune in fe (score: the soonest
+-- A bucket takes BUCKET_FULL records at most: once full, a job goes to the bucket of its
+-- slice of the second instead, 'B.S' (S = the 1/BUCKET_SLICES of the second it was created
+-- in), so that at high rates listing reads a slice, not the second (home(); an id's own
+-- buckets, id_homes(), are its second's and its time's slice and the next one).
+-- Buckets are listed in fb (score B; B.S: B + (S + 1) / (2 * BUCKET_SLICES), in order
+-- between B and B + 1), scheduled for prune in fe (score: the soonest
 -- finished_at + result_ttl of its members) and ff:<status> (the soonest finished_at of its
 -- members of that outcome without a result_ttl).
 local G = __BUCKET_SECONDS__
@@ -70,10 +75,38 @@ local function id_bucket(id)
   if not ms then return nil end
   return bname(math.floor(tonumber(ms, 16) / 1000 / G))
 end
+local SLICES, FULL = __BUCKET_SLICES__, __BUCKET_FULL__
+local function slice_name(b, s) return bname(b) .. '.' .. s end
+-- The bucket a job created at `at` ends in (its name, its score in fb).
+local function home(at)
+  local u = at / G
+  local b = math.floor(u)
+  if redis.call('HLEN', R .. 'f:' .. bname(b)) < FULL then return bname(b), b end
+  local s = math.floor((u - b) * SLICES)
+  return slice_name(b, s), string.format('%.17g', b + (s + 1) / (2 * SLICES))
+end
+-- The buckets an ended job with this id is found in without a pointer (none: not a time id).
+local function id_homes(id)
+  local ms = string.match(id, '^%x%x%x%x%x%x%x%x%x%x%x%x')
+  if not ms then return {} end
+  local u = tonumber(ms, 16) / 1000 / G
+  local b = math.floor(u)
+  local s = math.floor((u - b) * SLICES)
+  local nb, ns = b, s + 1
+  if ns == SLICES then nb, ns = b + 1, 0 end
+  return {bname(b), slice_name(b, s), slice_name(nb, ns)}
+end
+local function homed(id, name)
+  for _, b in ipairs(id_homes(id)) do
+    if b == name then return true end
+  end
+  return false
+end
 -- The bucket that holds an ended job's record, or nil.
 local function locate(id)
-  local b = id_bucket(id)
-  if b and redis.call('HEXISTS', R .. 'f:' .. b, id) == 1 then return b end
+  for _, b in ipairs(id_homes(id)) do
+    if redis.call('HEXISTS', R .. 'f:' .. b, id) == 1 then return b end
+  end
   local p = redis.call('HGET', R .. 'fp', id)
   if p and redis.call('HEXISTS', R .. 'f:' .. p, id) == 1 then return p end
   return nil
@@ -130,11 +163,10 @@ local function retire(id, last)
   end
   if #extra > 0 then rec[5] = extra end
   while rec[#rec] == 0 do rec[#rec] = nil end
-  local b = math.floor(tonumber(h.created_at) / G)
-  local name = bname(b)
+  local name, score = home(tonumber(h.created_at))
   redis.call('HSET', R .. 'f:' .. name, id, cjson.encode(rec))
-  if id_bucket(id) ~= name then redis.call('HSET', R .. 'fp', id, name) end
-  redis.call('ZADD', R .. 'fb', b, name)
+  if not homed(id, name) then redis.call('HSET', R .. 'fp', id, name) end
+  redis.call('ZADD', R .. 'fb', score, name)
   redis.call('DEL', R .. 'fo:' .. name .. ':' .. h.queue)  -- the cap's order of the bucket
   local ttl = tonumber(h.result_ttl)
   if finite(ttl) then

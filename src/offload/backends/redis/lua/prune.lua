@@ -45,7 +45,7 @@ local function sweep(name, due)
       budget = budget - 1
       if deleted < limit and due(it) then
         gone[#gone + 1] = it.id
-        if id_bucket(it.id) ~= name then pointers[#pointers + 1] = it.id end
+        if not homed(it.id, name) then pointers[#pointers + 1] = it.id end
         local c = rget(it.r, 'queue') .. '\0' .. rget(it.r, 'status')
         counts[c] = (counts[c] or 0) + 1
         deleted = deleted + 1
@@ -183,7 +183,7 @@ local function cut(name, picked, all)
   local ids, counts, pointers = {}, {}, {}
   for _, m in ipairs(picked) do
     ids[#ids + 1] = m[2]
-    if id_bucket(m[2]) ~= name then pointers[#pointers + 1] = m[2] end
+    if not homed(m[2], name) then pointers[#pointers + 1] = m[2] end
     local rec = cjson.decode(m[3])
     local c = rget(rec, 'queue') .. '\0' .. rget(rec, 'status')
     counts[c] = (counts[c] or 0) + 1
