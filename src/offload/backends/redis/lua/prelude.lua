@@ -101,12 +101,15 @@ local function job_flat(id)
   end
   return out
 end
-local function retire(id, last)
+-- over (optional): field -> value (false: deleted) the job ends with, applied to what its
+-- hash holds instead of being written to the hash retire() deletes.
+local function retire(id, last, over)
   local k, hk = R .. 'j:' .. id, R .. 'h:' .. id
   local raw = redis.call('LRANGE', hk, 0, -1)
   local flat = redis.call('HGETALL', k)
   local h = {}
   for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+  for name, v in pairs(over or {}) do h[name] = v or nil end
   local entries = {}
   local function put(e)
     if e[1] == h.started_at then e[1] = 1 elseif e[1] == h.finished_at then e[1] = 2 end
@@ -147,10 +150,10 @@ local function retire(id, last)
   end
   redis.call('DEL', k, hk)
 end
-local function hist(id, at, from, to, reason, attempt, token, worker, detail)
+local function hist(id, at, from, to, reason, attempt, token, worker, detail, over)
   local entry = {fnum(at), from or false, to, reason, tonumber(attempt), tonumber(token),
     worker or false, detail or false}
-  if ENDS[to] then return retire(id, entry) end
+  if ENDS[to] then return retire(id, entry, over) end
   redis.call('RPUSH', R .. 'h:' .. id, cjson.encode(entry))
 end
 -- Count, index and record a status change (from = nil for a new job).
