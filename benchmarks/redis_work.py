@@ -158,7 +158,7 @@ def main() -> None:
             log = Path(tempfile.mkdtemp(prefix="redis-work-")) / "worker.log"
             asyncio.run(flow(url, client, args.flow_jobs, log))
     finally:
-        for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        for key in client.scan_iter(match=f"{{{prefix}}}:*", count=1000):  # the root
             client.unlink(key)
 
 
