@@ -304,3 +304,36 @@ async def test_the_count_caps_kept_order_gives_way_to_a_job_that_ends_later(
     assert await store.prune(policy=policy) == 1
     left = {j.id for j in (await store.list_jobs(JobFilter())).jobs}
     assert left == {f"{6:032x}", f"{7:032x}"}
+
+
+async def test_an_ended_jobs_record_is_the_one_the_hash_writing_finish_gave(
+    sync_redis: redis.Redis,
+) -> None:
+    # FINISH hands an ending job's last fields to retire() instead of writing them to the hash
+    # it deletes: the records must stay what main at 66973dd wrote (which wrote the hash),
+    # byte for byte, so that old and new records read alike.
+    clock = ManualClock(1765137600.123456)
+    backend = RedisBackend(redis_namespace_url(), clock=clock)
+    await backend.open()
+    try:
+        ids = ["0193abcdef0100000000000000000001", "0193abcdef0100000000000000000002"]
+        for job_id in ids:
+            await backend.submit([NewJob(id=job_id, task="t", args=[1], kwargs={"a": 2})])
+        clock.advance(0.5)
+        a, b = sorted(await backend.claim("w1", {"default": 5}, 5, 30.0), key=lambda j: j.id)
+        clock.advance(0.25)
+        await backend.complete(Lease(a.id, a.token), {"x": 1})
+        await backend.fail(Lease(b.id, b.token), {"message": "boom", "type": "E"})
+        records = sync_redis.hgetall(backend.root + "f:1765137600")
+    finally:
+        await backend.close()
+    head = '["1765137600.123456",0,'
+    tail = '0,"t",0,"1765137600.623456","1765137600.873456",0,0,"w1",0,"[1]","{\\"a\\":2}",0,'
+    assert records == {
+        ids[0]: head + '"succeeded",[[1,"queued","running","claimed",1,1,1],'
+        '[2,"running","succeeded",0,1,1,1]],' + tail + '"{\\"x\\":1}"]',
+        ids[1]: head + '"failed",[[1,"queued","running","claimed",1,1,1],'
+        '[2,"running","failed",0,1,1,1,"boom"]],'
+        + tail
+        + '0,"{\\"message\\":\\"boom\\",\\"type\\":\\"E\\"}"]',
+    }

@@ -25,7 +25,7 @@ from redis.connection import ConnectionInterface
 from redis.retry import Retry
 
 from offload.backends.base import IDEMPOTENCY_WINDOW
-from offload.backends.redis.conn import MAX_CONNECTIONS, POOL_WAIT
+from offload.backends.redis.conn import MAX_CONNECTIONS, POOL_WAIT, _pack
 from offload.backends.redis.records import Blobs, encode_group, submitted
 from offload.core.job import JobRecord, NewJob
 from offload.errors import (
@@ -149,7 +149,10 @@ class BlockingSubmits:
 
     @staticmethod
     def _send(conn: ConnectionInterface, *command: Any) -> Any:
-        conn.send_command(*command)  # type: ignore[no-untyped-call]
+        if _pack is None:
+            conn.send_command(*command)  # type: ignore[no-untyped-call]
+        else:  # redis-py encodes each argument in Python first: ~13 us of a ~90 us submit
+            conn.send_packed_command([_pack(command)])  # type: ignore[no-untyped-call]
         return conn.read_response()
 
     def close(self) -> None:

@@ -54,7 +54,7 @@ end
 local function gather(queue, part, parts, want)
   local got, emptied = 0, {}
   for p in priorities(R .. parts .. queue) do
-    local qk, start = R .. part .. queue .. ':' .. p, 0
+    local qk, start, kept = R .. part .. queue .. ':' .. p, 0, false
     while got < want do
       local ids = redis.call('ZRANGE', qk, start, start + want - got - 1, 'WITHSCORES')
       if #ids == 0 then break end
@@ -64,12 +64,12 @@ local function gather(queue, part, parts, want)
         else
           cands[#cands + 1] = {id = ids[j], run_at = tonumber(ids[j + 1]), prio = tonumber(p),
             queue = queue, sprio = p, limited = part == 'c:'}
-          got = got + 1
+          got, kept = got + 1, true
         end
         start = start + 1
       end
     end
-    if redis.call('EXISTS', qk) == 0 then emptied[#emptied + 1] = p end
+    if not kept and redis.call('EXISTS', qk) == 0 then emptied[#emptied + 1] = p end
     if got >= want then break end
   end
   for _, p in ipairs(emptied) do redis.call('ZREM', R .. parts .. queue, p) end
@@ -141,8 +141,11 @@ local function defer(c, start)
 end
 local picked = {}
 -- A queued id whose job hash is gone (evicted, deleted) or not queued: drop it, write nothing.
+-- What the claim needs of a picked job is read here too (nothing else in this script
+-- changes it): its token, attempts and created_at.
 local function present(c)
-  if fields(c.id, 'status')[1] == 'queued' then return true end
+  c.f = fields(c.id, 'status', 'token', 'attempts', 'created_at')
+  if c.f[1] == 'queued' then return true end
   dequeue(c.id, c.queue, c.sprio)
   return false
 end
@@ -189,15 +192,15 @@ local out, runs, moved = {}, {}, changes()
 local until_ = now + lease
 for _, c in ipairs(picked) do
   local k = R .. 'j:' .. c.id
-  local f = redis.call('HMGET', k, 'token', 'attempts', 'created_at')
-  local token, attempts = (tonumber(f[1]) or 0) + 1, (tonumber(f[2]) or 0) + 1
+  local f = c.f
+  local token, attempts = (tonumber(f[2]) or 0) + 1, (tonumber(f[3]) or 0) + 1
   redis.call('HSET', k, 'token', token, 'attempts', attempts, 'status', 'running',
     'worker_id', worker, 'lease_until', until_, 'started_at', now, 'updated_at', now)
   redis.call('HDEL', k, 'progress', 'progress_message', 'reserved')
   dequeue(c.id, c.queue, c.sprio)
   runs[#runs + 1] = until_
   runs[#runs + 1] = c.id
-  moved.add(c.id, c.queue, f[3], 'queued', 'running')
+  moved.add(c.id, c.queue, f[4], 'queued', 'running')
   hist(c.id, now, 'queued', 'running', 'claimed', attempts, token, worker, nil)
   out[#out + 1] = redis.call('HGETALL', k)
 end

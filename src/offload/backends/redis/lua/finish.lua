@@ -38,17 +38,24 @@ local function finish(A)
       if group[1] == 'invalid' then return 'invalid\0' .. group[2] end
       if group[1] == 'conflict' then return 'conflict\0' .. group[2] .. '\0' .. group[3] end
     end
-    local sets, dels = {'finished_at', now, 'updated_at', now, 'status', target}, {'lease_until'}
-    if result then sets[#sets + 1] = 'result'; sets[#sets + 1] = result
-    else dels[#dels + 1] = 'result' end
-    if error then sets[#sets + 1] = 'error'; sets[#sets + 1] = error
-    else dels[#dels + 1] = 'error' end
-    redis.call('HSET', k, unpack(sets))
-    redis.call('HDEL', k, unpack(dels))
+    -- An ended job's last fields go straight into its record (retire() deletes its hash;
+    -- %.17g is what redis.call writes a number as); any other target is written to the hash.
+    local at = fnum(now)
+    local over = {finished_at = at, updated_at = at, status = target, lease_until = false,
+      result = result or false, error = error or false}
+    if not ENDS[target] then
+      local sets, dels = {}, {}
+      for name, v in pairs(over) do
+        if v then sets[#sets + 1] = name; sets[#sets + 1] = v else dels[#dels + 1] = name end
+      end
+      redis.call('HSET', k, unpack(sets))
+      redis.call('HDEL', k, unpack(dels))
+      over = nil
+    end
     ran[#ran + 1] = id
     if release_slots(slots_for(f[12], f[13], f[14], f[15])) then woken[queue] = true end
     moved.add(id, queue, created, 'running', target)
-    hist(id, now, 'running', target, reason, f[6], f[2], f[7], detail)
+    hist(id, now, 'running', target, reason, f[6], f[2], f[7], detail, over)
   elseif f[8] == '1' then
     local err = cancel_instead(id, f, now, instead)
     if err then return err end

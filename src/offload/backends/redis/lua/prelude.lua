@@ -62,21 +62,9 @@ end
 -- between B and B + 1), scheduled for prune in fe (score: the soonest
 -- finished_at + result_ttl of its members) and ff:<status> (the soonest finished_at of its
 -- members of that outcome without a result_ttl).
-local G = __BUCKET_SECONDS__
-local FIELDS = __ENDED_FIELDS__
-local USUAL = __ENDED_DEFAULTS__
-local SLOT = {created_at = 1, queue = 2, status = 3}  -- field name -> its place in a record
-for i, name in ipairs(FIELDS) do SLOT[name] = i + 5 end
+-- include: ended_read.lua
 local DROP = {id = true, lease_until = true, cap = true, key_cap = true, rate = true,
   key_rate = true}
-local function bname(b) return string.format('%d', b) end
-local function id_bucket(id)
-  local ms = string.match(id, '^%x%x%x%x%x%x%x%x%x%x%x%x')
-  if not ms then return nil end
-  return bname(math.floor(tonumber(ms, 16) / 1000 / G))
-end
-local SLICES, FULL = __BUCKET_SLICES__, __BUCKET_FULL__
-local function slice_name(b, s) return bname(b) .. '.' .. s end
 -- The bucket a job created at `at` ends in (its name, its score in fb).
 local function home(at)
   local u = at / G
@@ -85,61 +73,15 @@ local function home(at)
   local s = math.floor((u - b) * SLICES)
   return slice_name(b, s), string.format('%.17g', b + (s + 1) / (2 * SLICES))
 end
--- The buckets an ended job with this id is found in without a pointer (none: not a time id).
-local function id_homes(id)
-  local ms = string.match(id, '^%x%x%x%x%x%x%x%x%x%x%x%x')
-  if not ms then return {} end
-  local u = tonumber(ms, 16) / 1000 / G
-  local b = math.floor(u)
-  local s = math.floor((u - b) * SLICES)
-  local nb, ns = b, s + 1
-  if ns == SLICES then nb, ns = b + 1, 0 end
-  return {bname(b), slice_name(b, s), slice_name(nb, ns)}
-end
-local function homed(id, name)
-  for _, b in ipairs(id_homes(id)) do
-    if b == name then return true end
-  end
-  return false
-end
--- The bucket that holds an ended job's record, or nil.
-local function locate(id)
-  for _, b in ipairs(id_homes(id)) do
-    if redis.call('HEXISTS', R .. 'f:' .. b, id) == 1 then return b end
-  end
-  local p = redis.call('HGET', R .. 'fp', id)
-  if p and redis.call('HEXISTS', R .. 'f:' .. p, id) == 1 then return p end
-  return nil
-end
--- One value of a decoded record (nil when absent).
-local function rget(rec, name)
-  local v = rec[SLOT[name]]
-  if type(v) == 'string' then return v end
-  return USUAL[name]
-end
--- A job's fields as HGETALL of its hash gives them (no history), live or ended; nil: none.
-local function job_flat(id)
-  local flat = redis.call('HGETALL', R .. 'j:' .. id)
-  if #flat > 0 then return flat end
-  local b = locate(id)
-  if not b then return nil end
-  local rec = cjson.decode(redis.call('HGET', R .. 'f:' .. b, id))
-  local out = {'id', id, 'created_at', rec[1], 'queue', rget(rec, 'queue'), 'status', rec[3]}
-  for _, name in ipairs(FIELDS) do
-    local v = rget(rec, name)
-    if v then out[#out + 1] = name; out[#out + 1] = v end
-  end
-  if type(rec[5]) == 'table' then
-    for _, v in ipairs(rec[5]) do out[#out + 1] = v end
-  end
-  return out
-end
-local function retire(id, last)
+-- over (optional): field -> value (false: deleted) the job ends with, applied to what its
+-- hash holds instead of being written to the hash retire() deletes.
+local function retire(id, last, over)
   local k, hk = R .. 'j:' .. id, R .. 'h:' .. id
   local raw = redis.call('LRANGE', hk, 0, -1)
   local flat = redis.call('HGETALL', k)
   local h = {}
   for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+  for name, v in pairs(over or {}) do h[name] = v or nil end
   local entries = {}
   local function put(e)
     if e[1] == h.started_at then e[1] = 1 elseif e[1] == h.finished_at then e[1] = 2 end
@@ -179,10 +121,10 @@ local function retire(id, last)
   end
   redis.call('DEL', k, hk)
 end
-local function hist(id, at, from, to, reason, attempt, token, worker, detail)
+local function hist(id, at, from, to, reason, attempt, token, worker, detail, over)
   local entry = {fnum(at), from or false, to, reason, tonumber(attempt), tonumber(token),
     worker or false, detail or false}
-  if ENDS[to] then return retire(id, entry) end
+  if ENDS[to] then return retire(id, entry, over) end
   redis.call('RPUSH', R .. 'h:' .. id, cjson.encode(entry))
 end
 -- Count, index and record a status change (from = nil for a new job).

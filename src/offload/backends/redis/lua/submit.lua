@@ -6,6 +6,7 @@
 -- The 18 strings: id, task, queue, priority, delay, run_at, idempotency key, fingerprint,
 -- concurrency key, tenant, args, kwargs, meta, result_ttl, cap, key_cap, rate, key_rate
 -- (optional ones "" or "=" + value).
+-- include: ended_read.lua
 local now = clock(ARGV[1])
 local window = tonumber(ARGV[2])
 -- include: submit_lib.lua
