@@ -123,6 +123,7 @@ ENDED_DEFAULTS = {
 #: The scripts, one per transition, each in ``lua/<name>.lua``.
 NAMES = (
     "submit",
+    "submit_bulk",
     "claim",
     "renew",
     "progress",
