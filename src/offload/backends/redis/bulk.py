@@ -46,8 +46,6 @@ CHUNK = 1000
 #: Calls of this many jobs or more take the bulk path (smaller ones share SUBMIT runs).
 BULK_MIN = 64
 
-_STATES = {s.value: s for s in State}
-
 
 class BulkSubmitError(OffloadError):
     """A chunk of a large submit was refused after earlier chunks were stored (a concurrent
@@ -148,27 +146,30 @@ def _records(
     root: str,
     jobs: Sequence[NewJob],
     blobs: Sequence[tuple[bytes, bytes, bytes]],
-    items: Sequence[Any],
+    group: Sequence[Any],
     now: float,
 ) -> list[JobRecord]:
+    """The records of one chunk from its SUBMIT_BULK reply ``{'ok', marks, old jobs...}``."""
     out = []
     loads = orjson.loads
-    for job, (args, kwargs, meta), item in zip(jobs, blobs, items, strict=True):
-        if item[0] == "old":
-            out.append(job_from_flat(item[1:], root))
+    old = iter(group[2:])
+    queued, scheduled = State.QUEUED, State.SCHEDULED
+    for job, (args, kwargs, meta), mark in zip(jobs, blobs, group[1].split(","), strict=True):
+        if mark == "o":
+            out.append(job_from_flat(next(old), root))
             continue
         out.append(
             JobRecord(
                 job.id,
                 job.task,
                 job.queue,
-                _STATES[item[1]],
+                queued if mark[0] == "q" else scheduled,
                 loads(args),
                 loads(kwargs),
                 int(job.priority),
                 0,
                 0,
-                float(item[2]),
+                float(mark[1:]) if len(mark) > 1 else now,
                 now,
                 now,
                 idempotency_key=job.idempotency_key,
@@ -248,7 +249,7 @@ async def _send(
         now, group = float(reply[0]), reply[1]
         if group[0] == "ok":
             end = start + CHUNK
-            records.extend(_records(root, jobs[start:end], blobs[start:end], group[1:], now))
+            records.extend(_records(root, jobs[start:end], blobs[start:end], group, now))
         elif group[0] != "gated" and failure is None:
             failure = (start, _refusal(group))
     if error is not None:  # every reply was read: the connection is fine

@@ -7,7 +7,7 @@
 -- 18-string rows, one JSON array), then for a call's first chunk the idempotency keys of its
 -- later chunks as one JSON array of {key, tenant, fingerprint} (checked before anything is
 -- written).
--- Reply: now, then {'ok', per job {'new', status, run_at} or {'old', HGETALL...}},
+-- Reply: now, then {'ok', the jobs' marks (see pass 2), HGETALL... of each job already stored},
 -- {'invalid', why}, {'conflict', key, job id} or {'gated'} (an earlier chunk was refused:
 -- this one wrote nothing). A refused chunk writes nothing and closes the gate for the chunks
 -- after it (a key that expires in a minute).
@@ -110,7 +110,8 @@ local function store_new(job)
   else
     zadd(R .. 'sched', run_at, id)
   end
-  return {'new', status, fnum(run_at)}
+  if run_at == now then return status == 'queued' and 'q' or 's' end
+  return (status == 'queued' and 'q' or 's') .. fnum(run_at)
 end
 -- Pass 1: numbers, then idempotency keys (this chunk's, then the later chunks'); no writes.
 for _, job in ipairs(jobs) do
@@ -135,18 +136,31 @@ if ARGV[5] then
   end
 end
 -- Pass 2: store; a repeated key names the job stored first, a repeated id the job as stored.
+-- The reply packs a new job as one mark, q or s (queued, scheduled) and its run_at unless
+-- it is now; a job already stored is an o, its fields in the items after the marks.
 local found, written = stored_ids(), {}
-local group = {'ok'}
+local marks, group = {}, {'ok', ''}
 for i, job in ipairs(jobs) do
+  local item
   if plan[i] then
-    group[#group + 1] = {'old', unpack(job_flat(plan[i]))}
+    item = {'old', unpack(job_flat(plan[i]))}
   elseif found[i] or written[job[1]] then
-    group[#group + 1] = store(job)
+    item = store(job)
   else
     written[job[1]] = true
-    group[#group + 1] = store_new(job)
+    marks[i] = store_new(job)
+  end
+  if item then
+    if item[1] == 'new' then
+      marks[i] = (item[2] == 'queued' and 'q' or 's') .. item[3]
+    else
+      marks[i] = 'o'
+      table.remove(item, 1)
+      group[#group + 1] = item
+    end
   end
 end
+group[2] = table.concat(marks, ',')
 for ik, entry in pairs(mine) do
   redis.call('SET', ik, entry[1] .. '\0' .. entry[2] .. '\0' .. fnum(now + window),
     'PX', math.floor(window * 1000) + 60000)
