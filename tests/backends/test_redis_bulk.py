@@ -230,3 +230,13 @@ async def test_a_chunk_refused_after_earlier_ones_were_stored_says_how_many(
     assert raw.zcard(store.root + "i:all") == 1 + bulk.CHUNK
     assert raw.exists(f"{store.root}j:{jobs[bulk.CHUNK].id}") == 0
     assert raw.exists(f"{store.root}j:{jobs[-1].id}") == 0
+
+
+async def test_the_bulk_script_is_reloaded_after_the_server_forgets_it(
+    store: RedisBackend, raw: redis.Redis
+) -> None:
+    await store.submit([_job(i) for i in range(100)])
+    raw.script_flush()  # as after a Redis restart
+    records = await store.submit([_job(i, "b") for i in range(2100)])  # three chunks
+    assert [r.id for r in records] == [_id(i, "b") for i in range(2100)]
+    assert raw.zcard(store.root + "i:all") == 2200
