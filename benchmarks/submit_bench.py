@@ -153,9 +153,10 @@ def _redis_url(base: str) -> str:
 
 def _drop_namespace(base: str, url: str) -> None:
     prefix = url.rsplit("prefix=", 1)[1]
-    client = redis.Redis.from_url(base)
-    for key in client.scan_iter(match=f"{prefix}*", count=1000):
-        client.unlink(key)
+    with redis.Redis.from_url(base) as client:  # the root is "{prefix}:" (a hash tag)
+        keys = list(client.scan_iter(match="{" + prefix + "}*", count=5000))
+        for start in range(0, len(keys), 5000):
+            client.unlink(*keys[start : start + 5000])
 
 
 async def run_all(args: argparse.Namespace) -> list[Row]:

@@ -25,6 +25,7 @@ from offload.backends._batch import Batcher
 from offload.backends._common import check_retry_in
 from offload.backends.base import CANCEL_INSTEAD, DEFAULT_MAX_LOSSES
 from offload.backends.redis import reads
+from offload.backends.redis.bulk import BULK_MIN, submit_bulk
 from offload.backends.redis.conn import Lane, open_pool, run
 from offload.backends.redis.records import (
     encode_group,
@@ -176,6 +177,9 @@ class RedisBackend:
         """Store one call's jobs, all or none; concurrent calls share one script run."""
         if not jobs:
             return []
+        if len(jobs) >= BULK_MIN:  # pipelined chunks of their own (see bulk.py)
+            s, now = self._scripts["submit_bulk"], self._now_arg()
+            return await self._run(lambda c: submit_bulk(c, s, self.root, now, jobs), retry=True)
         return await self._submits(list(jobs))
 
     def submit_blocking(self, jobs: Sequence[NewJob]) -> list[JobRecord]:

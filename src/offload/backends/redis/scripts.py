@@ -129,6 +129,7 @@ ENDED_DEFAULTS = {
 #: The scripts, one per transition, each in ``lua/<name>.lua``.
 NAMES = (
     "submit",
+    "submit_bulk",
     "claim",
     "renew",
     "progress",
