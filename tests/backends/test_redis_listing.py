@@ -147,3 +147,17 @@ def test_the_buckets_of_an_id_are_those_the_scripts_use() -> None:
         "1700000001.0",
     ]
     assert ended.id_buckets("job-1") == []
+
+
+async def test_a_bulk_resubmit_finds_ended_jobs_in_every_slice(
+    store: RedisBackend, clock: ManualClock
+) -> None:
+    # 700 jobs of one second end in its bucket and in slices: a repeated bulk submit (e.g. a
+    # retry after a broken connection) must find each one, not store it again
+    await submit_and_end(store, clock, [700])
+    done = (await store.list_jobs(JobFilter(limit=1000))).jobs
+    assert len(done) == 700
+    again = [NewJob(id=j.id, task=j.task, args=j.args, kwargs={}) for j in done]
+    records = await store.submit(again)
+    assert {r.id: r.status for r in records} == {j.id: j.status for j in done}
+    assert not (await store.list_jobs(JobFilter(status=State.QUEUED, limit=10))).jobs

@@ -28,10 +28,10 @@ local function stored_ids()
   for i, job in ipairs(jobs) do
     local id = job[1]
     keys[i], ids[i] = R .. 'j:' .. id, id
-    local ms = string.sub(id, 1, 12)  -- ids made the same millisecond share their bucket
-    local b = bucket_of[ms]
-    if b == nil then b = id_bucket(id) or false; bucket_of[ms] = b end
-    if b then
+    local ms = string.sub(id, 1, 12)  -- ids made the same millisecond share their buckets
+    local homes = bucket_of[ms]
+    if homes == nil then homes = id_homes(id); bucket_of[ms] = homes end
+    for _, b in ipairs(homes) do
       local t = by_bucket[b]
       if not t then t = {}; by_bucket[b] = t end
       t[#t + 1] = i
