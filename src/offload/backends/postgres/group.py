@@ -3,7 +3,8 @@
 A :class:`Group` gathers the items that callers hand it while earlier transactions are in
 flight and writes them together, so 100 concurrent submitters cost a handful of commits (and
 WAL flushes) instead of 100. A caller alone is never delayed: with a free flush slot its item
-is written at once, by itself; there is no timer.
+is written at once, by itself (by a group that gathers, one event-loop turn later); there is
+no timer.
 
 Each caller gets its own outcome. A flush that fails with an error that says nothing about
 the server (bad input, an idempotency conflict, a constraint; its transaction rolled back, so
