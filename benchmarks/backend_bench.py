@@ -124,6 +124,7 @@ class Config:
     concurrency: int | None
     redis_url: str
     postgres_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    only: tuple[str, ...] = ()  # step keys to run (all when empty)
 
 
 def backend_url(folder: Path, name: str, mode: str, cfg: Config) -> str:
@@ -370,6 +371,8 @@ async def measure(mode: str, folder: Path, cfg: Config, rng: random.Random) -> S
         steps.append(("redis_bytes", lambda: redis_memory_per_job(url("memory"), cfg.jobs)))
     sample: Sample = {}
     for key, step in steps:
+        if cfg.only and key not in cfg.only:
+            continue
         started = time.monotonic()
         try:
             value = await step()
@@ -681,6 +684,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=3, help="repetitions; medians are reported (3)")
     p.add_argument("--pickup-samples", type=int, default=200, help="pickup samples per run")
     p.add_argument("--concurrency", type=int, help="worker slots (default: the worker's own)")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="run only this step (repeatable): submit_seq, submit_conc, submit_bulk, "
+        "e2e_async, e2e_thread, pickup",
+    )
     p.add_argument("--out", type=Path, help="write the results section into this Markdown file")
     return p.parse_args(argv)
 
@@ -698,12 +708,18 @@ def main(argv: list[str] | None = None) -> int:
         ns.concurrency,
         ns.redis_url,
         ns.postgres_url,
+        tuple(ns.only),
     )
     tmp = tempfile.gettempdir()
     about, load_start = machine(tmp), load_average()
     started = time.monotonic()
     results = asyncio.run(run_all(modes, ns.runs, cfg))
     minutes, seconds = divmod(round(time.monotonic() - started), 60)
+    if ns.only:  # a partial run: its figures only (no table, targets or report section)
+        for mode, sample in results.items():
+            for key, values in sample.items():
+                print(f"{column(mode)} {key}: " + ", ".join(f"{v:,.1f}" for v in values))
+        return 0
     print(table(results))
     print()
     print("\n".join(verdicts(results)))

@@ -22,7 +22,7 @@ import psycopg_pool
 
 from offload.backends._common import check_new_job, check_retry_in
 from offload.backends.base import DEFAULT_MAX_LOSSES
-from offload.backends.postgres import reads, schema, tx
+from offload.backends.postgres import finish, reads, schema, tx
 from offload.backends.postgres.claim import claim_plan
 from offload.backends.postgres.group import Group
 from offload.backends.postgres.migrate import migrate
@@ -106,7 +106,7 @@ class PostgresBackend:
             after=self._wake,
         )
         self._finishes: Group[tx.Finish, None] = Group(
-            self._finish_many, self._finish_one, flushes=flushes, limit=group_limit
+            self._finish_many, self._finish_one, flushes=flushes, limit=group_limit, gather=True
         )
 
     @classmethod
@@ -311,11 +311,11 @@ class PostgresBackend:
         )
 
     async def _finish_one(self, item: tx.Finish) -> None:
-        params = {"result": item.result, "error": item.error}
-        await self._move(item.lease, item.target, item.reason, tx.FINISH, params, item.detail)
+        await self._run_plan(lambda: finish.one(self.names, self._fixed_now(), item), alone=True)
 
     async def _finish_many(self, items: list[tx.Finish]) -> Sequence[OffloadError | None]:
-        return await self._run(lambda now: tx.finish_many(self.names, now, items), durable=False)
+        make = finish.many  # one statement, one round trip (see .finish)
+        return await self._run_plan(lambda: make(self.names, self._fixed_now(), items), alone=True)
 
     async def release(self, lease: Lease) -> None:
         sets = "attempts = attempts - 1, run_at = %(now)s, worker_id = NULL, lease_until = NULL"

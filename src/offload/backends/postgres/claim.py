@@ -39,38 +39,6 @@ PICK = (
 )
 
 
-def promote_due(
-    names: Names, fixed_now: float | None, queues: list[str]
-) -> Plan[tuple[float, bool]]:
-    """scheduled -> queued for every job due by now (at most 1000 per claim); returns now:
-    ``fixed_now``, or the server's clock, read in the same statement, and whether a limited
-    job of ``queues`` is queued (one promoted now included): one statement, where a clock read,
-    a promotion and a probe took three round trips.
-
-    Its commit (in autocommit, a transaction of its own) does not wait for its flush: a crash
-    can only undo a promotion, which the next claim makes again, and the durable commit of a
-    claim that took a promoted job flushes the promotion first (the WAL is one sequence)."""
-    s = names.s
-    clock, now = "", "%(now)s"
-    if fixed_now is None:
-        clock = "c AS (SELECT extract(epoch FROM clock_timestamp())::double precision AS t), "
-        now = "(SELECT t FROM c)"
-    rows = yield Query(
-        f"WITH {clock}moved AS (UPDATE {s}.jobs SET status = 'queued', updated_at = {now} "
-        f"WHERE id IN (SELECT id FROM {s}.jobs WHERE status = 'scheduled' AND run_at <= {now} "
-        "ORDER BY run_at LIMIT 1000 FOR UPDATE SKIP LOCKED) "
-        "RETURNING id, attempts, token, worker_id, queue, limited), "
-        f"logged AS (INSERT INTO {s}.history ({schema.HISTORY_COLUMNS}) SELECT id, {now}, "
-        "'scheduled', 'queued', 'promoted', attempts, token, worker_id, NULL FROM moved) "
-        f"SELECT {now}, EXISTS (SELECT 1 FROM {s}.jobs WHERE status = 'queued' AND limited "
-        "AND queue = ANY(%(queues)s)) "
-        "OR EXISTS (SELECT 1 FROM moved WHERE limited AND queue = ANY(%(queues)s)), "
-        "set_config('synchronous_commit', 'off', true)",
-        {"now": fixed_now, "queues": queues},
-    )
-    return (fixed_now if fixed_now is not None else float(rows[0][0])), bool(rows[0][1])
-
-
 def claim_plan(
     names: Names,
     fixed_now: float | None,
@@ -84,12 +52,27 @@ def claim_plan(
     else None: the server's clock, read again once the limits lock is held (a claim that
     waited for it must not start its jobs at a time before the finish that freed their slot).
 
-    Run in autocommit (:func:`.plan.run_alone`): the promotion is a transaction of its own, and
-    so is the one-statement claim of unlimited jobs (two round trips in all, no BEGIN and
-    COMMIT); a claim of limited jobs opens a transaction itself and commits it."""
-    # Durable, unlike the outcomes: a claim lost in a server crash would hand its fencing
-    # token out again, to a second worker, while the first still runs the job.
-    now, limited = yield from promote_due(names, fixed_now, list(room))
+    Run in autocommit (:func:`.plan.run_alone`). The first statement (:func:`_first_sql`)
+    reads the clock, promotes due scheduled jobs and, when no limited job of the queues is
+    queued and no scheduled job was due, claims: one round trip, no BEGIN and COMMIT (the
+    usual claim of a busy queue). Otherwise it claimed nothing, and the claim goes on as
+    before: the one-statement claim of unlimited jobs, which now sees the jobs just promoted,
+    or the claim of limited jobs, in a transaction it opens and commits itself.
+
+    Durable, all of it, unlike the outcomes: a claim lost in a server crash would hand its
+    fencing token out again, to a second worker, while the first still runs the job."""
+    patience = 0.0 if idle else lease_seconds
+    params: dict[str, Any] = {
+        "worker": worker_id,
+        "now": fixed_now,
+        "lease": lease_seconds,
+        "queues": list(room),
+        "rooms": [min(n, limit) for n in room.values()],
+        "limit": limit,
+        "patience": patience,
+    }
+    rows = yield Query(_first_sql(names, fixed_now is not None), params)
+    now, limited, due = float(rows[0][0]), bool(rows[0][1]), bool(rows[0][2])
     if limited:
         yield Query("BEGIN")
         jobs = yield from _limited_claim(
@@ -97,19 +80,49 @@ def claim_plan(
         )
         yield Query("COMMIT")
         return jobs
-    rows = yield Query(
-        _fast_sql(names),
-        {
-            "worker": worker_id,
-            "now": now,
-            "lease": lease_seconds,
-            "queues": list(room),
-            "rooms": [min(n, limit) for n in room.values()],
-            "limit": limit,
-            "patient": now if idle else now - lease_seconds,
-        },
+    if due:  # promoted now (or held by another claim's promotion): claim with them in sight
+        params["now"] = now
+        params["patient"] = now - patience
+        rows = yield Query(_fast_sql(names), params)
+        return sorted((schema.row_to_job(r) for r in rows), key=_job_order)
+    return sorted((schema.row_to_job(r[3:]) for r in rows if r[3] is not None), key=_job_order)
+
+
+def _first_sql(names: Names, fixed: bool) -> str:
+    """Clock, promotion, probes and (when neither probe says no) the claim, in one statement.
+
+    ``g.limited``: a limited job of the queues is queued (or was promoted now); ``g.due``: a
+    scheduled job was due, promoted by this statement or not (its snapshot still shows it
+    scheduled, so the claim could not see it). Either one keeps the claim from taking
+    anything. The result: one row per job claimed, or one row of NULL job columns."""
+    s = names.s
+    clock = (
+        "%(now)s::double precision"
+        if fixed
+        else "extract(epoch FROM clock_timestamp())::double precision"
     )
-    return sorted((schema.row_to_job(r) for r in rows), key=_job_order)
+    now = "(SELECT t FROM clk)"
+    promote = (
+        f"clk AS MATERIALIZED (SELECT {clock} AS t), "
+        f"moved AS (UPDATE {s}.jobs SET status = 'queued', updated_at = {now} "
+        f"WHERE id IN (SELECT id FROM {s}.jobs WHERE status = 'scheduled' AND run_at <= {now} "
+        "ORDER BY run_at LIMIT 1000 FOR UPDATE SKIP LOCKED) "
+        "RETURNING id, attempts, token, worker_id, queue, limited), "
+        f"promoted AS (INSERT INTO {s}.history ({schema.HISTORY_COLUMNS}) SELECT id, {now}, "
+        "'scheduled', 'queued', 'promoted', attempts, token, worker_id, NULL FROM moved), "
+        f"g AS MATERIALIZED (SELECT {now} AS now, EXISTS (SELECT 1 FROM {s}.jobs "
+        "WHERE status = 'queued' AND limited AND queue = ANY(%(queues)s)) "
+        "OR EXISTS (SELECT 1 FROM moved WHERE limited AND queue = ANY(%(queues)s)) AS limited, "
+        f"EXISTS (SELECT 1 FROM {s}.jobs WHERE status = 'scheduled' AND run_at <= {now}) AS due)"
+    )
+    go = "NOT (SELECT limited OR due FROM g)"
+    take = _fast_sql(names, go).replace("%(now)s", "(SELECT now FROM g)")
+    take = take.replace("%(patient)s", "((SELECT now FROM g) - %(patience)s)")
+    body, _, _ = take.removeprefix("WITH ").rpartition(" SELECT ")
+    return (
+        f"WITH {promote}, {body} SELECT g.now, g.limited, g.due, claimed.* FROM g "
+        "LEFT JOIN claimed ON true"
+    )
 
 
 def _limited_claim(
@@ -154,9 +167,10 @@ def _take_sql(names: Names, ids: str) -> str:
     )
 
 
-def _fast_sql(names: Names) -> str:
+def _fast_sql(names: Names, go: str = "true") -> str:
     """The one-statement claim of unlimited jobs: per queue its first ready jobs and its first
-    patient suspect, locked with SKIP LOCKED; a suspect first in line is taken alone."""
+    patient suspect, locked with SKIP LOCKED; a suspect first in line is taken alone. ``go``:
+    a condition without which it reads and takes nothing."""
     s = names.s
     per_queue = (
         "SELECT c.* FROM unnest(%(queues)s::text[], %(rooms)s::int[]) AS q(name, room) "
@@ -164,8 +178,8 @@ def _fast_sql(names: Names) -> str:
         "WHERE status = 'queued' AND queue = q.name AND NOT limited AND {cond} "
         f"ORDER BY {ORDER} LIMIT {{n}} FOR UPDATE SKIP LOCKED) c"
     )
-    ready = per_queue.format(s=s, cond="losses = 0", n="q.room")
-    suspects = per_queue.format(s=s, cond="losses > 0 AND run_at <= %(patient)s", n="1")
+    ready = per_queue.format(s=s, cond=f"losses = 0 AND {go}", n="q.room")
+    suspects = per_queue.format(s=s, cond=f"losses > 0 AND run_at <= %(patient)s AND {go}", n="1")
     pick = (
         f"WITH cand AS MATERIALIZED ({ready} UNION ALL {suspects}), "
         f"head AS (SELECT id, losses FROM cand ORDER BY {ORDER} LIMIT 1) "

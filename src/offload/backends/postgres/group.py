@@ -3,7 +3,8 @@
 A :class:`Group` gathers the items that callers hand it while earlier transactions are in
 flight and writes them together, so 100 concurrent submitters cost a handful of commits (and
 WAL flushes) instead of 100. A caller alone is never delayed: with a free flush slot its item
-is written at once, by itself; there is no timer.
+is written at once, by itself (by a group that gathers, one event-loop turn later); there is
+no timer.
 
 Each caller gets its own outcome. A flush that fails with an error that says nothing about
 the server (bad input, an idempotency conflict, a constraint; its transaction rolled back, so
@@ -33,7 +34,10 @@ class Group(Generic[I, R]):
     exception for an item refused on its own, e.g. a lost lease); it raises when the whole
     transaction failed. ``one(item)`` writes one item alone (the fallback when ``many``
     raised for a reason other than the server being unavailable). ``weight`` says how much
-    of ``limit`` an item takes (e.g. its number of jobs). ``after()`` runs once a flush
+    of ``limit`` an item takes (e.g. its number of jobs). ``gather``: flushes start one loop
+    turn after an item is handed in, so the items handed in during that turn share one (a
+    worker's jobs that end together: a claim of 20 no-ops ended in a lone flush, a second
+    lone one, then one of 18; now one flush of 20). ``after()`` runs once a flush
     stored anything (e.g. the wake-up after a submit): a lone item's caller is answered
     after it, as without a group (measured: overlapping it with that caller's next call
     slowed a sequential submitter); a group's callers first, then :meth:`drain` waits for it.
@@ -48,6 +52,7 @@ class Group(Generic[I, R]):
         limit: int = 500,
         weight: Callable[[I], int] = lambda item: 1,
         after: Callable[[], Awaitable[None]] | None = None,
+        gather: bool = False,
     ) -> None:
         if flushes < 1 or limit < 1:
             raise ValueError("a group needs at least one flush and a limit of at least 1")
@@ -60,18 +65,30 @@ class Group(Generic[I, R]):
         self._pending: list[tuple[I, asyncio.Future[R]]] = []
         self._busy = 0  # flushes in flight
         self._tasks: set[asyncio.Task[None]] = set()  # flushes and their ``after``
+        self._gather = gather
+        self._soon: asyncio.Handle | None = None  # a start put off to the next loop turn
 
     async def __call__(self, item: I) -> R:
         """Write ``item`` (with whatever else is waiting) and return its result."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        self._start()
+        if not self._gather:
+            self._start()
+        elif self._soon is None:  # every item handed in during this loop turn goes together
+            self._soon = asyncio.get_running_loop().call_soon(self._start_soon)
         return await future  # cancelled while it waits: it is left out of the next flush
 
     async def drain(self) -> None:
         """Wait for every flush in flight (and what waits behind them) to end."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        while self._tasks or self._soon is not None:
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            else:
+                await asyncio.sleep(0)  # the start put off to the next loop turn
+
+    def _start_soon(self) -> None:
+        self._soon = None
+        self._start()
 
     def _start(self) -> None:
         loop = asyncio.get_running_loop()

@@ -124,14 +124,8 @@ def _finish(
     """running -> a final state, its history row and (for a capped job, whose slot it frees)
     the wake-up, in one statement conditional on the lease."""
     check_transition(keys["id"], State.RUNNING, target)
-    s = names.s
-    wake = "NULL" if names.channel is None else "pg_notify(%(channel)s, '')::text"
     rows = yield Query(
-        f"WITH done AS (UPDATE {s}.jobs SET status = %(target)s, updated_at = %(now)s, {sets} "
-        f"WHERE {OWNED} RETURNING id, attempts, token, worker_id, capped), "
-        f"logged AS (INSERT INTO {s}.history ({schema.HISTORY_COLUMNS}) SELECT id, %(now)s, "
-        "'running', %(target)s, %(reason)s, attempts, token, worker_id, %(detail)s FROM done) "
-        f"SELECT CASE WHEN capped THEN {wake} END FROM done",
+        finish_sql(names, sets),
         {
             **params,
             **keys,
@@ -143,6 +137,19 @@ def _finish(
     )
     if not rows:
         raise LeaseLost(keys["id"], keys["token"])
+
+
+def finish_sql(names: Names, sets: str) -> str:
+    """The statement of :func:`_finish` (one row per job moved: none when the lease is lost)."""
+    s = names.s
+    wake = "NULL" if names.channel is None else "pg_notify(%(channel)s, '')::text"
+    return (
+        f"WITH done AS (UPDATE {s}.jobs SET status = %(target)s, updated_at = %(now)s, {sets} "
+        f"WHERE {OWNED} RETURNING id, attempts, token, worker_id, capped), "
+        f"logged AS (INSERT INTO {s}.history ({schema.HISTORY_COLUMNS}) SELECT id, %(now)s, "
+        "'running', %(target)s, %(reason)s, attempts, token, worker_id, %(detail)s FROM done) "
+        f"SELECT CASE WHEN capped THEN {wake} END FROM done"
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -176,7 +183,7 @@ def finish_many(names: Names, now: float, items: list[Finish]) -> Plan[list[Leas
             else:
                 ids[job_id] = i
         batch = [items[i] for i in ids.values()]
-        rows = yield Query(_finish_many_sql(names), _finish_params(names, now, batch))
+        rows = yield Query(finish_many_sql(names), finish_params(names, now, batch))
         done = {row[0] for row in rows}
         for job_id, i in ids.items():
             if job_id not in done:
@@ -185,7 +192,7 @@ def finish_many(names: Names, now: float, items: list[Finish]) -> Plan[list[Leas
     return lost
 
 
-def _finish_params(names: Names, now: float, batch: list[Finish]) -> dict[str, Any]:
+def finish_params(names: Names, now: float, batch: list[Finish]) -> dict[str, Any]:
     return {
         "now": now,
         "channel": names.channel,
@@ -199,7 +206,7 @@ def _finish_params(names: Names, now: float, batch: list[Finish]) -> dict[str, A
     }
 
 
-def _finish_many_sql(names: Names) -> str:
+def finish_many_sql(names: Names) -> str:
     s = names.s
     wake = "NULL" if names.channel is None else "pg_notify(%(channel)s, '')::text"
     given = (
