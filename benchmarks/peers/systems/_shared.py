@@ -24,6 +24,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+#: ``incr`` makes one Redis call (INCR on the counter database): issue 22's web-flow workload.
 WORKLOADS = ("noop", "sleep", "burn", "incr")
 SLEEP_SECONDS = 0.010  # the I/O-like workload
 BURN_SECONDS = 0.020  # CPU seconds of the calling thread that the CPU workload uses
