@@ -138,6 +138,13 @@ def scale_value(data: dict[str, Any], name: str, what: str, mode: str, p: int) -
     return got
 
 
+def two_cores(worker_us: float, redis_us: float, processes: int) -> float:
+    """The most jobs/s 2 cores allow when the workers and Redis share them: 2 s / (worker +
+    Redis CPU per job), and at most one core for a single worker process (its GIL)."""
+    both = 2e6 / (worker_us + redis_us)
+    return min(both, 1e6 / worker_us) if processes == 1 else both
+
+
 def scale_section(data: dict[str, Any]) -> str:
     meta, plan = data["meta"], data["meta"]["plan"]
     ps = plan["processes"]
@@ -147,6 +154,7 @@ def scale_section(data: dict[str, Any]) -> str:
         "N=2 / N=1",
         "worker CPU per job at N=2, µs",
         "Redis CPU per job at N=2, µs",
+        "2-core ceiling N=1 / N=2, jobs/s",
         f"predicted {CORES} cores, jobs/s",
     ]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
@@ -156,7 +164,12 @@ def scale_section(data: dict[str, Any]) -> str:
         one, two = (scale_value(data, name, "rate", mode, p) for p in (1, 2))
         ratio = statistics.median(two) / statistics.median(one) if one and two else None
         cpu, redis = (scale_value(data, name, k, mode, 2) for k in ("cpu", "redis"))
-        predicted = "n/a"
+        predicted, ceiling = "n/a", "n/a"
+        cpu1, redis1 = (scale_value(data, name, k, mode, 1) for k in ("cpu", "redis"))
+        if cpu and redis and cpu1 and redis1:
+            one = two_cores(statistics.median(cpu1), statistics.median(redis1), 1)
+            both = two_cores(statistics.median(cpu), statistics.median(redis), 2)
+            ceiling = f"{one:,.0f} / {both:,.0f}"
         if cpu and redis:
             w, r = statistics.median(cpu), statistics.median(redis)
             predicted = f"{min(1e6 / r, (CORES - 1) * 1e6 / w):,.0f}"
@@ -169,6 +182,7 @@ def scale_section(data: dict[str, Any]) -> str:
                     "n/a" if ratio is None else f"{ratio:.2f}x",
                     unit_cell(cpu, "µs"),
                     unit_cell(redis, "µs"),
+                    ceiling,
                     predicted,
                 ]
             )
