@@ -36,7 +36,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--configs", default="all", help="comma-separated configurations (default all; see --list)"
     )
-    p.add_argument("--workloads", default="noop,sleep,burn", help="noop,sleep,burn (all)")
+    p.add_argument(
+        "--workloads",
+        default="noop,sleep,burn",
+        help="noop,sleep,burn (default) and incr (one Redis INCR per job)",
+    )
+    p.add_argument(
+        "--flows",
+        default="drain,bulk,pickup",
+        help="drain,bulk,pickup (default), web (one producer while the worker runs), "
+        "scale (many worker processes, no-op)",
+    )
+    p.add_argument("--processes", default="1,2,4", help="the scale flow's worker processes (1,2,4)")
+    p.add_argument(
+        "--scale-jobs", type=int, default=20_000, help="the scale flow's pre-filled jobs (20000)"
+    )
     p.add_argument("--list", action="store_true", help="list the configurations and exit")
     p.add_argument("--out", type=Path, help="raw results JSON (default results/<mode>.json)")
     p.add_argument(

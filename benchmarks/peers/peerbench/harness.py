@@ -39,6 +39,16 @@ def pick_workloads(spec: str) -> tuple[str, ...]:
     return names
 
 
+FLOWS = ("drain", "bulk", "pickup", "web", "scale")
+
+
+def pick_flows(spec: str) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in spec.split(",") if s.strip())
+    if not names or any(n not in FLOWS for n in names):
+        raise SystemExit(f"flows are a comma-separated subset of {','.join(FLOWS)}")
+    return names
+
+
 def machine() -> dict[str, Any]:
     model, memory = "unknown", "unknown"
     try:
@@ -78,6 +88,9 @@ def measure(ns: argparse.Namespace, argv: list[str], out: Path) -> dict[str, Any
         concurrency=ns.concurrency,
         workloads=pick_workloads(ns.workloads),
         configs=pick_configs(ns.configs),
+        flows=pick_flows(ns.flows),
+        processes=tuple(int(p) for p in ns.processes.split(",") if p.strip()),
+        scale_jobs=ns.scale_jobs,
     )
     folder = Path(tempfile.mkdtemp(prefix="offload-peers-"))
     progress(f"logs and databases in {folder}")
@@ -96,6 +109,9 @@ def measure(ns: argparse.Namespace, argv: list[str], out: Path) -> dict[str, Any
             "concurrency": plan.concurrency,
             "workloads": list(plan.workloads),
             "configs": [c.name for c in plan.configs],
+            "flows": list(plan.flows),
+            "processes": list(plan.processes),
+            "scale_jobs": plan.scale_jobs,
         },
         "redis_settings": dict(SETTINGS),
     }

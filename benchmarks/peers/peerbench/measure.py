@@ -7,6 +7,9 @@ For each configuration and run, on an emptied Redis (``FLUSHALL``) every time:
    counter's first to last completion, worker CPU per job, peak worker memory);
 2. bulk enqueue of ``jobs`` no-ops, where the system has one;
 3. pickup on an idle worker: idle CPU over a few seconds, then one no-op at a time.
+
+These are the flows ``drain``, ``bulk`` and ``pickup`` (the default); ``web`` (one producer
+while the worker runs) and ``scale`` (many worker processes) are in ``flows.py``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 from systems import Config
 
+from peerbench import flows as flows_
 from peerbench import procs, venvs
 from peerbench.client import ClientError, ClientProc
 from peerbench.redis_server import RedisServer
@@ -49,6 +53,9 @@ class Plan:
     concurrency: int
     workloads: tuple[str, ...]
     configs: tuple[Config, ...]
+    flows: tuple[str, ...] = ("drain", "bulk", "pickup")
+    processes: tuple[int, ...] = (1, 2, 4)  # the scale flow's worker processes
+    scale_jobs: int = 20_000  # the scale flow's pre-filled no-ops
 
 
 @dataclass
@@ -128,12 +135,21 @@ class Bench:
                 results.about[config.name] = client.call("describe")
             finally:
                 client.close()
-        steps: list[tuple[str, Callable[[], Sample]]] = [
-            (w, functools.partial(self.drain, config, w)) for w in self.plan.workloads
-        ]
-        if results.about[config.name]["bulk"]:
+        flows = self.plan.flows
+        steps: list[tuple[str, Callable[[], Sample]]] = []
+        if "drain" in flows:
+            steps += [(w, functools.partial(self.drain, config, w)) for w in self.plan.workloads]
+        if "web" in flows:
+            steps += [
+                (f"web-{w}", functools.partial(flows_.web, self, config, w))
+                for w in self.plan.workloads
+            ]
+        if "bulk" in flows and results.about[config.name]["bulk"]:
             steps.append(("bulk", functools.partial(self.bulk, config)))
-        steps.append(("pickup", functools.partial(self.pickup, config)))
+        if "pickup" in flows:
+            steps.append(("pickup", functools.partial(self.pickup, config)))
+        if "scale" in flows:
+            steps.append(("scale", functools.partial(flows_.scale, self, config)))
         try:
             for name, step in steps:
                 started = time.monotonic()

@@ -102,6 +102,12 @@ class RedisServer:
         with self.client() as c:
             return dict(c.info("server"))
 
+    def cpu(self) -> float:
+        """CPU seconds the server has used: ``INFO cpu`` used_cpu_sys + used_cpu_user."""
+        with self.client() as c:
+            info = c.info("cpu")
+        return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
     def used_memory(self) -> int:
         with self.client() as c:
             return int(c.info("memory")["used_memory"])

@@ -35,6 +35,7 @@ WORKLOAD_TITLES = {
     "noop": "No-op",
     "sleep": "10 ms sleep (I/O-like)",
     "burn": "20 ms CPU burn",
+    "incr": "One Redis call (INCR of a counter)",
 }
 
 
@@ -177,7 +178,16 @@ def headline(data: dict[str, Any]) -> list[str]:
 
 def text_summary(data: dict[str, Any]) -> str:
     """The headline table, for the terminal."""
-    out = [f"{data['meta']['date']}, {data['meta']['duration']}", *headline(data)]
+    from peerbench import report_flows
+
+    flows = data["meta"]["plan"].get("flows", DEFAULT_FLOWS)
+    out = [f"{data['meta']['date']}, {data['meta']['duration']}"]
+    if "drain" in flows:
+        out += headline(data)
+    if "web" in flows:
+        out += [report_flows.web_section(data)]
+    if "scale" in flows:
+        out += [report_flows.scale_section(data)]
     for name, errors in data["errors"].items():
         out += [f"{name}: {e.splitlines()[0]}" for e in errors]
     return "\n".join(out)
@@ -275,9 +285,23 @@ def write_section(name: str, text: str, path: Path = DOC) -> Path:
     return path
 
 
-def write_docs(data: dict[str, Any]) -> list[Path]:
-    from peerbench import charts
+DEFAULT_FLOWS = ["drain", "bulk", "pickup"]  # results files from before --flows
 
-    IMG.mkdir(parents=True, exist_ok=True)
-    pngs = charts.draw_all(data, IMG)
-    return [write_section("queue", section(data, pngs)), *pngs]
+
+def write_docs(data: dict[str, Any]) -> list[Path]:
+    """The sections of the flows measured: ``queue`` (drain), ``web``, ``scale``."""
+    from peerbench import report_flows
+
+    flows = data["meta"]["plan"].get("flows", DEFAULT_FLOWS)
+    written: list[Path] = []
+    if "drain" in flows:
+        from peerbench import charts
+
+        IMG.mkdir(parents=True, exist_ok=True)
+        pngs = charts.draw_all(data, IMG)
+        written += [write_section("queue", section(data, pngs)), *pngs]
+    if "web" in flows:
+        written.append(write_section("web", report_flows.web_section(data)))
+    if "scale" in flows:
+        written.append(write_section("scale", report_flows.scale_section(data)))
+    return written

@@ -9,11 +9,13 @@ imported inside that system's environment: by its worker processes and by the cl
 An adapter module defines:
 
 - ``PACKAGES``: the distributions whose versions the report names;
-- the three tasks (``noop``, ``sleep``, ``burn``), each a thin wrapper over ``_shared``;
+- the four tasks (``noop``, ``sleep``, ``burn``, ``incr``), each a thin wrapper over ``_shared``;
 - ``knobs(config) -> list[str]``: every setting chosen for the system, for the report;
 - ``worker(config, workload, concurrency) -> (argv, extra env)``: how to start its worker;
 - ``Client(config)``: ``open``, ``enqueue(workload, sent)``, ``bulk(workload, n)`` (or ``None``
-  where the system has no bulk enqueue), ``close``.
+  where the system has no bulk enqueue), ``close``;
+- optionally ``scaled(config, workload, concurrency, processes)``: the worker commands of the
+  many-processes flow (``--flows scale``), by mode: ``{mode: [{"argv": ..., "env": ...}]}``.
 """
 
 from __future__ import annotations

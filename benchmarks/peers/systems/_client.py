@@ -7,6 +7,10 @@ answering one JSON line on stdout (``{"ok": ...}`` or ``{"error": "..."}``). Req
 - ``{"op": "open", "env": {...}}``: set those environment variables, then connect;
 - ``{"op": "worker", "workload": W, "concurrency": C}``: the worker's argv and extra env;
 - ``{"op": "enqueue", "workload": W, "n": N}``: N jobs one at a time; answers the seconds;
+- ``{"op": "timed_enqueue", "workload": W, "n": N}``: N jobs one at a time; answers the
+  seconds, this process's CPU seconds, and the wall clock (``time.time()``) at the start;
+- ``{"op": "scaled", "workload": W, "concurrency": C, "processes": P}``: the worker commands
+  of the many-processes flow, by mode (``{}`` when the adapter has no ``scaled``);
 - ``{"op": "bulk", "workload": W, "n": N}``: the same through the system's bulk enqueue;
 - ``{"op": "pickup", "workload": W, "samples": K, "pause": [lo, hi], "timeout": T}``: K jobs
   one after the other on an idle worker; for each, the time before the enqueue call, after it
@@ -77,6 +81,13 @@ class Driver:
             for _ in range(req["n"]):
                 await self.client.enqueue(req["workload"], 0.0)
             return time.perf_counter() - started
+        if op == "timed_enqueue":
+            return await self.timed_enqueue(req["workload"], req["n"])
+        if op == "scaled":
+            found = getattr(self.module, "scaled", None)
+            if found is None:
+                return {}
+            return found(self.config, req["workload"], req["concurrency"], req["processes"])
         if op == "bulk":
             started = time.perf_counter()
             await self.client.bulk(req["workload"], req["n"])
@@ -84,6 +95,15 @@ class Driver:
         if op == "pickup":
             return await self.pickup(req)
         raise ValueError(f"unknown request {op!r}")
+
+    async def timed_enqueue(self, workload: str, n: int) -> dict[str, float]:
+        """``n`` jobs one at a time, as a web app's request handlers submit them: the wall time
+        it took, this process's CPU time for it, and the wall clock at the first call."""
+        t0, wall0, cpu0 = time.time(), time.perf_counter(), time.process_time()
+        for _ in range(n):
+            await self.client.enqueue(workload, 0.0)
+        cpu, seconds = time.process_time() - cpu0, time.perf_counter() - wall0
+        return {"t0": t0, "seconds": seconds, "cpu": cpu}
 
     async def pickup(self, req: dict[str, Any]) -> dict[str, list[float]]:
         """One job at a time on an idle worker: wait for each to start before the next."""

@@ -24,12 +24,16 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-WORKLOADS = ("noop", "sleep", "burn")
+#: ``incr`` makes one Redis call (INCR on the counter database): issue 22's web-flow workload.
+WORKLOADS = ("noop", "sleep", "burn", "incr")
 SLEEP_SECONDS = 0.010  # the I/O-like workload
 BURN_SECONDS = 0.020  # CPU seconds of the calling thread that the CPU workload uses
 
 #: The list (on the counter database, never touched by the systems) of pickup samples' starts.
 STARTED = "peers:started"
+#: The counter the ``incr`` workload increments (counter database): one Redis call per job,
+#: what a web app's job that touches its own data costs at least.
+INCR_KEY = "peers:incr"
 
 
 def env(name: str, default: str | None = None) -> str:
@@ -74,26 +78,36 @@ def tally() -> None:
     entry[0].sendto(b"1", entry[1])
 
 
+def sync_counter() -> Any:
+    """This process's synchronous client of the counter database (a forked child makes its own)."""
+    client = _sync.get(os.getpid())
+    if client is None:
+        client = _sync[os.getpid()] = redis.Redis.from_url(counter_url())
+    return client
+
+
+def async_counter() -> Any:
+    """This process's and event loop's asyncio client of the counter database."""
+    import asyncio
+
+    key = (os.getpid(), id(asyncio.get_running_loop()))
+    client = _async.get(key)
+    if client is None:
+        client = _async[key] = aioredis.Redis.from_url(counter_url())
+    return client
+
+
 def record(sent: float, started: float) -> None:
     """Count one finished job (synchronous tasks); a pickup sample also reports its start."""
     if sent > 0:
-        client = _sync.get(os.getpid())
-        if client is None:
-            client = _sync[os.getpid()] = redis.Redis.from_url(counter_url())
-        client.rpush(STARTED, repr(started))
+        sync_counter().rpush(STARTED, repr(started))
     tally()
 
 
 async def arecord(sent: float, started: float) -> None:
     """Count one finished job (coroutine tasks); one client per process and event loop."""
-    import asyncio
-
     if sent > 0:
-        key = (os.getpid(), id(asyncio.get_running_loop()))
-        client = _async.get(key)
-        if client is None:
-            client = _async[key] = aioredis.Redis.from_url(counter_url())
-        await client.rpush(STARTED, repr(started))
+        await async_counter().rpush(STARTED, repr(started))
     tally()
 
 
@@ -104,6 +118,8 @@ def run_sync(workload: str, sent: float) -> None:
         time.sleep(SLEEP_SECONDS)
     elif workload == "burn":
         burn()
+    elif workload == "incr":
+        sync_counter().incr(INCR_KEY)
     record(sent, started)
 
 
@@ -134,6 +150,8 @@ async def run_async(workload: str, sent: float) -> None:
     started = time.time()
     if workload == "sleep":
         await asyncio.sleep(SLEEP_SECONDS)
+    elif workload == "incr":
+        await async_counter().incr(INCR_KEY)
     elif workload == "burn":
         raise RuntimeError("CPU burns run in a process pool, not on the event loop")
     await arecord(sent, started)

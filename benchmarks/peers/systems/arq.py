@@ -35,12 +35,16 @@ async def sleep(ctx: dict[str, Any], sent: float) -> None:
     await run_async("sleep", sent)
 
 
+async def incr(ctx: dict[str, Any], sent: float) -> None:
+    await run_async("incr", sent)
+
+
 async def burn(ctx: dict[str, Any], sent: float) -> None:
     await run_in_pool("burn", sent)
 
 
 class WorkerSettings:
-    functions = (noop, sleep, burn)
+    functions = (noop, sleep, burn, incr)
     redis_settings = RedisSettings.from_dsn(broker_url())
     max_jobs = int(os.environ.get("PEERS_CONCURRENCY", "10"))
     keep_result = 0  # no result kept

@@ -37,7 +37,12 @@ def burn(sent: float) -> None:
     run_sync("burn", sent)
 
 
-TASKS = {"noop": noop, "sleep": sleep, "burn": burn}
+@app.task(name="incr")  # type: ignore[untyped-decorator]
+def incr(sent: float) -> None:
+    run_sync("incr", sent)
+
+
+TASKS = {"noop": noop, "sleep": sleep, "burn": burn, "incr": incr}
 
 
 def pool(config: str) -> str:

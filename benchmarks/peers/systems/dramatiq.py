@@ -36,7 +36,12 @@ def burn(sent: float) -> None:
     run_sync("burn", sent)
 
 
-ACTORS = {"noop": noop, "sleep": sleep, "burn": burn}
+@dramatiq.actor(actor_name="incr")
+def incr(sent: float) -> None:
+    run_sync("incr", sent)
+
+
+ACTORS = {"noop": noop, "sleep": sleep, "burn": burn, "incr": incr}
 
 
 def knobs(config: str) -> list[str]:
@@ -65,6 +70,16 @@ def worker(config: str, workload: str, concurrency: int) -> tuple[list[str], dic
         str(threads),
     ]
     return argv, {}
+
+
+def scaled(
+    config: str, workload: str, concurrency: int, processes: int
+) -> dict[str, list[dict[str, object]]]:
+    """The many-processes flow: ``--processes N --threads C`` (C slots per process, as
+    offload's ``--processes N --concurrency C``)."""
+    argv = [sys.executable, "-m", "dramatiq", "systems.dramatiq"]
+    argv += ["--processes", str(processes), "--threads", str(concurrency)]
+    return {"processes": [{"argv": argv, "env": {}}]}
 
 
 class Client:

@@ -33,7 +33,12 @@ def burn(sent: float) -> None:
     run_sync("burn", sent)
 
 
-TASKS = {"noop": noop, "sleep": sleep, "burn": burn}
+@huey.task(name="incr")  # type: ignore[untyped-decorator]
+def incr(sent: float) -> None:
+    run_sync("incr", sent)
+
+
+TASKS = {"noop": noop, "sleep": sleep, "burn": burn, "incr": incr}
 
 
 def kind(workload: str) -> str:
@@ -67,6 +72,15 @@ def worker(config: str, workload: str, concurrency: int) -> tuple[list[str], dic
         "-q",
     ]
     return argv, {}
+
+
+def scaled(
+    config: str, workload: str, concurrency: int, processes: int
+) -> dict[str, list[dict[str, object]]]:
+    """The many-processes flow: ``-k process -w N`` (N worker processes, one job each)."""
+    argv = [sys.executable, "-m", "huey.bin.huey_consumer", "systems.huey.huey"]
+    argv += ["-w", str(processes), "-k", "process", "-q"]
+    return {"processes": [{"argv": argv, "env": {}}]}
 
 
 class Client:

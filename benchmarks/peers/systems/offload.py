@@ -30,6 +30,10 @@ async def sleep(sent: float) -> None:
     await run_async("sleep", sent)
 
 
+async def incr(sent: float) -> None:
+    await run_async("incr", sent)
+
+
 def burn(sent: float) -> None:
     run_sync("burn", sent)
 
@@ -42,6 +46,7 @@ def build_app(backend: str | None, cpu: bool) -> offload.App:
     else:
         app.task(name="noop")(noop)
         app.task(name="sleep")(sleep)
+        app.task(name="incr")(incr)
     return app
 
 
@@ -80,6 +85,17 @@ def worker(config: str, workload: str, concurrency: int) -> tuple[list[str], dic
     target = "systems.offload:cpu_app" if workload == "burn" else "systems.offload:app"
     argv = [sys.executable, "-m", "offload", "worker", target, "--concurrency", str(concurrency)]
     return argv, {"OFFLOAD_BACKEND": backend_url(config), "OFFLOAD_LOG_LEVEL": "WARNING"}
+
+
+def scaled(
+    config: str, workload: str, concurrency: int, processes: int
+) -> dict[str, list[dict[str, Any]]]:
+    """The many-processes flow: ``--processes N`` (one supervisor) and N separate workers."""
+    argv, env = worker(config, workload, concurrency)
+    modes = {"processes": [{"argv": [*argv, "--processes", str(processes)], "env": env}]}
+    if processes > 1:  # with 1, both modes are the same command
+        modes["separate"] = [{"argv": argv, "env": env} for _ in range(processes)]
+    return modes
 
 
 class Client:

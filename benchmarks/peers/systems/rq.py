@@ -30,7 +30,11 @@ def burn(sent: float) -> None:
     run_sync("burn", sent)
 
 
-TASKS = {"noop": noop, "sleep": sleep, "burn": burn}
+def incr(sent: float) -> None:
+    run_sync("incr", sent)
+
+
+TASKS = {"noop": noop, "sleep": sleep, "burn": burn, "incr": incr}
 
 
 def knobs(config: str) -> list[str]:

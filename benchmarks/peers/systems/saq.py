@@ -29,13 +29,17 @@ async def sleep(ctx: dict[str, Any], *, sent: float) -> None:
     await run_async("sleep", sent)
 
 
+async def incr(ctx: dict[str, Any], *, sent: float) -> None:
+    await run_async("incr", sent)
+
+
 async def burn(ctx: dict[str, Any], *, sent: float) -> None:
     await run_in_pool("burn", sent)
 
 
 settings = {
     "queue": queue,
-    "functions": [noop, sleep, burn],
+    "functions": [noop, sleep, burn, incr],
     "concurrency": int(os.environ.get("PEERS_CONCURRENCY", "10")),
 }
 

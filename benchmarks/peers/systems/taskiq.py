@@ -31,12 +31,17 @@ async def sleep(sent: float) -> None:
     await run_async("sleep", sent)
 
 
+@broker.task(task_name="incr")
+async def incr(sent: float) -> None:
+    await run_async("incr", sent)
+
+
 @broker.task(task_name="burn")
 def burn(sent: float) -> None:
     run_sync("burn", sent)
 
 
-TASKS: dict[str, Any] = {"noop": noop, "sleep": sleep, "burn": burn}
+TASKS: dict[str, Any] = {"noop": noop, "sleep": sleep, "burn": burn, "incr": incr}
 
 
 def knobs(config: str) -> list[str]:
@@ -71,6 +76,15 @@ def worker(config: str, workload: str, concurrency: int) -> tuple[list[str], dic
     if workload == "burn":
         argv += ["--use-process-pool", "--max-process-pool-processes", str(PROCESS_POOL)]
     return argv, {}
+
+
+def scaled(
+    config: str, workload: str, concurrency: int, processes: int
+) -> dict[str, list[dict[str, object]]]:
+    """The many-processes flow: ``--workers N`` (N processes of C async slots each)."""
+    argv, env = worker(config, workload, concurrency)
+    argv[argv.index("--workers") + 1] = str(processes)
+    return {"processes": [{"argv": argv, "env": env}]}
 
 
 class Client:
