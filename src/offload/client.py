@@ -241,7 +241,7 @@ class App:
             opened: object = self.run_sync(self.backend())  # starts the portal, opens it
             backend = opened if isinstance(opened, BlockingSubmit) else None  # checked once
             self._blocking = (self._portal, backend)
-        if backend is None:
+        if backend is None or len(jobs) > backend.blocking_max:
             return self.run_sync(self.asubmit_many(jobs))
         return [Job(self, r) for r in backend.submit_blocking(jobs)]
 

@@ -126,3 +126,26 @@ async def test_submit_blocking_needs_an_open_backend() -> None:
         await backend.close()
     with pytest.raises(BackendError, match="not open"):  # closed: not opened again
         backend.submit_blocking([maker.prepare("add", (1, 2))])
+
+
+def test_a_large_sync_submit_many_takes_the_bulk_path(
+    app: offload.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from offload.backends.redis import backend as redis_backend
+
+    add = _add(app)
+    add.submit(0, 0)  # opens the backend
+    bulk_calls: list[int] = []
+    submit_bulk = redis_backend.submit_bulk
+
+    async def counted(conn: Any, script: Any, root: str, now: Any, jobs: Any) -> Any:
+        bulk_calls.append(len(jobs))
+        return await submit_bulk(conn, script, root, now, jobs)
+
+    monkeypatch.setattr(redis_backend, "submit_bulk", counted)
+    small = app.submit_many([app.prepare(add.spec, [i, i], {}) for i in range(10)])
+    assert bulk_calls == []  # a small call stays on the calling thread
+    big = app.submit_many([app.prepare(add.spec, [i, i], {}) for i in range(2500)])
+    assert bulk_calls == [2500]  # chunked and pipelined, as asubmit_many is
+    assert len({j.id for j in small + big}) == 2510
+    assert len(app.jobs(task="add", status="queued", limit=3000)) == 2511

@@ -38,7 +38,11 @@ IDEMPOTENCY_WINDOW = 24 * 3600.0
 class BlockingSubmit(Protocol):
     """A backend that can also store new jobs from synchronous code, on the calling thread and
     without an event loop (Redis): the sync face's submit then skips the portal's two thread
-    hand-offs. Same contract as :meth:`Backend.submit`; callable once the backend is open."""
+    hand-offs. Same contract as :meth:`Backend.submit`; callable once the backend is open.
+    Calls of more than ``blocking_max`` jobs go through :meth:`Backend.submit` instead (a bulk
+    path of its own, e.g. chunked and pipelined)."""
+
+    blocking_max: int
 
     def submit_blocking(self, jobs: Sequence[NewJob]) -> list[JobRecord]: ...
 

@@ -182,6 +182,9 @@ class RedisBackend:
             return await self._run(lambda c: submit_bulk(c, s, self.root, now, jobs), retry=True)
         return await self._submits(list(jobs))
 
+    #: The most jobs :meth:`submit_blocking` is given: larger calls take the bulk path.
+    blocking_max = BULK_MIN - 1
+
     def submit_blocking(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
         """:meth:`submit` from synchronous code, on the calling thread (see submitting.py)."""
         blocking = self._blocking or self._open_blocking()
