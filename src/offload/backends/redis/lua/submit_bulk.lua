@@ -73,43 +73,9 @@ local function checked(job)
   if not why then valid[sig] = true end
   return why
 end
--- A job whose id is not stored: SUBMIT's store() without its per-job lookup.
-local function store_new(job)
-  local id, task, queue, prio, delay, run_at, key, _, ckey, tenant, args, kwargs, meta, ttl,
-    cap, key_cap, rate, key_rate = unpack(job)
-  run_at = opt(run_at)
-  if run_at then run_at = tonumber(run_at) else run_at = now + math.max(0, tonumber(delay)) end
-  local status = 'queued'
-  if run_at > now then status = 'scheduled' end
-  local f = {'id', id, 'task', task, 'queue', queue, 'priority', prio, 'status', status,
-    'submitted_as', status, 'attempts', 0, 'losses', 0, 'token', 0, 'run_at', run_at,
-    'created_at', now, 'updated_at', now, 'tenant', tenant, 'args', args, 'kwargs', kwargs,
-    'meta', meta}
-  key, ckey = opt(key), opt(ckey)
-  if key then f[#f + 1] = 'idempotency_key'; f[#f + 1] = key end
-  if ckey then f[#f + 1] = 'concurrency_key'; f[#f + 1] = ckey end
-  if ttl ~= '' then f[#f + 1] = 'result_ttl'; f[#f + 1] = opt(ttl) end
-  if cap ~= '' then f[#f + 1] = 'cap'; f[#f + 1] = opt(cap) end
-  if key_cap ~= '' then f[#f + 1] = 'key_cap'; f[#f + 1] = opt(key_cap) end
-  if rate ~= '' then f[#f + 1] = 'rate'; f[#f + 1] = opt(rate) end
-  if key_rate ~= '' then f[#f + 1] = 'key_rate'; f[#f + 1] = opt(key_rate) end
-  redis.call('HSET', R .. 'j:' .. id, unpack(f))
-  local part = 'q:'
-  if cap ~= '' or key_cap ~= '' or rate ~= '' or key_rate ~= '' then part = 'c:' end
-  zadd(R .. 'i:all', now, id)
-  zadd(R .. 'i:tk:' .. task, now, id)
-  zadd(R .. 'i:q:' .. queue, now, id)
-  zadd(R .. 'i:tn:' .. tenant, now, id)
-  zadd(R .. 'i:st:' .. status, now, id)
-  local field = queue .. '\0' .. status
-  counts[field] = (counts[field] or 0) + 1
-  if status == 'queued' then
-    zadd(R .. part .. queue .. ':' .. prio, run_at, id)
-    ready[part .. queue] = ready[part .. queue] or {queue = queue, part = part}
-    ready[part .. queue][prio] = true
-  else
-    zadd(R .. 'sched', run_at, id)
-  end
+-- A new job's reply mark: q or s (queued or scheduled), then its run_at unless it is now.
+local function mark_new(job)
+  local status, run_at = store_new(job)
   if run_at == now then return status == 'queued' and 'q' or 's' end
   return (status == 'queued' and 'q' or 's') .. fnum(run_at)
 end
@@ -148,7 +114,7 @@ for i, job in ipairs(jobs) do
     item = store(job)
   else
     written[job[1]] = true
-    marks[i] = store_new(job)
+    marks[i] = mark_new(job)
   end
   if item then
     if item[1] == 'new' then

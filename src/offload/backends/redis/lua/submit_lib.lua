@@ -20,18 +20,15 @@ local function lookup(ik)
   if redis.call('EXISTS', R .. 'j:' .. id) == 0 and not locate(id) then return nil end  -- pruned
   return {id, string.sub(rest, 1, d - 1)}
 end
-local function store(job)
+-- Store a job whose id is not stored (the bulk script looks ids up a chunk at a time);
+-- returns its status and run_at.
+local function store_new(job)
   local id, task, queue, prio, delay, run_at, key, _, ckey, tenant, args, kwargs, meta, ttl,
     cap, key_cap, rate, key_rate = unpack(job)
-  local k = R .. 'j:' .. id
-  if redis.call('EXISTS', k) == 1 or locate(id) then  -- a resubmitted id: the job as stored
-    return {'old', unpack(job_flat(id))}
-  end
   run_at = opt(run_at)
   if run_at then run_at = tonumber(run_at) else run_at = now + math.max(0, tonumber(delay)) end
   local status = 'queued'
   if run_at > now then status = 'scheduled' end
-  -- One HSET per job, the optional fields appended (each redis.call costs the script time).
   local f = {'id', id, 'task', task, 'queue', queue, 'priority', prio, 'status', status,
     'submitted_as', status, 'attempts', 0, 'losses', 0, 'token', 0, 'run_at', run_at,
     'created_at', now, 'updated_at', now, 'tenant', tenant, 'args', args, 'kwargs', kwargs,
@@ -40,16 +37,18 @@ local function store(job)
   if key then f[#f + 1] = 'idempotency_key'; f[#f + 1] = key end
   if ckey then f[#f + 1] = 'concurrency_key'; f[#f + 1] = ckey end
   if ttl ~= '' then f[#f + 1] = 'result_ttl'; f[#f + 1] = opt(ttl) end
-  for name, value in pairs({cap = cap, key_cap = key_cap, rate = rate, key_rate = key_rate}) do
-    if value ~= '' then f[#f + 1] = name; f[#f + 1] = opt(value) end
-  end
-  redis.call('HSET', k, unpack(f))
+  if cap ~= '' then f[#f + 1] = 'cap'; f[#f + 1] = opt(cap) end
+  if key_cap ~= '' then f[#f + 1] = 'key_cap'; f[#f + 1] = opt(key_cap) end
+  if rate ~= '' then f[#f + 1] = 'rate'; f[#f + 1] = opt(rate) end
+  if key_rate ~= '' then f[#f + 1] = 'key_rate'; f[#f + 1] = opt(key_rate) end
+  redis.call('HSET', R .. 'j:' .. id, unpack(f))
   local part = 'q:'
   if cap ~= '' or key_cap ~= '' or rate ~= '' or key_rate ~= '' then part = 'c:' end
-  for _, idx in ipairs({'i:all', 'i:tk:' .. task, 'i:q:' .. queue, 'i:tn:' .. tenant,
-                        'i:st:' .. status}) do
-    zadd(R .. idx, now, id)
-  end
+  zadd(R .. 'i:all', now, id)
+  zadd(R .. 'i:tk:' .. task, now, id)
+  zadd(R .. 'i:q:' .. queue, now, id)
+  zadd(R .. 'i:tn:' .. tenant, now, id)
+  zadd(R .. 'i:st:' .. status, now, id)
   local field = queue .. '\0' .. status
   counts[field] = (counts[field] or 0) + 1
   if status == 'queued' then
@@ -59,7 +58,16 @@ local function store(job)
   else
     zadd(R .. 'sched', run_at, id)
   end
+  return status, run_at
+end
+local function store(job)
+  local id = job[1]
+  -- a resubmitted id: the job as stored
+  if redis.call('EXISTS', R .. 'j:' .. id) == 1 or locate(id) then
+    return {'old', unpack(job_flat(id))}
+  end
   -- The submit's own history entry is implied by created_at and submitted_as.
+  local status, run_at = store_new(job)
   return {'new', status, fnum(run_at)}
 end
 -- Why a job's numbers cannot be stored (nil: they can). Checked before a group writes.
