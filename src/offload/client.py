@@ -230,8 +230,7 @@ class App:
         return job
 
     async def asubmit_many(self, jobs: list[NewJob]) -> list[Job]:
-        """Store many prepared jobs in one backend operation, all or none (on Redis, a call
-        of more than 1,000 jobs goes in chunks: see docs/reliability.md)."""
+        """Store many prepared jobs at once, all or none (Redis chunks: docs/reliability.md)."""
         records = await (await self.backend()).submit(jobs)
         return [Job(self, r) for r in records]
 
