@@ -71,7 +71,7 @@ def claim_plan(
         "limit": limit,
         "patience": patience,
     }
-    rows = yield Query(_first_sql(names, fixed_now is not None), params)
+    rows = yield Query(_first_sql(names, fixed_now is not None), params, generic=True)
     now, limited, due = float(rows[0][0]), bool(rows[0][1]), bool(rows[0][2])
     if limited:
         yield Query("BEGIN")

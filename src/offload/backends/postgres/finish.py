@@ -72,6 +72,7 @@ def one(names: Names, fixed_now: float | None, item: Finish) -> Plan[None]:
             "detail": schema.clean_text(item.detail),
             "channel": names.channel,
         },
+        generic=True,
     )
     if not rows:
         raise LeaseLost(item.lease.job_id, item.lease.token)
@@ -86,7 +87,7 @@ def group(
         _check(item)
     params = finish_params(names, 0.0, items)
     params["now"] = fixed_now
-    rows = yield Query(_alone(finish_many_sql(names)), params)
+    rows = yield Query(_alone(finish_many_sql(names)), params, generic=True)
     done = {row[0] for row in rows}
     return [
         None if item.lease.job_id in done else LeaseLost(item.lease.job_id, item.lease.token)
