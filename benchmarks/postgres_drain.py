@@ -7,11 +7,14 @@ rate it prints the worker's CPU, the CPU of the server processes serving the wor
 connections (found by their ``application_name``), and the transactions committed in the
 run's own database per job (``pg_stat_database``). With ``--count`` the worker counts its
 statements by kind (a ``sitecustomize`` that wraps psycopg's async cursor; slower, so not for
-the rate); with ``--pyspy PATH`` a py-spy binary samples the worker (``--native``), and the
-hottest frames are printed. Run from the repository root::
+the rate); with ``--trace`` it times each of the worker's claims (latency, jobs, the pause
+before the next, the share of the drain with a claim in flight); with ``--pyspy PATH`` a
+py-spy binary samples the worker (``--native``), and the hottest frames are printed. Run from
+the repository root::
 
     .venv/bin/python benchmarks/postgres_drain.py --jobs 3000 --runs 3
     .venv/bin/python benchmarks/postgres_drain.py --jobs 3000 --runs 1 --count
+    .venv/bin/python benchmarks/postgres_drain.py --jobs 3000 --runs 1 --trace
     .venv/bin/python benchmarks/postgres_drain.py --jobs 10000 --pyspy /tmp/pyspy/bin/py-spy
 
 It works in a database of its own (``offload_drain_<random>``), dropped at the end.
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import itertools
 import json
 import os
 import statistics
@@ -59,6 +63,46 @@ def _dump():
     with open(os.environ["DRAIN_COUNTS"], "w") as f:
         json.dump(dict(_counts), f)
 """
+
+
+TRACER = r"""
+import atexit, json, os, time
+from offload.backends.postgres import backend as _backend
+_claims = []
+_claim = _backend.PostgresBackend.claim
+async def claim(self, *args, **kw):
+    began = time.perf_counter()
+    jobs = await _claim(self, *args, **kw)
+    if jobs:
+        _claims.append((began, time.perf_counter(), len(jobs)))
+    return jobs
+_backend.PostgresBackend.claim = claim
+@atexit.register
+def _dump():
+    with open(os.environ["DRAIN_TRACE"], "w") as f:
+        json.dump(_claims, f)
+"""
+
+
+def claim_chain(path: Path) -> None:
+    """How the drain's claims followed each other: latency, jobs each, the pause before the
+    next one, and the share of the drain with a claim in flight."""
+    claims = sorted(json.loads(path.read_text()))
+    if len(claims) < 2:
+        return
+    took = sorted(1e3 * (end - began) for began, end, _ in claims)
+    gaps = sorted(1e3 * (b[0] - a[1]) for a, b in itertools.pairwise(claims))
+    span = claims[-1][1] - claims[0][0]
+    busy = sum(end - began for began, end, _ in claims) / span
+
+    def q(v: list[float], f: float) -> str:
+        return f"{v[int(f * (len(v) - 1))]:.2f}"
+
+    print(
+        f"  claims {len(claims)}, {statistics.mean(c[2] for c in claims):.1f} jobs each; "
+        f"latency ms p10/p50/p90 {q(took, 0.1)}/{q(took, 0.5)}/{q(took, 0.9)}; next claim "
+        f"after ms p50 {q(gaps, 0.5)}; a claim in flight {100 * busy:.0f}% of the drain"
+    )
 
 
 SPY = ("record", "-r", "100", "-f", "raw")  # py-spy: 100 samples/s, collapsed stacks
@@ -102,15 +146,16 @@ async def one_run(base: str, db: str, n: int, opts: argparse.Namespace) -> dict[
     url = db_url(base, db, f"schema={schema}{extra}")
     worker_url = db_url(base, db, f"schema={schema}&application_name={worker_name}{extra}")
     env_before = dict(os.environ)
-    counts_file = None
+    counts_file = trace_file = None
     site = None
-    if opts.count:
+    if opts.count or opts.trace:
         site = tempfile.mkdtemp(prefix="drain-site-")
         with open(os.path.join(site, "sitecustomize.py"), "w") as f:  # noqa: ASYNC230
-            f.write(COUNTER)
-        counts_file = Path(site, "counts.json")
+            f.write((COUNTER if opts.count else "") + (TRACER if opts.trace else ""))
+        counts_file, trace_file = Path(site, "counts.json"), Path(site, "trace.json")
         os.environ["PYTHONPATH"] = site + os.pathsep + os.environ.get("PYTHONPATH", "")
         os.environ["DRAIN_COUNTS"] = str(counts_file)
+        os.environ["DRAIN_TRACE"] = str(trace_file)
     app = bb.build_app(url)
     spy = None
     try:
@@ -159,6 +204,8 @@ async def one_run(base: str, db: str, n: int, opts: argparse.Namespace) -> dict[
             counted = json.loads(counts_file.read_text())
             for kind, count in sorted(counted.items(), key=lambda kv: -kv[1]):
                 print(f"    {count / n:7.3f}/job  {count:7d}  {kind}")
+        if trace_file is not None and trace_file.exists():
+            claim_chain(trace_file)
         if spy is not None:
             hottest(spy[1])
         return result
@@ -221,5 +268,6 @@ if __name__ == "__main__":
     p.add_argument("--concurrency", type=int, default=None)
     p.add_argument("--options", default="", help="extra backend URL options, e.g. pool_size=4")
     p.add_argument("--count", action="store_true", help="count the worker's statements by kind")
+    p.add_argument("--trace", action="store_true", help="time the worker's claims, one by one")
     p.add_argument("--pyspy", help="path of a py-spy binary: sample the worker")
     asyncio.run(main(p.parse_args()))
