@@ -60,9 +60,12 @@ class BulkSubmitError(OffloadError):
         )
 
 
-def _check(jobs: Sequence[NewJob]) -> list[tuple[bytes, bytes, bytes]]:
+def _check(jobs: Sequence[NewJob]) -> list[tuple[str, str, str]]:
     """Every job checked and its JSON encoded, before anything is sent (ValueError or
-    SerializationError naming the job's index)."""
+    SerializationError naming the job's index).
+
+    The JSON is kept as ``str``: orjson's ``bytes`` are allocated large and shrunk, and keeping
+    thousands of them alive cost ~2 us each on the test machine (decoded at once: ~0.15 us)."""
     valid: set[tuple[Any, ...]] = set()
     blobs = []
     keys: dict[tuple[str, str], tuple[str | None, int]] = {}
@@ -86,7 +89,13 @@ def _check(jobs: Sequence[NewJob]) -> list[tuple[bytes, bytes, bytes]]:
             elif job.meta:
                 check_json(job.meta, f"job {job.id}: meta")
             try:
-                blobs.append((dumps(job.args), dumps(job.kwargs), dumps(job.meta)))
+                blobs.append(
+                    (
+                        dumps(job.args).decode(),
+                        dumps(job.kwargs).decode(),
+                        dumps(job.meta).decode(),
+                    )
+                )
             except TypeError as exc:
                 raise SerializationError(f"value is not JSON-serializable: {exc}") from None
         except (ValueError, SerializationError) as exc:
@@ -101,7 +110,7 @@ def _check(jobs: Sequence[NewJob]) -> list[tuple[bytes, bytes, bytes]]:
     return blobs
 
 
-def _rows(jobs: Sequence[NewJob], blobs: Sequence[tuple[bytes, bytes, bytes]]) -> bytes:
+def _rows(jobs: Sequence[NewJob], blobs: Sequence[tuple[str, str, str]]) -> bytes:
     """One chunk's SUBMIT rows as the script's JSON argument."""
     rows = []
     for job, (args, kwargs, meta) in zip(jobs, blobs, strict=True):
@@ -123,9 +132,9 @@ def _rows(jobs: Sequence[NewJob], blobs: Sequence[tuple[bytes, bytes, bytes]]) -
                 job.fingerprint or "",
                 "" if ckey is None else "=" + ckey,
                 job.tenant,
-                args.decode(),
-                kwargs.decode(),
-                meta.decode(),
+                args,
+                kwargs,
+                meta,
                 "" if ttl is None else "=" + repr(float(ttl)),
                 *(("", "", "", "") if job.limits is None else limit_fields(job.limits)),
             )
@@ -145,7 +154,7 @@ def _later_keys(jobs: Sequence[NewJob]) -> bytes | None:
 def _records(
     root: str,
     jobs: Sequence[NewJob],
-    blobs: Sequence[tuple[bytes, bytes, bytes]],
+    blobs: Sequence[tuple[str, str, str]],
     group: Sequence[Any],
     now: float,
 ) -> list[JobRecord]:
@@ -222,7 +231,7 @@ async def _send(
     window: str,
     gate: str,
     jobs: Sequence[NewJob],
-    blobs: Sequence[tuple[bytes, bytes, bytes]],
+    blobs: Sequence[tuple[str, str, str]],
 ) -> list[JobRecord]:
     """Send every chunk (encoding the next one while Redis runs the last), then read the
     replies in order."""
