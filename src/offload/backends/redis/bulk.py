@@ -151,42 +151,53 @@ def _later_keys(jobs: Sequence[NewJob]) -> bytes | None:
     return orjson.dumps(keys) if keys else None
 
 
+def _drafts(jobs: Sequence[NewJob], blobs: Sequence[tuple[str, str, str]]) -> list[JobRecord]:
+    """The jobs' records as new queued jobs with their times not yet known (0.0): built while
+    Redis runs the scripts, and completed by :func:`_records` from the reply before anything
+    else sees them."""
+    loads, queued = orjson.loads, State.QUEUED
+    return [
+        JobRecord(
+            job.id,
+            job.task,
+            job.queue,
+            queued,
+            loads(args),
+            loads(kwargs),
+            int(job.priority),
+            0,
+            0,
+            0.0,
+            0.0,
+            0.0,
+            idempotency_key=job.idempotency_key,
+            concurrency_key=job.concurrency_key,
+            tenant=job.tenant,
+            meta=loads(meta),
+        )
+        for job, (args, kwargs, meta) in zip(jobs, blobs, strict=True)
+    ]
+
+
 def _records(
-    root: str,
-    jobs: Sequence[NewJob],
-    blobs: Sequence[tuple[str, str, str]],
-    group: Sequence[Any],
-    now: float,
+    root: str, drafts: Sequence[JobRecord], group: Sequence[Any], now: float
 ) -> list[JobRecord]:
-    """The records of one chunk from its SUBMIT_BULK reply ``{'ok', marks, old jobs...}``."""
+    """The records of one chunk from its SUBMIT_BULK reply ``{'ok', marks, old jobs...}``: a
+    new job's draft completed (status, run_at, created_at and updated_at set, as a frozen
+    dataclass's ``__init__`` sets them), a job stored before as it was stored."""
     out = []
-    loads = orjson.loads
     old = iter(group[2:])
-    queued, scheduled = State.QUEUED, State.SCHEDULED
-    for job, (args, kwargs, meta), mark in zip(jobs, blobs, group[1].split(","), strict=True):
+    scheduled, put = State.SCHEDULED, object.__setattr__
+    for draft, mark in zip(drafts, group[1].split(","), strict=True):
         if mark == "o":
             out.append(job_from_flat(next(old), root))
             continue
-        out.append(
-            JobRecord(
-                job.id,
-                job.task,
-                job.queue,
-                queued if mark[0] == "q" else scheduled,
-                loads(args),
-                loads(kwargs),
-                int(job.priority),
-                0,
-                0,
-                float(mark[1:]) if len(mark) > 1 else now,
-                now,
-                now,
-                idempotency_key=job.idempotency_key,
-                concurrency_key=job.concurrency_key,
-                tenant=job.tenant,
-                meta=loads(meta),
-            )
-        )
+        if mark[0] == "s":
+            put(draft, "status", scheduled)
+        put(draft, "run_at", float(mark[1:]) if len(mark) > 1 else now)
+        put(draft, "created_at", now)
+        put(draft, "updated_at", now)
+        out.append(draft)
     return out
 
 
@@ -246,6 +257,7 @@ async def _send(
         await conn.send_packed_command(
             conn.pack_command("EVALSHA", sha, 1, root, *args), check_health=False
         )
+    drafts = _drafts(jobs, blobs)  # while Redis runs the scripts
     records: list[JobRecord] = []
     failure: tuple[int, BaseException] | None = None
     error: rex.ResponseError | None = None
@@ -258,7 +270,7 @@ async def _send(
         now, group = float(reply[0]), reply[1]
         if group[0] == "ok":
             end = start + CHUNK
-            records.extend(_records(root, jobs[start:end], blobs[start:end], group, now))
+            records.extend(_records(root, drafts[start:end], group, now))
         elif group[0] != "gated" and failure is None:
             failure = (start, _refusal(group))
     if error is not None:  # every reply was read: the connection is fine
