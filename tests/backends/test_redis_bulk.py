@@ -13,7 +13,8 @@ import redis
 
 from offload.backends.redis import RedisBackend, bulk
 from offload.core.clock import ManualClock
-from offload.core.job import NewJob
+from offload.core.ids import new_job_id
+from offload.core.job import Lease, NewJob
 from offload.core.limits import Limits
 from offload.core.states import State
 from offload.errors import IdempotencyConflict, SerializationError
@@ -164,6 +165,54 @@ async def test_a_repeated_bulk_submit_returns_the_jobs_as_stored(
     records = await store.submit(twice)
     assert [r.id for r in records] == [j.id for j in twice]
     assert raw.zcard(store.root + "i:all") == 2500
+
+
+def _timed(at: float, n: int) -> NewJob:
+    return NewJob(new_job_id(at), "tasks.echo", [n], {})
+
+
+async def test_a_bulk_submit_of_ended_jobs_returns_them_as_stored(raw: redis.Redis) -> None:
+    # Ids of the clock's time: the ended records sit in the buckets of their ids (looked up
+    # with one HMGET per bucket), not in the ``fp`` hash of misplaced ids.
+    clock = ManualClock()
+    store = RedisBackend(redis_namespace_url(), clock=clock)
+    await store.open()
+    try:
+        ended = [_timed(clock.now() + i / 1000, i) for i in range(150)]
+        await store.submit(ended)
+        claimed = await store.claim("w", {"default": 150}, 150, 30.0)
+        assert len(claimed) == 150
+        for job in claimed:
+            await store.complete(Lease(job.id, job.token), {"ok": job.id})
+        assert not raw.exists(store.root + "fp")
+        fresh = [_timed(clock.now() + 0.2 + i / 1000, i) for i in range(100)]
+        mixed = [j for pair in zip(ended[:100], fresh, strict=True) for j in pair] + ended[100:]
+        records = await store.submit(mixed)
+        assert [r.id for r in records] == [j.id for j in mixed]
+        assert [r.status for r in records[:4]] == [State.SUCCEEDED, State.QUEUED] * 2
+        assert all(r.status is State.SUCCEEDED for r in records[200:])
+        assert records[0].result == {"ok": ended[0].id}
+        assert raw.zcard(store.root + "i:all") == 100  # only the fresh jobs are live
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("bad", [{"priority": 2**40}, {"result_ttl": -1.0}, {"delay": math.inf}])
+async def test_the_script_refuses_a_bad_job_among_many_alike(
+    store: RedisBackend,
+    raw: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    bad: dict[str, Any],
+) -> None:
+    # Python's checks skipped: the script's own (it checks a run of jobs with the same numbers
+    # once) must still find the one bad job among 999 alike.
+    monkeypatch.setattr(bulk, "check_new_job", lambda job: None)
+    jobs = [_job(i) for i in range(1000)]
+    jobs[700] = _job(700, **bad)
+    with pytest.raises(ValueError, match=f"job {jobs[700].id}"):
+        await store.submit(jobs)
+    assert raw.zcard(store.root + "i:all") == 0
+    assert not list(raw.scan_iter(match=store.root + "j:*"))
 
 
 @pytest.mark.parametrize(
