@@ -18,8 +18,10 @@ What a call guarantees:
   before Redis has it).
 
 Why faster than SUBMIT for many jobs: checks run once per distinct set of numbers, a chunk's
-ids are looked up in a few commands, not three per job, and Python encodes chunk k+1 while
-Redis runs chunk k.
+ids are looked up in a few commands, not three per job, the script stores a new job with one
+HSET of preformatted values, Python encodes chunk k+1 while Redis runs chunk k, and drafts the
+records while Redis runs the last chunks (see docs/benchmarks.md, "Bulk submit on Redis, round
+two").
 """
 
 from __future__ import annotations
