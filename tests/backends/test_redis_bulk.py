@@ -197,6 +197,34 @@ async def test_a_bulk_submit_of_ended_jobs_returns_them_as_stored(raw: redis.Red
         await store.close()
 
 
+async def test_a_connection_killed_while_the_chunks_run_repeats_the_call_safely(
+    store: RedisBackend, raw: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis kills the call's connection after every chunk was sent, while Python drafts the
+    # records: the replies are lost, some or all chunks stored. The backend repeats the call
+    # once; it must return every job once, as stored, and store nothing twice.
+    jobs = [_job(i, delay=float(i % 2)) for i in range(2500)]
+    real, kills = bulk._drafts, []
+
+    def killing(part: Any, blobs: Any) -> Any:
+        if not kills:
+            pool = store.client.connection_pool
+            for conn in pool._get_in_use_connections():  # type: ignore[attr-defined]
+                host, port = conn._writer.get_extra_info("sockname")[:2]
+                kills.append(raw.client_kill(f"{host}:{port}"))
+        return real(part, blobs)
+
+    monkeypatch.setattr(bulk, "_drafts", killing)
+    records = await store.submit(jobs)
+    assert kills == [True]
+    assert [r.id for r in records] == [j.id for j in jobs]
+    assert records == [await store.get(j.id) for j in jobs]
+    assert raw.zcard(store.root + "i:all") == 2500
+    assert raw.zcard(store.root + "sched") == 1250
+    counts = raw.hgetall(store.root + "counts")
+    assert sum(int(v) for v in counts.values()) == 2500
+
+
 @pytest.mark.parametrize("bad", [{"priority": 2**40}, {"result_ttl": -1.0}, {"delay": math.inf}])
 async def test_the_script_refuses_a_bad_job_among_many_alike(
     store: RedisBackend,
