@@ -119,6 +119,38 @@ async def test_a_bulk_submit_stores_what_one_at_a_time_submits_store(raw: redis.
     assert statuses == {State.QUEUED, State.SCHEDULED}
 
 
+async def test_fractional_times_are_stored_as_one_at_a_time_submits_store_them(
+    raw: redis.Redis,
+) -> None:
+    # The bulk script formats the shared times itself (%.17g, once): with a clock and due
+    # times that are not whole seconds, every hash and score must still match SUBMIT's.
+    states = []
+    for batch, one_by_one in (("a", True), ("b", False)):
+        backend = RedisBackend(redis_namespace_url(), clock=ManualClock(1_700_000_000.1234567))
+        await backend.open()
+        try:
+            jobs = [
+                _job(
+                    i, batch, delay=i / 7, run_at=(1_700_000_000.3 + i / 3) if i % 5 == 0 else None
+                )
+                for i in range(100)
+            ]
+            if one_by_one:
+                records = [(await backend.submit([job]))[0] for job in jobs]
+            else:
+                records = await backend.submit(jobs)
+            states.append(
+                (
+                    _state(raw, backend.root, [j.id for j in jobs], batch),
+                    [(r.status, r.run_at, r.created_at, r.updated_at) for r in records],
+                )
+            )
+        finally:
+            await backend.close()
+    assert states[1] == states[0]
+    assert len({r[1] for r in states[0][1]}) == 100  # due times, none a whole second
+
+
 async def test_idempotency_keys_repeated_inside_and_across_large_batches(
     store: RedisBackend, raw: redis.Redis
 ) -> None:
