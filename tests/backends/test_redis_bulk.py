@@ -13,7 +13,8 @@ import redis
 
 from offload.backends.redis import RedisBackend, bulk
 from offload.core.clock import ManualClock
-from offload.core.job import NewJob
+from offload.core.ids import new_job_id
+from offload.core.job import Lease, NewJob
 from offload.core.limits import Limits
 from offload.core.states import State
 from offload.errors import IdempotencyConflict, SerializationError
@@ -118,6 +119,38 @@ async def test_a_bulk_submit_stores_what_one_at_a_time_submits_store(raw: redis.
     assert statuses == {State.QUEUED, State.SCHEDULED}
 
 
+async def test_fractional_times_are_stored_as_one_at_a_time_submits_store_them(
+    raw: redis.Redis,
+) -> None:
+    # The bulk script formats the shared times itself (%.17g, once): with a clock and due
+    # times that are not whole seconds, every hash and score must still match SUBMIT's.
+    states = []
+    for batch, one_by_one in (("a", True), ("b", False)):
+        backend = RedisBackend(redis_namespace_url(), clock=ManualClock(1_700_000_000.1234567))
+        await backend.open()
+        try:
+            jobs = [
+                _job(
+                    i, batch, delay=i / 7, run_at=(1_700_000_000.3 + i / 3) if i % 5 == 0 else None
+                )
+                for i in range(100)
+            ]
+            if one_by_one:
+                records = [(await backend.submit([job]))[0] for job in jobs]
+            else:
+                records = await backend.submit(jobs)
+            states.append(
+                (
+                    _state(raw, backend.root, [j.id for j in jobs], batch),
+                    [(r.status, r.run_at, r.created_at, r.updated_at) for r in records],
+                )
+            )
+        finally:
+            await backend.close()
+    assert states[1] == states[0]
+    assert len({r[1] for r in states[0][1]}) == 100  # due times, none a whole second
+
+
 async def test_idempotency_keys_repeated_inside_and_across_large_batches(
     store: RedisBackend, raw: redis.Redis
 ) -> None:
@@ -164,6 +197,82 @@ async def test_a_repeated_bulk_submit_returns_the_jobs_as_stored(
     records = await store.submit(twice)
     assert [r.id for r in records] == [j.id for j in twice]
     assert raw.zcard(store.root + "i:all") == 2500
+
+
+def _timed(at: float, n: int) -> NewJob:
+    return NewJob(new_job_id(at), "tasks.echo", [n], {})
+
+
+async def test_a_bulk_submit_of_ended_jobs_returns_them_as_stored(raw: redis.Redis) -> None:
+    # Ids of the clock's time: the ended records sit in the buckets of their ids (looked up
+    # with one HMGET per bucket), not in the ``fp`` hash of misplaced ids.
+    clock = ManualClock()
+    store = RedisBackend(redis_namespace_url(), clock=clock)
+    await store.open()
+    try:
+        ended = [_timed(clock.now() + i / 1000, i) for i in range(150)]
+        await store.submit(ended)
+        claimed = await store.claim("w", {"default": 150}, 150, 30.0)
+        assert len(claimed) == 150
+        for job in claimed:
+            await store.complete(Lease(job.id, job.token), {"ok": job.id})
+        assert not raw.exists(store.root + "fp")
+        fresh = [_timed(clock.now() + 0.2 + i / 1000, i) for i in range(100)]
+        mixed = [j for pair in zip(ended[:100], fresh, strict=True) for j in pair] + ended[100:]
+        records = await store.submit(mixed)
+        assert [r.id for r in records] == [j.id for j in mixed]
+        assert [r.status for r in records[:4]] == [State.SUCCEEDED, State.QUEUED] * 2
+        assert all(r.status is State.SUCCEEDED for r in records[200:])
+        assert records[0].result == {"ok": ended[0].id}
+        assert raw.zcard(store.root + "i:all") == 100  # only the fresh jobs are live
+    finally:
+        await store.close()
+
+
+async def test_a_connection_killed_while_the_chunks_run_repeats_the_call_safely(
+    store: RedisBackend, raw: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis kills the call's connection after every chunk was sent, while Python drafts the
+    # records: the replies are lost, some or all chunks stored. The backend repeats the call
+    # once; it must return every job once, as stored, and store nothing twice.
+    jobs = [_job(i, delay=float(i % 2)) for i in range(2500)]
+    real, kills = bulk._drafts, []
+
+    def killing(part: Any, blobs: Any) -> Any:
+        if not kills:
+            pool = store.client.connection_pool
+            for conn in pool._get_in_use_connections():  # type: ignore[attr-defined]
+                host, port = conn._writer.get_extra_info("sockname")[:2]
+                kills.append(raw.client_kill(f"{host}:{port}"))
+        return real(part, blobs)
+
+    monkeypatch.setattr(bulk, "_drafts", killing)
+    records = await store.submit(jobs)
+    assert kills == [True]
+    assert [r.id for r in records] == [j.id for j in jobs]
+    assert records == [await store.get(j.id) for j in jobs]
+    assert raw.zcard(store.root + "i:all") == 2500
+    assert raw.zcard(store.root + "sched") == 1250
+    counts = raw.hgetall(store.root + "counts")
+    assert sum(int(v) for v in counts.values()) == 2500
+
+
+@pytest.mark.parametrize("bad", [{"priority": 2**40}, {"result_ttl": -1.0}, {"delay": math.inf}])
+async def test_the_script_refuses_a_bad_job_among_many_alike(
+    store: RedisBackend,
+    raw: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    bad: dict[str, Any],
+) -> None:
+    # Python's checks skipped: the script's own (it checks a run of jobs with the same numbers
+    # once) must still find the one bad job among 999 alike.
+    monkeypatch.setattr(bulk, "check_new_job", lambda job: None)
+    jobs = [_job(i) for i in range(1000)]
+    jobs[700] = _job(700, **bad)
+    with pytest.raises(ValueError, match=f"job {jobs[700].id}"):
+        await store.submit(jobs)
+    assert raw.zcard(store.root + "i:all") == 0
+    assert not list(raw.scan_iter(match=store.root + "j:*"))
 
 
 @pytest.mark.parametrize(

@@ -159,3 +159,22 @@ def test_an_annotation_pydantic_cannot_validate_fails_at_declaration() -> None:
     app = offload.App("memory://")
     with pytest.raises(ValueError, match=r"task 'plot'.*typing_extensions\.TypedDict"):
         app.task(name="plot")(plot)
+
+
+def _nothing() -> None: ...
+
+
+def _defaults(a: int = 1, *rest: int, b: str = "x", **more: int) -> None: ...
+
+
+@pytest.mark.parametrize("func", [_nothing, _defaults])
+def test_a_call_with_no_arguments_encodes_as_binding_nothing(func: typing.Any) -> None:
+    # The short cut for a call with no arguments (bulk submits of such tasks) gives what
+    # binding gives, a fresh list and dict each time; required parameters still raise.
+    spec = TaskSpec(func=func, name="t")
+    first = spec.encode_arguments((), {})
+    assert first == ([], {}) == spec._split({}, 0, {})
+    assert spec.encode_arguments((), {}) is not first
+    assert spec.encode_arguments((), {})[0] is not first[0]
+    with pytest.raises(InvalidArguments, match="missing a required argument: 'origin'"):
+        TaskSpec(func=route, name="route").encode_arguments((), {})

@@ -130,6 +130,8 @@ class TaskSpec:
 
         The caller's split between positional and keyword arguments is kept as given.
         """
+        if not args and not kwargs and not self._required:
+            return [], {}  # what binding nothing gives, without binding (bulk submits)
         bound = self.bind(args, kwargs)
         encoded = {
             name: self.encode_argument(name, value) for name, value in bound.arguments.items()

@@ -18,8 +18,10 @@ What a call guarantees:
   before Redis has it).
 
 Why faster than SUBMIT for many jobs: checks run once per distinct set of numbers, a chunk's
-ids are looked up in a few commands, not three per job, and Python encodes chunk k+1 while
-Redis runs chunk k.
+ids are looked up in a few commands, not three per job, the script stores a new job with one
+HSET of preformatted values, Python encodes chunk k+1 while Redis runs chunk k, and drafts the
+records while Redis runs the last chunks (see docs/benchmarks.md, "Bulk submit on Redis, round
+two").
 """
 
 from __future__ import annotations
@@ -60,9 +62,12 @@ class BulkSubmitError(OffloadError):
         )
 
 
-def _check(jobs: Sequence[NewJob]) -> list[tuple[bytes, bytes, bytes]]:
+def _check(jobs: Sequence[NewJob]) -> list[tuple[str, str, str]]:
     """Every job checked and its JSON encoded, before anything is sent (ValueError or
-    SerializationError naming the job's index)."""
+    SerializationError naming the job's index).
+
+    The JSON is kept as ``str``: orjson's ``bytes`` are allocated large and shrunk, and keeping
+    thousands of them alive cost ~2 us each on the test machine (decoded at once: ~0.15 us)."""
     valid: set[tuple[Any, ...]] = set()
     blobs = []
     keys: dict[tuple[str, str], tuple[str | None, int]] = {}
@@ -86,7 +91,13 @@ def _check(jobs: Sequence[NewJob]) -> list[tuple[bytes, bytes, bytes]]:
             elif job.meta:
                 check_json(job.meta, f"job {job.id}: meta")
             try:
-                blobs.append((dumps(job.args), dumps(job.kwargs), dumps(job.meta)))
+                blobs.append(
+                    (
+                        dumps(job.args).decode(),
+                        dumps(job.kwargs).decode(),
+                        dumps(job.meta).decode(),
+                    )
+                )
             except TypeError as exc:
                 raise SerializationError(f"value is not JSON-serializable: {exc}") from None
         except (ValueError, SerializationError) as exc:
@@ -101,7 +112,7 @@ def _check(jobs: Sequence[NewJob]) -> list[tuple[bytes, bytes, bytes]]:
     return blobs
 
 
-def _rows(jobs: Sequence[NewJob], blobs: Sequence[tuple[bytes, bytes, bytes]]) -> bytes:
+def _rows(jobs: Sequence[NewJob], blobs: Sequence[tuple[str, str, str]]) -> bytes:
     """One chunk's SUBMIT rows as the script's JSON argument."""
     rows = []
     for job, (args, kwargs, meta) in zip(jobs, blobs, strict=True):
@@ -123,9 +134,9 @@ def _rows(jobs: Sequence[NewJob], blobs: Sequence[tuple[bytes, bytes, bytes]]) -
                 job.fingerprint or "",
                 "" if ckey is None else "=" + ckey,
                 job.tenant,
-                args.decode(),
-                kwargs.decode(),
-                meta.decode(),
+                args,
+                kwargs,
+                meta,
                 "" if ttl is None else "=" + repr(float(ttl)),
                 *(("", "", "", "") if job.limits is None else limit_fields(job.limits)),
             )
@@ -142,42 +153,53 @@ def _later_keys(jobs: Sequence[NewJob]) -> bytes | None:
     return orjson.dumps(keys) if keys else None
 
 
+def _drafts(jobs: Sequence[NewJob], blobs: Sequence[tuple[str, str, str]]) -> list[JobRecord]:
+    """The jobs' records as new queued jobs with their times not yet known (0.0): built while
+    Redis runs the scripts, and completed by :func:`_records` from the reply before anything
+    else sees them."""
+    loads, queued = orjson.loads, State.QUEUED
+    return [
+        JobRecord(
+            job.id,
+            job.task,
+            job.queue,
+            queued,
+            loads(args),
+            loads(kwargs),
+            int(job.priority),
+            0,
+            0,
+            0.0,
+            0.0,
+            0.0,
+            idempotency_key=job.idempotency_key,
+            concurrency_key=job.concurrency_key,
+            tenant=job.tenant,
+            meta=loads(meta),
+        )
+        for job, (args, kwargs, meta) in zip(jobs, blobs, strict=True)
+    ]
+
+
 def _records(
-    root: str,
-    jobs: Sequence[NewJob],
-    blobs: Sequence[tuple[bytes, bytes, bytes]],
-    group: Sequence[Any],
-    now: float,
+    root: str, drafts: Sequence[JobRecord], group: Sequence[Any], now: float
 ) -> list[JobRecord]:
-    """The records of one chunk from its SUBMIT_BULK reply ``{'ok', marks, old jobs...}``."""
+    """The records of one chunk from its SUBMIT_BULK reply ``{'ok', marks, old jobs...}``: a
+    new job's draft completed (status, run_at, created_at and updated_at set, as a frozen
+    dataclass's ``__init__`` sets them), a job stored before as it was stored."""
     out = []
-    loads = orjson.loads
     old = iter(group[2:])
-    queued, scheduled = State.QUEUED, State.SCHEDULED
-    for job, (args, kwargs, meta), mark in zip(jobs, blobs, group[1].split(","), strict=True):
+    scheduled, put = State.SCHEDULED, object.__setattr__
+    for draft, mark in zip(drafts, group[1].split(","), strict=True):
         if mark == "o":
             out.append(job_from_flat(next(old), root))
             continue
-        out.append(
-            JobRecord(
-                job.id,
-                job.task,
-                job.queue,
-                queued if mark[0] == "q" else scheduled,
-                loads(args),
-                loads(kwargs),
-                int(job.priority),
-                0,
-                0,
-                float(mark[1:]) if len(mark) > 1 else now,
-                now,
-                now,
-                idempotency_key=job.idempotency_key,
-                concurrency_key=job.concurrency_key,
-                tenant=job.tenant,
-                meta=loads(meta),
-            )
-        )
+        if mark[0] == "s":
+            put(draft, "status", scheduled)
+        put(draft, "run_at", float(mark[1:]) if len(mark) > 1 else now)
+        put(draft, "created_at", now)
+        put(draft, "updated_at", now)
+        out.append(draft)
     return out
 
 
@@ -222,7 +244,7 @@ async def _send(
     window: str,
     gate: str,
     jobs: Sequence[NewJob],
-    blobs: Sequence[tuple[bytes, bytes, bytes]],
+    blobs: Sequence[tuple[str, str, str]],
 ) -> list[JobRecord]:
     """Send every chunk (encoding the next one while Redis runs the last), then read the
     replies in order."""
@@ -237,6 +259,7 @@ async def _send(
         await conn.send_packed_command(
             conn.pack_command("EVALSHA", sha, 1, root, *args), check_health=False
         )
+    drafts = _drafts(jobs, blobs)  # while Redis runs the scripts
     records: list[JobRecord] = []
     failure: tuple[int, BaseException] | None = None
     error: rex.ResponseError | None = None
@@ -249,7 +272,7 @@ async def _send(
         now, group = float(reply[0]), reply[1]
         if group[0] == "ok":
             end = start + CHUNK
-            records.extend(_records(root, jobs[start:end], blobs[start:end], group, now))
+            records.extend(_records(root, drafts[start:end], group, now))
         elif group[0] != "gated" and failure is None:
             failure = (start, _refusal(group))
     if error is not None:  # every reply was read: the connection is fine
