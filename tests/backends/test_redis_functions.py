@@ -20,6 +20,7 @@ from offload.backends.redis.bulk import BULK_MIN
 from offload.backends.redis.conn import choose_scripts
 from offload.core.job import JobFilter, JobRecord, Lease, NewJob
 from offload.core.states import State
+from offload.errors import BackendError
 from rediskit import RedisServer
 
 LEASE = 30.0
@@ -226,6 +227,25 @@ async def test_a_user_refused_function_load_runs_the_scripts_with_evalsha(
     finally:
         await backend.close()
         admin.execute_command("ACL", "DELUSER", "nofn")
+
+
+async def test_a_full_server_still_prunes_and_lists_and_refuses_writes_clearly(
+    server: RedisServer, admin: redis.Redis
+) -> None:
+    backend = await opened(server, "full")
+    try:
+        [one] = await backend.submit([job(1)])
+        admin.config_set("maxmemory", "1")  # noeviction: every write that may grow is refused
+        try:
+            assert await listed(backend) == {one.id}  # no-writes
+            assert await backend.prune() == 0  # allow-oom: it frees memory
+            with pytest.raises(BackendError, match="maxmemory"):
+                await backend.submit([job(2)])
+        finally:
+            admin.config_set("maxmemory", "0")
+        assert len(await backend.submit([job(2)])) == 1
+    finally:
+        await backend.close()
 
 
 async def test_two_namespaces_interleaved_share_no_state(server: RedisServer) -> None:

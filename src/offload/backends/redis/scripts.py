@@ -56,6 +56,15 @@ machinery, shared by SUBMIT and FINISH; the reading of ended records, shared by 
 SUBMIT), and ``__NAME__`` placeholders take the values of
 :data:`VALUES` (the state machine generated from ``core.states.TRANSITIONS``, and the
 constants below).
+
+On Redis >= 7.0 the same files run as Redis Functions: :data:`LIBRARY` holds the prelude and
+``submit_lib.lua`` once, at its top level (Redis builds their helpers when it loads the
+library, not on every call), and one function per script (:data:`FUNCTIONS`), whose body is
+the script's file. Each function sets ``R`` first; a script's include of ``submit_lib.lua``
+becomes a call that sets its ``now`` and ``window`` and resets its tables (:func:`state_of`),
+so that nothing is carried from one call to the next. A library runs no code at load (Redis
+gives it no ``ipairs``, ``string``...): the shared files' top levels only define things.
+conn.Scripts chooses FCALL or EVALSHA at connect time.
 """
 
 from __future__ import annotations
@@ -211,8 +220,17 @@ def script(name: str) -> str:
 
 
 # -- Redis Functions (Redis >= 7.0) ------------------------------------------------------------
-#: Scripts that only read: their functions are flagged ``no-writes`` (they run under maxmemory).
-READ_ONLY: frozenset[str] = frozenset({"list", "ready", "workers"})
+#: The flags of the scripts' functions (the others have none: Redis refuses them when its
+#: memory is full). Scripts that only read are ``no-writes``; PRUNE, which frees memory, is
+#: ``allow-oom`` (Redis refuses an EVALSHA script only at a first command that may grow
+#: memory, so PRUNE could often free memory on a full server: a function without the flag is
+#: refused before it starts).
+FLAGS: dict[str, str] = {
+    "list": "no-writes",
+    "ready": "no-writes",
+    "workers": "no-writes",
+    "prune": "allow-oom",
+}
 #: The files the scripts include that the library holds once, at its top level, with the
 #: names each including script passes in: a script's ``-- include:`` line becomes a call that
 #: sets them and resets the file's state (see state_of). The prelude's own files (PRELUDE_FILES:
@@ -271,7 +289,7 @@ def _library() -> tuple[str, dict[str, str]]:
     functions = {}
     for name in NAMES:
         body = load(name, lambda f: _enter(f) if f in SHARED or f in PRELUDE_FILES else load(f))
-        flags = ", flags = {'no-writes'}" if name in READ_ONLY else ""
+        flags = f", flags = {{'{FLAGS[name]}'}}" if name in FLAGS else ""
         functions[name] = f"offload___HASH___{name}"
         parts.append(
             f"redis.register_function{{function_name = '{functions[name]}'{flags},\n"
