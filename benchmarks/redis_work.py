@@ -51,8 +51,9 @@ def delta(n: int, before: Stats, after: Stats) -> tuple[Phase, dict[str, tuple[i
         c0, u0 = before[1].get(name, (0, 0))
         if calls > c0 and name != "info":
             diff[name] = (calls - c0, usec - u0)
-    scripts = diff.get("evalsha", (0, 0))
-    inner = sum(c for name, (c, _) in diff.items() if name not in ("evalsha", "hello"))
+    outer = ("evalsha", "fcall")  # the script calls themselves (EVALSHA, or FCALL on Redis 7)
+    scripts = tuple(map(sum, zip(*(diff.get(name, (0, 0)) for name in outer), strict=True)))
+    inner = sum(c for name, (c, _) in diff.items() if name not in (*outer, "hello"))
     per_call = scripts[1] / scripts[0] if scripts[0] else 0.0
     return ((after[0] - before[0]) / n * 1e6, per_call, inner / n), diff
 

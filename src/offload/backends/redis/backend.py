@@ -1,9 +1,9 @@
 """``redis://host:6379/0``: the distributed backend, for many workers on many machines.
 
-Every state transition is one Lua script (:mod:`offload.backends.redis.scripts`), loaded once and
-re-loaded transparently after a Redis restart (redis-py's ``EVALSHA`` with ``NOSCRIPT``
-fallback). Times come from Redis ``TIME``; all keys share the hash tag ``{prefix}`` (one
-Cluster slot). Idle workers sleep on a pub/sub wake-up hint and always claim to find out.
+Every state transition is one Lua script (:mod:`offload.backends.redis.scripts`), a Redis
+Function (Redis >= 7.0; else EVALSHA: see conn.Scripts), re-loaded after a Redis restart. Times
+come from Redis ``TIME``; all keys share the hash tag ``{prefix}`` (one Cluster slot). Idle
+workers sleep on a pub/sub wake-up hint and always claim to find out.
 
 URL options (the rest go to redis-py): ``prefix`` (namespace, default ``offload``) and
 ``strict`` (refuse to start when the server may lose jobs: eviction on, persistence off).
@@ -26,7 +26,7 @@ from offload.backends._common import check_retry_in
 from offload.backends.base import CANCEL_INSTEAD, DEFAULT_MAX_LOSSES
 from offload.backends.redis import reads
 from offload.backends.redis.bulk import BULK_MIN, submit_bulk
-from offload.backends.redis.conn import Lane, open_pool, run
+from offload.backends.redis.conn import Lane, Scripts, choose_scripts, open_pool, run
 from offload.backends.redis.records import (
     encode_group,
     job_from_flat,
@@ -35,7 +35,6 @@ from offload.backends.redis.records import (
     worker_from_json,
     worker_to_json,
 )
-from offload.backends.redis.scripts import SCRIPTS, script
 from offload.backends.redis.server import check_server
 from offload.backends.redis.submitting import BlockingSubmits, Outcome, read_reply, submit_args
 from offload.backends.redis.url import RedisURL, parse_redis_url
@@ -81,6 +80,7 @@ class RedisBackend:
         clock: Clock | None = None,
         max_losses: int = DEFAULT_MAX_LOSSES,
         strict: bool = False,
+        functions: bool = True,
     ) -> None:
         self.url = url
         self.target: RedisURL = parse_redis_url(url)
@@ -89,7 +89,8 @@ class RedisBackend:
         self.clock = clock  # None: Redis TIME (production); a ManualClock in tests
         self.max_losses = max_losses
         self._client: aioredis.Redis | None = None
-        self._scripts: dict[str, Any] = {}
+        self.functions = functions  # FCALL when the server allows (False: EVALSHA always)
+        self._scripts = Scripts(False)
         self._lanes: dict[str, Lane] = {}  # a connection each for the hot, sequential scripts
         self._blocking: BlockingSubmits | None = None  # submits from sync code (the sync face)
         self._blocking_lock = threading.Lock()
@@ -110,10 +111,12 @@ class RedisBackend:
         pool, client = open_pool(self.target.connect_url, self.target.shown)
         try:
             await self._check_server(client)
+            self._scripts = await run(
+                client, self.target.shown, lambda c: choose_scripts(c, self.functions), retry=True
+            )
         except BaseException:
             await client.aclose()
             raise
-        self._scripts = {name: client.register_script(script(name)) for name in SCRIPTS}
         # Claims come from one claim loop, outcomes and submits from one batcher each: never
         # two at once, so each gets a connection of its own (see Lane).
         self._lanes = {name: Lane(pool) for name in ("claim", "finish", "submit")}
@@ -163,14 +166,12 @@ class RedisBackend:
         return await run(self.client, self.target.shown, call, retry=retry)
 
     async def _script(self, name: str, args: Sequence[Any], *, retry: bool = False) -> Any:
-        runner = self._scripts[name]
-        lane = self._lanes.get(name)
+        scripts, keys, lane = self._scripts, [self.root], self._lanes.get(name)
         if lane is not None:
-            keys = [self.root]
-            return await self._run(
-                lambda c: lane.script(runner.sha, runner.script, keys, args), retry=retry
-            )
-        return await self._run(lambda c: runner(keys=[self.root], args=args, client=c), retry=retry)
+            return await self._run(lambda c: lane.script(scripts, name, keys, args), retry=retry)
+        return await self._run(
+            lambda c: scripts.call(c.execute_command, name, keys, args), retry=retry
+        )
 
     # -- writes --------------------------------------------------------------------------------
     async def submit(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
@@ -178,7 +179,7 @@ class RedisBackend:
         if not jobs:
             return []
         if len(jobs) >= BULK_MIN:  # pipelined chunks of their own (see bulk.py)
-            s, now = self._scripts["submit_bulk"], self._now_arg()
+            s, now = self._scripts, self._now_arg()
             return await self._run(lambda c: submit_bulk(c, s, self.root, now, jobs), retry=True)
         return await self._submits(list(jobs))
 
@@ -197,7 +198,7 @@ class RedisBackend:
             if self._blocking is None:
                 url, shown = self.target.connect_url, self.target.shown
                 self._blocking = BlockingSubmits(
-                    url, shown, self.root, script("submit"), self._now_arg
+                    url, shown, self.root, self._scripts, self._now_arg
                 )
             return self._blocking
 

@@ -33,10 +33,10 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from redis import exceptions as rex
-from redis.commands.core import AsyncScript
 
 from offload.backends._common import check_new_job
 from offload.backends.base import IDEMPOTENCY_WINDOW
+from offload.backends.redis.conn import Scripts
 from offload.backends.redis.records import job_from_flat, limit_fields
 from offload.core.job import JobRecord, NewJob
 from offload.core.states import State
@@ -212,23 +212,29 @@ def _refusal(reply: Sequence[Any]) -> BaseException:
 
 
 async def submit_bulk(
-    client: aioredis.Redis, script: AsyncScript, root: str, now_arg: str, jobs: Sequence[NewJob]
+    client: aioredis.Redis, scripts: Scripts, root: str, now_arg: str, jobs: Sequence[NewJob]
 ) -> list[JobRecord]:
     """Store ``jobs`` (see the module's docstring) over one connection of ``client``'s pool;
     redis-py's connection errors propagate (the caller maps them and may repeat the call:
     safe)."""
-    pool, sha, source = client.connection_pool, script.sha, script.script
+    pool = client.connection_pool
     blobs = _check(jobs)
     gate = uuid.uuid4().hex
     window = repr(IDEMPOTENCY_WINDOW)
     conn = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
         try:
-            return await _send(conn, sha, root, now_arg, window, gate, jobs, blobs)
-        except rex.NoScriptError:  # a restarted server: load the script and repeat (safe)
-            await conn.send_command("SCRIPT", "LOAD", source)
+            return await _send(conn, scripts, root, now_arg, window, gate, jobs, blobs)
+        except rex.ResponseError as exc:  # a restarted server: load the script, repeat (safe)
+            if not scripts.missing(exc):
+                raise
+        await conn.send_command(*scripts.load_command("submit_bulk"))
+        try:
             await conn.read_response()
-            return await _send(conn, sha, root, now_arg, window, gate, jobs, blobs)
+        except rex.ResponseError as exc:
+            if not scripts.loaded(exc):
+                raise
+        return await _send(conn, scripts, root, now_arg, window, gate, jobs, blobs)
     except BaseException:
         await conn.disconnect()  # replies may still be on their way
         raise
@@ -238,7 +244,7 @@ async def submit_bulk(
 
 async def _send(
     conn: Any,
-    sha: str,
+    scripts: Scripts,
     root: str,
     now_arg: str,
     window: str,
@@ -257,7 +263,7 @@ async def _send(
             if later is not None:
                 args.append(later)
         await conn.send_packed_command(
-            conn.pack_command("EVALSHA", sha, 1, root, *args), check_health=False
+            conn.pack_command(*scripts.command("submit_bulk", [root], args)), check_health=False
         )
     drafts = _drafts(jobs, blobs)  # while Redis runs the scripts
     records: list[JobRecord] = []
@@ -276,10 +282,10 @@ async def _send(
         elif group[0] != "gated" and failure is None:
             failure = (start, _refusal(group))
     if error is not None:  # every reply was read: the connection is fine
-        if isinstance(error, rex.NoScriptError) or len(starts) > 1:
+        if scripts.missing(error) or len(starts) > 1:
             # Some chunks may have been stored: repeating the call is safe (an id that is
             # stored already comes back as stored).
-            if isinstance(error, rex.NoScriptError):
+            if scripts.missing(error):
                 raise error
             raise BackendError(
                 f"Redis refused a chunk of a bulk submit ({error}); other chunks may have "

@@ -9,6 +9,8 @@ and that packing was the largest single cost of a no-op job in the worker's prof
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -17,9 +19,11 @@ from redis import exceptions as rex
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from offload.backends.redis.scripts import FUNCTIONS, LIBRARY, SCRIPTS, script
 from offload.errors import BackendError, BackendUnavailable, ConfigurationError
 
 T = TypeVar("T")
+log = logging.getLogger("offload.backends.redis")
 
 _pack: Callable[[tuple[Any, ...]], bytes] | None
 try:
@@ -86,6 +90,67 @@ def open_pool(url: str, shown: str) -> tuple[aioredis.BlockingConnectionPool, ai
         raise ConfigurationError(f"invalid Redis URL for {shown}: {exc}") from None
 
 
+class Scripts:
+    """How a backend runs its scripts: FCALL of the functions of one library (Redis >= 7.0;
+    the helpers the scripts share are built once, when Redis loads the library), or EVALSHA
+    of each script's whole source (Redis 6.2, or a server that refuses FUNCTION LOAD). A call
+    that finds its function or script missing (a restarted Redis without persistence) loads
+    it and is sent again, once."""
+
+    def __init__(self, functions: bool) -> None:
+        self.functions = functions
+        self._shas = {n: hashlib.sha1(script(n).encode()).hexdigest() for n in SCRIPTS}
+
+    def command(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
+        """The command that runs script ``name``."""
+        head = ("FCALL", FUNCTIONS[name]) if self.functions else ("EVALSHA", self._shas[name])
+        return (*head, len(keys), *keys, *args)
+
+    def load_command(self, name: str) -> tuple[str, ...]:
+        """The command that loads script ``name`` (with FCALL: the whole library)."""
+        return ("FUNCTION", "LOAD", LIBRARY) if self.functions else ("SCRIPT", "LOAD", script(name))
+
+    @staticmethod
+    def missing(exc: rex.ResponseError) -> bool:
+        """Did the server refuse a call because it does not know the script or function?"""
+        return isinstance(exc, rex.NoScriptError) or str(exc).startswith("Function not found")
+
+    @staticmethod
+    def loaded(exc: rex.ResponseError) -> bool:
+        """Did FUNCTION LOAD fail because the library is loaded already (by another client)?"""
+        return "already exists" in str(exc)
+
+    async def call(
+        self, send: Callable[..., Awaitable[Any]], name: str, keys: list[str], args: Sequence[Any]
+    ) -> Any:
+        """Run script ``name`` with ``send`` (one command, its reply), loading it if missing."""
+        try:
+            return await send(*self.command(name, keys, args))
+        except rex.ResponseError as exc:
+            if not self.missing(exc):
+                raise
+        try:
+            await send(*self.load_command(name))
+        except rex.ResponseError as exc:
+            if not self.loaded(exc):
+                raise
+        return await send(*self.command(name, keys, args))
+
+
+async def choose_scripts(client: aioredis.Redis, functions: bool) -> Scripts:
+    """FCALL if ``functions`` and the server loads the library (Redis >= 7.0, FUNCTION
+    allowed by its ACL), else EVALSHA."""
+    if functions:
+        try:
+            await client.execute_command("FUNCTION", "LOAD", LIBRARY)  # type: ignore[no-untyped-call]
+            return Scripts(True)
+        except rex.ResponseError as exc:
+            if Scripts.loaded(exc):
+                return Scripts(True)
+            log.info("Redis refused FUNCTION LOAD (%s): scripts run with EVALSHA", exc)
+    return Scripts(False)
+
+
 class Lane:
     """One connection of its own for a stream of calls that never overlap (a worker's claims,
     its batches of outcomes, a process's batches of submits: each is sent by one batcher or
@@ -98,14 +163,12 @@ class Lane:
         self._conn: aioredis.Connection | None = None
         self._lock = asyncio.Lock()  # a safety net: the callers are sequential already
 
-    async def script(self, sha: str, source: str, keys: list[str], args: Sequence[Any]) -> Any:
-        """EVALSHA, loading the script first if the server does not know it (a restart)."""
+    async def script(
+        self, scripts: Scripts, name: str, keys: list[str], args: Sequence[Any]
+    ) -> Any:
+        """Run one script (loading it first if the server does not know it: a restart)."""
         async with self._lock:
-            try:
-                return await self._call("EVALSHA", sha, len(keys), *keys, *args)
-            except rex.NoScriptError:
-                await self._call("SCRIPT", "LOAD", source)
-                return await self._call("EVALSHA", sha, len(keys), *keys, *args)
+            return await scripts.call(self._call, name, keys, args)
 
     async def _call(self, *args: Any) -> Any:
         conn = self._conn

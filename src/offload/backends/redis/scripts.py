@@ -56,11 +56,22 @@ machinery, shared by SUBMIT and FINISH; the reading of ended records, shared by 
 SUBMIT), and ``__NAME__`` placeholders take the values of
 :data:`VALUES` (the state machine generated from ``core.states.TRANSITIONS``, and the
 constants below).
+
+On Redis >= 7.0 the same files run as Redis Functions: :data:`LIBRARY` holds the prelude and
+``submit_lib.lua`` once, at its top level (Redis builds their helpers when it loads the
+library, not on every call), and one function per script (:data:`FUNCTIONS`), whose body is
+the script's file. Each function sets ``R`` first; a script's include of ``submit_lib.lua``
+becomes a call that sets its ``now`` and ``window`` and resets its tables (:func:`state_of`),
+so that nothing is carried from one call to the next. A library runs no code at load (Redis
+gives it no ``ipairs``, ``string``...): the shared files' top levels only define things.
+conn.Scripts chooses FCALL or EVALSHA at connect time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Callable
 from importlib import resources
 
 from offload.backends.base import IDEMPOTENCY_WINDOW
@@ -173,14 +184,22 @@ VALUES: dict[str, str] = {
     "BUCKET_SLICES": str(BUCKET_SLICES),
     "ENDED_FIELDS": "{" + ", ".join(f"'{name}'" for name in ENDED_FIELDS) + "}",
     "ENDED_DEFAULTS": "{" + ", ".join(f"{k} = '{v}'" for k, v in ENDED_DEFAULTS.items()) + "}",
+    "ENDED_SLOTS": "{"
+    + ", ".join(
+        f"{name} = {i}"
+        for i, name in enumerate(("created_at", "queue", "status", "", "", *ENDED_FIELDS), 1)
+        if name
+    )
+    + "}",
 }
 
 
-def load(name: str) -> str:
-    """``lua/<name>.lua`` with its includes inlined and its placeholders replaced (an unknown
-    placeholder is a KeyError at import, not a Lua error at the first call)."""
+def load(name: str, include: Callable[[str], str] | None = None) -> str:
+    """``lua/<name>.lua`` with its includes inlined (or replaced by ``include(file)``) and its
+    placeholders replaced (an unknown placeholder is a KeyError at import, not a Lua error at
+    the first call)."""
     source = (_LUA / f"{name}.lua").read_text(encoding="utf-8")
-    source = _INCLUDE.sub(lambda m: load(m[1]), source)
+    source = _INCLUDE.sub(lambda m: (include or load)(m[1]), source)
     return _PLACEHOLDER.sub(lambda m: VALUES[m[1]], source)
 
 
@@ -198,3 +217,90 @@ def script(name: str) -> str:
     """The full source of one script: its prelude (the shared one, or base.lua for a lean
     script) and its body."""
     return (BASE if name in LEAN else PRELUDE) + SCRIPTS[name]
+
+
+# -- Redis Functions (Redis >= 7.0) ------------------------------------------------------------
+#: The flags of the scripts' functions (the others have none: Redis refuses them when its
+#: memory is full). Scripts that only read are ``no-writes``; PRUNE, which frees memory, is
+#: ``allow-oom`` (Redis refuses an EVALSHA script only at a first command that may grow
+#: memory, so PRUNE could often free memory on a full server: a function without the flag is
+#: refused before it starts).
+FLAGS: dict[str, str] = {
+    "list": "no-writes",
+    "ready": "no-writes",
+    "workers": "no-writes",
+    "prune": "allow-oom",
+}
+#: The files the scripts include that the library holds once, at its top level, with the
+#: names each including script passes in: a script's ``-- include:`` line becomes a call that
+#: sets them and resets the file's state (see state_of). The prelude's own files (PRELUDE_FILES:
+#: constants and functions only, over ``R``, which each function sets first) are dropped.
+SHARED: dict[str, tuple[str, ...]] = {"submit_lib": ("now", "window")}
+PRELUDE_FILES = frozenset({"base", "ended_read", "prelude"})
+_OPENS = re.compile(r"\b(?:function|do|if|repeat)\b")
+_CLOSES = re.compile(r"\b(?:end|until)\b")
+_STRING = re.compile(r"'(?:\\.|[^'\\])*'|\"(?:\\.|[^\"\\])*\"")
+_LOCAL = re.compile(r"local\s+(?!function\b)([\w\s,]+?)\s*(?:=\s*(.*?))?\s*$")
+
+
+def state_of(source: str) -> list[str]:
+    """The per-call state of a shared file: its top-level ``local`` variables that are not
+    functions, as Lua assignments of their initial values (one line each), which the library
+    runs again at each call's include. A ValueError for what it cannot re-run: a variable
+    without a value, or one over several lines."""
+    depth, out = 0, []
+    for line in source.splitlines():
+        code = _STRING.sub("''", line).split("--", 1)[0]
+        if "[[" in code:
+            raise ValueError(f"long strings are not supported in shared Lua files: {line!r}")
+        local = _LOCAL.match(code) if depth == 0 else None
+        if local:
+            value = local[2] or ""
+            if not value or sum(value.count(c) for c in "({[") != sum(
+                value.count(c) for c in ")}]"
+            ):
+                raise ValueError(f"state of a shared Lua file needs a one-line value: {line!r}")
+            out.append(f"{local[1].strip()} = {value}")
+        depth += len(_OPENS.findall(code)) - len(_CLOSES.findall(code))
+    return out
+
+
+def _enter(name: str) -> str:
+    return "" if name in PRELUDE_FILES else f"enter_{name}({', '.join(SHARED[name])})\n"
+
+
+def _library() -> tuple[str, dict[str, str]]:
+    """One Functions library holding every script: the shared files' definitions at its top
+    level, built once when Redis loads it (a script's EVAL builds them on every call), and
+    one function per script whose body is the script's file. The library and its functions
+    are named after a hash of the whole source, so that versions never collide."""
+    base = load("prelude")
+    if base.count("\nlocal R = KEYS[1]\n") != 1:
+        raise ValueError("base.lua must set R with the line 'local R = KEYS[1]'")
+    parts = ["#!lua name=offload___HASH__\n", base.replace("\nlocal R = KEYS[1]\n", "\nlocal R\n")]
+    for name, params in SHARED.items():
+        source, state = load(name), state_of(load(name))
+        if params:
+            parts.append(f"local {', '.join(params)}\n")
+        parts.append(source)
+        args = ", ".join(f"{p}_" for p in params)
+        sets = "".join(f"  {p} = {p}_\n" for p in params) + "".join(f"  {s}\n" for s in state)
+        parts.append(f"local function enter_{name}({args})\n{sets}end\n")
+    functions = {}
+    for name in NAMES:
+        body = load(name, lambda f: _enter(f) if f in SHARED or f in PRELUDE_FILES else load(f))
+        flags = f", flags = {{'{FLAGS[name]}'}}" if name in FLAGS else ""
+        functions[name] = f"offload___HASH___{name}"
+        parts.append(
+            f"redis.register_function{{function_name = '{functions[name]}'{flags},\n"
+            f"callback = function(KEYS, ARGV)\nR = KEYS[1]\n{body}end}}\n"
+        )
+    text = "".join(parts)
+    digest = hashlib.sha1(text.encode()).hexdigest()[:16]
+    return text.replace("__HASH__", digest), {
+        k: v.replace("__HASH__", digest) for k, v in functions.items()
+    }
+
+
+#: The library's source (for FUNCTION LOAD) and each script's function name (for FCALL).
+LIBRARY, FUNCTIONS = _library()

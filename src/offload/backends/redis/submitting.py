@@ -12,7 +12,6 @@ connection on the caller's thread does exactly what the async lane does.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,7 +24,7 @@ from redis.connection import ConnectionInterface
 from redis.retry import Retry
 
 from offload.backends.base import IDEMPOTENCY_WINDOW
-from offload.backends.redis.conn import MAX_CONNECTIONS, POOL_WAIT, _pack
+from offload.backends.redis.conn import MAX_CONNECTIONS, POOL_WAIT, Scripts, _pack
 from offload.backends.redis.records import Blobs, encode_group, submitted
 from offload.core.job import JobRecord, NewJob
 from offload.errors import (
@@ -77,7 +76,7 @@ class BlockingSubmits:
     cost more CPU than the round trip itself, so only its connections are used."""
 
     def __init__(
-        self, url: str, shown: str, root: str, source: str, now_arg: Callable[[], str]
+        self, url: str, shown: str, root: str, scripts: Scripts, now_arg: Callable[[], str]
     ) -> None:
         try:
             self._pool = redis.ConnectionPool.from_url(
@@ -91,7 +90,7 @@ class BlockingSubmits:
             raise ConfigurationError(f"invalid Redis URL for {shown}: {exc}") from None
         self._idle: list[ConnectionInterface] = []  # list.pop and append are atomic
         self._room = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self._source, self._sha = source, hashlib.sha1(source.encode()).hexdigest()
+        self._scripts = scripts  # FCALL or EVALSHA, as the backend's async calls
         self._shown, self._root, self._now_arg = shown, root, now_arg
         self.closed = False
 
@@ -122,13 +121,13 @@ class BlockingSubmits:
         raise AssertionError("unreachable")
 
     def _script(self, args: list[Any]) -> Any:
-        """EVALSHA on a connection of its own, loading the script first after NOSCRIPT."""
+        """SUBMIT on a connection of its own, loading it first if the server does not know it."""
         if not self._room.acquire(timeout=POOL_WAIT):
             raise rex.ConnectionError(f"no free connection after {POOL_WAIT} s")
         try:
             conn = self._idle.pop() if self._idle else self._pool.make_connection()
             try:
-                reply = self._evalsha(conn, args)
+                reply = self._submit(conn, args)
             except rex.ResponseError:
                 self._idle.append(conn)  # the server refused the command: the connection is fine
                 raise
@@ -140,12 +139,19 @@ class BlockingSubmits:
         finally:
             self._room.release()
 
-    def _evalsha(self, conn: ConnectionInterface, args: list[Any]) -> Any:
+    def _submit(self, conn: ConnectionInterface, args: list[Any]) -> Any:
+        scripts, keys = self._scripts, [self._root]
         try:
-            return self._send(conn, "EVALSHA", self._sha, 1, self._root, *args)
-        except rex.NoScriptError:  # a restarted server: load the script, once
-            self._send(conn, "SCRIPT", "LOAD", self._source)
-            return self._send(conn, "EVALSHA", self._sha, 1, self._root, *args)
+            return self._send(conn, *scripts.command("submit", keys, args))
+        except rex.ResponseError as exc:
+            if not scripts.missing(exc):
+                raise
+        try:  # a restarted server: load the script (or library), once
+            self._send(conn, *scripts.load_command("submit"))
+        except rex.ResponseError as exc:
+            if not scripts.loaded(exc):
+                raise
+        return self._send(conn, *scripts.command("submit", keys, args))
 
     @staticmethod
     def _send(conn: ConnectionInterface, *command: Any) -> Any:

@@ -4,8 +4,9 @@
 local G = __BUCKET_SECONDS__
 local FIELDS = __ENDED_FIELDS__
 local USUAL = __ENDED_DEFAULTS__
-local SLOT = {created_at = 1, queue = 2, status = 3}  -- field name -> its place in a record
-for i, name in ipairs(FIELDS) do SLOT[name] = i + 5 end
+-- field name -> its place in a record: created_at 1, queue 2, status 3, FIELDS from 6 (a
+-- literal: a Functions library runs no code at load, see scripts.library())
+local SLOT = __ENDED_SLOTS__
 local function bname(b) return string.format('%d', b) end
 local SLICES, FULL = __BUCKET_SLICES__, __BUCKET_FULL__
 local function slice_name(b, s) return bname(b) .. '.' .. s end
