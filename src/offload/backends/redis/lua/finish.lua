@@ -22,7 +22,7 @@ local function finish(A)
   if op == 'retry' and not (finite(tonumber(A[4])) and tonumber(A[4]) >= 0) then
     return 'invalid'  -- before any write: a bad delay must not half-apply the batch
   end
-  local f = holds(id, A[2], now)
+  local f, h = holds_all(id, A[2], now)
   if not f then return 'lost' end
   local k = R .. 'j:' .. id
   local queue, created = f[4], f[5]
@@ -55,7 +55,7 @@ local function finish(A)
     ran[#ran + 1] = id
     if release_slots(slots_for(f[12], f[13], f[14], f[15])) then woken[queue] = true end
     moved.add(id, queue, created, 'running', target)
-    hist(id, now, 'running', target, reason, f[6], f[2], f[7], detail, over)
+    hist(id, now, 'running', target, reason, f[6], f[2], f[7], detail, over, h)
   elseif f[8] == '1' then
     local err = cancel_instead(id, f, now, instead)
     if err then return err end

@@ -73,25 +73,34 @@ local function home(at)
   local s = math.floor((u - b) * SLICES)
   return slice_name(b, s), string.format('%.17g', b + (s + 1) / (2 * SLICES))
 end
--- over (optional): field -> value (false: deleted) the job ends with, applied to what its
--- hash holds instead of being written to the hash retire() deletes.
-local function retire(id, last, over)
-  local k, hk = R .. 'j:' .. id, R .. 'h:' .. id
-  local raw = redis.call('LRANGE', hk, 0, -1)
-  local flat = redis.call('HGETALL', k)
+-- A job's hash as a table (HGETALL's flat reply).
+local function as_map(flat)
   local h = {}
   for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
-  for name, v in pairs(over or {}) do h[name] = v or nil end
-  local entries = {}
-  local function put(e)
-    if e[1] == h.started_at then e[1] = 1 elseif e[1] == h.finished_at then e[1] = 2 end
-    if e[4] == e[3] then e[4] = 0 end
-    if h.worker_id and e[7] == h.worker_id then e[7] = 1 end
-    while #e > 0 and e[#e] == false do e[#e] = nil end
-    entries[#entries + 1] = e
+  return h
+end
+-- A history entry as its record holds it (see above), added to entries.
+local function put(entries, h, e)
+  if e[1] == h.started_at then e[1] = 1 elseif e[1] == h.finished_at then e[1] = 2 end
+  if e[4] == e[3] then e[4] = 0 end
+  if h.worker_id and e[7] == h.worker_id then e[7] = 1 end
+  while #e > 0 and e[#e] == false do e[#e] = nil end
+  entries[#entries + 1] = e
+end
+-- over (optional): field -> value (false: deleted) the job ends with, applied to what its
+-- hash holds instead of being written to the hash retire() deletes. h (optional): the
+-- hash as a table, read by the caller in this call (holds_all()) and unchanged since; it
+-- is consumed (changed).
+local function retire(id, last, over, h)
+  local k, hk = R .. 'j:' .. id, R .. 'h:' .. id
+  local raw = redis.call('LRANGE', hk, 0, -1)
+  h = h or as_map(redis.call('HGETALL', k))
+  if over then
+    for name, v in pairs(over) do h[name] = v or nil end
   end
-  for _, r in ipairs(raw) do put(cjson.decode(r)) end
-  put(last)
+  local entries = {}
+  for i = 1, #raw do put(entries, h, cjson.decode(raw[i])) end
+  put(entries, h, last)
   if h.updated_at == h.finished_at then h.updated_at = nil end
   if h.run_at == h.created_at then h.run_at = nil end
   if h.priority == '0' then h.priority = nil end
@@ -116,15 +125,16 @@ local function retire(id, last, over)
   else
     redis.call('ZADD', R .. 'ff:' .. h.status, 'LT', tonumber(h.finished_at), name)
   end
-  for _, idx in ipairs({'i:all', 'i:tk:' .. h.task, 'i:q:' .. h.queue, 'i:tn:' .. h.tenant}) do
-    redis.call('ZREM', R .. idx, id)
-  end
+  redis.call('ZREM', R .. 'i:all', id)
+  redis.call('ZREM', R .. 'i:tk:' .. h.task, id)
+  redis.call('ZREM', R .. 'i:q:' .. h.queue, id)
+  redis.call('ZREM', R .. 'i:tn:' .. h.tenant, id)
   redis.call('DEL', k, hk)
 end
-local function hist(id, at, from, to, reason, attempt, token, worker, detail, over)
+local function hist(id, at, from, to, reason, attempt, token, worker, detail, over, h)
   local entry = {fnum(at), from or false, to, reason, tonumber(attempt), tonumber(token),
     worker or false, detail or false}
-  if ENDS[to] then return retire(id, entry, over) end
+  if ENDS[to] then return retire(id, entry, over, h) end
   redis.call('RPUSH', R .. 'h:' .. id, cjson.encode(entry))
 end
 -- Count, index and record a status change (from = nil for a new job).
@@ -226,6 +236,18 @@ local function holds(id, token, now)
   local f = fields(id, unpack(LEASED))
   if f[1] ~= 'running' or f[2] ~= token or tonumber(f[3]) <= now then return nil end
   return f
+end
+-- holds() from the job's whole hash (one HGETALL): its fields in LEASED's order (false for an
+-- absent one, as HMGET gives) and the hash as a table, for a finish that retires the job
+-- (retire() then reads the hash no second time).
+local function holds_all(id, token, now)
+  local h = as_map(redis.call('HGETALL', R .. 'j:' .. id))
+  if h.status ~= 'running' or h.token ~= token or tonumber(h.lease_until or false) <= now then
+    return nil
+  end
+  local f = {}
+  for i = 1, #LEASED do f[i] = h[LEASED[i]] or false end
+  return f, h
 end
 -- A running job that would run again, but whose cancel was requested: cancel it instead.
 local function cancel_instead(id, f, now, detail)
