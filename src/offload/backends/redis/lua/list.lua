@@ -21,7 +21,8 @@ local fat, fid, fraw, scanned, start, how, last = {}, {}, {}, 0, 0, 'end', ''
 -- Lua compares strings with strcoll (Redis sets LC_COLLATE from its environment): ids are
 -- compared byte by byte, with '<' only when it orders every probe as bytes do (C and C.UTF-8
 -- locales), with a loop over bytes otherwise.
-local probe = ' !"#$%&\'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~\127\128\255'
+local probe = ' !"#$%&\'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`' ..
+  'abcdefghijklmnopqrstuvwxyz{|}~\127\128\255'
 local bytewise = ('a-b' < 'ab') and ('ab' < 'ab-') and ('A' < 'a\0')
 for i = 1, #probe - 1 do
   bytewise = bytewise and string.sub(probe, i, i) < string.sub(probe, i + 1, i + 1)
@@ -132,7 +133,11 @@ local least, fence = -math.huge, nil
 if #fat > cut then
   local newest, at_newest = -math.huge, 0
   for _, at in ipairs(fat) do
-    if at > newest then newest, at_newest = at, 1 elseif at == newest then at_newest = at_newest + 1 end
+    if at > newest then
+      newest, at_newest = at, 1
+    elseif at == newest then
+      at_newest = at_newest + 1
+    end
   end
   if at_newest >= cut then
     least = newest
