@@ -85,7 +85,7 @@ async def page(
     buckets, SCRIPT_BUDGET records a call at most): more than flt.limit of them, or all (then
     the frontier is None), or those of the buckets that ``budget`` records filled (then the
     frontier is the least key every record above which was read)."""
-    found: list[Found] = []  # decoded only for the page (ties at a cursor may be many)
+    found: list[Found] = []  # decoded only for the page
     cursor, scanned, skip = after, 0, ""
     while True:
         how, frontier, more, n = await _call(script, flt, cursor, skip, SCRIPT_BUDGET)
@@ -126,11 +126,12 @@ async def _call(
     skip: str,
     budget: int,
 ) -> tuple[str, Key | None, list[Found], int]:
-    """One LIST call: (how, its frontier or None at the end, the records, records read); skip:
-    the second whose own bucket was read already."""
+    """One LIST call: (how, its frontier or None at the end, the limit + 1 first records
+    after ``after``, records read); skip: the second whose own bucket was read already."""
     status = None if flt.status is None else flt.status.value
     args: list[Any] = ["", _top(after), "" if after is None else repr(after[0]), flt.limit]
     args += [budget, opt(status), opt(flt.task), opt(flt.queue), opt(flt.tenant), skip]
+    args.append("" if after is None else after[1])
     how, score, n, *flat = await script("list", args)
     found = [((_created(flat[i + 1]), flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
     if how == "end":
