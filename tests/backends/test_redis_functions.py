@@ -119,8 +119,8 @@ async def test_the_choice_falls_back_to_evalsha_when_function_load_is_refused() 
             raise rex.ResponseError("unknown command 'FUNCTION', with args beginning with: ")
 
     fake: Any = Old()
-    assert (await choose_scripts(fake, True)).functions is False
-    assert (await choose_scripts(fake, False)).functions is False
+    assert (await choose_scripts(fake, True, "{t}:")).functions is False
+    assert (await choose_scripts(fake, False, "{t}:")).functions is False
 
 
 # -- on a server -------------------------------------------------------------------------------
@@ -227,6 +227,25 @@ async def test_a_user_refused_function_load_runs_the_scripts_with_evalsha(
     finally:
         await backend.close()
         admin.execute_command("ACL", "DELUSER", "nofn")
+
+
+async def test_a_user_allowed_function_load_but_refused_fcall_runs_with_evalsha(
+    server: RedisServer, admin: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin.execute_command("ACL", "SETUSER", "nofcall", "on", ">pw", "~*", "&*", "+@all", "-fcall")
+    backend = RedisBackend(f"redis://nofcall:pw@127.0.0.1:{server.port}/0?prefix=acl2")
+    try:
+        with caplog.at_level(logging.INFO, logger="offload.backends.redis"):
+            await backend.open()
+        assert backend._scripts.functions is False
+        assert "Redis refused FCALL" in caplog.text
+        [one] = await backend.submit([job(1)])
+        claimed = await backend.claim("w", ALL, 10, LEASE)
+        assert [r.id for r in claimed] == [one.id]
+        await done(backend, claimed)
+    finally:
+        await backend.close()
+        admin.execute_command("ACL", "DELUSER", "nofcall")
 
 
 async def test_a_full_server_still_prunes_and_lists_and_refuses_writes_clearly(

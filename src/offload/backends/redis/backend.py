@@ -112,7 +112,10 @@ class RedisBackend:
         try:
             await self._check_server(client)
             self._scripts = await run(
-                client, self.target.shown, lambda c: choose_scripts(c, self.functions), retry=True
+                client,
+                self.target.shown,
+                lambda c: choose_scripts(c, self.functions, self.root),
+                retry=True,
             )
         except BaseException:
             await client.aclose()

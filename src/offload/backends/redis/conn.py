@@ -137,18 +137,24 @@ class Scripts:
         return await send(*self.command(name, keys, args))
 
 
-async def choose_scripts(client: aioredis.Redis, functions: bool) -> Scripts:
-    """FCALL if ``functions`` and the server loads the library (Redis >= 7.0, FUNCTION
-    allowed by its ACL), else EVALSHA."""
-    if functions:
-        try:
-            await client.execute_command("FUNCTION", "LOAD", LIBRARY)  # type: ignore[no-untyped-call]
-            return Scripts(True)
-        except rex.ResponseError as exc:
-            if Scripts.loaded(exc):
-                return Scripts(True)
+async def choose_scripts(client: aioredis.Redis, functions: bool, root: str) -> Scripts:
+    """FCALL if ``functions`` and the server loads the library and lets this user call it
+    (Redis >= 7.0, FUNCTION and FCALL allowed by its ACL), else EVALSHA. ``root``: the
+    namespace's key root, for a read-only call that checks FCALL is allowed."""
+    if not functions:
+        return Scripts(False)
+    try:
+        await client.execute_command("FUNCTION", "LOAD", LIBRARY)  # type: ignore[no-untyped-call]
+    except rex.ResponseError as exc:
+        if not Scripts.loaded(exc):
             log.info("Redis refused FUNCTION LOAD (%s): scripts run with EVALSHA", exc)
-    return Scripts(False)
+            return Scripts(False)
+    try:  # an ACL may allow FUNCTION LOAD and still refuse FCALL
+        await client.execute_command("FCALL", FUNCTIONS["workers"], 1, root, "")  # type: ignore[no-untyped-call]
+    except rex.NoPermissionError as exc:
+        log.info("Redis refused FCALL (%s): scripts run with EVALSHA", exc)
+        return Scripts(False)
+    return Scripts(True)
 
 
 class Lane:
