@@ -225,7 +225,7 @@ class RedisBackend:
         room = [(q, n) for q, n in queues.items() if n > 0]
         if limit <= 0 or not room:
             return []
-        self._wakeups.event.clear()  # a submit after this point wakes wait_for_work
+        self._wakeups.clear()  # a submit after this point wakes wait_for_work
         args: list[Any] = [
             self._now_arg(),
             worker_id,
