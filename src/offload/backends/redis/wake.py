@@ -1,11 +1,16 @@
-"""The Redis backend's wake-up hints: a pub/sub channel that submits publish to."""
+"""How an idle Redis worker waits: wake-up hints on a pub/sub channel that submits publish to,
+and jobs handed to it by the submit itself (lua/handoff.lua: one round trip from submit to run).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from redis import exceptions as rex
 from redis.asyncio.client import PubSub
@@ -35,6 +40,10 @@ class Wakeups:
             self._pubsub = client.pubsub(ignore_subscribe_messages=True)
         await self._pubsub.subscribe(channel)
         self._listener = asyncio.create_task(self._read(self._pubsub))
+
+    @property
+    def hinted(self) -> bool:
+        return self._hinted
 
     def clear(self) -> None:
         """Forget the hints so far: only a later one ends :meth:`wait` early."""
@@ -91,3 +100,142 @@ class Wakeups:
 def _settle(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+#: How long an idle worker's registration for hand-offs lasts (it renews it each time it
+#: waits again): a worker killed while registered is handed at most one job, which is then
+#: recovered as any job of a dead worker.
+WINDOW = 1.0
+
+Script = Callable[[str, Sequence[Any]], Awaitable[Any]]
+Flat = list[str]
+
+
+class Handoffs:
+    """A worker's side of the hand-off (lua/handoff.lua). The worker's claims name it and its
+    lease; before it waits, a claim of nothing registers it as idle; then it blocks on its
+    list (``BLMOVE hand:<id> got:<id>``) as well as on the wake-up hints. A job received is
+    kept until the next :meth:`claim`, which returns it without a round trip. Each CLAIM
+    script also takes back what was handed and not received (a reply lost on the way, a wait
+    cut short): the ones received are dropped from its reply by :meth:`fresh`."""
+
+    def __init__(self, root: str, wakeups: Wakeups) -> None:
+        self.root = root
+        self.worker: str | None = None  # set by the first claim: only workers claim
+        self.lease = 0.0
+        self._wakeups = wakeups
+        self._kept: list[Flat] = []  # received, not yet returned by a claim
+        self._seen: set[tuple[str, str]] = set()  # (id, token) received since the last CLAIM
+        self._conn: aioredis.Connection | None = None
+
+    def claim(self, worker: str, lease: float) -> list[Flat]:
+        """Jobs received since the last claim (the claim returns them and sends nothing)."""
+        self.worker, self.lease = worker, float(lease)
+        kept, self._kept = self._kept, []
+        return kept
+
+    def fresh(self, reply: list[Flat]) -> list[Flat]:
+        """A CLAIM script's reply without the jobs already received."""
+        seen, self._seen = self._seen, set()
+        return [flat for flat in reply if _key(flat) not in seen] if seen else reply
+
+    async def wait_for_work(
+        self,
+        client: aioredis.Redis,
+        script: Script,
+        now: str,
+        queues: Sequence[str],
+        timeout: float,
+    ) -> None:
+        """Register (a claim of nothing), check for ready work, then wait for a hand-off, a
+        hint, or the timeout. Errors end the wait: the caller's claim reports them."""
+        await self._wakeups.listen(client, f"{self.root}wake")
+        registered = time.monotonic()
+        if self.worker is not None:
+            room = [(queue, 1) for queue in queues]
+            args = claim_args(now, self.worker, self.lease, 0, False, room, WINDOW)
+            handed = self.fresh(await script("claim", args))
+            if handed:  # handed earlier and not received: the next claim returns them
+                self._kept += handed
+                return
+        ready, due, at = await script("ready", [now, *queues])
+        if ready or self._wakeups.hinted:
+            return
+        wait = timeout if due == "" else min(timeout, max(0.0, float(due) - float(at)))
+        window = 0.0 if self.worker is None else WINDOW - (time.monotonic() - registered)
+        if min(wait, window) < 0.002:
+            await self._wakeups.wait(wait)
+            return
+        pool = client.connection_pool
+        move = asyncio.ensure_future(self._move(pool, min(wait, window)))
+        move.add_done_callback(lambda _: self._wakeups.hint())
+        try:
+            await self._wakeups.wait(wait + 1.0)
+        finally:
+            if not move.done():
+                move.cancel()  # what it may have moved is found by the next claim
+            await asyncio.gather(move, return_exceptions=True)
+        raw = None if move.cancelled() or move.exception() else move.result()
+        if raw is not None:
+            flat: Flat = orjson.loads(raw)
+            self._seen.add(_key(flat))
+            self._kept.append(flat)
+
+    async def _move(self, pool: aioredis.ConnectionPool, seconds: float) -> str | None:
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = pool.make_connection()  # type: ignore[no-untyped-call]
+        hand, got = f"{self.root}hand:{self.worker}", f"{self.root}got:{self.worker}"
+        try:
+            if not conn.is_connected:
+                await conn.connect()
+            await conn.send_command("BLMOVE", hand, got, "LEFT", "RIGHT", f"{seconds:.3f}")
+            reply: str | None = await conn.read_response()
+            return reply
+        except BaseException:
+            self._conn = None
+            await _drop(conn)
+            raise
+
+    async def leave(self, script: Script, now: str) -> list[Flat]:
+        """End the registration; the jobs handed to this worker that it never started."""
+        if self.worker is None:
+            return []
+        kept, self._kept = self._kept, []
+        reply = await script("claim", claim_args(now, self.worker, self.lease, 0, False, []))
+        return kept + self.fresh(reply)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await _drop(conn)
+
+
+def claim_args(
+    now: str,
+    worker: str,
+    lease: float,
+    limit: int,
+    idle: bool,
+    room: Sequence[tuple[str, int]],
+    register: float | None = None,
+) -> list[Any]:
+    """The CLAIM script's arguments (see lua/claim.lua); ``register``: the seconds of an idle
+    registration made if nothing is claimed."""
+    args: list[Any] = [now, worker, repr(float(lease)), limit, "1" if idle else "0"]
+    args.append("" if register is None else repr(register))
+    for queue, cap in room:
+        args += [queue, cap]
+    return args
+
+
+def _key(flat: Flat) -> tuple[str, str]:
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    return fields.get("id", ""), fields.get("token", "")
+
+
+async def _drop(conn: aioredis.Connection) -> None:
+    try:
+        await conn.disconnect(nowait=True)
+    except Exception:  # already broken: nothing more to release
+        pass
