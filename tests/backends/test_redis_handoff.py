@@ -136,3 +136,21 @@ async def test_a_stopping_worker_unregisters_and_releases_what_it_never_started(
     assert registration_keys(worker) == []
     await submitter.submit([job(2)])  # nobody is registered: it waits in the queue
     assert (await submitter.get(job(2).id)).status is State.QUEUED  # type: ignore[union-attr]
+
+
+async def test_a_job_received_a_while_ago_is_checked_and_renewed_by_the_claim(
+    pair: tuple[RedisBackend, RedisBackend],
+) -> None:
+    worker, submitter = pair
+    waiting = await go_idle(worker)
+    await submitter.submit([job(1)])
+    await asyncio.wait_for(waiting, 2.0)
+    first = await submitter.get(job(1).id)
+    await asyncio.sleep(0.1)  # longer than STALE: the claim asks the CLAIM script
+    [rec] = await worker.claim("w1", ROOM, 1, LEASE)
+    assert first is not None
+    assert first.lease_until is not None
+    assert rec.lease_until is not None
+    assert (rec.id, rec.token) == (job(1).id, 1)
+    assert rec.lease_until > first.lease_until  # renewed from this claim
+    assert await worker.claim("w1", ROOM, 1, LEASE) == []

@@ -106,6 +106,8 @@ def _settle(waiter: asyncio.Future[None]) -> None:
 #: waits again): a worker killed while registered is handed at most one job, which is then
 #: recovered as any job of a dead worker.
 WINDOW = 1.0
+#: A job received longer ago than this is claimed through the CLAIM script (see claim()).
+STALE = 0.05
 
 Script = Callable[[str, Sequence[Any]], Awaitable[Any]]
 Flat = list[str]
@@ -124,15 +126,21 @@ class Handoffs:
         self.worker: str | None = None  # set by the first claim: only workers claim
         self.lease = 0.0
         self._wakeups = wakeups
-        self._kept: list[Flat] = []  # received, not yet returned by a claim
+        self._kept: list[tuple[Flat, float]] = []  # received (at, monotonic), not yet claimed
         self._seen: set[tuple[str, str]] = set()  # (id, token) received since the last CLAIM
         self._conn: aioredis.Connection | None = None
 
     def claim(self, worker: str, lease: float) -> list[Flat]:
-        """Jobs received since the last claim (the claim returns them and sends nothing)."""
+        """Jobs received since the last claim (the claim returns them and sends nothing).
+        One kept longer than STALE is left to the CLAIM script instead, which checks that it
+        is still this worker's and renews its lease: the worker tracks a lease from the
+        moment it claims, and must not think it longer than it is."""
         self.worker, self.lease = worker, float(lease)
         kept, self._kept = self._kept, []
-        return kept
+        now = time.monotonic()
+        for flat, _ in (k for k in kept if now - k[1] > STALE):
+            self._seen.discard(_key(flat))
+        return [flat for flat, at in kept if now - at <= STALE]
 
     def fresh(self, reply: list[Flat]) -> list[Flat]:
         """A CLAIM script's reply without the jobs already received."""
@@ -156,7 +164,7 @@ class Handoffs:
             args = claim_args(now, self.worker, self.lease, 0, False, room, WINDOW)
             handed = self.fresh(await script("claim", args))
             if handed:  # handed earlier and not received: the next claim returns them
-                self._kept += handed
+                self._kept += [(flat, registered) for flat in handed]
                 return
         ready, due, at = await script("ready", [now, *queues])
         if ready or self._wakeups.hinted:
@@ -179,7 +187,7 @@ class Handoffs:
         if raw is not None:
             flat: Flat = orjson.loads(raw)
             self._seen.add(_key(flat))
-            self._kept.append(flat)
+            self._kept.append((flat, time.monotonic()))
 
     async def _move(self, pool: aioredis.ConnectionPool, seconds: float) -> str | None:
         conn = self._conn
@@ -201,7 +209,7 @@ class Handoffs:
         """End the registration; the jobs handed to this worker that it never started."""
         if self.worker is None:
             return []
-        kept, self._kept = self._kept, []
+        kept, self._kept = [flat for flat, _ in self._kept], []
         reply = await script("claim", claim_args(now, self.worker, self.lease, 0, False, []))
         return kept + self.fresh(reply)
 

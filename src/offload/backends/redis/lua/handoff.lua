@@ -79,7 +79,8 @@ local function take_handed(worker, now, lease)
   unregister(worker)
   local out = {}
   for _, key in ipairs({R .. 'got:' .. worker, R .. 'hand:' .. worker}) do
-    for _, raw in ipairs(redis.call('LRANGE', key, 0, -1)) do
+    local items = redis.call('LRANGE', key, 0, -1)
+    for _, raw in ipairs(items) do
       local flat = cjson.decode(raw)
       local id, token
       for i = 1, #flat, 2 do
@@ -93,7 +94,7 @@ local function take_handed(worker, now, lease)
         out[#out + 1] = redis.call('HGETALL', k)
       end
     end
-    redis.call('DEL', key)
+    if #items > 0 then redis.call('DEL', key) end
   end
   return out
 end
