@@ -162,9 +162,8 @@ class Handoffs:
         if self.worker is not None:
             room = [(queue, 1) for queue in queues]
             args = claim_args(now, self.worker, self.lease, 0, False, room, WINDOW)
-            handed = self.fresh(await script("claim", args))
-            if handed:  # handed earlier and not received: the next claim returns them
-                self._kept += [(flat, registered) for flat in handed]
+            # Shielded: a stop must not drop its reply, which may hold jobs handed earlier.
+            if await asyncio.shield(self._register(script, args, registered)):
                 return
         ready, due, at = await script("ready", [now, *queues])
         if ready or self._wakeups.hinted:
@@ -189,6 +188,12 @@ class Handoffs:
             self._seen.add(_key(flat))
             self._kept.append((flat, time.monotonic()))
 
+    async def _register(self, script: Script, args: list[Any], at: float) -> bool:
+        """A claim of nothing that registers; what it takes back is kept for the next claim."""
+        handed = self.fresh(await script("claim", args))
+        self._kept += [(flat, at) for flat in handed]
+        return bool(handed)
+
     async def _move(self, pool: aioredis.ConnectionPool, seconds: float) -> str | None:
         conn = self._conn
         if conn is None:
@@ -209,9 +214,9 @@ class Handoffs:
         """End the registration; the jobs handed to this worker that it never started."""
         if self.worker is None:
             return []
-        kept, self._kept = [flat for flat, _ in self._kept], []
         reply = await script("claim", claim_args(now, self.worker, self.lease, 0, False, []))
-        return kept + self.fresh(reply)
+        kept, self._kept = [flat for flat, _ in self._kept], []  # after: a registration ahead
+        return kept + self.fresh(reply)  # of it on the lane has kept what it took back
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
