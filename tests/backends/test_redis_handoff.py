@@ -95,9 +95,8 @@ async def test_a_handed_job_not_received_comes_with_the_next_claim_once(
     pair: tuple[RedisBackend, RedisBackend],
 ) -> None:
     worker, submitter = pair
-    waiting = await go_idle(worker)
-    waiting.cancel()  # the wait is cut short: the registration outlives it (at most 1 s)
-    await asyncio.gather(waiting, return_exceptions=True)
+    assert await worker.claim("w1", ROOM, 1, LEASE) == []
+    await worker.wait_for_work(["default"], 0.05)  # the registration outlives it (1 s)
     await submitter.submit([job(1)])
     assert (await submitter.get(job(1).id)).status is State.RUNNING  # type: ignore[union-attr]
     [rec] = await worker.claim("w1", ROOM, 1, LEASE)
@@ -154,3 +153,16 @@ async def test_a_job_received_a_while_ago_is_checked_and_renewed_by_the_claim(
     assert (rec.id, rec.token) == (job(1).id, 1)
     assert rec.lease_until > first.lease_until  # renewed from this claim
     assert await worker.claim("w1", ROOM, 1, LEASE) == []
+
+
+async def test_a_cancelled_wait_ends_the_registration_at_once(
+    pair: tuple[RedisBackend, RedisBackend],
+) -> None:
+    worker, submitter = pair
+    waiting = await go_idle(worker)
+    waiting.cancel()  # what a stopping worker does: it claims nothing more
+    await asyncio.gather(waiting, return_exceptions=True)
+    await asyncio.sleep(0.1)
+    await submitter.submit([job(1)])
+    assert (await submitter.get(job(1).id)).status is State.QUEUED  # type: ignore[union-attr]
+    assert registration_keys(worker) == []

@@ -129,6 +129,7 @@ class Handoffs:
         self._kept: list[tuple[Flat, float]] = []  # received (at, monotonic), not yet claimed
         self._seen: set[tuple[str, str]] = set()  # (id, token) received since the last CLAIM
         self._conn: aioredis.Connection | None = None
+        self._leaving: asyncio.Future[bool] | None = None  # the unregistration at a stop
 
     def claim(self, worker: str, lease: float) -> list[Flat]:
         """Jobs received since the last claim (the claim returns them and sends nothing).
@@ -156,7 +157,24 @@ class Handoffs:
         timeout: float,
     ) -> None:
         """Register (a claim of nothing), check for ready work, then wait for a hand-off, a
-        hint, or the timeout. Errors end the wait: the caller's claim reports them."""
+        hint, or the timeout. Errors end the wait: the caller's claim reports them. Cancelled
+        (the worker stops claiming), it ends the registration at once."""
+        try:
+            await self._wait_for_work(client, script, now, queues, timeout)
+        except asyncio.CancelledError:
+            if self.worker is not None and self._leaving is None:
+                args = claim_args(now, self.worker, self.lease, 0, False, [])
+                self._leaving = asyncio.ensure_future(self._register(script, args, 0.0))
+            raise
+
+    async def _wait_for_work(
+        self,
+        client: aioredis.Redis,
+        script: Script,
+        now: str,
+        queues: Sequence[str],
+        timeout: float,
+    ) -> None:
         await self._wakeups.listen(client, f"{self.root}wake")
         registered = time.monotonic()
         if self.worker is not None:
@@ -189,7 +207,8 @@ class Handoffs:
             self._kept.append((flat, time.monotonic()))
 
     async def _register(self, script: Script, args: list[Any], at: float) -> bool:
-        """A claim of nothing that registers; what it takes back is kept for the next claim."""
+        """A claim of nothing that registers (or only unregisters); what it takes back is kept
+        for the next claim."""
         handed = self.fresh(await script("claim", args))
         self._kept += [(flat, at) for flat in handed]
         return bool(handed)
@@ -214,6 +233,8 @@ class Handoffs:
         """End the registration; the jobs handed to this worker that it never started."""
         if self.worker is None:
             return []
+        if self._leaving is not None:
+            await asyncio.gather(self._leaving, return_exceptions=True)
         reply = await script("claim", claim_args(now, self.worker, self.lease, 0, False, []))
         kept, self._kept = [flat for flat, _ in self._kept], []  # after: a registration ahead
         return kept + self.fresh(reply)  # of it on the lane has kept what it took back
