@@ -166,3 +166,22 @@ async def test_a_cancelled_wait_ends_the_registration_at_once(
     await submitter.submit([job(1)])
     assert (await submitter.get(job(1).id)).status is State.QUEUED  # type: ignore[union-attr]
     assert registration_keys(worker) == []
+
+
+async def test_a_foreign_key_in_the_way_of_a_handoff_breaks_nothing(
+    pair: tuple[RedisBackend, RedisBackend],
+) -> None:
+    worker, submitter = pair
+    client = redis.Redis.from_url(TEST_REDIS, decode_responses=True)
+    try:
+        client.set(worker.root + "hand:w1", "not a list")  # BLMOVE fails: WRONGTYPE
+        assert await worker.claim("w1", ROOM, 1, LEASE) == []
+        started = time.monotonic()
+        await worker.wait_for_work(["default"], 0.3)
+        assert time.monotonic() - started >= 0.25  # waited for hints, did not spin
+        await submitter.submit([job(1)])  # still registered: not handed, queued as before
+        assert (await submitter.get(job(1).id)).status is State.QUEUED  # type: ignore[union-attr]
+        assert [r.id for r in await worker.claim("w1", ROOM, 1, LEASE)] == [job(1).id]
+    finally:
+        client.delete(worker.root + "hand:w1")
+        client.close()

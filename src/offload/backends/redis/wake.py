@@ -193,7 +193,7 @@ class Handoffs:
             return
         pool = client.connection_pool
         move = asyncio.ensure_future(self._move(pool, min(wait, window)))
-        move.add_done_callback(lambda _: self._wakeups.hint())
+        move.add_done_callback(self._moved)
         try:
             await self._wakeups.wait(wait + 1.0)
         finally:
@@ -205,6 +205,14 @@ class Handoffs:
             flat: Flat = orjson.loads(raw)
             self._seen.add(_key(flat))
             self._kept.append((flat, time.monotonic()))
+
+    def _moved(self, move: asyncio.Future[str | None]) -> None:
+        """A job or the timeout ends the wait; an error does not (the wait goes on for hints,
+        up to its timeout): a broken list must not turn the idle loop into a busy one."""
+        if not move.cancelled() and move.exception() is None:
+            self._wakeups.hint()
+        elif not move.cancelled():
+            log.debug("the hand-off wait failed: %s", move.exception())
 
     async def _register(self, script: Script, args: list[Any], at: float) -> bool:
         """A claim of nothing that registers (or only unregisters); what it takes back is kept

@@ -9,6 +9,11 @@
 -- handed to it and not yet received (take_handed), with its lease renewed from that moment.
 -- A worker killed while registered may be handed one job: it runs under that worker's id and
 -- is reclaimed like any job of a dead worker (RECLAIM once its heartbeat lapses, then REAP).
+-- Whether `key` can be a hand-off list (foreign data of another type is left alone).
+local function list_or_none(key)
+  local t = redis.call('TYPE', key)['ok']
+  return t == 'list' or t == 'none'
+end
 local function server_time()
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1e6
@@ -45,6 +50,7 @@ local function idle_worker(queue)
     redis.call('ZREM', key, worker)
     return nil
   end
+  if not list_or_none(R .. 'hand:' .. worker) then return nil end
   return worker, lease
 end
 -- Can a new job of `queue` (an innocent one: no cap, rate or suspect) skip the queue? Only if
@@ -79,7 +85,8 @@ local function take_handed(worker, now, lease)
   unregister(worker)
   local out = {}
   for _, key in ipairs({R .. 'got:' .. worker, R .. 'hand:' .. worker}) do
-    local items = redis.call('LRANGE', key, 0, -1)
+    local items = {}
+    if list_or_none(key) then items = redis.call('LRANGE', key, 0, -1) end
     for _, raw in ipairs(items) do
       local flat = cjson.decode(raw)
       local id, token
