@@ -21,6 +21,7 @@ class Waits:
         self._stopping = stopping
         self._nudge: asyncio.Future[None] | None = None  # the wait for room
         self._idling: asyncio.Future[None] | None = None  # the wait for work
+        self._stopped: asyncio.Future[None] | None = None  # the one stop() cancelled
 
     def room_freed(self) -> None:
         """A slot freed: end the wait for room."""
@@ -31,7 +32,14 @@ class Waits:
         """End whichever wait runs now (``stopping`` is set: no new one starts)."""
         self.room_freed()
         if self._idling is not None:
+            self._stopped = self._idling
             self._idling.cancel()
+
+    async def settled(self) -> None:
+        """Once the wait for work that ``stop()`` cancelled has ended (a backend may still
+        be withdrawing the worker's offer to take work, e.g. Redis's hand-off registration)."""
+        if self._stopped is not None:
+            await asyncio.wait([self._stopped])
 
     async def for_room(self, timeout: float) -> None:
         """Until a slot frees, the worker stops, or ``timeout`` passes. Its claim then goes

@@ -119,6 +119,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._stop_now = asyncio.Event()
         self._waits = Waits(self._stopping)  # the claim loop's waits for room and for work
+        self._announced: asyncio.Future[None] | None = None  # the log line of a stop signal
         self._grace: float = self.settings.shutdown_grace
         self.processed = 0
         self._observer = Observer(self.settings, self.id)  # metrics and spans of each attempt
@@ -162,8 +163,13 @@ class Worker:
 
     def _on_signal(self, sig: signal.Signals) -> None:
         graceful = not self._stopping.is_set()
-        log.info("received %s: %s", sig.name, "draining" if graceful else "stopping now")
         self.stop(graceful=graceful)
+        self._announced = asyncio.ensure_future(self._announce(sig, graceful))
+
+    async def _announce(self, sig: signal.Signals, graceful: bool) -> None:
+        """Logged once claiming has stopped (the wait for work, cancelled, has ended)."""
+        await self._waits.settled()
+        log.info("received %s: %s", sig.name, "draining" if graceful else "stopping now")
 
     async def run(self) -> None:
         """Serve until ``stop()``; then drain, release and close everything."""

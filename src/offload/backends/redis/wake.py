@@ -165,6 +165,8 @@ class Handoffs:
             if self.worker is not None and self._leaving is None:
                 args = claim_args(now, self.worker, self.lease, 0, False, [])
                 self._leaving = asyncio.ensure_future(self._register(script, args, 0.0))
+                # The wait ends once nothing more can be handed over (worker.py logs then).
+                await asyncio.gather(asyncio.shield(self._leaving), return_exceptions=True)
             raise
 
     async def _wait_for_work(
