@@ -11,7 +11,7 @@ from importlib import resources
 from offload.backends.redis import scripts
 from offload.core.states import TRANSITIONS
 
-INCLUDED = {"base", "prelude", "submit_lib", "ended_read"}
+INCLUDED = {"base", "prelude", "submit_lib", "ended_read", "handoff"}
 
 
 def test_every_lua_file_is_a_script_or_included_by_one() -> None:

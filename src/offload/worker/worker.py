@@ -14,8 +14,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 from offload.backends import storage
 from offload.client import App
@@ -43,6 +42,7 @@ from offload.worker.startup import (
     process_executor,
     start_warden,
 )
+from offload.worker.waits import Waits
 from offload.worker.warden import Warden
 
 log = logging.getLogger("offload.worker")
@@ -118,7 +118,8 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = asyncio.Event()
         self._stop_now = asyncio.Event()
-        self._nudge: asyncio.Future[None] | None = None  # the claim loop waits for room on it
+        self._waits = Waits(self._stopping)  # the claim loop's waits for room and for work
+        self._announced: asyncio.Future[None] | None = None  # the log line of a stop signal
         self._grace: float = self.settings.shutdown_grace
         self.processed = 0
         self._observer = Observer(self.settings, self.id)  # metrics and spans of each attempt
@@ -152,7 +153,7 @@ class Worker:
             self._grace = 0.0
             self._stop_now.set()
         self._stopping.set()
-        self._wake_claimer()
+        self._waits.stop()
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT stop gracefully; a second one stops at once."""
@@ -162,8 +163,13 @@ class Worker:
 
     def _on_signal(self, sig: signal.Signals) -> None:
         graceful = not self._stopping.is_set()
-        log.info("received %s: %s", sig.name, "draining" if graceful else "stopping now")
         self.stop(graceful=graceful)
+        self._announced = asyncio.ensure_future(self._announce(sig, graceful))
+
+    async def _announce(self, sig: signal.Signals, graceful: bool) -> None:
+        """Logged once claiming has stopped (the wait for work, cancelled, has ended)."""
+        await self._waits.settled()
+        log.info("received %s: %s", sig.name, "draining" if graceful else "stopping now")
 
     async def run(self) -> None:
         """Serve until ``stop()``; then drain, release and close everything."""
@@ -234,59 +240,36 @@ class Worker:
         while not self._stopping.is_set():
             room = self._room()
             if not room:
-                await self._wait_for_room(1.0)
+                await self._waits.for_room(1.0)
                 continue
-            started = time.monotonic()
+            started, limit = time.monotonic(), min(max(room.values()), self.settings.claim_batch)
             try:
                 jobs = await self.backend.claim(
                     self.id,
                     room,
-                    min(max(room.values()), self.settings.claim_batch),
+                    limit,
                     self.settings.lease_seconds,
                     idle=self._slots.takes_suspects(),
                 )
             except BackendError as exc:
                 log.warning("claim failed: %s; retrying in %.2fs", exc, pause)
-                await self._until(asyncio.sleep(pause))
+                await self._waits.pause(pause)
                 pause = min(pause * 2, 5.0)
                 continue
             except Exception:  # a bug must not silently end the claim loop of a live worker
                 log.exception("claim failed unexpectedly; retrying in %.2fs", pause)
-                await self._until(asyncio.sleep(pause))
+                await self._waits.pause(pause)
                 pause = min(pause * 2, 5.0)
                 continue
             pause = 0.05
             for record in jobs:
                 self._launch(record, started)
             if not jobs:
-                wait = self.backend.wait_for_work(list(room), self.settings.idle_wait)
-                await self._until(wait)
-
-    async def _wait_for_room(self, timeout: float) -> None:
-        """Sleep until a slot frees or the worker stops. A plain future, so the claim loop runs
-        in the very next loop turn: its claim goes out ahead of the finished jobs' writes."""
-        self._nudge = asyncio.get_running_loop().create_future()
-        try:
-            async with asyncio.timeout(timeout):
-                await self._nudge
-        except TimeoutError:
-            pass
-        finally:
-            self._nudge = None
-
-    def _wake_claimer(self) -> None:
-        if self._nudge is not None and not self._nudge.done():
-            self._nudge.set_result(None)
-
-    async def _until(self, aw: Awaitable[Any], timeout: float | None = None) -> None:
-        """Await ``aw`` but return as soon as the worker is asked to stop."""
-        work = asyncio.ensure_future(aw)
-        stop = asyncio.ensure_future(self._stopping.wait())
-        await asyncio.wait({work, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        for fut in (work, stop):
-            if not fut.done():
-                fut.cancel()
-        await asyncio.gather(work, stop, return_exceptions=True)
+                await self._waits.for_work(
+                    self.backend.wait_for_work(list(room), self.settings.idle_wait)
+                )
+            elif len(jobs) < limit:  # drained: let these start before the next (empty) claim
+                await asyncio.sleep(0)
 
     def _launch(self, record: JobRecord, claimed_at: float) -> None:
         lease = Lease(record.id, record.token)
@@ -318,7 +301,7 @@ class Worker:
             watch.executed()
             lingering = self._threads.lingering(rec.id)  # a cancelled thread still running
             if self._slots.done(job.seat, lingering):  # only I/O is left: the next claim may share
-                self._wake_claimer()
+                self._waits.room_freed()
             outcome = await self._runner.finish(job, outcome)
             watch.end(outcome.kind, stop_reason=job.stop_reason, outcome=outcome)
             if outcome.kind == "lost":
@@ -342,7 +325,7 @@ class Worker:
         finally:
             watch.end("failed")  # an internal error (else a no-op: it has ended)
             if self._slots.free(job.seat):
-                self._wake_claimer()
+                self._waits.room_freed()
             self._keeper.untrack(rec.id)
             self._running.pop(rec.id, None)
             self.processed += 1

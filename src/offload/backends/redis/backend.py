@@ -38,7 +38,7 @@ from offload.backends.redis.records import (
 from offload.backends.redis.server import check_server
 from offload.backends.redis.submitting import BlockingSubmits, Outcome, read_reply, submit_args
 from offload.backends.redis.url import RedisURL, parse_redis_url
-from offload.backends.redis.wake import Wakeups
+from offload.backends.redis.wake import Handoffs, Wakeups, claim_args
 from offload.core.clock import Clock
 from offload.core.codec import dumps
 from offload.core.job import (
@@ -95,6 +95,7 @@ class RedisBackend:
         self._blocking: BlockingSubmits | None = None  # submits from sync code (the sync face)
         self._blocking_lock = threading.Lock()
         self._wakeups = Wakeups()
+        self._handoffs = Handoffs(self.root, self._wakeups)
         self._submits = Batcher(self._submit_groups)
         self._moves: Batcher[tuple[Any, ...], None] = Batcher(self._move_many)
 
@@ -129,6 +130,8 @@ class RedisBackend:
         await check_server(client, self.target, strict=self.strict)
 
     async def close(self) -> None:
+        if self._client is not None:
+            await self._leave()
         client, self._client = self._client, None
         with self._blocking_lock:  # after _client: no submit_blocking opens one again
             blocking, self._blocking = self._blocking, None
@@ -229,17 +232,11 @@ class RedisBackend:
         room = [(q, n) for q, n in queues.items() if n > 0]
         if limit <= 0 or not room:
             return []
-        self._wakeups.event.clear()  # a submit after this point wakes wait_for_work
-        args: list[Any] = [
-            self._now_arg(),
-            worker_id,
-            repr(float(lease_seconds)),
-            limit,
-            "1" if idle else "0",
-        ]
-        for queue, cap in room:
-            args += [queue, cap]
-        reply = await self._script("claim", args)
+        self._wakeups.clear()  # a submit after this point wakes wait_for_work
+        reply = self._handoffs.claim(worker_id, lease_seconds)  # handed to it: no round trip
+        if not reply:
+            args = claim_args(self._now_arg(), worker_id, lease_seconds, limit, idle, room)
+            reply = self._handoffs.fresh(await self._script("claim", args))
         jobs: list[JobRecord] = []
         for flat in reply:
             try:
@@ -389,15 +386,19 @@ class RedisBackend:
 
     # -- waiting for work ----------------------------------------------------------------------
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
-        """Sleep until a submit makes one of ``queues`` non-empty (a pub/sub hint), a scheduled
-        job falls due, or ``timeout`` passes."""
+        """Sleep until a job is handed over, a hint says one of ``queues`` may have work, a
+        scheduled job falls due, or ``timeout`` passes (see wake.py)."""
         try:
-            await self._wakeups.listen(self.client, f"{self.root}wake")
-            ready, due, now = await self._script("ready", [self._now_arg(), *queues], retry=True)
+            now, script = self._now_arg(), self._script
+            await self._handoffs.wait_for_work(self.client, script, now, queues, timeout)
         except (BackendError, rex.RedisError):
             await asyncio.sleep(min(timeout, 0.05))  # the caller's claim reports the problem
-            return
-        if ready:
-            return
-        wait = timeout if due == "" else min(timeout, max(0.0, float(due) - float(now)))
-        await self._wakeups.wait(wait)
+
+    async def _leave(self) -> None:
+        """End a worker's hand-off registration; release the jobs handed to it, not started."""
+        try:
+            for job in map(self._job, await self._handoffs.leave(self._script, self._now_arg())):
+                await self.release(Lease(job.id, job.token))
+        except (BackendError, LeaseLost) as exc:
+            log.warning("could not give back the jobs handed to this worker: %s", exc)
+        await self._handoffs.close()

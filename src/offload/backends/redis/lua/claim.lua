@@ -1,10 +1,14 @@
--- ARGV: now, worker id, lease seconds, limit, idle (1/0), then queue, room per queue...
--- -> the HGETALL of each claimed job.
+-- ARGV: now, worker id, lease seconds, limit, idle (1/0), register (seconds, or ''), then
+-- queue, room per queue... -> the HGETALL of each claimed job: first those handed to this
+-- worker and not known to be received (see handoff.lua), then those claimed now. With
+-- register, a claim that finds nothing registers the worker as idle for its queues with room.
+-- include: handoff.lua
 local now = clock(ARGV[1])
 local worker, lease, limit, idle = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
 if not (finite(lease) and lease > 0) then
   return redis.error_reply('offload: lease ' .. ARGV[3] .. ' is not a finite number > 0')
 end
+local handed = take_handed(worker, now, lease)
 local err = promote(now, __PROMOTE_BATCH__)
 if err then return err end
 local cands = {}
@@ -75,7 +79,7 @@ local function gather(queue, part, parts, want)
   for _, p in ipairs(emptied) do redis.call('ZREM', R .. parts .. queue, p) end
 end
 local room = {}
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   local queue, cap = ARGV[i], tonumber(ARGV[i + 1])
   local want = math.min(cap, limit)
   room[queue] = cap
@@ -188,7 +192,7 @@ if #picked == 0 then
 end
 for name, _ in pairs(dirty) do redis.call('HSET', R .. 'tat', name, buckets[name]) end
 -- queued -> running (always allowed): each job's hash now, the shared keys once at the end.
-local out, runs, moved = {}, {}, changes()
+local out, runs, moved = handed, {}, changes()
 local until_ = now + lease
 for _, c in ipairs(picked) do
   local k = R .. 'j:' .. c.id
@@ -206,4 +210,11 @@ for _, c in ipairs(picked) do
 end
 bulk('ZADD', R .. 'run', runs)
 moved.flush()
+if #out == 0 and ARGV[6] ~= '' then
+  local queues = {}
+  for i = 7, #ARGV, 2 do
+    if tonumber(ARGV[i + 1]) > 0 then queues[#queues + 1] = ARGV[i] end
+  end
+  if #queues > 0 then register(worker, lease, tonumber(ARGV[6]), queues) end
+end
 return out

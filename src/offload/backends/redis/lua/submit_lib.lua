@@ -1,5 +1,6 @@
 -- The submit machinery as functions over the script's ``now`` and ``window`` (FINISH uses it
 -- too: a workflow step's success submits what follows it in the same script run).
+-- include: handoff.lua
 local seen = {}  -- idempotency key -> {job id, fingerprint}, as stored by earlier groups
 local zadds, counts, ready = {}, {}, {}
 local function zadd(key, score, member)
@@ -44,14 +45,26 @@ local function store_new(job)
   redis.call('HSET', R .. 'j:' .. id, unpack(f))
   local part = 'q:'
   if cap ~= '' or key_cap ~= '' or rate ~= '' or key_rate ~= '' then part = 'c:' end
+  -- An idle worker may take it at once (see handoff.lua): then it is listed as running.
+  local worker, lease, listed = nil, nil, status
+  if status == 'queued' and part == 'q:' and not ready['q:' .. queue]
+    and not ready['c:' .. queue] then
+    worker, lease = handoff_target(queue, now)
+  end
+  if worker then
+    hand_off(id, worker, lease, now)
+    listed = 'running'
+  end
   zadd(R .. 'i:all', now, id)
   zadd(R .. 'i:tk:' .. task, now, id)
   zadd(R .. 'i:q:' .. queue, now, id)
   zadd(R .. 'i:tn:' .. tenant, now, id)
-  zadd(R .. 'i:st:' .. status, now, id)
-  local field = queue .. '\0' .. status
+  zadd(R .. 'i:st:' .. listed, now, id)
+  local field = queue .. '\0' .. listed
   counts[field] = (counts[field] or 0) + 1
-  if status == 'queued' then
+  if worker then
+    return status, run_at
+  elseif status == 'queued' then
     zadd(R .. part .. queue .. ':' .. prio, run_at, id)
     ready[part .. queue] = ready[part .. queue] or {queue = queue, part = part}
     ready[part .. queue][prio] = true
