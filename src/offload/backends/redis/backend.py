@@ -2,12 +2,10 @@
 
 Every state transition is one Lua script (:mod:`offload.backends.redis.scripts`), a Redis
 Function (Redis >= 7.0; else EVALSHA: see conn.Scripts), re-loaded after a Redis restart. Times
-come from Redis ``TIME``; all keys share the hash tag ``{prefix}`` (one Cluster slot). Idle
-workers sleep on a pub/sub wake-up hint and always claim to find out.
-
-URL options (the rest go to redis-py): ``prefix`` (namespace, default ``offload``) and
-``strict`` (refuse to start when the server may lose jobs: eviction on, persistence off).
-"""
+come from Redis ``TIME``; all keys share the hash tag ``{prefix}`` (one Cluster slot). An idle
+worker is handed jobs by submits, or woken by a hint (wake.py). URL options (the rest go to
+redis-py): ``prefix`` (namespace, default ``offload``) and ``strict`` (refuse to start when
+the server may lose jobs: eviction on, persistence off)."""
 
 from __future__ import annotations
 
@@ -209,8 +207,7 @@ class RedisBackend:
             return self._blocking
 
     async def _submit_groups(self, groups: Sequence[list[NewJob]]) -> list[Outcome]:
-        """One script run for many submit calls. A call whose jobs cannot be encoded or
-        stored gets its own error; the other calls of the batch go on."""
+        """One script run for many submit calls; a call that fails gets its own error."""
         args, sent, out = submit_args(self._now_arg(), groups)
         if not sent:
             return out
@@ -386,8 +383,7 @@ class RedisBackend:
 
     # -- waiting for work ----------------------------------------------------------------------
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
-        """Sleep until a job is handed over, a hint says one of ``queues`` may have work, a
-        scheduled job falls due, or ``timeout`` passes (see wake.py)."""
+        """Sleep until a job is handed over, a hint, a due job, or ``timeout`` (wake.py)."""
         try:
             now, script = self._now_arg(), self._script
             await self._handoffs.wait_for_work(self.client, script, now, queues, timeout)

@@ -44,6 +44,10 @@ Layout under the root ``R``:
                                and its listing entries); still read, listed and pruned
 - ``R idem:<tenant>\\0<key>``  string ``<job id>\\0<fingerprint>\\0<expires at>``
 - ``R w`` / ``R wseen`` / ``R wexp``  live workers: info JSON, last seen, expiry
+- ``R idle:<queue>``           zset of idle workers registered for a hand-off, score the
+                               registration's deadline; ``R idlew:<worker>`` its lease and
+                               queues; ``R hand:<worker>`` / ``R got:<worker>`` lists of the
+                               jobs handed to it, sent / received (see lua/handoff.lua)
 - channel ``R wake``           a queue name, published when that queue stops being empty
 
 Floats are written by passing Lua numbers to ``redis.call`` (exact round trip) and returned
