@@ -8,18 +8,19 @@ A kind whose module cannot be imported errors (it never skips): a missing backen
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from offload.backends.base import Backend
 from offload.backends.memory import MemoryBackend
 from offload.core.clock import ManualClock
 from offload.core.job import NewJob
 from pgkit import postgres_schema_url
-from rediskit import redis_namespace_url
+from rediskit import TEST_REDIS, redis_namespace_url
 
 BackendFactory = Callable[[Path, ManualClock], Backend]
 
@@ -74,6 +75,25 @@ def make() -> Callable[..., NewJob]:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
+
+
+@pytest.fixture
+async def redis_store(clock: ManualClock) -> AsyncIterator[Backend]:
+    """A Redis backend of its own namespace on the test server, on the test's clock."""
+    from offload.backends.redis import RedisBackend
+
+    backend = RedisBackend(redis_namespace_url(), clock=clock)
+    await backend.open()
+    yield backend
+    await backend.close()
+
+
+@pytest.fixture
+def sync_redis() -> Iterator[redis.Redis]:
+    """A blocking client of the test server, to look at what the scripts stored."""
+    client = redis.Redis.from_url(TEST_REDIS, decode_responses=True)
+    yield client
+    client.close()
 
 
 @pytest.fixture(params=list(BACKENDS))

@@ -4,7 +4,6 @@ folded in, no key or index entry of its own left behind."""
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
 
 import pytest
 import redis
@@ -16,7 +15,7 @@ from offload.core.job import JobFilter, Lease, NewJob
 from offload.core.retention import Retention, RetentionPolicy
 from offload.core.states import Reason, State
 from offload.errors import InvalidTransition
-from rediskit import TEST_REDIS, redis_namespace_url
+from rediskit import redis_namespace_url
 
 
 def job(n: int) -> NewJob:
@@ -24,23 +23,8 @@ def job(n: int) -> NewJob:
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-async def store(clock: ManualClock) -> AsyncIterator[RedisBackend]:
-    backend = RedisBackend(redis_namespace_url(), clock=clock)
-    await backend.open()
-    yield backend
-    await backend.close()
-
-
-@pytest.fixture
-def sync_redis() -> redis.Redis:
-    client = redis.Redis.from_url(TEST_REDIS, decode_responses=True)
-    yield client
-    client.close()
+def store(redis_store: RedisBackend) -> RedisBackend:
+    return redis_store
 
 
 async def test_an_ended_job_keeps_its_history_in_its_hash(

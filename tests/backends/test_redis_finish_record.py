@@ -14,7 +14,7 @@ from offload.backends.redis import RedisBackend
 from offload.core.clock import ManualClock
 from offload.core.job import Lease, NewJob
 from offload.errors import LeaseLost
-from rediskit import TEST_REDIS, redis_namespace_url
+from rediskit import redis_namespace_url
 
 pytestmark = pytest.mark.parametrize("functions", [True, False], ids=["fcall", "evalsha"])
 
@@ -57,13 +57,6 @@ async def store(functions: bool) -> AsyncIterator[tuple[RedisBackend, ManualCloc
     await backend.open()
     yield backend, clock, "{" + url.split("prefix=", 1)[1] + "}:"
     await backend.close()
-
-
-@pytest.fixture
-def sync_redis() -> redis.Redis:
-    client = redis.Redis.from_url(TEST_REDIS, decode_responses=True)
-    yield client
-    client.close()
 
 
 async def test_a_completed_job_is_stored_as_before(

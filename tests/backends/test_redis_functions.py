@@ -210,15 +210,26 @@ async def test_a_restart_without_persistence_loads_the_library_again(
         await backend.close()
 
 
-async def test_a_user_refused_function_load_runs_the_scripts_with_evalsha(
-    server: RedisServer, admin: redis.Redis, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("refused", "said"),
+    [("-function", "Redis refused FUNCTION LOAD"), ("-fcall", "Redis refused FCALL")],
+    ids=["function-load", "fcall"],
+)
+async def test_a_user_refused_functions_runs_the_scripts_with_evalsha(
+    server: RedisServer,
+    admin: redis.Redis,
+    caplog: pytest.LogCaptureFixture,
+    refused: str,
+    said: str,
 ) -> None:
-    admin.execute_command("ACL", "SETUSER", "nofn", "on", ">pw", "~*", "&*", "+@all", "-function")
-    backend = RedisBackend(f"redis://nofn:pw@127.0.0.1:{server.port}/0?prefix=acl")
+    """An ACL may refuse FUNCTION LOAD, or allow it and refuse FCALL: either way EVALSHA."""
+    admin.execute_command("ACL", "SETUSER", "nofn", "on", ">pw", "~*", "&*", "+@all", refused)
+    backend = RedisBackend(f"redis://nofn:pw@127.0.0.1:{server.port}/0?prefix=acl{refused}")
     try:
         with caplog.at_level(logging.INFO, logger="offload.backends.redis"):
             await backend.open()
         assert backend._scripts.functions is False
+        assert said in caplog.text
         assert "scripts run with EVALSHA" in caplog.text
         [one] = await backend.submit([job(1)])
         claimed = await backend.claim("w", ALL, 10, LEASE)
@@ -227,25 +238,6 @@ async def test_a_user_refused_function_load_runs_the_scripts_with_evalsha(
     finally:
         await backend.close()
         admin.execute_command("ACL", "DELUSER", "nofn")
-
-
-async def test_a_user_allowed_function_load_but_refused_fcall_runs_with_evalsha(
-    server: RedisServer, admin: redis.Redis, caplog: pytest.LogCaptureFixture
-) -> None:
-    admin.execute_command("ACL", "SETUSER", "nofcall", "on", ">pw", "~*", "&*", "+@all", "-fcall")
-    backend = RedisBackend(f"redis://nofcall:pw@127.0.0.1:{server.port}/0?prefix=acl2")
-    try:
-        with caplog.at_level(logging.INFO, logger="offload.backends.redis"):
-            await backend.open()
-        assert backend._scripts.functions is False
-        assert "Redis refused FCALL" in caplog.text
-        [one] = await backend.submit([job(1)])
-        claimed = await backend.claim("w", ALL, 10, LEASE)
-        assert [r.id for r in claimed] == [one.id]
-        await done(backend, claimed)
-    finally:
-        await backend.close()
-        admin.execute_command("ACL", "DELUSER", "nofcall")
 
 
 async def test_a_full_server_still_prunes_and_lists_and_refuses_writes_clearly(

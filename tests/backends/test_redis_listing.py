@@ -4,7 +4,6 @@ cursors across seconds, slices and their shared bucket, many jobs sharing one cr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 import redis
@@ -14,27 +13,11 @@ from offload.backends.redis.scripts import BUCKET_FULL, BUCKET_SLICES
 from offload.core.clock import ManualClock
 from offload.core.job import JobFilter, JobRecord, Lease, NewJob
 from offload.core.states import State
-from rediskit import TEST_REDIS, redis_namespace_url
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-async def store(clock: ManualClock) -> AsyncIterator[RedisBackend]:
-    backend = RedisBackend(redis_namespace_url(), clock=clock)
-    await backend.open()
-    yield backend
-    await backend.close()
-
-
-@pytest.fixture
-def sync_redis() -> redis.Redis:
-    client = redis.Redis.from_url(TEST_REDIS, decode_responses=True)
-    yield client
-    client.close()
+def store(redis_store: RedisBackend) -> RedisBackend:
+    return redis_store
 
 
 def time_id(at: float, n: int) -> str:

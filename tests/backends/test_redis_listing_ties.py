@@ -6,7 +6,6 @@ repeated."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,22 +14,13 @@ from offload.backends.redis import RedisBackend, ended, reads, scripts
 from offload.core.clock import ManualClock
 from offload.core.job import JobFilter, JobRecord, Lease, NewJob
 from offload.core.states import State
-from rediskit import redis_namespace_url
 
 from .test_redis_listing import time_id
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-async def store(clock: ManualClock) -> AsyncIterator[RedisBackend]:
-    backend = RedisBackend(redis_namespace_url(), clock=clock)
-    await backend.open()
-    yield backend
-    await backend.close()
+def store(redis_store: RedisBackend) -> RedisBackend:
+    return redis_store
 
 
 #: Custom ids whose byte order differs from a locale's collation (case, punctuation, digits,

@@ -5,7 +5,7 @@ a job hash that vanished while its id was still queued or running is skipped, no
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -18,7 +18,7 @@ from offload.backends.redis.records import encode_group as _encode_group
 from offload.core.clock import ManualClock
 from offload.core.job import Lease, NewJob
 from offload.core.states import State
-from rediskit import TEST_REDIS, redis_namespace_url
+from rediskit import TEST_REDIS
 
 LEASE = 30.0
 ALL = {"default": 100}
@@ -29,16 +29,8 @@ def job(n: int, **fields: Any) -> NewJob:
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-async def store(clock: ManualClock) -> AsyncIterator[RedisBackend]:
-    backend = RedisBackend(redis_namespace_url(), clock=clock)
-    await backend.open()
-    yield backend
-    await backend.close()
+def store(redis_store: RedisBackend) -> RedisBackend:
+    return redis_store
 
 
 @pytest.fixture
