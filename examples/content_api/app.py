@@ -83,10 +83,11 @@ async def get_content(content_id: str) -> dict[str, Any]:
         workflow = await jobs.aworkflow(content_id)
     except offload.JobNotFound:
         raise HTTPException(404, f"no content {content_id}") from None
+    status = await workflow.astatus()  # first: a step that ended stays ended
     steps = await workflow.asteps()
     return {
         "id": workflow.id,
-        "status": await workflow.astatus(),
+        "status": status,
         "events": f"{JOBS}/{workflow.id}/events",
         "steps": [None if job is None else step_view(job) for job in steps],
     }

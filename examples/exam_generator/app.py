@@ -114,11 +114,12 @@ async def exam_view(exam_id: str) -> dict[str, Any]:
     if workflow_id is None:
         raise HTTPException(404, f"no exam {exam_id}")
     workflow = await jobs.aworkflow(workflow_id)
+    status = await workflow.astatus()  # first: a step that ended stays ended
     steps = await workflow.asteps()
     return {
         "exam_id": exam_id,
         "workflow_id": workflow_id,
-        "status": await workflow.astatus(),
+        "status": status,
         "steps": [None if job is None else step_view(job) for job in steps],
         "pdf": f"/exams/{exam_id}/pdf",
     }
