@@ -64,7 +64,7 @@ class Settings:
     #: jobs claimed per backend round trip at most
     claim_batch: int = 32
     #: jobs a worker may claim ahead of its free slots while its jobs are short (see
-    #: docs/guide/workers.md); they wait in memory for a slot; -1: as many as its slots
+    #: docs/guide/workers.md); they wait in memory for a slot; -1: sized by its jobs' run time
     prefetch: int = -1
     log_format: str = "text"
     log_level: str = "INFO"
@@ -135,8 +135,8 @@ class Settings:
             )
         if self.prefetch < -1 or self.claim_batch < 1:
             raise ConfigurationError(
-                f"prefetch ({self.prefetch}) must be >= 0 (or -1: as many as the worker's "
-                f"slots) and claim_batch ({self.claim_batch}) at least 1"
+                f"prefetch ({self.prefetch}) must be >= 0 (or -1: sized by the jobs' run "
+                f"time) and claim_batch ({self.claim_batch}) at least 1"
             )
 
     def _check_limits(self) -> None:

@@ -12,7 +12,7 @@ import pytest
 import offload
 from offload.errors import ConfigurationError
 from offload.settings import Settings
-from offload.worker.slots import SHORT_JOB
+from offload.worker.slots import AHEAD_TIMES, AHEAD_WINDOW, SHORT_JOB, Slots
 
 State = offload.State
 
@@ -119,9 +119,42 @@ def test_a_negative_prefetch_other_than_minus_one_is_refused(value: int) -> None
         Settings(prefetch=value)
 
 
-def test_prefetch_defaults_to_the_worker_slots(app: offload.App) -> None:
-    assert offload.Worker(app, concurrency=7).prefetch == 7
+def test_prefetch_defaults_to_sizing_by_run_time(app: offload.App) -> None:
+    assert offload.Worker(app, concurrency=7).prefetch == -1
     assert offload.Worker(app, concurrency=7, settings=app.settings.with_(prefetch=3)).prefetch == 3
+
+
+def slots_after(job_seconds: float, prefetch: int = -1, capacity: int = 10) -> Slots:
+    slots = Slots(capacity, {"default": None}, prefetch=prefetch, alone_after=1)
+    slots.job_seconds = job_seconds
+    return slots
+
+
+@pytest.mark.parametrize(
+    ("job_seconds", "ahead"),
+    [
+        (float("inf"), 0),  # nothing known yet: only free slots are filled
+        (SHORT_JOB, 0),  # long jobs are never claimed ahead
+        (0.04, 10),  # at least as many as the slots
+        (AHEAD_WINDOW, 10),
+        (AHEAD_WINDOW / 4, 40),  # as many as the slots start within the window
+        (AHEAD_WINDOW / AHEAD_TIMES, 10 * AHEAD_TIMES),
+        (0.00001, 10 * AHEAD_TIMES),  # and no more than AHEAD_TIMES the slots
+        (0.0, 10 * AHEAD_TIMES),
+    ],
+)
+def test_by_default_jobs_held_ahead_follow_the_run_time(job_seconds: float, ahead: int) -> None:
+    slots = slots_after(job_seconds)
+    assert slots.ahead() == ahead
+    assert slots.room() == {"default": 10 + ahead}
+
+
+@pytest.mark.parametrize("job_seconds", [0.0, 0.001, 0.04])
+def test_a_set_prefetch_is_held_ahead_whatever_the_run_time_below_short(
+    job_seconds: float,
+) -> None:
+    assert slots_after(job_seconds, prefetch=3).ahead() == 3
+    assert slots_after(SHORT_JOB, prefetch=3).ahead() == 0
 
 
 async def test_a_cancelled_thread_keeps_its_slot_from_jobs_claimed_ahead(

@@ -143,7 +143,8 @@ class Worker:
 
     @property
     def prefetch(self) -> int:
-        """How many jobs this worker claims beyond its free slots while jobs are short."""
+        """How many jobs this worker claims beyond its free slots while jobs are short (-1: by
+        their run time, see :meth:`Slots.ahead`)."""
         return self._slots.prefetch
 
     # -- control -------------------------------------------------------------------------------
