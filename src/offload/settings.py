@@ -61,8 +61,8 @@ class Settings:
     prune_interval: float = 60.0
     #: jobs one sweep deletes at most (the next sweep goes on)
     prune_batch: int = 500
-    #: jobs claimed per backend round trip at most
-    claim_batch: int = 32
+    #: jobs claimed per backend round trip at most; -1: the backend's own (32; PostgreSQL 128)
+    claim_batch: int = -1
     #: jobs a worker may claim ahead of its free slots while its jobs are short (see
     #: docs/guide/workers.md); they wait in memory for a slot; -1: sized by its jobs' run time
     prefetch: int = -1
@@ -133,10 +133,10 @@ class Settings:
                 f"concurrency ({self.concurrency}) must be at least 1 and loop_threads "
                 f"({self.loop_threads}) at least 0 (0: as many as the worker's slots)"
             )
-        if self.prefetch < -1 or self.claim_batch < 1:
+        if self.prefetch < -1 or self.claim_batch < -1 or self.claim_batch == 0:
             raise ConfigurationError(
                 f"prefetch ({self.prefetch}) must be >= 0 (or -1: sized by the jobs' run "
-                f"time) and claim_batch ({self.claim_batch}) at least 1"
+                f"time) and claim_batch ({self.claim_batch}) at least 1 (or -1: the backend's own)"
             )
 
     def _check_limits(self) -> None:

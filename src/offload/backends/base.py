@@ -32,6 +32,17 @@ DEFAULT_MAX_LOSSES = 3
 CANCEL_INSTEAD = "cancel was requested; the job is not run again"
 #: Idempotency keys name the same job for this long.
 IDEMPOTENCY_WINDOW = 24 * 3600.0
+#: Jobs one claim carries at most, by default, unless the backend names its own (ClaimBatch).
+DEFAULT_CLAIM_BATCH = 32
+
+
+@runtime_checkable
+class ClaimBatch(Protocol):
+    """A backend whose claim round trip costs much more than a job's share of it (PostgreSQL: a
+    durable commit) names how many jobs one claim carries at most by default;
+    ``OFFLOAD_CLAIM_BATCH`` overrides it."""
+
+    claim_batch: int
 
 
 @runtime_checkable

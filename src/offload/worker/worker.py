@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping
 
 from offload.backends import storage
+from offload.backends.base import DEFAULT_CLAIM_BATCH, ClaimBatch
 from offload.client import App
 from offload.core.ids import new_worker_id
 from offload.core.job import JobRecord, Lease, WorkerInfo
@@ -142,6 +143,16 @@ class Worker:
         )
 
     @property
+    def claim_batch(self) -> int:
+        """Jobs one claim carries at most: ``OFFLOAD_CLAIM_BATCH``, or by default the backend's
+        own (:class:`ClaimBatch`: 128 on PostgreSQL), else 32."""
+        if self.settings.claim_batch > 0:
+            return self.settings.claim_batch
+        if isinstance(self.backend, ClaimBatch):
+            return self.backend.claim_batch
+        return DEFAULT_CLAIM_BATCH
+
+    @property
     def prefetch(self) -> int:
         """How many jobs this worker claims beyond its free slots while jobs are short (-1: by
         their run time, see :meth:`Slots.ahead`)."""
@@ -243,7 +254,7 @@ class Worker:
             if not room:
                 await self._waits.for_room(1.0)
                 continue
-            started, limit = time.monotonic(), min(max(room.values()), self.settings.claim_batch)
+            started, limit = time.monotonic(), min(max(room.values()), self.claim_batch)
             try:
                 jobs = await self.backend.claim(
                     self.id,
