@@ -1,9 +1,7 @@
 """How many jobs one claim carries at most: the backend's own by default, or
-``OFFLOAD_CLAIM_BATCH``; and a drain of short jobs claims in batches that large."""
+``OFFLOAD_CLAIM_BATCH`` (a drain's claims are checked in test_prefetch.py)."""
 
 from __future__ import annotations
-
-import asyncio
 
 import pytest
 
@@ -27,30 +25,3 @@ def test_a_set_claim_batch_wins_over_the_backends(app: offload.App) -> None:
 def test_a_claim_batch_below_one_other_than_minus_one_is_refused(value: int) -> None:
     with pytest.raises(ConfigurationError, match="claim_batch"):
         Settings(claim_batch=value)
-
-
-async def test_claims_of_short_jobs_never_exceed_the_batch(app: offload.App) -> None:
-    @app.task(name="quick")
-    async def quick() -> None:
-        await asyncio.sleep(0)
-
-    handles = [await quick.asubmit() for _ in range(60)]
-    worker = offload.Worker(app, concurrency=2, settings=app.settings.with_(claim_batch=7))
-    sizes: list[int] = []
-    claim = worker.backend.claim
-
-    async def counting(*args: object, **kwargs: object) -> list[offload.JobRecord]:
-        jobs = await claim(*args, **kwargs)  # type: ignore[arg-type]
-        sizes.append(len(jobs))
-        return jobs
-
-    worker.backend.claim = counting  # type: ignore[method-assign]
-    task = asyncio.create_task(worker.run())
-    try:
-        for handle in handles:
-            await handle.aresult(timeout=20)
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 10)
-    assert sum(sizes) == 60
-    assert max(sizes) == 7  # short jobs: the worker held more than its 2 slots, 7 at a time

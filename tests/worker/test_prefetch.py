@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -35,8 +36,15 @@ class Watch:
 
 
 async def drain(
-    app: offload.App, watch: Watch, jobs: int, seconds: float, **options: object
+    app: offload.App,
+    watch: Watch,
+    jobs: int,
+    seconds: float,
+    sizes: list[int] | None = None,
+    **options: object,
 ) -> None:
+    """Run ``jobs`` jobs of ``seconds`` each on one worker (``sizes``: each claim's job count)."""
+
     @app.task(name="work")
     async def work(s: float) -> None:
         await watch.body(s)
@@ -44,6 +52,15 @@ async def drain(
     handles = [await work.asubmit(seconds) for _ in range(jobs)]
     worker = offload.Worker(app, **options)  # type: ignore[arg-type]
     watch.worker = worker
+    if sizes is not None:
+        claim = worker.backend.claim
+
+        async def counting(*args: Any, **kwargs: Any) -> list[offload.JobRecord]:
+            jobs = await claim(*args, **kwargs)
+            sizes.append(len(jobs))
+            return jobs
+
+        worker.backend.claim = counting  # type: ignore[method-assign]
     task = asyncio.create_task(worker.run())
     try:
         for handle in handles:
@@ -60,6 +77,14 @@ async def test_short_jobs_are_claimed_ahead_but_never_run_beyond_concurrency(
     await drain(app, watch, 40, 0.005, concurrency=2)
     assert watch.peak == 2
     assert watch.held > 2  # jobs waited in the worker for a slot
+
+
+async def test_claims_of_short_jobs_carry_at_most_the_claim_batch(app: offload.App) -> None:
+    sizes: list[int] = []
+    settings = app.settings.with_(claim_batch=7)
+    await drain(app, Watch(), 60, 0, sizes, concurrency=2, settings=settings)
+    assert sum(sizes) == 60
+    assert max(sizes) == 7  # short jobs: the worker held more than its 2 slots, 7 at a time
 
 
 async def test_long_jobs_are_not_claimed_ahead(app: offload.App) -> None:
