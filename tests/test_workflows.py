@@ -88,6 +88,31 @@ async def test_chain_passes_each_result_to_the_next_step(app: offload.App) -> No
     assert [job.record.meta["workflow"]["path"] for job in jobs] == ["0", "1", "2"]
 
 
+async def test_a_snapshot_status_always_agrees_with_its_steps(app: offload.App) -> None:
+    add, mul = arithmetic(app)
+    wf = await app.asubmit_workflow(chain(add.s(1, 2), add.s(10), mul.s(y=3)))
+    first = await wf.asnapshot()
+    assert first.status == Status.PENDING
+    assert [job.id if job else None for job in first.steps] == [wf.id, None, None]
+    seen: list[Status] = []
+    async with running(app):
+        for _ in range(2000):  # read while the steps run and end: each read must agree
+            status, steps = await wf.asnapshot()
+            seen.append(status)
+            done = [job is not None and job.status is State.SUCCEEDED for job in steps]
+            assert (status == Status.SUCCEEDED) == all(done), (status, steps)
+            if status == Status.SUCCEEDED:
+                break
+            await asyncio.sleep(0.001)
+    assert seen[-1] == Status.SUCCEEDED
+    try:
+        status, steps = await asyncio.to_thread(wf.snapshot)  # the sync face, from a thread
+    finally:
+        await asyncio.to_thread(app.close)  # the sync face's own connection
+    assert status == Status.SUCCEEDED
+    assert [job.record.result for job in steps if job] == [3, 13, 39]
+
+
 async def test_group_fan_in_gets_results_in_member_order(app: offload.App) -> None:
     add, _ = arithmetic(app)
 

@@ -83,8 +83,7 @@ async def get_content(content_id: str) -> dict[str, Any]:
         workflow = await jobs.aworkflow(content_id)
     except offload.JobNotFound:
         raise HTTPException(404, f"no content {content_id}") from None
-    status = await workflow.astatus()  # first: a step that ended stays ended
-    steps = await workflow.asteps()
+    status, steps = await workflow.asnapshot()  # one read: the status and steps agree
     return {
         "id": workflow.id,
         "status": status,

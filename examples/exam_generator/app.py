@@ -114,8 +114,7 @@ async def exam_view(exam_id: str) -> dict[str, Any]:
     if workflow_id is None:
         raise HTTPException(404, f"no exam {exam_id}")
     workflow = await jobs.aworkflow(workflow_id)
-    status = await workflow.astatus()  # first: a step that ended stays ended
-    steps = await workflow.asteps()
+    status, steps = await workflow.asnapshot()  # one read: the status and steps agree
     return {
         "exam_id": exam_id,
         "workflow_id": workflow_id,

@@ -13,7 +13,16 @@ The worker side (what runs when a step succeeds, and the join of a group) lives 
 """
 
 from offload.workflows.canvas import Chain, Group, Signature, chain, group
-from offload.workflows.handle import Workflow
+from offload.workflows.handle import Workflow, WorkflowSnapshot
 from offload.workflows.plan import WorkflowStatus
 
-__all__ = ["Chain", "Group", "Signature", "Workflow", "WorkflowStatus", "chain", "group"]
+__all__ = [
+    "Chain",
+    "Group",
+    "Signature",
+    "Workflow",
+    "WorkflowSnapshot",
+    "WorkflowStatus",
+    "chain",
+    "group",
+]

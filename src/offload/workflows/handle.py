@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from offload.core.job import JobRecord
 from offload.core.states import State
@@ -15,6 +15,14 @@ from offload.workflows.plan import Plan, StepNode, WorkflowStatus, node_result, 
 
 if TYPE_CHECKING:
     from offload.workflows.host import WorkflowApp
+
+
+class WorkflowSnapshot(NamedTuple):
+    """A workflow's status and its steps' jobs from one read: the status is the one these very
+    steps give (``status, steps = await wf.asnapshot()``)."""
+
+    status: WorkflowStatus
+    steps: list[Job | None]
 
 
 class Workflow:
@@ -54,6 +62,16 @@ class Workflow:
 
     def steps(self) -> list[Job | None]:
         return self._app.run_sync(self.asteps())
+
+    async def asnapshot(self) -> WorkflowSnapshot:
+        """The status and each step's job from one read of the steps, so they always agree (a
+        page that shows both: separate :meth:`astatus` and :meth:`asteps` calls read twice)."""
+        records, status = await self._read()
+        steps = [None if r is None else Job(self._app, r) for r in records.values()]
+        return WorkflowSnapshot(status, steps)
+
+    def snapshot(self) -> WorkflowSnapshot:
+        return self._app.run_sync(self.asnapshot())
 
     async def aresult(self, timeout: float | None = None) -> Any:
         """Wait for the workflow to end; return its last step's result (a final group's list).
