@@ -133,10 +133,13 @@ class Settings:
                 f"concurrency ({self.concurrency}) must be at least 1 and loop_threads "
                 f"({self.loop_threads}) at least 0 (0: as many as the worker's slots)"
             )
-        if self.prefetch < -1 or self.claim_batch < -1 or self.claim_batch == 0:
+        if self.prefetch < -1:
             raise ConfigurationError(
-                f"prefetch ({self.prefetch}) must be >= 0 (or -1: sized by the jobs' run "
-                f"time) and claim_batch ({self.claim_batch}) at least 1 (or -1: the backend's own)"
+                f"prefetch ({self.prefetch}) must be >= 0 (or -1: sized by the jobs' run time)"
+            )
+        if self.claim_batch < -1 or self.claim_batch == 0:
+            raise ConfigurationError(
+                f"claim_batch ({self.claim_batch}) must be at least 1 (or -1: the backend's own)"
             )
 
     def _check_limits(self) -> None:
