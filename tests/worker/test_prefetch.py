@@ -13,7 +13,7 @@ import pytest
 import offload
 from offload.errors import ConfigurationError
 from offload.settings import Settings
-from offload.worker.slots import AHEAD_TIMES, AHEAD_WINDOW, SHORT_JOB, Slots
+from offload.worker.slots import AHEAD_TIMES, AHEAD_WINDOW, HOLD_LIMIT, SHORT_JOB, Slots
 
 State = offload.State
 
@@ -136,6 +136,58 @@ async def test_jobs_claimed_ahead_are_released_at_once_when_the_worker_stops(
         assert (handle.status, handle.attempts) == (State.QUEUED, 0)
         assert (await handle.ahistory())[-1].reason.value == "released"
     assert ran == ["first"]  # the job claimed ahead never started
+
+
+async def test_jobs_held_ahead_behind_a_slow_job_go_back_for_another_worker(
+    app: offload.App,
+) -> None:
+    ends: dict[str, float] = {}
+
+    @app.task
+    async def quick(name: str) -> None:
+        ends[name] = time.monotonic()
+
+    @app.task
+    async def slow() -> None:
+        await asyncio.sleep(HOLD_LIMIT + 4)
+        ends["slow"] = time.monotonic()
+
+    first = offload.Worker(app, concurrency=1)
+    run_first = asyncio.create_task(first.run())
+    second: offload.Worker | None = None
+    run_second: asyncio.Task[None] | None = None
+    try:
+        for i in range(3):  # the worker learns that its jobs are quick
+            await (await quick.asubmit(f"learn{i}")).aresult(timeout=5)
+        stuck = await slow.asubmit()
+        for _ in range(500):
+            await stuck.arefresh()
+            if stuck.status is State.RUNNING:
+                break
+            await asyncio.sleep(0.01)
+        behind = [await quick.asubmit(f"behind{i}") for i in range(4)]
+        for _ in range(500):  # the quick ones are held ahead, behind the slow one
+            statuses = [(await h.arefresh()).status for h in behind]
+            if all(s is State.RUNNING for s in statuses):
+                break
+            await asyncio.sleep(0.01)
+        assert all(s is State.RUNNING for s in statuses)
+        second = offload.Worker(app, concurrency=2)
+        run_second = asyncio.create_task(second.run())
+        for handle in behind:
+            await handle.aresult(timeout=HOLD_LIMIT + 3.5)  # given back, run by the other one
+        assert "slow" not in ends  # before the slow one ended
+        for handle in behind:
+            history = await handle.ahistory()
+            assert [e.reason.value for e in history].count("released") == 1
+            assert handle.attempts == 1  # the attempt given back was refunded
+            assert history[-1].worker_id == second.id
+        await stuck.aresult(timeout=10)
+    finally:
+        for worker in (first, second):
+            if worker is not None:
+                worker.stop()
+        await asyncio.wait_for(asyncio.gather(run_first, *([run_second] if run_second else [])), 10)
 
 
 @pytest.mark.parametrize("value", [-2, -10])

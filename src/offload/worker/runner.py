@@ -140,7 +140,8 @@ class JobRunner:
     async def execute(self, job: Running) -> Outcome:
         rec = job.record
         try:
-            await job.seat.take()  # a job claimed ahead (or a suspect) waits here for a slot
+            if not await job.seat.take():  # a job claimed ahead (or a suspect) waits for a slot
+                return Outcome("released")  # none freed in time: another worker may take it
             spec = self.spec(rec.task)
             executor = self.executors[spec.executor]
             value = await executor.run(spec, job.ctx, rec.args, rec.kwargs, spec.timeout)

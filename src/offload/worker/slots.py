@@ -24,6 +24,9 @@ SHORT_JOB = 0.05
 AHEAD_WINDOW = 0.02
 #: ... no more than this many times its slots.
 AHEAD_TIMES = 8
+#: A job that waited this many seconds for a slot (held ahead behind jobs that turned out slow)
+#: goes back to its queue, its attempt refunded, for another worker to take.
+HOLD_LIMIT = 1.0
 
 
 @dataclass(eq=False)
@@ -37,14 +40,25 @@ class Seat:
     executing: bool = True  # claimed and its code not done yet (waiting for a slot included)
     held: bool = False  # it holds one of the worker's slots
     began: float = 0.0  # time.monotonic() when it got its slot
+    given_back: bool = False  # it waited HOLD_LIMIT for a slot: it goes back to its queue
 
-    async def take(self) -> None:
-        """Wait for the gate (a suspect must not hold a slot while it waits), then a slot."""
+    async def take(self) -> bool:
+        """Wait for the gate (a suspect must not hold a slot while it waits), then a slot: True
+        once it holds one, False if none freed within :data:`HOLD_LIMIT` (give the job back)."""
         if self.gate is not None:
             await self.gate.wait()
-        await self.semaphore.acquire()
+        if self.semaphore.locked():  # no slot free now: wait for one, for a while
+            try:
+                async with asyncio.timeout(HOLD_LIMIT):
+                    await self.semaphore.acquire()
+            except TimeoutError:
+                self.given_back = True
+                return False
+        else:
+            await self.semaphore.acquire()
         self.held = True
         self.began = time.monotonic()
+        return True
 
 
 class Slots:
@@ -62,6 +76,7 @@ class Slots:
         self.executing = 0  # jobs claimed whose code has not ended (or not yet begun)
         self.per_queue: dict[str, int] = dict.fromkeys(caps, 0)
         self.job_seconds = float("inf")  # moving average of recent jobs' run time
+        self.stalled = False  # a held job was given back: claim none ahead until a slot frees
         self._semaphore = asyncio.Semaphore(capacity)  # held while a job's code runs
         self._seats: list[Seat] = []  # the executing ones, in claim order
 
@@ -84,8 +99,10 @@ class Slots:
         :data:`AHEAD_WINDOW`: the slots' number for jobs of 20 ms and more, up to
         :data:`AHEAD_TIMES` times it for jobs of 2.5 ms and less. Each claim round trip then
         carries more jobs when jobs are quick, and a job held ahead still waits for its slot
-        about as long as the window at most (while another worker may be idle)."""
-        if self.job_seconds >= SHORT_JOB:
+        about as long as the window while jobs take what they took recently; one that waits
+        :data:`HOLD_LIMIT` (behind jobs that turned out slow) is given back, and nothing is held
+        ahead again until a slot frees (``stalled``)."""
+        if self.job_seconds >= SHORT_JOB or self.stalled:
             return 0
         if self.prefetch >= 0:
             return self.prefetch
@@ -118,6 +135,7 @@ class Slots:
             self.job_seconds = (
                 ran if self.job_seconds == float("inf") else (0.9 * self.job_seconds + 0.1 * ran)
             )
+            self.stalled = False
         return self.free(seat, lingering)
 
     def free(self, seat: Seat, lingering: Future[Any] | None = None) -> bool:
@@ -128,6 +146,7 @@ class Slots:
         if not seat.executing:
             return False
         seat.executing = False
+        self.stalled = self.stalled or seat.given_back
         self._seats.remove(seat)
         self.executing -= 1
         if seat.held:
