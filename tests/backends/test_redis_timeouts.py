@@ -73,3 +73,23 @@ async def test_an_async_submit_times_out_then_goes_through(
     [job] = await app.asubmit_many([app.prepare("noop")])
     assert job.status is offload.State.QUEUED
     await app.aclose()
+
+
+async def test_a_slow_reply_within_its_own_timeout_is_not_cut_short(server: RedisServer) -> None:
+    """The lane's timer, armed by an earlier call, fires during a later one that is not yet due:
+    it waits for that call's own due time instead of cutting it short."""
+    app = offload.App(f"{server.url}?prefix=timeouts&socket_timeout=1.0")
+    app.task(name="noop")(lambda: None)
+    await app.asubmit_many([app.prepare("noop")])  # arms the lane's timer for 1 s from now
+    await asyncio.sleep(0.5)
+    with redis.Redis(port=server.port) as admin:
+        connections = admin.info("stats")["total_connections_received"]
+        admin.execute_command("CLIENT", "PAUSE", 600, "ALL")  # the timer fires meanwhile
+        started = time.monotonic()
+        [job] = await app.asubmit_many([app.prepare("noop")])  # due 1 s after it was sent
+        assert time.monotonic() - started >= 0.4
+        assert job.status is offload.State.QUEUED
+        # the first try went through: a timeout would have dropped the lane's connection and
+        # the retry opened another
+        assert admin.info("stats")["total_connections_received"] == connections
+    await app.aclose()
