@@ -196,11 +196,12 @@ class Lane:
             response = await conn.read_response(timeout=math.inf)  # timed by _arm's timer
         except rex.ResponseError:
             raise  # the connection is fine: the server refused the command
-        except BaseException as exc:
+        except BaseException:
+            self._due = self._caller = None  # before any await: the timer has nothing to cut
+            expired, self._expired = self._expired, None
             self._conn = None
             await _drop(conn)
-            task, self._expired = self._expired, None
-            if isinstance(exc, asyncio.CancelledError) and task is not None and not task.uncancel():
+            if expired is not None and not expired.uncancel():  # only the timer cancelled it
                 raise rex.TimeoutError("Timeout reading from socket") from None
             raise
         finally:
