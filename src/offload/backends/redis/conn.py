@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -168,6 +169,12 @@ class Lane:
         self._pool = pool
         self._conn: aioredis.Connection | None = None
         self._lock = asyncio.Lock()  # a safety net: the callers are sequential already
+        # The read timeout (the connection's socket_timeout): one timer per lane, re-armed
+        # when it fires, instead of redis-py's timer per read (~6 us of a ~100 us round trip).
+        self._due: float | None = None  # when the call on its way times out
+        self._caller: asyncio.Task[Any] | None = None  # the task that waits for its reply
+        self._expired: asyncio.Task[Any] | None = None  # a caller cancelled by the timer
+        self._watch: asyncio.TimerHandle | None = None
 
     async def script(
         self, scripts: Scripts, name: str, keys: list[str], args: Sequence[Any]
@@ -184,19 +191,52 @@ class Lane:
         try:
             if not conn.is_connected:  # connect() checks too, but through its retry wrapper
                 await conn.connect()
+            self._arm(conn.socket_timeout)
             await conn.send_packed_command(conn.pack_command(*args), check_health=False)
-            response = await conn.read_response()
+            response = await conn.read_response(timeout=math.inf)  # timed by _arm's timer
         except rex.ResponseError:
             raise  # the connection is fine: the server refused the command
         except BaseException:
+            self._due = self._caller = None  # before any await: the timer has nothing to cut
+            expired, self._expired = self._expired, None
             self._conn = None
             await _drop(conn)
+            if expired is not None and not expired.uncancel():  # only the timer cancelled it
+                raise rex.TimeoutError("Timeout reading from socket") from None
             raise
+        finally:
+            self._due = self._caller = None
         if isinstance(response, rex.ResponseError):
             raise response
         return response
 
+    def _arm(self, timeout: float | None) -> None:
+        """Bound the call about to be sent by ``timeout`` seconds (None: no bound)."""
+        if timeout is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._due, self._caller = loop.time() + timeout, asyncio.current_task()
+        if self._watch is None:
+            self._watch = loop.call_at(self._due, self._check)
+
+    def _check(self) -> None:
+        """The timer: cancel the caller whose call is past its due time, else wait for the
+        due time of the call on its way (if any)."""
+        self._watch = None
+        due, caller = self._due, self._caller
+        if due is None or caller is None:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < due:
+            self._watch = loop.call_at(due, self._check)
+        else:
+            self._expired, self._due, self._caller = caller, None, None
+            caller.cancel()
+
     async def close(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
         conn, self._conn = self._conn, None
         if conn is not None:
             await _drop(conn)
