@@ -17,7 +17,7 @@ from offload.errors import BackendUnavailable
 from rediskit import RedisServer
 
 TIMEOUT = 0.3
-PAUSE = 1.0  # longer than a try and its retry
+PAUSE = 2.0  # well over a try and its retry (2 x TIMEOUT), even on a busy machine
 
 
 @pytest.fixture(scope="module")
