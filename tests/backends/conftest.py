@@ -20,7 +20,7 @@ from offload.backends.memory import MemoryBackend
 from offload.core.clock import ManualClock
 from offload.core.job import NewJob
 from pgkit import postgres_schema_url
-from rediskit import TEST_REDIS, redis_namespace_url
+from rediskit import TEST_REDIS, RedisServer, redis_namespace_url
 
 BackendFactory = Callable[[Path, ManualClock], Backend]
 
@@ -113,3 +113,13 @@ async def backend(
         yield store
     finally:
         await store.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A private redis-server for one test module, without persistence (a restart loses its
+    data, functions and scripts); pausing or restarting it touches no other test."""
+    srv = RedisServer(tmp_path_factory.mktemp("redis"), appendonly=False)
+    srv.start()
+    yield srv
+    srv.stop()

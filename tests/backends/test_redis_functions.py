@@ -32,15 +32,6 @@ def job(n: int, **fields: Any) -> NewJob:
     return NewJob(id=f"{n:032x}", task="tasks.echo", kwargs={}, **fields)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A private server without persistence: a restart loses its functions and scripts."""
-    srv = RedisServer(tmp_path_factory.mktemp("redis"), appendonly=False)
-    srv.start()
-    yield srv
-    srv.stop()
-
-
 @pytest.fixture
 def admin(server: RedisServer) -> Iterator[redis.Redis]:
     client = redis.Redis(port=server.port, decode_responses=True)

@@ -20,15 +20,6 @@ TIMEOUT = 0.3
 PAUSE = 2.0  # well over a try and its retry (2 x TIMEOUT), even on a busy machine
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A private server: CLIENT PAUSE stops it answering everyone."""
-    srv = RedisServer(tmp_path_factory.mktemp("redis"), appendonly=False)
-    srv.start()
-    yield srv
-    srv.stop()
-
-
 @pytest.fixture
 def app(server: RedisServer) -> Iterator[offload.App]:
     app = offload.App(f"{server.url}?prefix=timeouts&socket_timeout={TIMEOUT}")
