@@ -14,7 +14,8 @@ def open_backend(url: str, *, clock: Clock | None = None, strict: bool = False) 
     """Build (not yet connect) the backend a URL names.
 
     - ``sqlite:///relative.db``, ``sqlite:////abs/path.db``; option ``?synchronous=normal``
-    - ``redis://host:6379/0`` (needs ``pip install 'offload[redis]'``); options ``?prefix=`` (a
+    - ``redis://host:6379/0``, ``rediss://`` (TLS) or ``unix:///path/redis.sock`` (needs
+      ``pip install 'offload[redis]'``); options ``?prefix=`` (a
       namespace, default ``offload``) and ``?strict=true`` (as ``strict`` here: refuse a server
       that may lose jobs, instead of warning)
     - ``postgresql://user:pass@host/db`` (needs ``pip install 'offload[postgres]'``); options
@@ -30,7 +31,7 @@ def open_backend(url: str, *, clock: Clock | None = None, strict: bool = False) 
         from offload.backends.memory import MemoryBackend
 
         return MemoryBackend(clock=clock)
-    if parsed.scheme in ("redis", "rediss"):
+    if parsed.scheme in ("redis", "rediss", "unix"):
         try:
             from offload.backends.redis import RedisBackend
         except ImportError:

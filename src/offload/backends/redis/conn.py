@@ -67,6 +67,12 @@ def connection_class() -> type[aioredis.Connection]:
     return aioredis.Connection if _pack is None else PackedConnection
 
 
+def _packed_for(url: str) -> dict[str, Any]:
+    """The pool's connection class for ``redis://``; ``rediss://`` (TLS) and ``unix://`` keep
+    the one redis-py picks from the URL (passing ours would replace it)."""
+    return {"connection_class": connection_class()} if url.startswith("redis://") else {}
+
+
 #: Connections one backend object opens at most; more concurrent calls wait up to POOL_WAIT s.
 MAX_CONNECTIONS = 64
 POOL_WAIT = 10.0
@@ -84,7 +90,7 @@ def open_pool(url: str, shown: str) -> tuple[aioredis.BlockingConnectionPool, ai
             socket_connect_timeout=5.0,
             socket_timeout=15.0,
             retry=Retry(NoBackoff(), 0),  # retries are ours: a claim must never run twice
-            connection_class=connection_class(),
+            **_packed_for(url),
         )
         return pool, aioredis.Redis.from_pool(pool)
     except ValueError as exc:

@@ -43,7 +43,8 @@ def parse_redis_url(url: str) -> RedisURL:
             f"Redis URL option prefix={prefix!r} must be non-empty and without braces"
         )
     strict = options.pop("strict", "false").lower() in ("1", "true", "yes", "on")
-    connect = urlunsplit(parts._replace(query=urlencode(options)))
+    query = urlencode(options)  # urlunsplit would write unix:///p as unix:/p, refused by redis-py
+    connect = f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{query}" if query else "")
     host = parts.hostname or "localhost"
     shown = parts.path if parts.scheme == "unix" else f"{host}:{port or 6379}/{db or 0}"
     return RedisURL(connect, shown, prefix, strict, parts.password is not None)
